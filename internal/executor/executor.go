@@ -1,0 +1,62 @@
+// Package executor defines the contract between the runner and the places
+// jobs run in (local processes, Kubernetes pods).
+//
+// Call order: the runner creates one Executor per configured [[runners]]
+// entry and calls Run once per job, from as many goroutines as it has job
+// slots; implementations must be safe for concurrent Run calls. Run owns the
+// job environment it creates: it prepares it, runs the job's stages in the
+// order and under the conditions of the job's plan, writes everything the
+// job prints to Job.Trace, and removes the environment before it returns,
+// also when it fails or is aborted. Run is not retried by the runner; an
+// implementation that retries internally (e.g. a pod creation refused by a
+// quota) must keep it idempotent.
+//
+// Cancellation: cancelling ctx is an abort (GitLab said canceled/failed, the
+// runner is shutting down hard, or the job timed out): stop at once, clean
+// up, return. Closing Job.GracefulCancel is GitLab's "canceling": stop the
+// user script (SIGTERM), still run after_script, then return a failed result
+// with reason job_canceled.
+package executor
+
+import (
+	"context"
+	"io"
+
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// Job is everything an executor needs to run one job.
+type Job struct {
+	Payload *job.Payload
+	// Slot is the runner's concurrency slot for this job (CI_CONCURRENT_ID,
+	// the pod name's concurrent-<n>).
+	Slot int
+	// ProjectSlot is the lowest index not used by another running job of the
+	// same runner and project (CI_CONCURRENT_PROJECT_ID).
+	ProjectSlot int
+	// Trace receives the job log. It masks secrets itself; executors write
+	// raw output to it.
+	Trace io.Writer
+	// GracefulCancel is closed when GitLab asks for a graceful cancel.
+	GracefulCancel <-chan struct{}
+}
+
+// Result is how a job ended.
+type Result struct {
+	// Success is true only when every stage that had to succeed did.
+	Success bool
+	// FailureReason is one of GitLab's failure reasons (script_failure,
+	// runner_system_failure, job_execution_timeout, image_pull_failure,
+	// job_canceled, ...); empty on success.
+	FailureReason string
+	// ExitCode is the exit code of the failed user script, 0 otherwise.
+	ExitCode int
+}
+
+// Executor runs jobs.
+type Executor interface {
+	// Run runs one job to completion; see the package comment for the
+	// contract. A non-nil error means the executor itself failed (it is
+	// reported as runner_system_failure); a failed job is a Result.
+	Run(ctx context.Context, j *Job) (Result, error)
+}
