@@ -1,0 +1,71 @@
+package runner
+
+import (
+	"context"
+	"sync"
+)
+
+// slots hands out the lowest free slot number below the current limit. The
+// number becomes the job's CI_CONCURRENT_ID and the pod name's
+// concurrent-<n>, so it is stable for the job's lifetime and reused once
+// free, as GitLab Runner does. The limit (config `concurrent`) can change on
+// reload without disturbing jobs that hold a slot.
+type slots struct {
+	mu      sync.Mutex
+	limit   int
+	used    map[int]bool
+	changed chan struct{} // closed and replaced whenever a waiter may proceed
+}
+
+func newSlots(limit int) *slots {
+	return &slots{limit: limit, used: map[int]bool{}, changed: make(chan struct{})}
+}
+
+func (s *slots) broadcastLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// acquire blocks until a slot is free or ctx is done.
+func (s *slots) acquire(ctx context.Context) (int, error) {
+	for {
+		s.mu.Lock()
+		if len(s.used) < s.limit {
+			for i := 0; ; i++ {
+				if !s.used[i] {
+					s.used[i] = true
+					s.mu.Unlock()
+					return i, nil
+				}
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+func (s *slots) release(i int) {
+	s.mu.Lock()
+	delete(s.used, i)
+	s.broadcastLocked()
+	s.mu.Unlock()
+}
+
+func (s *slots) setLimit(n int) {
+	s.mu.Lock()
+	s.limit = n
+	s.broadcastLocked()
+	s.mu.Unlock()
+}
+
+// inUse reports how many slots are taken.
+func (s *slots) inUse() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.used)
+}
