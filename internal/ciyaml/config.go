@@ -1,0 +1,123 @@
+// Package ciyaml reads a .gitlab-ci.yml into a pipeline definition.
+//
+// It implements the keywords podrunner runs today (stages, default,
+// variables, image, services, tags, before_script, script, after_script,
+// when, allow_failure, timeout) and recognises the rest of GitLab's job
+// keywords: those are kept as raw YAML nodes (Job.Keys) with a warning so
+// the parser can grow keyword by keyword without changing its shape.
+// Messages follow GitLab's lint wording and carry file:line:col.
+package ciyaml
+
+import (
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Default stages when the file has no `stages:` (GitLab's).
+var DefaultStages = []string{"build", "test", "deploy"}
+
+// Stage names GitLab always adds around the user's stages.
+const (
+	StagePre  = ".pre"
+	StagePost = ".post"
+)
+
+// Job conditions (`when:`) GitLab accepts on a job.
+const (
+	WhenOnSuccess = "on_success"
+	WhenOnFailure = "on_failure"
+	WhenAlways    = "always"
+	WhenManual    = "manual"
+	WhenDelayed   = "delayed"
+)
+
+// Config is a parsed .gitlab-ci.yml.
+type Config struct {
+	File string
+	// Stages in run order, starting with .pre and ending with .post.
+	Stages []string
+	// Variables are the global `variables:`, in file order.
+	Variables []Variable
+	Default   Default
+	// Jobs are the visible jobs in file order, with defaults applied.
+	Jobs []*Job
+	// Warnings name keywords that are valid for GitLab but not implemented
+	// here yet (they are ignored).
+	Warnings []*Error
+	// Root is the document's root node, for keywords added later.
+	Root *yaml.Node
+}
+
+// Job returns the job with that name, or nil.
+func (c *Config) Job(name string) *Job {
+	for _, j := range c.Jobs {
+		if j.Name == name {
+			return j
+		}
+	}
+	return nil
+}
+
+// Default holds the `default:` keyword (and the deprecated global forms
+// of image, services, before_script and after_script).
+type Default struct {
+	Image        *Image
+	Services     []Image
+	BeforeScript []string
+	AfterScript  []string
+	Tags         []string
+	Timeout      time.Duration
+}
+
+// Job is one visible job with `default:` values inherited.
+type Job struct {
+	Name  string
+	Pos   Pos
+	Stage string
+	// Image is nil when neither the job nor default names one.
+	Image        *Image
+	Services     []Image
+	Tags         []string
+	BeforeScript []string
+	Script       []string
+	AfterScript  []string
+	// When is on_success, on_failure, always, manual or delayed.
+	When    string
+	StartIn time.Duration
+	// AllowFailure is true when a failure does not fail the pipeline;
+	// GitLab's default is false, and true for manual jobs.
+	AllowFailure bool
+	// AllowFailureExitCodes, when not empty, allows failure only for
+	// these exit codes (allow_failure: {exit_codes: [...]}).
+	AllowFailureExitCodes []int
+	// Timeout is 0 when not set.
+	Timeout time.Duration
+	// Variables are the job's own `variables:`; global ones are in
+	// Config.Variables.
+	Variables []Variable
+	// Keys holds every key of the job (after merge keys) with its raw
+	// node, for keywords implemented later.
+	Keys map[string]*yaml.Node
+}
+
+// Image is `image:` or one entry of `services:`.
+type Image struct {
+	Name       string
+	Alias      string
+	Entrypoint []string
+	Command    []string
+	Variables  []Variable
+	PullPolicy []string
+	Pos        Pos
+}
+
+// Variable is one entry of `variables:`.
+type Variable struct {
+	Key         string
+	Value       string
+	Description string
+	// Expand is false for `expand: false` (the value is raw).
+	Expand bool
+	Pos    Pos
+}
