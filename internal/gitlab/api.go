@@ -17,8 +17,16 @@ type Credentials struct {
 	TLSKeyFile  string
 }
 
-// ErrForbidden is returned (wrapped) when GitLab answers 403.
+// ErrForbidden is returned (wrapped) when GitLab answers 403 (and 401 on
+// artifact downloads).
 var ErrForbidden = errors.New("forbidden")
+
+// ErrNotFound is returned (wrapped) when GitLab answers 404.
+var ErrNotFound = errors.New("not found")
+
+// ErrTooLarge is returned (wrapped) when GitLab answers 413 to an artifacts
+// upload.
+var ErrTooLarge = errors.New("too large")
 
 // RequestJobStatus classifies the answer to POST jobs/request.
 type RequestJobStatus int
@@ -39,9 +47,18 @@ type RequestJobResult struct {
 	Healthy bool
 	// Body is the raw job payload of a 201; decode it with job.Decode.
 	Body []byte
-	// RequestID is the X-Request-Id of the response, for logs.
+	// RequestID is the X-Request-Id of the response (ours when the server
+	// sent none), for logs.
 	RequestID string
-	Err       error
+	// StatusCode is the final HTTP status, 0 when no response arrived.
+	StatusCode int
+	// PushedBack is true when any transport attempt got a retriable answer
+	// (408/429/5xx); adaptive request concurrency halves its limit on it.
+	PushedBack bool
+	// TLSCAChain is the PEM CA chain seen on the TLS connection of a 201
+	// (empty over plain http), to hand to tools that talk to GitLab.
+	TLSCAChain string
+	Err        error
 }
 
 // JobState is the state sent with PUT jobs/:id.
@@ -81,7 +98,11 @@ type UpdateResult struct {
 	CancelRequested bool
 	// UpdateInterval is the X-GitLab-Trace-Update-Interval, 0 when absent.
 	UpdateInterval time.Duration
-	Err            error
+	// StatusCode is the final HTTP status, 0 when no response arrived.
+	StatusCode int
+	// PushedBack: see RequestJobResult.PushedBack.
+	PushedBack bool
+	Err        error
 }
 
 // PatchState classifies the answer to PATCH jobs/:id/trace.
@@ -103,5 +124,10 @@ type PatchResult struct {
 	NewOffset       int64
 	CancelRequested bool
 	UpdateInterval  time.Duration
-	Err             error
+	// StatusCode is the final HTTP status, 0 when no response arrived (or
+	// nothing had to be sent).
+	StatusCode int
+	// PushedBack: see RequestJobResult.PushedBack.
+	PushedBack bool
+	Err        error
 }
