@@ -1,0 +1,115 @@
+package config
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// DefaultWatchInterval is how often the Watcher looks at the file's mtime.
+const DefaultWatchInterval = 3 * time.Second
+
+// WatcherOptions configure a Watcher.
+type WatcherOptions struct {
+	// Interval between mtime checks; DefaultWatchInterval when zero.
+	Interval time.Duration
+	Logger   *slog.Logger
+	// OnChange is called from Run's goroutine with every new valid config.
+	OnChange func(cfg *Config, warnings []Warning)
+}
+
+// Watcher re-reads a config file when its mtime (or size) changes, or when
+// Reload is called (SIGHUP). A file that fails to parse is logged and the
+// previous config is kept.
+type Watcher struct {
+	path   string
+	opts   WatcherOptions
+	reload chan struct{}
+
+	mu      sync.Mutex
+	current *Config
+	modTime time.Time
+	size    int64
+}
+
+// NewWatcher watches path; initial is the config already loaded from it.
+func NewWatcher(path string, initial *Config, opts WatcherOptions) *Watcher {
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultWatchInterval
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	w := &Watcher{path: path, opts: opts, reload: make(chan struct{}, 1), current: initial}
+	if st, err := os.Stat(path); err == nil {
+		w.modTime, w.size = st.ModTime(), st.Size()
+	}
+	return w
+}
+
+// Current returns the last valid config.
+func (w *Watcher) Current() *Config {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.current
+}
+
+// Reload asks Run to re-read the file now, whatever its mtime. It does not
+// block.
+func (w *Watcher) Reload() {
+	select {
+	case w.reload <- struct{}{}:
+	default: // a reload is already pending
+	}
+}
+
+// Run watches until ctx is done. The caller owns the goroutine.
+func (w *Watcher) Run(ctx context.Context) {
+	t := time.NewTicker(w.opts.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.reload:
+			w.check(true)
+		case <-t.C:
+			w.check(false)
+		}
+	}
+}
+
+func (w *Watcher) check(force bool) {
+	log := w.opts.Logger.With("config", w.path)
+	st, err := os.Stat(w.path)
+	if err != nil {
+		if force {
+			log.Error("config reload failed, keeping the previous config", "error", err)
+		}
+		return
+	}
+	w.mu.Lock()
+	changed := !st.ModTime().Equal(w.modTime) || st.Size() != w.size
+	w.modTime, w.size = st.ModTime(), st.Size()
+	w.mu.Unlock()
+	if !changed && !force {
+		return
+	}
+	cfg, warnings, err := Load(w.path)
+	for _, wr := range warnings {
+		log.Warn("config warning", "warning", wr.String())
+	}
+	if err != nil {
+		log.Error("config reload failed, keeping the previous config", "error", err.Error())
+		return
+	}
+	w.mu.Lock()
+	w.current = cfg
+	w.mu.Unlock()
+	log.Info("config reloaded", "runners", len(cfg.Runners))
+	if w.opts.OnChange != nil {
+		w.opts.OnChange(cfg, warnings)
+	}
+}
