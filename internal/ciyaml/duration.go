@@ -91,8 +91,11 @@ func tokenize(s string) []string {
 			}
 			kind = 2
 			cur.WriteRune(r)
-		default: // spaces, commas
+		case unicode.IsSpace(r) || r == ',':
 			flush()
+		default: // anything else makes the string invalid
+			flush()
+			toks = append(toks, string(r))
 		}
 	}
 	flush()
