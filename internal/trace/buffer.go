@@ -1,0 +1,215 @@
+package trace
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"sync"
+	"unicode/utf8"
+)
+
+// DefaultLimit is GitLab Runner's default output_limit (4096 KiB).
+const DefaultLimit int64 = 4096 * 1024
+
+// ErrClosed is returned by a Buffer used after Close.
+var ErrClosed = errors.New("trace buffer closed")
+
+const (
+	ansiBoldYellow = "\x1b[33;1m"
+	ansiReset      = "\x1b[0;m"
+)
+
+// LimitNotice is the one-time notice appended when the log reaches limit
+// bytes; the wording and colours are GitLab Runner's.
+func LimitNotice(limit int64) string {
+	return fmt.Sprintf("\n%sJob's log exceeded limit of %d bytes.\n"+
+		"Job execution will continue but no more output will be collected.%s\n",
+		ansiBoldYellow, limit, ansiReset)
+}
+
+// Buffer stores the (already masked) job log in a temporary file, so memory
+// stays constant while the whole log remains readable for a resend from byte
+// 0 (GitLab's 412). It enforces the output limit and keeps the CRC-32 (IEEE)
+// and size of exactly the bytes stored, limit notice included.
+//
+// Buffer is safe for concurrent writers and concurrent readers.
+type Buffer struct {
+	mu       sync.Mutex
+	file     *os.File
+	w        *bufio.Writer
+	size     int64
+	crc      uint32
+	limit    int64
+	exceeded bool
+	closed   bool
+	err      error // sticky write error of the file
+}
+
+// NewBuffer creates a Buffer backed by a new file in dir (os.TempDir() when
+// empty). limit is in bytes; <= 0 means DefaultLimit.
+func NewBuffer(dir string, limit int64) (*Buffer, error) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	f, err := os.CreateTemp(dir, "podrunner-trace-*")
+	if err != nil {
+		return nil, fmt.Errorf("create trace buffer file in %q: %w", dir, err)
+	}
+	return &Buffer{file: f, w: bufio.NewWriterSize(f, 64*1024), limit: limit}, nil
+}
+
+// Write stores p. Past the limit p is cut at a UTF-8 boundary, the notice is
+// appended once and everything after is dropped; dropped bytes are still
+// reported as written so the job goes on.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, ErrClosed
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.exceeded || len(p) == 0 {
+		return len(p), nil
+	}
+	if room := b.limit - b.size; int64(len(p)) > room {
+		if err := b.store(truncateUTF8(p, room)); err != nil {
+			return 0, err
+		}
+		b.exceeded = true
+		if err := b.store([]byte(LimitNotice(b.limit))); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if err := b.store(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (b *Buffer) store(p []byte) error {
+	if _, err := b.w.Write(p); err != nil {
+		b.err = fmt.Errorf("write trace buffer file: %w", err)
+		return b.err
+	}
+	b.crc = crc32.Update(b.crc, crc32.IEEETable, p)
+	b.size += int64(len(p))
+	return nil
+}
+
+// truncateUTF8 cuts p to at most n bytes without splitting a UTF-8 sequence.
+func truncateUTF8(p []byte, n int64) []byte {
+	if n <= 0 {
+		return nil
+	}
+	p = p[:n]
+	// Drop an incomplete trailing sequence (at most 3 bytes).
+	for i := 1; i <= utf8.UTFMax-1 && i <= len(p); i++ {
+		c := p[len(p)-i]
+		if c < utf8.RuneSelf {
+			break // ASCII: complete
+		}
+		if utf8.RuneStart(c) {
+			if !utf8.FullRune(p[len(p)-i:]) {
+				p = p[:len(p)-i]
+			}
+			break
+		}
+	}
+	return p
+}
+
+// Size is the number of bytes stored.
+func (b *Buffer) Size() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.size
+}
+
+// Checksum returns "crc32:%08x" of the bytes stored.
+func (b *Buffer) Checksum() string {
+	_, sum := b.Snapshot()
+	return sum
+}
+
+// Snapshot returns the size and checksum of the same stored bytes.
+func (b *Buffer) Snapshot() (size int64, checksum string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.size, fmt.Sprintf("crc32:%08x", b.crc)
+}
+
+// LimitExceeded reports whether output was dropped.
+func (b *Buffer) LimitExceeded() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.exceeded
+}
+
+// ReadAt reads stored bytes at off. Like os.File it returns io.EOF when
+// fewer than len(p) bytes are stored from off.
+func (b *Buffer) ReadAt(p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if err := b.w.Flush(); err != nil {
+		b.err = fmt.Errorf("write trace buffer file: %w", err)
+		b.mu.Unlock()
+		return 0, b.err
+	}
+	size := b.size
+	f := b.file
+	b.mu.Unlock()
+	if off < 0 {
+		return 0, fmt.Errorf("read trace buffer at negative offset %d", off)
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if int64(want) > size-off {
+		p = p[:size-off]
+	}
+	// Stored bytes below size are never rewritten, so reading without the
+	// lock (pread) is safe against concurrent writers.
+	n, err := f.ReadAt(p, off)
+	if err == nil && n < want {
+		err = io.EOF
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("read trace buffer at %d: %w", off, err)
+	}
+	return n, err
+}
+
+// Reader returns a reader of the bytes stored from off up to the current
+// size.
+func (b *Buffer) Reader(off int64) io.Reader {
+	return io.NewSectionReader(b, off, b.Size()-off)
+}
+
+// Close removes the file. Further writes fail with ErrClosed.
+func (b *Buffer) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	name := b.file.Name()
+	err := b.file.Close()
+	if rmErr := os.Remove(name); rmErr != nil && err == nil {
+		err = rmErr
+	}
+	if err != nil {
+		return fmt.Errorf("remove trace buffer file %s: %w", name, err)
+	}
+	return nil
+}
