@@ -127,3 +127,12 @@ func decodeBody(t *testing.T, b []byte) map[string]any {
 	}
 	return m
 }
+
+func rawFields(t *testing.T, b []byte) map[string]json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("request body is not a JSON object: %v: %q", err, b)
+	}
+	return m
+}
