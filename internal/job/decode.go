@@ -51,7 +51,7 @@ func Decode(data []byte) (*Payload, error) {
 	dec.UseNumber()
 	var raw any
 	if err := dec.Decode(&raw); err != nil {
-		return nil, &DecodeError{Msg: "not valid JSON: " + err.Error()}
+		return partialStream(data), &DecodeError{Msg: "not valid JSON: " + err.Error()}
 	}
 	if dec.More() {
 		return nil, &DecodeError{Msg: "unexpected data after the JSON object"}
@@ -93,6 +93,36 @@ func partial(obj map[string]any) *Payload {
 		return nil
 	}
 	return &Payload{ID: id, Token: tok}
+}
+
+// partialStream reads the top-level members of a payload that is not valid
+// JSON (e.g. truncated) up to the first syntax error, looking for id and
+// token, so that such a job can still be failed.
+func partialStream(data []byte) *Payload {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	obj := map[string]any{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			break
+		}
+		key, ok := t.(string)
+		if !ok {
+			break
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			break
+		}
+		if key == "id" || key == "token" {
+			obj[key] = v
+		}
+	}
+	return partial(obj)
 }
 
 func (p *Payload) validate() error {
