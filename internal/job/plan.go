@@ -429,7 +429,11 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 			userStarted = true
 		}
 		sectionStart(trace, now(), st.Name, st.Title)
-		code, err := run(sctx, st.WithJobStatus(status()), trace)
+		jobStatus := "running"
+		if !onMainPath {
+			jobStatus = status()
+		}
+		code, err := run(sctx, st.WithJobStatus(jobStatus), trace)
 		stageTimedOut := errors.Is(sctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil
 		cancel()
 		sectionEnd(trace, now(), st.Name)
