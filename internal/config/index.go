@@ -16,6 +16,15 @@ type keyIndex struct {
 	lines map[string]int
 	// byLine lists the keys of each line in order of their column.
 	byLine map[int][]posKey
+	// kvs lists every key = value in document order.
+	kvs []kvPos
+}
+
+type kvPos struct {
+	path      string
+	line, col int
+	parts     []string // the key as written
+	raw       []byte   // "key = value" as written (copied)
 }
 
 type posKey struct {
@@ -100,6 +109,10 @@ func (idx *keyIndex) keyValue(p *unstable.Parser, table string, kv *unstable.Nod
 		path = joinKey(path, part)
 	}
 	idx.add(p, path, first)
+	if first != nil {
+		sh := p.Shape(first.Raw)
+		idx.kvs = append(idx.kvs, kvPos{path: path, line: sh.Start.Line, col: sh.Start.Column, parts: parts, raw: append([]byte(nil), p.Raw(kv.Raw)...)})
+	}
 	idx.value(p, path, kv.Value())
 }
 

@@ -98,7 +98,15 @@ func Parse(data []byte, filename string) (*Config, []Warning, error) {
 			}
 			return nil, p.warnings, &Error{File: filename, Line: line, Key: key, Msg: decodeMessage(de)}
 		default:
-			return nil, p.warnings, &Error{File: filename, Msg: err.Error()}
+			e := &Error{File: filename, Msg: err.Error()}
+			var ve *valueError
+			if errors.As(err, &ve) {
+				e.Msg = ve.msg
+				if kv, ok := idx.locateValueError(ve.msg); ok {
+					e.Line, e.Key = kv.line, kv.path
+				}
+			}
+			return nil, p.warnings, e
 		}
 	}
 	p.normalize(cfg)
@@ -113,6 +121,9 @@ var typeMismatch = regexp.MustCompile(`^cannot decode TOML (\w+) into (?:struct 
 // decodeMessage turns go-toml's message into one for a config author.
 func decodeMessage(de *toml.DecodeError) string {
 	msg := strings.TrimPrefix(de.Error(), "toml: ")
+	if strings.HasPrefix(msg, "parsing time ") {
+		return "invalid date-time: use RFC 3339, e.g. 2026-01-02T15:04:05Z"
+	}
 	if m := typeMismatch.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("wrong type: got a TOML %s, want %s", m[1], goTypeName(m[2]))
 	}

@@ -16,10 +16,39 @@ func decodeScalar(raw []byte) (any, error) {
 	var doc struct {
 		V any `toml:"v"`
 	}
-	if err := toml.Unmarshal(append([]byte("v = "), raw...), &doc); err != nil {
+	src := make([]byte, 0, len(raw)+4)
+	src = append(append(src, "v = "...), raw...)
+	if err := toml.Unmarshal(src, &doc); err != nil {
 		return nil, fmt.Errorf("invalid value %s", raw)
 	}
 	return doc.V, nil
+}
+
+// valueError is returned by the UnmarshalTOML methods. raw is the slice
+// the decoder handed over, which points into the document: Parse uses it
+// to find the line.
+type valueError struct {
+	raw []byte
+	msg string
+}
+
+func (e *valueError) Error() string { return e.msg }
+
+// valueSetter is implemented by the types with their own TOML decoding.
+type valueSetter interface {
+	fromValue(raw []byte, v any) error
+}
+
+func unmarshalWith(s valueSetter, raw []byte) error {
+	v, err := decodeScalar(raw)
+	if err != nil {
+		return valueErr(raw, "%v", err)
+	}
+	return s.fromValue(raw, v)
+}
+
+func valueErr(raw []byte, format string, args ...any) error {
+	return &valueError{raw: raw, msg: fmt.Sprintf(format, args...)}
 }
 
 func tomlKind(v any) string {
@@ -48,25 +77,23 @@ type Duration struct {
 }
 
 // UnmarshalTOML implements go-toml's unstable.Unmarshaler.
-func (d *Duration) UnmarshalTOML(raw []byte) error {
-	v, err := decodeScalar(raw)
-	if err != nil {
-		return err
-	}
+func (d *Duration) UnmarshalTOML(raw []byte) error { return unmarshalWith(d, raw) }
+
+func (d *Duration) fromValue(raw []byte, v any) error {
 	switch x := v.(type) {
 	case string:
 		p, err := time.ParseDuration(x)
 		if err != nil {
-			return fmt.Errorf("invalid duration %q: use a Go duration such as \"90s\", \"15m\" or \"1h30m\"", x)
+			return valueErr(raw, "invalid duration %q: use a Go duration such as \"90s\", \"15m\" or \"1h30m\"", x)
 		}
 		d.Duration = p
 	case int64:
 		if x > math.MaxInt64/int64(time.Second) || x < math.MinInt64/int64(time.Second) {
-			return fmt.Errorf("duration %d seconds is out of range", x)
+			return valueErr(raw, "duration %d seconds is out of range", x)
 		}
 		d.Duration = time.Duration(x) * time.Second
 	default:
-		return fmt.Errorf("expected a duration string such as \"15m\", got %s", tomlKind(v))
+		return valueErr(raw, "expected a duration string such as \"15m\", got %s", tomlKind(v))
 	}
 	return nil
 }
@@ -100,11 +127,9 @@ func (d *Duration) Get(def time.Duration) time.Duration {
 type StringOrList []string
 
 // UnmarshalTOML implements go-toml's unstable.Unmarshaler.
-func (s *StringOrList) UnmarshalTOML(raw []byte) error {
-	v, err := decodeScalar(raw)
-	if err != nil {
-		return err
-	}
+func (s *StringOrList) UnmarshalTOML(raw []byte) error { return unmarshalWith(s, raw) }
+
+func (s *StringOrList) fromValue(raw []byte, v any) error {
 	switch x := v.(type) {
 	case string:
 		*s = StringOrList{x}
@@ -113,13 +138,13 @@ func (s *StringOrList) UnmarshalTOML(raw []byte) error {
 		for i, e := range x {
 			str, ok := e.(string)
 			if !ok {
-				return fmt.Errorf("element %d: expected a string, got %s", i, tomlKind(e))
+				return valueErr(raw, "element %d: expected a string, got %s", i, tomlKind(e))
 			}
 			out = append(out, str)
 		}
 		*s = out
 	default:
-		return fmt.Errorf("expected a string or an array of strings, got %s", tomlKind(v))
+		return valueErr(raw, "expected a string or an array of strings, got %s", tomlKind(v))
 	}
 	return nil
 }
@@ -129,11 +154,9 @@ func (s *StringOrList) UnmarshalTOML(raw []byte) error {
 type Quantity string
 
 // UnmarshalTOML implements go-toml's unstable.Unmarshaler.
-func (q *Quantity) UnmarshalTOML(raw []byte) error {
-	v, err := decodeScalar(raw)
-	if err != nil {
-		return err
-	}
+func (q *Quantity) UnmarshalTOML(raw []byte) error { return unmarshalWith(q, raw) }
+
+func (q *Quantity) fromValue(raw []byte, v any) error {
 	switch x := v.(type) {
 	case string:
 		*q = Quantity(x)
@@ -142,7 +165,7 @@ func (q *Quantity) UnmarshalTOML(raw []byte) error {
 	case float64:
 		*q = Quantity(strconv.FormatFloat(x, 'f', -1, 64))
 	default:
-		return fmt.Errorf("expected a quantity such as \"512Mi\" or \"0.5\", got %s", tomlKind(v))
+		return valueErr(raw, "expected a quantity such as \"512Mi\" or \"0.5\", got %s", tomlKind(v))
 	}
 	return nil
 }

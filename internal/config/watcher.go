@@ -20,8 +20,9 @@ type WatcherOptions struct {
 	OnChange func(cfg *Config, warnings []Warning)
 }
 
-// Watcher re-reads a config file when its mtime (or size) changes, or when
-// Reload is called (SIGHUP). A file that fails to parse is logged and the
+// Watcher re-reads a config file when its mtime (or size) changes and then
+// stays the same for one more interval, or at once when Reload is called
+// (SIGHUP). A file that fails to parse is logged and the
 // previous config is kept.
 type Watcher struct {
 	path   string
@@ -32,6 +33,13 @@ type Watcher struct {
 	current *Config
 	modTime time.Time
 	size    int64
+	// pending is the changed stat seen on the previous tick: a change is
+	// loaded only once it has been stable for one interval, so a file
+	// caught mid-write (truncated, half written) is not taken for the
+	// new config.
+	pending     bool
+	pendModTime time.Time
+	pendSize    int64
 }
 
 // NewWatcher watches path; initial is the config already loaded from it.
@@ -92,11 +100,21 @@ func (w *Watcher) check(force bool) {
 	}
 	w.mu.Lock()
 	changed := !st.ModTime().Equal(w.modTime) || st.Size() != w.size
+	if !force {
+		if !changed {
+			w.pending = false
+			w.mu.Unlock()
+			return
+		}
+		if !w.pending || !st.ModTime().Equal(w.pendModTime) || st.Size() != w.pendSize {
+			w.pending, w.pendModTime, w.pendSize = true, st.ModTime(), st.Size()
+			w.mu.Unlock()
+			return
+		}
+	}
+	w.pending = false
 	w.modTime, w.size = st.ModTime(), st.Size()
 	w.mu.Unlock()
-	if !changed && !force {
-		return
-	}
 	cfg, warnings, err := Load(w.path)
 	for _, wr := range warnings {
 		log.Warn("config warning", "warning", wr.String())
