@@ -58,32 +58,32 @@ type Runner struct {
 	TLSCertFile     string    `toml:"tls-cert-file,omitempty"`
 	TLSKeyFile      string    `toml:"tls-key-file,omitempty"`
 
-	Executor                         string            `toml:"executor"`
-	Limit                            int               `toml:"limit,omitempty"`
-	RequestConcurrency               int               `toml:"request_concurrency,omitempty"`
-	StrictCheckInterval              bool              `toml:"strict_check_interval,omitempty"`
-	OutputLimit                      int               `toml:"output_limit,omitempty"`
-	BuildsDir                        string            `toml:"builds_dir,omitempty"`
-	CacheDir                         string            `toml:"cache_dir,omitempty"`
-	CloneURL                         string            `toml:"clone_url,omitempty"`
-	Environment                      []string          `toml:"environment,omitempty"`
-	PreGetSourcesScript              string            `toml:"pre_get_sources_script,omitempty"`
-	PostGetSourcesScript             string            `toml:"post_get_sources_script,omitempty"`
-	PreBuildScript                   string            `toml:"pre_build_script,omitempty"`
-	PostBuildScript                  string            `toml:"post_build_script,omitempty"`
-	Shell                            string            `toml:"shell,omitempty"`
-	DebugTraceDisabled               bool              `toml:"debug_trace_disabled,omitempty"`
-	UnhealthyRequestsLimit           int               `toml:"unhealthy_requests_limit,omitempty"`
-	UnhealthyInterval                *Duration         `toml:"unhealthy_interval,omitempty"`
-	JobStatusFinalUpdateRetryLimit   int               `toml:"job_status_final_update_retry_limit,omitempty"`
-	PrepareTimeout                   *Duration         `toml:"prepare_timeout,omitempty"`
-	GetSourcesTimeout                *Duration         `toml:"get_sources_timeout,omitempty"`
-	SafeDirectoryCheckout            *bool             `toml:"safe_directory_checkout,omitempty"`
-	FeatureFlags                     map[string]bool   `toml:"feature_flags,omitempty"`
-	Labels                           map[string]string `toml:"labels,omitempty"`
-	CustomBuildDir                   *CustomBuildDir   `toml:"custom_build_dir,omitempty"`
-	Cache                            *Cache            `toml:"cache,omitempty"`
-	Kubernetes                       *Kubernetes       `toml:"kubernetes,omitempty"`
+	Executor                       string            `toml:"executor"`
+	Limit                          int               `toml:"limit,omitempty"`
+	RequestConcurrency             int               `toml:"request_concurrency,omitempty"`
+	StrictCheckInterval            bool              `toml:"strict_check_interval,omitempty"`
+	OutputLimit                    int               `toml:"output_limit,omitempty"`
+	BuildsDir                      string            `toml:"builds_dir,omitempty"`
+	CacheDir                       string            `toml:"cache_dir,omitempty"`
+	CloneURL                       string            `toml:"clone_url,omitempty"`
+	Environment                    []string          `toml:"environment,omitempty"`
+	PreGetSourcesScript            string            `toml:"pre_get_sources_script,omitempty"`
+	PostGetSourcesScript           string            `toml:"post_get_sources_script,omitempty"`
+	PreBuildScript                 string            `toml:"pre_build_script,omitempty"`
+	PostBuildScript                string            `toml:"post_build_script,omitempty"`
+	Shell                          string            `toml:"shell,omitempty"`
+	DebugTraceDisabled             bool              `toml:"debug_trace_disabled,omitempty"`
+	UnhealthyRequestsLimit         int               `toml:"unhealthy_requests_limit,omitempty"`
+	UnhealthyInterval              *Duration         `toml:"unhealthy_interval,omitempty"`
+	JobStatusFinalUpdateRetryLimit int               `toml:"job_status_final_update_retry_limit,omitempty"`
+	PrepareTimeout                 *Duration         `toml:"prepare_timeout,omitempty"`
+	GetSourcesTimeout              *Duration         `toml:"get_sources_timeout,omitempty"`
+	SafeDirectoryCheckout          *bool             `toml:"safe_directory_checkout,omitempty"`
+	FeatureFlags                   map[string]bool   `toml:"feature_flags,omitempty"`
+	Labels                         map[string]string `toml:"labels,omitempty"`
+	CustomBuildDir                 *CustomBuildDir   `toml:"custom_build_dir,omitempty"`
+	Cache                          *Cache            `toml:"cache,omitempty"`
+	Kubernetes                     *Kubernetes       `toml:"kubernetes,omitempty"`
 }
 
 // CustomBuildDir is [runners.custom_build_dir].
@@ -171,16 +171,16 @@ type Kubernetes struct {
 	PodSpec                         []PodSpecPatch    `toml:"pod_spec,omitempty"`
 
 	// Images.
-	Image                              string       `toml:"image,omitempty"`
-	AllowedImages                      []string     `toml:"allowed_images,omitempty"`
-	AllowedServices                    []string     `toml:"allowed_services,omitempty"`
-	PullPolicy                         StringOrList `toml:"pull_policy,omitempty"`
-	AllowedPullPolicies                []string     `toml:"allowed_pull_policies,omitempty"`
-	ImagePullSecrets                   []string     `toml:"image_pull_secrets,omitempty"`
-	UseServiceAccountImagePullSecrets  bool         `toml:"use_service_account_image_pull_secrets,omitempty"`
-	HelperImage                        string       `toml:"helper_image,omitempty"`
-	HelperImageFlavor                  string       `toml:"helper_image_flavor,omitempty"`
-	HelperImageAutosetArchAndOS        bool         `toml:"helper_image_autoset_arch_and_os,omitempty"`
+	Image                             string       `toml:"image,omitempty"`
+	AllowedImages                     []string     `toml:"allowed_images,omitempty"`
+	AllowedServices                   []string     `toml:"allowed_services,omitempty"`
+	PullPolicy                        StringOrList `toml:"pull_policy,omitempty"`
+	AllowedPullPolicies               []string     `toml:"allowed_pull_policies,omitempty"`
+	ImagePullSecrets                  []string     `toml:"image_pull_secrets,omitempty"`
+	UseServiceAccountImagePullSecrets bool         `toml:"use_service_account_image_pull_secrets,omitempty"`
+	HelperImage                       string       `toml:"helper_image,omitempty"`
+	HelperImageFlavor                 string       `toml:"helper_image_flavor,omitempty"`
+	HelperImageAutosetArchAndOS       bool         `toml:"helper_image_autoset_arch_and_os,omitempty"`
 
 	// Resources of the build container.
 	CPULimit                                   Quantity `toml:"cpu_limit,omitempty"`
@@ -276,9 +276,9 @@ type Kubernetes struct {
 
 // Affinity mirrors the Kubernetes affinity in snake_case keys.
 type Affinity struct {
-	NodeAffinity    *NodeAffinity    `toml:"node_affinity,omitempty"`
-	PodAffinity     *PodAffinity     `toml:"pod_affinity,omitempty"`
-	PodAntiAffinity *PodAffinity     `toml:"pod_anti_affinity,omitempty"`
+	NodeAffinity    *NodeAffinity `toml:"node_affinity,omitempty"`
+	PodAffinity     *PodAffinity  `toml:"pod_affinity,omitempty"`
+	PodAntiAffinity *PodAffinity  `toml:"pod_anti_affinity,omitempty"`
 }
 
 // NodeAffinity is affinity.node_affinity.
@@ -366,13 +366,13 @@ type PodSpecPatch struct {
 
 // PodSecurityContext is [runners.kubernetes.pod_security_context].
 type PodSecurityContext struct {
-	FSGroup            *int64  `toml:"fs_group,omitempty"`
-	RunAsGroup         *int64  `toml:"run_as_group,omitempty"`
-	RunAsNonRoot       *bool   `toml:"run_as_non_root,omitempty"`
-	RunAsUser          *int64  `toml:"run_as_user,omitempty"`
-	SupplementalGroups []int64 `toml:"supplemental_groups,omitempty"`
-	SELinuxType        string  `toml:"selinux_type,omitempty"`
-	FSGroupChangePolicy string `toml:"fs_group_change_policy,omitempty"`
+	FSGroup             *int64  `toml:"fs_group,omitempty"`
+	RunAsGroup          *int64  `toml:"run_as_group,omitempty"`
+	RunAsNonRoot        *bool   `toml:"run_as_non_root,omitempty"`
+	RunAsUser           *int64  `toml:"run_as_user,omitempty"`
+	SupplementalGroups  []int64 `toml:"supplemental_groups,omitempty"`
+	SELinuxType         string  `toml:"selinux_type,omitempty"`
+	FSGroupChangePolicy string  `toml:"fs_group_change_policy,omitempty"`
 }
 
 // ContainerSecurityContext is a *_container_security_context table.
