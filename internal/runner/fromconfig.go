@@ -1,0 +1,120 @@
+package runner
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/executor/shell"
+	"github.com/podrunner/podrunner/internal/gitlab"
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// Build is what FromConfig needs besides the config file.
+type Build struct {
+	Logger   *slog.Logger
+	Version  gitlab.VersionInfo
+	SystemID string
+	// ConfigDir is the directory of config.toml (for certs/).
+	ConfigDir string
+	// WorkingDir is the base of relative builds_dir/cache_dir defaults.
+	WorkingDir string
+	Metrics    *Metrics
+	// APIMinBackoff shortens transport retries (tests).
+	APIMinBackoff time.Duration
+}
+
+// FromConfig turns config.toml into manager settings: one GitLab client
+// and one executor per [[runners]] entry.
+func FromConfig(cfg *config.Config, b Build) (Settings, error) {
+	s := Settings{
+		Concurrent:      cfg.Concurrent,
+		CheckInterval:   time.Duration(cfg.CheckInterval) * time.Second,
+		ShutdownTimeout: time.Duration(cfg.ShutdownTimeout) * time.Second,
+	}
+	if b.Logger == nil {
+		b.Logger = slog.Default()
+	}
+	for i, rc := range cfg.Runners {
+		r, err := runnerFromConfig(cfg, rc, b)
+		if err != nil {
+			return Settings{}, fmt.Errorf("runners[%d] (%s): %w", i, rc.Name, err)
+		}
+		s.Runners = append(s.Runners, r)
+	}
+	return s, nil
+}
+
+func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, error) {
+	short := job.ShortToken(rc.Token)
+	log := b.Logger.With("runner", short)
+	opts := gitlab.Options{
+		Version:    b.Version,
+		Executor:   rc.Executor,
+		Shell:      rc.Shell,
+		CertDir:    filepath.Join(b.ConfigDir, "certs"),
+		Logger:     log,
+		MinBackoff: b.APIMinBackoff,
+		Labels:     rc.Labels,
+	}
+	if cfg.ConnectionMaxAge != nil {
+		opts.ConnectionMaxAge = cfg.ConnectionMaxAge.Duration
+	}
+	if b.Metrics != nil {
+		m, sys := b.Metrics, b.SystemID
+		opts.Observer = gitlab.ObserverFunc(func(r gitlab.APIRequest) {
+			m.APIRequest(short, sys, r.Endpoint, r.Method, r.Status)
+		})
+	}
+	if rc.Executor == config.ExecutorShell {
+		f := gitlab.DefaultFeatures()
+		// The shell executor runs no images or services; GitLab must not
+		// think it does.
+		f.Image, f.Services = false, false
+		opts.Features = &f
+	}
+	client, err := gitlab.NewClient(gitlab.Credentials{
+		URL: rc.URL, Token: rc.Token,
+		TLSCAFile: rc.TLSCAFile, TLSCertFile: rc.TLSCertFile, TLSKeyFile: rc.TLSKeyFile,
+	}, opts)
+	if err != nil {
+		return nil, err
+	}
+	var ex executor.Executor
+	switch rc.Executor {
+	case config.ExecutorShell:
+		builds := rc.BuildsDir
+		if builds == "" {
+			builds = filepath.Join(b.WorkingDir, "builds")
+		}
+		cache := rc.CacheDir
+		if cache == "" {
+			cache = filepath.Join(b.WorkingDir, "cache")
+		}
+		ex = shell.New(shell.Options{
+			BuildsDir: builds, CacheDir: cache, Shell: rc.Shell, Environment: rc.Environment,
+			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
+			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
+			RunnerToken: rc.Token, RunnerID: rc.ID, Logger: log, CloneURL: rc.CloneURL,
+			RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
+		})
+	case config.ExecutorKubernetes:
+		return nil, fmt.Errorf("executor %q: not available in this build yet; use \"shell\"", rc.Executor)
+	default:
+		return nil, fmt.Errorf("unknown executor %q: use \"shell\" or \"kubernetes\"", rc.Executor)
+	}
+	var unhealthy time.Duration
+	if rc.UnhealthyInterval != nil {
+		unhealthy = rc.UnhealthyInterval.Duration
+	}
+	outputLimit := int64(rc.OutputLimit) * 1024
+	return &Runner{
+		Name: rc.Name, ShortToken: short, Key: rc.URL + "\x00" + rc.Token,
+		API: client, Executor: ex, ExecutorName: rc.Executor,
+		Limit: rc.Limit, RequestConcurrency: rc.RequestConcurrency, OutputLimit: outputLimit,
+		UnhealthyRequestsLimit: rc.UnhealthyRequestsLimit, UnhealthyInterval: unhealthy,
+	}, nil
+}

@@ -1,0 +1,247 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/gitlab"
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// jobState is a running job as the manager tracks it.
+type jobState struct {
+	ID        int64
+	Runner    string
+	ProjectID int64
+	Slot      int
+	Started   time.Time
+}
+
+// errAbortedByGitLab is the abort cause when GitLab answered canceled,
+// failed or 403 for a running job.
+var errAbortedByGitLab = errors.New("job aborted by GitLab")
+
+// admitBuild reserves one job start against MaxBuilds; false once the
+// budget is used up (then the loops stop).
+func (m *Manager) admitBuild() bool {
+	if m.opts.MaxBuilds <= 0 {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started >= m.opts.MaxBuilds {
+		return false
+	}
+	m.started++
+	return true
+}
+
+func (m *Manager) unadmitBuild() {
+	if m.opts.MaxBuilds <= 0 {
+		return
+	}
+	m.mu.Lock()
+	m.started--
+	m.mu.Unlock()
+}
+
+// startJob runs a received job in its own goroutine, owned by m.running.
+// The slots are released when the job's final state is reported.
+func (m *Manager) startJob(st *runnerState, r *Runner, slot, limitSlot int, res gitlab.RequestJobResult) {
+	m.running.Add(1)
+	go func() {
+		defer m.running.Done()
+		defer st.limit.release(limitSlot)
+		defer m.slots.release(slot)
+		m.runJob(st, r, slot, res)
+		m.mu.Lock()
+		m.lastJobAt = time.Now()
+		done := m.opts.MaxBuilds > 0 && m.started >= m.opts.MaxBuilds
+		m.mu.Unlock()
+		if done {
+			m.log.Info("Maximum number of builds reached; stopping", "max_builds", m.opts.MaxBuilds)
+			m.stopPoll()
+		}
+	}()
+}
+
+func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.RequestJobResult) {
+	p, decodeErr := job.Decode(res.Body)
+	if decodeErr != nil && (p == nil || p.ID <= 0 || p.Token == "") {
+		m.log.Error("Received a job payload that cannot be decoded, not even its id and token; GitLab will time the job out",
+			"runner", r.ShortToken, "request_id", res.RequestID, "error", decodeErr)
+		return
+	}
+	log := m.log.With("job", p.ID, "runner", r.ShortToken, "project", p.JobInfo.ProjectID)
+	log.Info("Checking for jobs... received", "repo_url", redactURL(p.GitInfo.RepoURL), "request_id", res.RequestID)
+
+	// Two-phase commit: confirm the job before doing anything with it.
+	ctx := m.jobsCtx
+	confirm := r.API.UpdateJob(ctx, p.ID, p.Token, gitlab.UpdateJobRequest{State: gitlab.StateRunning})
+	if confirm.State == gitlab.UpdateAbort {
+		log.Warn("GitLab took the job back before it started; dropping it")
+		return
+	}
+
+	js := &jobState{ID: p.ID, Runner: r.ShortToken, ProjectID: p.JobInfo.ProjectID, Slot: slot, Started: time.Now()}
+	m.addJob(js, r)
+	defer m.removeJob(js, r, log)
+
+	tr, err := m.newTrace(r, p, log)
+	if err != nil {
+		// Without a trace file the job cannot be run; report what we can.
+		log.Error("Cannot create the job log; failing the job", "error", err)
+		m.failWithoutTrace(r, p, log)
+		return
+	}
+	defer tr.Close()
+	tr.Start(m.jobsCtx)
+
+	fmt.Fprintf(tr, "\x1b[0KRunning with podrunner %s (%s)\n\x1b[0K  on %s %s, system ID: %s\n",
+		m.opts.Version, m.opts.Revision, r.Name, r.ShortToken, m.opts.SystemID)
+
+	result := m.execute(r, p, slot, st, tr, decodeErr, confirm.CancelRequested, log)
+	final := gitlab.UpdateJobRequest{State: gitlab.StateSuccess}
+	if !result.Success {
+		final = gitlab.UpdateJobRequest{
+			State:         gitlab.StateFailed,
+			FailureReason: gitlab.MapFailureReason(result.FailureReason, p.Features.FailureReasons),
+			ExitCode:      result.ExitCode,
+		}
+		m.countFailure(r, result.FailureReason)
+		log.Warn("Job failed", "failure_reason", result.FailureReason, "exit_code", result.ExitCode, "duration_s", time.Since(js.Started).Seconds())
+	} else {
+		log.Info("Job succeeded", "duration_s", time.Since(js.Started).Seconds())
+	}
+	if err := tr.Finish(m.finishCtx, final); err != nil {
+		log.Error("Submitting job to coordinator... failed; GitLab may show the job as running until it times out", "error", err)
+		return
+	}
+	log.Info("Submitting job to coordinator... ok", "job-status", final.State)
+	if mt := m.opts.Metrics; mt != nil {
+		mt.jobDuration.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID).Observe(time.Since(js.Started).Seconds())
+	}
+}
+
+// execute runs the job through the executor and turns every way it can end
+// into a result.
+func (m *Manager) execute(r *Runner, p *job.Payload, slot int, st *runnerState, tr *jobTrace, decodeErr error, cancelAtStart bool, log *slog.Logger) executor.Result {
+	if decodeErr != nil {
+		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed (system failure): the job payload is not valid: %v\x1b[0;m\n", decodeErr)
+		return executor.Result{FailureReason: "runner_system_failure"}
+	}
+	if cancelAtStart {
+		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed: canceled before it started\x1b[0;m\n")
+		return executor.Result{FailureReason: "job_canceled"}
+	}
+
+	projectSlot := st.projectSlot(p.JobInfo.ProjectID)
+	defer st.releaseProjectSlot(p.JobInfo.ProjectID, projectSlot)
+
+	jobCtx, abort := context.WithCancelCause(m.jobsCtx)
+	defer abort(nil)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-tr.Aborted():
+			log.Warn("GitLab aborted the job; stopping it")
+			abort(errAbortedByGitLab)
+		case <-jobCtx.Done():
+		}
+	}()
+	defer func() { abort(nil); <-watchDone }()
+
+	res, err := r.Executor.Run(jobCtx, &executor.Job{
+		Payload:        p,
+		Slot:           slot,
+		ProjectSlot:    projectSlot,
+		Trace:          tr,
+		GracefulCancel: tr.Canceling(),
+	})
+	switch cause := context.Cause(jobCtx); {
+	case errors.Is(cause, errShutdown):
+		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): the runner was shut down while the job was running\x1b[0;m\n")
+		return executor.Result{FailureReason: "runner_system_failure"}
+	case errors.Is(cause, errAbortedByGitLab):
+		return executor.Result{FailureReason: "job_canceled"}
+	}
+	if err != nil {
+		log.Error("Executor failed", "error", err)
+		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): %v\x1b[0;m\n", err)
+		return executor.Result{FailureReason: "runner_system_failure"}
+	}
+	return res
+}
+
+// failWithoutTrace reports a job failed when not even its log can be made.
+func (m *Manager) failWithoutTrace(r *Runner, p *job.Payload, log *slog.Logger) {
+	req := gitlab.UpdateJobRequest{State: gitlab.StateFailed,
+		FailureReason: gitlab.MapFailureReason("runner_system_failure", p.Features.FailureReasons)}
+	for i := 0; i < 10 && m.finishCtx.Err() == nil; i++ {
+		res := r.API.UpdateJob(m.finishCtx, p.ID, p.Token, req)
+		if res.State == gitlab.UpdateSucceeded || res.State == gitlab.UpdateAbort {
+			return
+		}
+		sleep(m.finishCtx, time.Duration(1<<i)*time.Second)
+	}
+	log.Error("Could not report the job as failed")
+}
+
+func (m *Manager) addJob(js *jobState, r *Runner) {
+	m.mu.Lock()
+	m.jobs[js.ID] = js
+	m.mu.Unlock()
+	if mt := m.opts.Metrics; mt != nil {
+		mt.jobsTotal.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID).Inc()
+		mt.jobs.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID, "running", "", "").Inc()
+		mt.slotsNumber.Set(float64(m.slots.inUse()))
+	}
+}
+
+func (m *Manager) removeJob(js *jobState, r *Runner, log *slog.Logger) {
+	m.mu.Lock()
+	delete(m.jobs, js.ID)
+	n := len(m.jobs)
+	m.mu.Unlock()
+	if mt := m.opts.Metrics; mt != nil {
+		mt.jobs.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID, "running", "", "").Dec()
+		mt.slotsNumber.Set(float64(m.slots.inUse()))
+	}
+	log.Info("Removed job from processing list", "builds", n)
+}
+
+func (m *Manager) countFailure(r *Runner, reason string) {
+	if mt := m.opts.Metrics; mt != nil {
+		mt.failedJobs.WithLabelValues(r.ShortToken, r.Name, reason, "").Inc()
+	}
+}
+
+// Jobs lists the running jobs (for /debug/jobs/list).
+func (m *Manager) Jobs() []jobState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]jobState, 0, len(m.jobs))
+	for _, j := range m.jobs {
+		out = append(out, *j)
+	}
+	return out
+}
+
+// redactURL drops credentials (the job token) from a repository URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	return u.String()
+}
+
+var _ io.Writer = (*jobTrace)(nil)
