@@ -1,0 +1,290 @@
+package gitlabtest
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+var slugRe = regexp.MustCompile(`[^a-z0-9]+`)
+
+// slugify is GitLab's *_SLUG: lowercased, non-alphanumerics to "-",
+// at most 63 bytes, no leading/trailing "-".
+func slugify(s string) string {
+	out := slugRe.ReplaceAllString(strings.ToLower(s), "-")
+	out = strings.TrimLeft(out, "-")
+	if len(out) > 63 {
+		out = out[:63]
+	}
+	return strings.TrimRight(out, "-")
+}
+
+func (s *Server) serverURL() *url.URL {
+	if s.external != nil {
+		return s.external
+	}
+	return &url.URL{Scheme: "http", Host: "localhost"}
+}
+
+// buildPayloadLocked is the 201 body of jobs/request for j taken by rn.
+func (s *Server) buildPayloadLocked(j *jobState, rn *runner) *job.Payload {
+	pl, p, d, c := j.pipeline, j.pipeline.project, j.def, j.pipeline.commit
+	srv := s.serverURL()
+	projectURL := srv.String() + "/" + p.fullPath
+	repoURL := *srv
+	repoURL.User = url.UserPassword("gitlab-ci-token", j.token)
+	repoURL.Path = "/" + p.fullPath + ".git"
+
+	timeout := int(p.timeout.Seconds())
+	if d.Timeout > 0 {
+		timeout = int(d.Timeout.Seconds())
+	}
+	if rn.maxTimeout > 0 && rn.maxTimeout < timeout {
+		timeout = rn.maxTimeout
+	}
+
+	pending := 0
+	for _, o := range s.jobs {
+		if o.status == StatusPending && o.runner == nil && o != j {
+			pending++
+		}
+	}
+	protected := c.protected
+	payload := &job.Payload{
+		ID:            j.id,
+		Token:         j.token,
+		AllowGitFetch: true,
+		JobInfo: job.JobInfo{
+			Name: d.Name, Stage: d.Stage, PipelineID: pl.id, ProjectID: p.id,
+			ProjectName: projectName(p.fullPath), ProjectFullPath: p.fullPath,
+			NamespaceID: 1, RootNamespaceID: 1, UserID: s.opts.User.ID,
+			TimeInQueue: time.Since(j.queuedAt).Seconds(), QueueSize: int64(pending), QueueDepth: int64(pending),
+		},
+		GitInfo: job.GitInfo{
+			RepoURL: repoURL.String(), RepoObjectFormat: p.objectFormat, Ref: c.ref, Sha: c.sha,
+			BeforeSha: c.beforeSha, RefType: c.refType, Refspecs: s.refspecs(pl), Depth: s.opts.GitDepth,
+			Protected: &protected,
+		},
+		RunnerInfo:   job.RunnerInfo{Timeout: timeout},
+		Variables:    s.variablesLocked(j, rn, projectURL, repoURL.String()),
+		Steps:        steps(d, timeout),
+		Services:     []job.Image{},
+		Artifacts:    []job.Artifact{},
+		Cache:        []job.Cache{},
+		Credentials:  []job.Credential{},
+		Dependencies: s.dependenciesLocked(j),
+		Features: job.Features{
+			TraceSections:     true,
+			TokenMaskPrefixes: append([]string(nil), tokenMaskPrefixes...),
+			FailureReasons:    append([]string(nil), failureReasons...),
+		},
+	}
+	if d.Image != nil {
+		payload.Image = image(*d.Image)
+	}
+	for _, svc := range d.Services {
+		payload.Services = append(payload.Services, image(svc))
+	}
+	return payload
+}
+
+// refspecs are what GitLab's BuildRunnerPresenter sends: the pipeline's
+// persistent ref, plus the branch or tag (all of them for full clones).
+func (s *Server) refspecs(pl *pipeline) []string {
+	specs := []string{fmt.Sprintf("+refs/pipelines/%d:refs/pipelines/%d", pl.id, pl.id)}
+	c := pl.commit
+	if s.opts.GitDepth > 0 {
+		if c.refType == "tag" {
+			specs = append(specs, fmt.Sprintf("+refs/tags/%s:refs/tags/%s", c.ref, c.ref))
+		} else {
+			specs = append(specs, fmt.Sprintf("+refs/heads/%s:refs/remotes/origin/%s", c.ref, c.ref))
+		}
+		return specs
+	}
+	return append(specs, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+}
+
+func steps(d *ciyaml.Job, timeout int) []job.Step {
+	script := append(append([]string{}, d.BeforeScript...), d.Script...)
+	out := []job.Step{{Name: job.StepScript, Script: script, Timeout: timeout, When: job.WhenOnSuccess}}
+	if len(d.AfterScript) > 0 {
+		out = append(out, job.Step{Name: job.StepAfterScript, Script: append([]string{}, d.AfterScript...),
+			Timeout: timeout, When: job.WhenAlways, AllowFailure: true})
+	}
+	return out
+}
+
+func image(i ciyaml.Image) job.Image {
+	out := job.Image{Name: i.Name, Alias: i.Alias, Entrypoint: i.Entrypoint, Command: i.Command, PullPolicy: i.PullPolicy}
+	for _, v := range i.Variables {
+		out.Variables = append(out.Variables, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
+	}
+	return out
+}
+
+func (s *Server) dependenciesLocked(j *jobState) []job.Dependency {
+	out := []job.Dependency{}
+	for _, o := range j.pipeline.jobs {
+		if o.stageIdx >= j.stageIdx || o.artifacts == nil {
+			continue
+		}
+		d := job.Dependency{ID: o.id, Token: o.token, Name: o.def.Name}
+		d.ArtifactsFile.Filename = o.artifacts.filename
+		d.ArtifactsFile.Size = int64(len(o.artifacts.data))
+		out = append(out, d)
+	}
+	return out
+}
+
+// variablesLocked builds the job's variables in GitLab's order
+// (Ci::Build#variables): persisted job variables, predefined, project,
+// pipeline (commit), runner, YAML (global then job), project CI/CD
+// variables, pipeline variables. Later entries win.
+func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL string) job.Variables {
+	pl, p, d, c := j.pipeline, j.pipeline.project, j.def, j.pipeline.commit
+	srv := s.serverURL()
+	var vs job.Variables
+	pub := func(k, v string) { vs = append(vs, job.Variable{Key: k, Value: v, Public: true}) }
+	id := strconv.FormatInt(j.id, 10)
+	pipelineURL := fmt.Sprintf("%s/-/pipelines/%d", projectURL, pl.id)
+	started := j.startedAt
+	if started.IsZero() {
+		started = time.Now()
+	}
+
+	// Persisted variables.
+	pub("CI_PIPELINE_ID", strconv.FormatInt(pl.id, 10))
+	pub("CI_PIPELINE_URL", pipelineURL)
+	pub("CI_JOB_ID", id)
+	pub("CI_JOB_URL", fmt.Sprintf("%s/-/jobs/%d", projectURL, j.id))
+	vs = append(vs, job.Variable{Key: "CI_JOB_TOKEN", Value: j.token, Masked: true})
+	pub("CI_JOB_STARTED_AT", started.UTC().Format(time.RFC3339))
+	pub("CI_BUILD_ID", id)
+	vs = append(vs, job.Variable{Key: "CI_BUILD_TOKEN", Value: j.token, Masked: true})
+	vs = append(vs, job.Variable{Key: "CI_REPOSITORY_URL", Value: repoURL})
+
+	// Predefined.
+	pub("CI", "true")
+	pub("GITLAB_CI", "true")
+	host := srv.Hostname()
+	port := srv.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[srv.Scheme]
+	}
+	pub("CI_SERVER_URL", srv.String())
+	pub("CI_SERVER_HOST", host)
+	pub("CI_SERVER_PORT", port)
+	pub("CI_SERVER_PROTOCOL", srv.Scheme)
+	pub("CI_SERVER_FQDN", srv.Host)
+	pub("CI_SERVER_NAME", "GitLab")
+	pub("CI_SERVER_VERSION", s.opts.ServerVersion)
+	parts := strings.SplitN(s.opts.ServerVersion, ".", 3)
+	for i, k := range []string{"CI_SERVER_VERSION_MAJOR", "CI_SERVER_VERSION_MINOR", "CI_SERVER_VERSION_PATCH"} {
+		if i < len(parts) {
+			pub(k, parts[i])
+		}
+	}
+	pub("CI_SERVER_REVISION", "gitlabtest")
+	pub("GITLAB_FEATURES", "")
+	pub("CI_API_V4_URL", srv.String()+"/api/v4")
+	pub("CI_API_GRAPHQL_URL", srv.String()+"/api/graphql")
+	pub("CI_JOB_NAME", d.Name)
+	pub("CI_JOB_NAME_SLUG", slugify(d.Name))
+	pub("CI_JOB_STAGE", d.Stage)
+	if d.When == ciyaml.WhenManual {
+		pub("CI_JOB_MANUAL", "true")
+	}
+	pub("CI_NODE_TOTAL", "1")
+	pub("CI_BUILD_NAME", d.Name)
+	pub("CI_BUILD_STAGE", d.Stage)
+
+	// Project.
+	pub("CI_PROJECT_ID", strconv.FormatInt(p.id, 10))
+	pub("CI_PROJECT_NAME", projectName(p.fullPath))
+	pub("CI_PROJECT_TITLE", projectName(p.fullPath))
+	pub("CI_PROJECT_DESCRIPTION", "")
+	pub("CI_PROJECT_PATH", p.fullPath)
+	pub("CI_PROJECT_PATH_SLUG", slugify(p.fullPath))
+	pub("CI_PROJECT_NAMESPACE", projectNamespace(p.fullPath))
+	pub("CI_PROJECT_NAMESPACE_ID", "1")
+	pub("CI_PROJECT_NAMESPACE_SLUG", slugify(projectNamespace(p.fullPath)))
+	pub("CI_PROJECT_ROOT_NAMESPACE", strings.SplitN(p.fullPath, "/", 2)[0])
+	pub("CI_PROJECT_URL", projectURL)
+	pub("CI_PROJECT_VISIBILITY", "private")
+	pub("CI_PROJECT_REPOSITORY_LANGUAGES", "")
+	pub("CI_PROJECT_CLASSIFICATION_LABEL", "")
+	pub("CI_DEFAULT_BRANCH", p.defaultBranch)
+	pub("CI_CONFIG_PATH", ".gitlab-ci.yml")
+
+	// Pipeline and commit.
+	pub("CI_PIPELINE_IID", strconv.FormatInt(pl.iid, 10))
+	pub("CI_PIPELINE_SOURCE", pl.source)
+	pub("CI_PIPELINE_CREATED_AT", pl.createdAt.UTC().Format(time.RFC3339))
+	pub("CI_PIPELINE_NAME", "")
+	pub("CI_COMMIT_SHA", c.sha)
+	pub("CI_COMMIT_SHORT_SHA", c.sha[:min(8, len(c.sha))])
+	pub("CI_COMMIT_BEFORE_SHA", c.beforeSha)
+	pub("CI_COMMIT_REF_NAME", c.ref)
+	pub("CI_COMMIT_REF_SLUG", slugify(c.ref))
+	if c.refType == "tag" {
+		pub("CI_COMMIT_TAG", c.ref)
+	} else {
+		pub("CI_COMMIT_BRANCH", c.ref)
+	}
+	pub("CI_COMMIT_MESSAGE", c.message)
+	pub("CI_COMMIT_TITLE", c.title)
+	pub("CI_COMMIT_DESCRIPTION", c.description)
+	pub("CI_COMMIT_REF_PROTECTED", strconv.FormatBool(c.protected))
+	pub("CI_COMMIT_TIMESTAMP", c.timestamp)
+	pub("CI_COMMIT_AUTHOR", fmt.Sprintf("%s <%s>", c.authorName, c.authorEmail))
+	pub("CI_BUILD_REF", c.sha)
+	pub("CI_BUILD_BEFORE_SHA", c.beforeSha)
+	pub("CI_BUILD_REF_NAME", c.ref)
+	pub("CI_BUILD_REF_SLUG", slugify(c.ref))
+	if c.refType == "tag" {
+		pub("CI_BUILD_TAG", c.ref)
+	}
+	pub("GITLAB_USER_ID", strconv.FormatInt(s.opts.User.ID, 10))
+	pub("GITLAB_USER_EMAIL", s.opts.User.Email)
+	pub("GITLAB_USER_LOGIN", s.opts.User.Login)
+	pub("GITLAB_USER_NAME", s.opts.User.Name)
+
+	// Runner.
+	pub("CI_RUNNER_ID", strconv.FormatInt(rn.id, 10))
+	pub("CI_RUNNER_DESCRIPTION", rn.description)
+	pub("CI_RUNNER_TAGS", rubyArray(rn.tags))
+
+	// YAML: global, then the job's (job wins).
+	for _, v := range pl.cfg.Variables {
+		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
+	}
+	for _, v := range d.Variables {
+		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
+	}
+	// Project CI/CD variables: never public; protected ones only on
+	// protected refs.
+	for _, v := range p.vars {
+		if v.Protected && !c.protected {
+			continue
+		}
+		vs = append(vs, v.Variable)
+	}
+	vs = append(vs, pl.vars...)
+	return vs
+}
+
+// rubyArray formats tags like Ruby's Array#to_s, which is what GitLab
+// puts in CI_RUNNER_TAGS: ["a", "b"].
+func rubyArray(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
