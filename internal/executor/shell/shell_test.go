@@ -365,3 +365,31 @@ func TestProjectDir(t *testing.T) {
 		t.Errorf("%q %v", d, err)
 	}
 }
+
+func TestSubmodules(t *testing.T) {
+	sub := newRepo(t, 1)
+	base := t.TempDir()
+	work := filepath.Join(base, "work")
+	bare := filepath.Join(base, "main.git")
+	git(t, base, "init", "-q", work)
+	git(t, work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", sub.url, "sub")
+	git(t, work, "commit", "-q", "-m", "with submodule")
+	sha := git(t, work, "rev-parse", "HEAD")
+	git(t, base, "clone", "-q", "--bare", work, bare)
+	// git refuses file:// submodules by default since 2.38.1.
+	t.Setenv("GIT_CONFIG_COUNT", "1")
+	t.Setenv("GIT_CONFIG_KEY_0", "protocol.file.allow")
+	t.Setenv("GIT_CONFIG_VALUE_0", "always")
+
+	e, _ := newExec(t)
+	p := payload(&repo{url: "file://" + bare, shas: []string{sha}}, []string{"cat sub/file.txt 2>/dev/null || echo empty-submodule"}, nil)
+	res, trace := run(t, e, p)
+	if !res.Success || !strings.Contains(trace, "Skipping Git submodules setup") || !strings.Contains(trace, "empty-submodule") {
+		t.Fatalf("without GIT_SUBMODULE_STRATEGY the submodule must stay empty: %+v\n%s", res, trace)
+	}
+	p.Variables = job.Variables{{Key: "GIT_SUBMODULE_STRATEGY", Value: "recursive"}}
+	res, trace = run(t, e, p)
+	if !res.Success || !strings.Contains(trace, "version 0\n") || !strings.Contains(trace, "Updating/initializing submodules recursively...") {
+		t.Fatalf("recursive submodules: %+v\n%s", res, trace)
+	}
+}
