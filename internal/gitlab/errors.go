@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // StatusError is an unexpected HTTP status from GitLab. It unwraps to
@@ -119,7 +120,11 @@ func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	const maxLen = 1024
 	if len(s) > maxLen {
-		s = s[:maxLen] + "…"
+		cut := maxLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }
