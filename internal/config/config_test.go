@@ -390,3 +390,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseRunnerTemplate(t *testing.T) {
+	r, warns, err := ParseRunnerTemplate([]byte("[[runners]]\n  [runners.kubernetes]\n    namespace = \"ci\"\n    image = \"alpine\"\n    bogus = 1\n"), "tpl.toml")
+	if err != nil {
+		t.Fatalf("template: %v", err)
+	}
+	if r.Kubernetes.Namespace != "ci" || len(warns) != 1 || warns[0].Line != 5 {
+		t.Errorf("template runner = %+v, warnings %v", r.Kubernetes, warns)
+	}
+	_, _, err = ParseRunnerTemplate([]byte("[[runners]]\nexecutor = \"docker\"\n"), "tpl.toml")
+	if err == nil || err.Error() != `tpl.toml:2: runners[0].executor: unknown executor "docker": use "shell" or "kubernetes"` {
+		t.Errorf("bad template error = %v", err)
+	}
+	if r, _, err := ParseRunnerTemplate([]byte("concurrent = 2\n"), "tpl.toml"); r != nil || err != nil {
+		t.Errorf("template without runners = %v, %v", r, err)
+	}
+}

@@ -72,9 +72,25 @@ func New() *Config {
 // line, each as "file:line: key: message" (see Error; errors.As works
 // for *Error on the joined error).
 func Parse(data []byte, filename string) (*Config, []Warning, error) {
+	return parse(data, filename, false)
+}
+
+// ParseRunnerTemplate parses a --template-config file: a config.toml whose
+// first [[runners]] entry holds defaults for a runner being registered.
+// Its url, token and executor may be left out. It returns nil when the
+// file has no [[runners]].
+func ParseRunnerTemplate(data []byte, filename string) (*Runner, []Warning, error) {
+	cfg, warnings, err := parse(data, filename, true)
+	if err != nil || len(cfg.Runners) == 0 {
+		return nil, warnings, err
+	}
+	return cfg.Runners[0], warnings, nil
+}
+
+func parse(data []byte, filename string, template bool) (*Config, []Warning, error) {
 	idx := buildIndex(data)
 	cfg := New()
-	p := &parser{file: filename, idx: idx}
+	p := &parser{file: filename, idx: idx, template: template}
 
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields().EnableUnmarshalerInterface()
 	if err := dec.Decode(cfg); err != nil {
@@ -156,6 +172,7 @@ type parser struct {
 	idx      *keyIndex
 	warnings []Warning
 	errs     []error
+	template bool // url, token and executor may be missing
 }
 
 func (p *parser) warn(key string, line int, format string, args ...any) {

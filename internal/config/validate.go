@@ -166,16 +166,21 @@ func checkListenAddress(a string) error {
 
 func (p *parser) validateRunner(key string, r *Runner) {
 	if r.URL == "" {
-		p.fail(joinKey(key, "url"), "missing url: set it to your GitLab instance, e.g. \"https://gitlab.example.com\"")
+		if !p.template {
+			p.fail(joinKey(key, "url"), "missing url: set it to your GitLab instance, e.g. \"https://gitlab.example.com\"")
+		}
 	} else if _, _, err := NormalizeURL(r.URL); err != nil {
 		p.fail(joinKey(key, "url"), "%v", err)
 	}
-	if r.Token == "" {
+	if r.Token == "" && !p.template {
 		p.fail(joinKey(key, "token"), "missing token: run \"podrunner register\" or copy the runner authentication token (glrt-...)")
 	}
 	switch r.Executor {
 	case ExecutorShell, ExecutorKubernetes:
 	case "":
+		if p.template {
+			break
+		}
 		p.fail(joinKey(key, "executor"), "missing executor: use %q or %q", ExecutorShell, ExecutorKubernetes)
 	default:
 		p.fail(joinKey(key, "executor"), "unknown executor %q: use %q or %q", r.Executor, ExecutorShell, ExecutorKubernetes)
