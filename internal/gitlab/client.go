@@ -169,7 +169,10 @@ func (c *Client) Close() { c.transport.closeIdle() }
 // BaseURL is the normalised API base, e.g. https://gitlab.example.com/api/v4/.
 func (c *Client) BaseURL() string { return c.base.String() }
 
-// UserAgent is the User-Agent header sent with every request.
+// UserAgent is the User-Agent header sent with every request, in GitLab
+// Runner's form "<name> <version> (<branch>; <go version>; <os>/<arch>)"
+// with name "podrunner" by default: GitLab parses nothing from it, and an
+// honest product name lets GitLab admins tell podrunner apart in logs.
 func (c *Client) UserAgent() string { return c.userAgent }
 
 // Info is the info object sent with register, verify, jobs/request and PUT job.

@@ -151,7 +151,8 @@ func buildTransport(f tlsFiles) (*http.Transport, error) {
 		ExpectContinueTimeout: time.Second,
 		MaxIdleConns:          100,
 		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		// HTTP/1.1 as GitLab Runner: one connection per concurrent request,
+		// so closing idle ones really rebalances, and uploads stream chunked.
 	}, nil
 }
 
