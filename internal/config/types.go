@@ -256,7 +256,7 @@ type Kubernetes struct {
 	// Lifecycle and timing.
 	PollInterval                         int                 `toml:"poll_interval,omitempty"`
 	PollTimeout                          int                 `toml:"poll_timeout,omitempty"`
-	TerminationGracePeriodSeconds        *int64              `toml:"terminationGracePeriodSeconds,omitempty"` // deprecated upstream name
+	TerminationGracePeriodSeconds        *int64              `toml:"terminationGracePeriodSeconds,omitempty" env:"KUBERNETES_TERMINATIONGRACEPERIODSECONDS"` // deprecated upstream name
 	PodTerminationGracePeriodSeconds     *int64              `toml:"pod_termination_grace_period_seconds,omitempty"`
 	CleanupGracePeriodSeconds            *int64              `toml:"cleanup_grace_period_seconds,omitempty"`
 	CleanupResourcesTimeout              *Duration           `toml:"cleanup_resources_timeout,omitempty"`

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/gitlab"
+	"github.com/podrunner/podrunner/internal/runner"
+	"github.com/podrunner/podrunner/internal/version"
+)
+
+func addRunCommands(root *cobra.Command) {
+	root.AddCommand(newRunCmd(), newRunSingleCmd(), newExecCmd())
+}
+
+type runOptions struct {
+	configFile    string
+	listenAddress string
+	workingDir    string
+	user          string
+	service       string
+	syslog        bool
+}
+
+func newRunCmd() *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the runners of config.toml: ask GitLab for jobs and run them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runMulti(cmd, o)
+		},
+	}
+	addConfigFlag(cmd, &o.configFile)
+	fs := cmd.Flags()
+	fs.StringVar(&o.listenAddress, "listen-address", "", "address for /metrics and /health (overrides listen_address)")
+	bindEnv(fs, "listen-address", "LISTEN_ADDRESS")
+	fs.StringVarP(&o.workingDir, "working-directory", "d", "", "base directory of relative builds_dir/cache_dir (default: current directory)")
+	fs.StringVarP(&o.user, "user", "u", "", "accepted for GitLab Runner compatibility; podrunner runs as the invoking user")
+	fs.StringVarP(&o.service, "service", "n", "", "accepted for GitLab Runner compatibility (service name)")
+	fs.BoolVar(&o.syslog, "syslog", false, "accepted for GitLab Runner compatibility; logs go to stderr")
+	return cmd
+}
+
+func runMulti(cmd *cobra.Command, o *runOptions) error {
+	log := loggerFrom(cmd)
+	cfg, err := loadConfig(log, o.configFile)
+	if err != nil {
+		return err
+	}
+	if log, err = loggerForConfig(cmd, cfg); err != nil {
+		return err
+	}
+	if o.user != "" {
+		log.Warn("--user is ignored: podrunner runs jobs as the user that started it", "user", o.user)
+	}
+	listen := cfg.ListenAddress
+	if o.listenAddress != "" {
+		listen = o.listenAddress
+	}
+	return serve(cmd.Context(), log, serveOptions{
+		cfg: cfg, configFile: o.configFile, watch: true, listen: listen, workingDir: o.workingDir,
+	})
+}
+
+type runSingleOptions struct {
+	configFile      string
+	runnerName      string
+	maxBuilds       int
+	waitTimeout     int
+	shutdownTimeout int
+	listenAddress   string
+	workingDir      string
+	flags           *runnerFlags
+}
+
+func newRunSingleCmd() *cobra.Command {
+	o := &runSingleOptions{}
+	cmd := &cobra.Command{
+		Use:   "run-single",
+		Short: "Run one runner from flags (or one [[runners]] entry of config.toml with -r)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSingle(cmd, o)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&o.configFile, "config", "c", "", "config file to take the runner from (with --runner)")
+	bindEnv(fs, "config", "CONFIG_FILE")
+	fs.StringVarP(&o.runnerName, "runner", "r", "", "name of the [[runners]] entry of --config to run")
+	bindEnv(fs, "runner", "RUNNER_NAME_FROM_CONFIG")
+	fs.IntVar(&o.maxBuilds, "max-builds", 0, "stop after this many jobs (0: no limit)")
+	bindEnv(fs, "max-builds", "MAX_BUILDS")
+	fs.IntVar(&o.waitTimeout, "wait-timeout", 0, "stop when no job arrived for this many seconds (0: wait forever)")
+	bindEnv(fs, "wait-timeout", "WAIT_TIMEOUT")
+	fs.IntVar(&o.shutdownTimeout, "shutdown-timeout", 0, "seconds to wait for aborted jobs to be reported (default 30)")
+	bindEnv(fs, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
+	fs.StringVar(&o.listenAddress, "listen-address", "", "address for /metrics and /health")
+	bindEnv(fs, "listen-address", "LISTEN_ADDRESS")
+	fs.StringVarP(&o.workingDir, "working-directory", "d", "", "base directory of relative builds_dir/cache_dir")
+	o.flags = addRunnerFlags(fs)
+	return cmd
+}
+
+func runSingle(cmd *cobra.Command, o *runSingleOptions) error {
+	log := loggerFrom(cmd)
+	cfg := config.New()
+	var r *config.Runner
+	if o.runnerName != "" || (o.configFile != "" && !cmd.Flags().Changed("url")) {
+		if o.configFile == "" {
+			o.configFile = defaultConfigFile()
+		}
+		full, err := loadConfig(log, o.configFile)
+		if err != nil {
+			return err
+		}
+		for _, rc := range full.Runners {
+			if o.runnerName == "" || rc.Name == o.runnerName {
+				r = rc
+				break
+			}
+		}
+		if r == nil {
+			return fmt.Errorf("no runner named %q in %s: check `podrunner list -c %s`", o.runnerName, o.configFile, o.configFile)
+		}
+	} else {
+		var err error
+		if r, err = o.flags.runner(); err != nil {
+			return err
+		}
+		if r.URL == "" || r.Token == "" {
+			return errors.New("run-single needs --url and --token (or $CI_SERVER_URL and $CI_SERVER_TOKEN), or --config with --runner")
+		}
+		if r.Executor == "" {
+			r.Executor = config.ExecutorShell
+		}
+	}
+	cfg.Runners = []*config.Runner{r}
+	if o.shutdownTimeout > 0 {
+		cfg.ShutdownTimeout = o.shutdownTimeout
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return serve(cmd.Context(), log, serveOptions{
+		cfg: cfg, listen: o.listenAddress, workingDir: o.workingDir,
+		maxBuilds: o.maxBuilds, waitTimeout: time.Duration(o.waitTimeout) * time.Second,
+	})
+}
+
+type serveOptions struct {
+	cfg         *config.Config
+	configFile  string // empty: no file to watch
+	watch       bool
+	listen      string
+	workingDir  string
+	maxBuilds   int
+	waitTimeout time.Duration
+	// manager receives the manager once built (exec uses it).
+	ready func(*runner.Manager)
+	// noSignals leaves signal handling to the caller (exec).
+	noSignals bool
+}
+
+// serve runs the runner manager until it stops: SIGQUIT stops taking jobs
+// and waits for running ones; SIGTERM/SIGINT abort running jobs, each
+// reported failed, within shutdown_timeout; a second such signal exits at
+// once; SIGHUP reloads config.toml.
+func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
+	wd := o.workingDir
+	if wd == "" {
+		var err error
+		if wd, err = os.Getwd(); err != nil {
+			return err
+		}
+	}
+	configDir := "."
+	if o.configFile != "" {
+		configDir = filepath.Dir(o.configFile)
+	}
+	sysID, err := config.SystemID(configDir)
+	if err != nil {
+		if sysID == "" {
+			return err
+		}
+		log.Warn("system id not saved; a new one will be made next time", "error", err)
+	}
+	v := version.Get()
+	metrics := runner.NewMetrics(v.Version, v.Revision)
+	build := runner.Build{
+		Logger:     log,
+		Version:    gitlab.VersionInfo{Name: v.Name, Version: v.Version, Revision: v.Revision, Branch: v.Branch},
+		SystemID:   sysID,
+		ConfigDir:  configDir,
+		WorkingDir: wd,
+		Metrics:    metrics,
+	}
+	settings, err := runner.FromConfig(o.cfg, build)
+	if err != nil {
+		return configError(o.configFile, err)
+	}
+	if len(settings.Runners) == 0 {
+		log.Warn("No runners in the configuration: register one with `podrunner register`; waiting for config changes")
+	}
+	m, err := runner.New(settings, runner.Options{
+		Logger: log, SystemID: sysID, Version: v.Version, Revision: v.Revision, Metrics: metrics,
+		MaxBuilds: o.maxBuilds, WaitTimeout: o.waitTimeout,
+	})
+	if err != nil {
+		return configError(o.configFile, err)
+	}
+	metrics.ConfigLoaded(true)
+	if o.ready != nil {
+		o.ready(m)
+	}
+
+	runCtx, stopAux := context.WithCancel(context.Background())
+	defer stopAux()
+	var aux []chan struct{}
+	goAux := func(f func()) {
+		done := make(chan struct{})
+		aux = append(aux, done)
+		go func() { defer close(done); f() }()
+	}
+	defer func() {
+		stopAux()
+		for _, d := range aux {
+			<-d
+		}
+	}()
+
+	var watcher *config.Watcher
+	if o.watch && o.configFile != "" {
+		watcher = config.NewWatcher(o.configFile, o.cfg, config.WatcherOptions{
+			Logger: log,
+			OnChange: func(cfg *config.Config, warnings []config.Warning) {
+				for _, w := range warnings {
+					log.Warn("config: " + w.String())
+				}
+				s, err := runner.FromConfig(cfg, build)
+				if err == nil {
+					err = m.Update(s)
+				}
+				if err != nil {
+					metrics.ConfigLoaded(false)
+					log.Error("Refusing the changed configuration; keeping the running one", "config", o.configFile, "error", err)
+					return
+				}
+				metrics.ConfigLoaded(true)
+				log.Info("Configuration loaded", "config", o.configFile, "runners", len(s.Runners), "concurrent", s.Concurrent)
+			},
+		})
+		goAux(func() { watcher.Run(runCtx) })
+	}
+
+	if o.listen != "" {
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return fmt.Errorf("listen_address %s: %w", o.listen, err)
+		}
+		srv := &http.Server{Handler: m.Handler(nil), ReadHeaderTimeout: 10 * time.Second}
+		log.Info("Metrics and health server listening", "address", ln.Addr().String())
+		goAux(func() { srv.Serve(ln) })
+		goAux(func() {
+			<-runCtx.Done()
+			srv.Close()
+		})
+	}
+
+	if !o.noSignals {
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		defer signal.Stop(sigs)
+		goAux(func() {
+			stopping := false
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case sig := <-sigs:
+					switch {
+					case sig == syscall.SIGHUP:
+						if watcher != nil {
+							log.Info("SIGHUP: reloading configuration")
+							watcher.Reload()
+						}
+					case stopping && sig != syscall.SIGQUIT:
+						log.Error("Second signal: exiting at once", "signal", sig.String())
+						os.Exit(1)
+					case sig == syscall.SIGQUIT:
+						stopping = true
+						log.Info("SIGQUIT: finishing running jobs, then exiting")
+						m.Stop()
+					default:
+						stopping = true
+						log.Warn("Signal received: aborting running jobs", "signal", sig.String())
+						m.Abort()
+					}
+				}
+			}
+		})
+	}
+	log.Info("Runner started", "version", v.Version, "runners", len(settings.Runners), "concurrent", settings.Concurrent, "system_id", sysID)
+	err = m.Run(ctx)
+	log.Info("Runner stopped")
+	return err
+}
+
+func configError(file string, err error) error {
+	if file == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", file, err)
+}
