@@ -493,8 +493,8 @@ always:
 			t.Fatalf("final update = %d", r.Code)
 		}
 	}
-	finish("fails", "failed", 3) // allowed by exit code
-	finish("next", "failed", 1)  // fails the pipeline
+	finish("fails", "failed", 3)    // allowed by exit code
+	finish("next", "failed", 1)     // fails the pipeline
 	finish("cleanup", "success", 0) // on_failure: an earlier stage failed
 	finish("always", "success", 0)
 	if r := c.requestJob(tok, "", nil); r.Code != 204 {
@@ -704,4 +704,22 @@ func TestStuckJob(t *testing.T) {
 	}
 }
 
-
+func TestCancelJobAfter(t *testing.T) {
+	t.Parallel()
+	s, c, tok := setup(t, Options{}, simpleCI)
+	pl, err := s.CreatePipeline("group/demo", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CancelJobAfter(pl.Jobs["build"], 50*time.Millisecond, false); err != nil {
+		t.Fatal(err)
+	}
+	p := c.payload(c.requestJob(tok, "", nil))
+	v, err := s.WaitJob(ctxT(t), p.ID, StatusCanceled)
+	if err != nil || v.StartedAt.IsZero() {
+		t.Fatalf("job = %+v, %v", v, err)
+	}
+	if r := c.update(p.ID, p.Token, "running", nil); r.Code != 403 || r.Header.Get("Job-Status") != "canceled" {
+		t.Errorf("update after cancel = %d %q", r.Code, r.Header.Get("Job-Status"))
+	}
+}

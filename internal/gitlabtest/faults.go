@@ -113,8 +113,8 @@ func (fs *faultState) decide(endpoint string) (int, time.Duration) {
 	return codes[fs.rng.IntN(len(codes))], lat
 }
 
-// CancelJobAfter cancels the job d after it started running (or after
-// now, if it runs already).
+// CancelJobAfter cancels the job d after it started running; if it is not
+// running yet, the timer starts when it does.
 func (s *Server) CancelJobAfter(id int64, d time.Duration, graceful bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -122,11 +122,12 @@ func (s *Server) CancelJobAfter(id int64, d time.Duration, graceful bool) error 
 	if j == nil {
 		return fmt.Errorf("job %d not found", id)
 	}
-	start := time.Now()
-	if !j.startedAt.IsZero() {
-		start = j.startedAt
+	if j.startedAt.IsZero() {
+		j.cancelAfter, j.cancelAfterSet = d, true
+		j.cancelGraceful = graceful
+		return nil
 	}
-	s.afterFuncLocked(time.Until(start.Add(d)), func() { _ = s.Cancel(id, graceful) })
+	s.afterFuncLocked(time.Until(j.startedAt.Add(d)), func() { _ = s.Cancel(id, graceful) })
 	return nil
 }
 

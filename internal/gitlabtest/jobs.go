@@ -125,6 +125,11 @@ func (s *Server) startJobLocked(j *jobState) {
 	if j.pipeline.status == StatusPending || j.pipeline.status == StatusCreated {
 		j.pipeline.status = StatusRunning
 	}
+	if j.cancelAfterSet {
+		j.cancelAfterSet = false
+		id, graceful := j.id, j.cancelGraceful
+		s.afterFuncLocked(j.cancelAfter, func() { _ = s.Cancel(id, graceful) })
+	}
 }
 
 // jobToken is the JOB-TOKEN header, else the token body/query parameter.

@@ -145,7 +145,7 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 	if data == nil {
 		data, err = s.gitBytes(p.bare, "cat-file", "blob", c.sha+":.gitlab-ci.yml")
 		if err != nil {
-			return nil, fmt.Errorf("read .gitlab-ci.yml at %s of %s: %w", ref, projectPath, err)
+			return nil, fmt.Errorf("read .gitlab-ci.yml at %s of %s (commit one, or pass PipelineOptions.CIConfig): %w", ref, projectPath, err)
 		}
 	}
 	cfg, err := ciyaml.Parse(".gitlab-ci.yml", data)

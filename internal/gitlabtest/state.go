@@ -113,6 +113,8 @@ type jobState struct {
 	artifacts *artifact
 	// fault hooks
 	cancelAfterBytes int64
+	cancelAfter      time.Duration
+	cancelAfterSet   bool
 	cancelGraceful   bool
 }
 

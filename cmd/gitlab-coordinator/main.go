@@ -1,0 +1,109 @@
+// Command gitlab-coordinator runs podrunner's GitLab-compatible test
+// coordinator standalone: point a runner (podrunner or GitLab Runner) at
+// the printed URL, register it with the printed token, and a pipeline of
+// the project's .gitlab-ci.yml is queued.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/gitlabtest"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "gitlab-coordinator:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gitlab-coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (host:port)")
+	external := fs.String("external-url", "", "URL advertised to runners and jobs (default: the listen URL)")
+	regToken := fs.String("registration-token", "", "legacy registration token (random when empty)")
+	repo := fs.String("repo", "", "git repository to serve as the project and run a pipeline of")
+	project := fs.String("project", "group/project", "project path (namespace/name)")
+	ref := fs.String("ref", "", "branch or tag to run (default: the repository's HEAD branch)")
+	tags := fs.String("runner-tags", "", "comma separated tags of the pre-created runner")
+	ignoreTags := fs.Bool("ignore-tags", false, "let any runner take any job")
+	longPoll := fs.Duration("long-poll", 50*time.Second, "jobs/request long polling duration (0 disables)")
+	traceInterval := fs.Duration("trace-update-interval", 3*time.Second, "X-GitLab-Trace-Update-Interval sent to runners")
+	verbose := fs.Bool("v", false, "log every request (tokens are never logged)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	lp := *longPoll
+	if lp == 0 {
+		lp = -1
+	}
+	srv, err := gitlabtest.New(gitlabtest.Options{
+		ListenAddr: *listen, ExternalURL: *external, RegistrationToken: *regToken,
+		LongPollTimeout: lp, TraceUpdateInterval: *traceInterval, IgnoreTags: *ignoreTags, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Start(ctx); err != nil {
+		return errors.Join(err, srv.Close())
+	}
+	defer srv.Close()
+
+	var runnerTags []string
+	for _, t := range strings.Split(*tags, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			runnerTags = append(runnerTags, t)
+		}
+	}
+	_, runnerToken := srv.CreateRunner(gitlabtest.RunnerOptions{Description: "gitlab-coordinator", Tags: runnerTags, RunUntagged: true})
+
+	fmt.Fprintf(stdout, "URL:                %s\n", srv.URL())
+	fmt.Fprintf(stdout, "registration token: %s\n", srv.RegistrationToken())
+	fmt.Fprintf(stdout, "runner token:       %s\n", runnerToken)
+
+	if *repo != "" {
+		if _, err := srv.AddProject(*project, *repo); err != nil {
+			return err
+		}
+		pl, err := srv.CreatePipeline(*project, *ref)
+		if err != nil {
+			return err
+		}
+		for _, w := range pl.Warnings {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
+		fmt.Fprintf(stdout, "pipeline %d queued (%d jobs) at %s\n", pl.ID, len(pl.Jobs), pl.Sha)
+		v, err := srv.WaitPipeline(ctx, pl.ID)
+		for _, j := range v.Jobs {
+			fmt.Fprintf(stdout, "job %d %-20s %-9s %s\n", j.ID, j.Name, j.Status, j.FailureReason)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "pipeline %d %s\n", v.ID, v.Status)
+		if v.Status != gitlabtest.StatusSuccess {
+			return fmt.Errorf("pipeline %s", v.Status)
+		}
+		return nil
+	}
+	<-ctx.Done()
+	return nil
+}
