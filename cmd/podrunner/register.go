@@ -145,6 +145,9 @@ func parseBoolDefault(s string, empty bool) (bool, error) {
 	return false, fmt.Errorf("invalid boolean %q", s)
 }
 
+// saveConfig is replaced by tests to make saving fail.
+var saveConfig = (*config.Config).Save
+
 type registerOptions struct {
 	configFile        string
 	nonInteractive    bool
@@ -356,7 +359,7 @@ func runRegister(cmd *cobra.Command, o *registerOptions) error {
 	r.TokenExpiresAt = rt.TokenExpiresAt.UTC()
 
 	cfg.Runners = append(cfg.Runners, r)
-	if err := cfg.Save(o.configFile); err != nil {
+	if err := saveConfig(cfg, o.configFile); err != nil {
 		err = fmt.Errorf("save config: %w", err)
 		if legacy && !o.leaveRunner {
 			if uerr := unregisterToken(ctx, log, o.configFile, r, sysID); uerr != nil {
