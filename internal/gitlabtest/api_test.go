@@ -223,12 +223,17 @@ func TestLongPolling(t *testing.T) {
 	_ = s
 }
 
-// waitHeld waits until a jobs/request is in flight (nothing recorded yet
-// for it) by giving the handler a moment; the recorder only stores
-// completed requests, so poll the number of completed ones instead.
+// waitHeld waits until a jobs/request is held by long polling.
 func waitHeld(t *testing.T, s *Server) {
 	t.Helper()
-	time.Sleep(100 * time.Millisecond)
+	ctx := ctxT(t)
+	for s.HeldRequests() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("no request held")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 func TestWorkhorseSeenChange(t *testing.T) {

@@ -40,12 +40,23 @@ func (s *Server) handleRequestJob(w http.ResponseWriter, r *http.Request) {
 		}
 		// last_update is current: hold the request (Workhorse).
 		changed := s.changed
+		s.held++
 		s.mu.Unlock()
+		held := true
+		unhold := func() {
+			if held {
+				s.mu.Lock()
+				s.held--
+				s.mu.Unlock()
+				held = false
+			}
+		}
 		if timeout == nil {
 			timeout = time.After(s.opts.LongPollTimeout)
 		}
 		select {
 		case <-changed:
+			unhold()
 			s.mu.Lock()
 			stillCurrent := rn.queue == req.LastUpdate
 			s.mu.Unlock()
@@ -58,12 +69,15 @@ func (s *Server) handleRequestJob(w http.ResponseWriter, r *http.Request) {
 			}
 			req.LastUpdate = "" // answer like Rails would to the next request
 		case <-timeout:
+			unhold()
 			w.Header().Set("X-GitLab-Last-Update", req.LastUpdate)
 			w.WriteHeader(http.StatusNoContent)
 			return
 		case <-r.Context().Done():
+			unhold()
 			return
 		case <-s.done:
+			unhold()
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}

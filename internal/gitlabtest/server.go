@@ -105,6 +105,7 @@ type Server struct {
 	recs      []Request
 	external  *url.URL
 	timers    []*time.Timer
+	held      int // job requests held by long polling
 
 	srv      *http.Server
 	ln       net.Listener
@@ -255,6 +256,14 @@ func (s *Server) Addr() string {
 		return ""
 	}
 	return s.ln.Addr().String()
+}
+
+// HeldRequests is the number of jobs/request calls held by long polling
+// right now (tests wait for it before queueing a job).
+func (s *Server) HeldRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
 }
 
 // RegistrationToken is the legacy registration token for POST runners.
