@@ -47,8 +47,9 @@ func addRunnerFlags(fs *pflag.FlagSet) *runnerFlags {
 	bindEnv(fs, "tls-cert-file", "CI_SERVER_TLS_CERT_FILE")
 	fs.StringVar(&o.r.TLSKeyFile, "tls-key-file", "", "client key for GitLab")
 	bindEnv(fs, "tls-key-file", "CI_SERVER_TLS_KEY_FILE")
-	fs.StringVar(&o.r.Name, "name", "", "runner name (default: host name)")
-	fs.StringVar(&o.r.Name, "description", "", "alias of --name")
+	// --description is GitLab Runner's old name of --name: the root's
+	// flag normalization maps it here.
+	fs.StringVar(&o.r.Name, "name", "", "runner name, also --description (default: host name)")
 	bindEnv(fs, "name", "RUNNER_NAME")
 	fs.StringVar(&o.r.Executor, "executor", "", "executor: shell or kubernetes")
 	bindEnv(fs, "executor", "RUNNER_EXECUTOR")

@@ -242,6 +242,7 @@ func TestRegisterAuthTokenRejectsLegacyOptions(t *testing.T) {
 
 func TestRegisterLegacyToken(t *testing.T) {
 	clearEnv(t)
+	t.Setenv("RUNNER_NAME", "from-env") // --description must win over it
 	gl := newFakeGitLab(t)
 	cfgPath := filepath.Join(t.TempDir(), "new", "config.toml")
 	res := run(t, "register", "--non-interactive", "--config", cfgPath, "--url", gl.URL+"/ci", "--registration-token", regToken,

@@ -89,7 +89,11 @@ func newRootCmd() *cobra.Command {
 	addRunCommands(root)
 	// GitLab Runner spells some flags with "_" (--kubernetes-bearer_token):
 	// accept both spellings everywhere.
+	// --description is the old spelling of register's --name.
 	root.SetGlobalNormalizationFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "description" {
+			return "name"
+		}
 		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
 	})
 	return root
