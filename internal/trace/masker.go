@@ -53,8 +53,17 @@ type matcher struct {
 	depth     []int32 // length of the node's string
 	valueOut  []int32 // longest masked value that is a suffix of the node's string
 	prefixOut []bool  // some token prefix is a suffix of the node's string
+	event     []bool  // valueOut > 0 || prefixOut
 	maxDepth  int32
+	// dense is the full transition table (node<<8 | byte) when it is small
+	// enough (the common case of a few values): no fail-link walks. The
+	// root's skip scan stays the hot path: it has no load-to-load
+	// dependency, so it runs several times faster than any table walk.
+	dense []int32
 }
+
+// maxDenseNodes bounds the dense table to 4 MiB.
+const maxDenseNodes = 4096
 
 func newMatcher(values, prefixes []string) *matcher {
 	type key struct {
@@ -138,11 +147,27 @@ func newMatcher(values, prefixes []string) *matcher {
 			queue = append(queue, child)
 		}
 	}
+	m.event = make([]bool, len(depth))
+	for i := range m.event {
+		m.event[i] = m.valueOut[i] > 0 || m.prefixOut[i]
+	}
+	if len(depth) <= maxDenseNodes {
+		dense := make([]int32, len(depth)<<8)
+		for n := range len(depth) {
+			for c := range 256 {
+				dense[n<<8|c] = m.step(int32(n), byte(c))
+			}
+		}
+		m.dense = dense
+	}
 	return m
 }
 
 // step is the automaton transition from state s on byte c.
 func (m *matcher) step(s int32, c byte) int32 {
+	if m.dense != nil {
+		return m.dense[int(s)<<8|int(c)]
+	}
 	for s != 0 {
 		for e := m.edgeStart[s]; e < m.edgeStart[s+1]; e++ {
 			if m.edgeLabel[e] == c {
@@ -252,7 +277,7 @@ func (w *Masker) Write(p []byte) (int, error) {
 				w.tokenRun = false
 			}
 		}
-		if m.valueOut[s] == 0 && !m.prefixOut[s] {
+		if !m.event[s] {
 			continue
 		}
 		w.held = append(w.held, p[runStart:i]...)
