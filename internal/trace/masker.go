@@ -2,6 +2,29 @@
 // write boundaries), the size-limited disk-backed buffer with its CRC-32, the
 // collapsible-section and colour helpers, and the incremental sender that
 // streams the log to GitLab and submits the final job state.
+//
+// Wiring for a job:
+//
+//	tr, _ := trace.New(trace.Options{MaskValues: masked, JobToken: tok,
+//		MaskPrefixes: features.TokenMaskPrefixes, Limit: outputLimitKiB * 1024})
+//	defer tr.Close()
+//	snd := trace.NewSender(client, tr.Buffer(), trace.SenderOptions{JobID: id, JobToken: tok, Logger: log})
+//	snd.Start(ctx)
+//	// executors write to tr (or tr.NewStream() per stdout/stderr);
+//	// watch snd.Canceling() and snd.Aborted()
+//	tr.Finish()
+//	err := snd.Finish(shutdownCtx, gitlab.UpdateJobRequest{State: ..., FailureReason: ..., ExitCode: ...})
+//
+// Masking follows GitLab Runner's visible behaviour, checked against its
+// source: every non-empty masked value is masked whatever its length (the
+// 8-character minimum is GitLab's rule when saving a variable, not the
+// runner's); a value containing newlines is masked as a whole, its lines are
+// not masked on their own (short lines such as "}" would blank the log); a
+// token prefix stays visible and the token characters after it
+// ([A-Za-z0-9._=-]) become [MASKED], e.g. "glpat-[MASKED]"; "glpat-" is
+// always a prefix. Unlike GitLab Runner's chained per-value writers, one
+// automaton finds all occurrences and overlapping ones merge, so no part of
+// any occurrence survives whatever the order of the values.
 package trace
 
 import (

@@ -185,8 +185,9 @@ func (s *Sender) patch(ctx context.Context, size int64) gitlab.PatchResult {
 	start := s.sent
 	n := int(min(int64(len(s.chunk)), size-start))
 	n, err := s.src.ReadAt(s.chunk[:n], start)
-	if err != nil && !errors.Is(err, io.EOF) {
-		s.log.Error("read job log for sending", "offset", start, "error", err)
+	if n == 0 || (err != nil && !errors.Is(err, io.EOF)) {
+		err = fmt.Errorf("read job log at %d of %d bytes: %w", start, size, orUnknown(err))
+		s.log.Error("read job log for sending", "error", err)
 		return gitlab.PatchResult{State: gitlab.PatchFailed, Err: err}
 	}
 	res := s.api.PatchTrace(ctx, s.opts.JobID, s.opts.JobToken, s.chunk[:n], start, s.opts.DebugTrace)

@@ -507,3 +507,9 @@ func (m multiHandler) WithGroup(g string) slog.Handler {
 	}
 	return out
 }
+
+// The real client and buffer fit the consumer interfaces.
+var (
+	_ API    = (*gitlab.Client)(nil)
+	_ Source = (*Buffer)(nil)
+)
