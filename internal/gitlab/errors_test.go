@@ -171,3 +171,18 @@ func TestNoTokenInLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestStateNames(t *testing.T) {
+	seen := map[string]bool{}
+	for _, s := range []interface{ String() string }{
+		JobReceived, NoJob, JobForbidden, JobUnavailable, JobFailed,
+	} {
+		if s.String() == "unknown" || seen[s.String()] {
+			t.Errorf("%v has no unique name", s)
+		}
+		seen[s.String()] = true
+	}
+	if UpdateTraceValidationFailed.String() != "trace_validation_failed" || PatchRangeMismatch.String() != "range_mismatch" || PatchState(99).String() != "unknown" {
+		t.Error("state names")
+	}
+}
