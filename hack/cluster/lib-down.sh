@@ -199,12 +199,14 @@ cluster_down() {
 	restore_sysctls
 	# The kubelet links /var/log/containers/* to pod logs under our state dir.
 	find /var/log/containers -maxdepth 1 -type l -lname "$STATE_DIR/*" -delete 2>/dev/null || true
-	# Fresh cluster each up: wipe state, keep logs for debugging.
-	find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null || true
-	rm -rf /run/podrunner-cluster
-	if [ -n "$(awk -v a="$STATE_DIR" 'index($5, a) == 1' /proc/self/mountinfo)" ]; then
-		log "warning: some mounts under $STATE_DIR remain"
+	# Never delete through a mount that is still there (it could be a bind
+	# mount of something else); the next down or up retries.
+	if [ -n "$(awk -v a="$STATE_DIR" -v b=/run/podrunner-cluster 'index($5, a) == 1 || index($5, b) == 1' /proc/self/mountinfo)" ]; then
+		log "warning: mounts under $STATE_DIR remain; state not removed"
 		return 1
 	fi
+	# Fresh cluster each up: wipe state, keep logs for debugging.
+	find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf --one-file-system {} + 2>/dev/null || true
+	rm -rf --one-file-system /run/podrunner-cluster
 	return 0
 }

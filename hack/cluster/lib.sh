@@ -59,6 +59,7 @@ pick_ranges() {
 	if [ -s "$STATE_DIR/ranges" ]; then
 		RANGE_PREFIX=$(cat "$STATE_DIR/ranges")
 	else
+		RANGE_PREFIX=
 		mapfile -t routes < <(ip -4 route show table all |
 			grep -v -e "dev $NODE_BRIDGE" -e "dev $POD_BRIDGE" -e '^default' |
 			awk '{d=$1; if (d=="local"||d=="broadcast"||d=="unreachable"||d=="blackhole") d=$2; print d}')
