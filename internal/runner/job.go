@@ -12,6 +12,7 @@ import (
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // jobState is a running job as the manager tracks it.
@@ -82,10 +83,8 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 	log.Info("Checking for jobs... received", "repo_url", redactURL(p.GitInfo.RepoURL), "request_id", res.RequestID)
 
 	// Two-phase commit: confirm the job before doing anything with it.
-	ctx := m.jobsCtx
-	confirm := r.API.UpdateJob(ctx, p.ID, p.Token, gitlab.UpdateJobRequest{State: gitlab.StateRunning})
-	if confirm.State == gitlab.UpdateAbort {
-		log.Warn("GitLab took the job back before it started; dropping it")
+	confirm, ok := m.confirmJob(r, p, log)
+	if !ok {
 		return
 	}
 
@@ -120,12 +119,42 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 		log.Info("Job succeeded", "duration_s", time.Since(js.Started).Seconds())
 	}
 	if err := tr.Finish(m.finishCtx, final); err != nil {
+		if errors.Is(err, trace.ErrAborted) {
+			// GitLab answered that the job has ended on its side (it
+			// was canceled, or it already holds a final state).
+			log.Info("Submitting job to coordinator... the job has already ended in GitLab", "detail", err)
+			return
+		}
 		log.Error("Submitting job to coordinator... failed; GitLab may show the job as running until it times out", "error", err)
 		return
 	}
 	log.Info("Submitting job to coordinator... ok", "job-status", final.State)
 	if mt := m.opts.Metrics; mt != nil {
 		mt.jobDuration.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID).Observe(time.Since(js.Started).Seconds())
+	}
+}
+
+// confirmJob sends the two-phase commit's "running" update. GitLab keeps
+// the job assigned but unstarted until it arrives (and hands it out again
+// if it never does), so a job is only run once confirmed. Transient
+// failures are retried for about a minute.
+func (m *Manager) confirmJob(r *Runner, p *job.Payload, log *slog.Logger) (gitlab.UpdateResult, bool) {
+	wait := 200 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
+	for {
+		res := r.API.UpdateJob(m.jobsCtx, p.ID, p.Token, gitlab.UpdateJobRequest{State: gitlab.StateRunning})
+		switch res.State {
+		case gitlab.UpdateSucceeded:
+			return res, true
+		case gitlab.UpdateAbort:
+			log.Warn("GitLab took the job back before it started; dropping it")
+			return res, false
+		}
+		if time.Now().After(deadline) || !sleep(m.jobsCtx, wait) {
+			log.Error("Could not confirm the job to GitLab; dropping it so GitLab can hand it out again", "error", errString(res.Err))
+			return res, false
+		}
+		wait = min(2*wait, 10*time.Second)
 	}
 }
 
