@@ -293,4 +293,3 @@ func TestUnhealthyRunnerStopsAsking(t *testing.T) {
 		t.Fatalf("requests = %d; want 3 (unhealthy_requests_limit) then a pause", api.requests)
 	}
 }
-
