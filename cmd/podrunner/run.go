@@ -187,16 +187,17 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 			return err
 		}
 	}
-	configDir := "."
+	configDir := wd
+	var sysID string
+	var err error
 	if o.configFile != "" {
 		configDir = filepath.Dir(o.configFile)
+		sysID, err = systemID(log, o.configFile)
+	} else {
+		sysID, err = config.NewSystemID()
 	}
-	sysID, err := config.SystemID(configDir)
 	if err != nil {
-		if sysID == "" {
-			return err
-		}
-		log.Warn("system id not saved; a new one will be made next time", "error", err)
+		return err
 	}
 	v := version.Get()
 	metrics := runner.NewMetrics(v.Version, v.Revision)

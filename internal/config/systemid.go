@@ -75,3 +75,7 @@ func newSystemID() (string, error) {
 	}
 	return "r_" + string(buf), nil
 }
+
+// NewSystemID makes a system id without storing it, for runners that have
+// no config file (run-single from flags, exec).
+func NewSystemID() (string, error) { return newSystemID() }
