@@ -1,0 +1,78 @@
+// Package agent is the podrunner agent that runs a job inside its pod: it
+// runs the job's stages with the image's shell, keeps the (masked) log on
+// the pod's disk and serves it, with the result, to the runner over HTTP.
+// See docs/kubernetes-executor.md.
+package agent
+
+import (
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// SpecKey is the key of the spec in the job's Secret, and SpecFile the
+// path the build container reads it from.
+const (
+	SpecKey     = "job.json"
+	SpecDir     = "/podrunner-spec"
+	SpecFile    = SpecDir + "/" + SpecKey
+	BinDir      = "/podrunner"
+	Binary      = BinDir + "/podrunner"
+	DefaultPort = 8765
+)
+
+// Spec is everything the agent needs, written by the runner into the
+// job's Secret.
+type Spec struct {
+	// Token authenticates the runner to the agent's API (Bearer).
+	Token string `json:"token"`
+	// Listen is the agent API's address, e.g. ":8765".
+	Listen  string    `json:"listen"`
+	Plan    *job.Plan `json:"plan"`
+	Sources *Sources  `json:"sources,omitempty"`
+	Mask    Mask      `json:"mask"`
+	// Files are file variables: absolute path → content, written before
+	// the first stage (mode 0600).
+	Files map[string]string `json:"files,omitempty"`
+	// Env is added to every stage's environment (the non-public
+	// variables are exported by the scripts themselves).
+	Env []string `json:"env,omitempty"`
+}
+
+// Sources tells the agent how to get the project's sources with go-git.
+type Sources struct {
+	RepoURL    string   `json:"repo_url"` // with credentials; never printed
+	Ref        string   `json:"ref"`
+	Sha        string   `json:"sha"`
+	RefType    string   `json:"ref_type"`
+	Refspecs   []string `json:"refspecs"`
+	Depth      int      `json:"depth"`
+	Strategy   string   `json:"strategy"`   // clone, fetch, none
+	Submodules string   `json:"submodules"` // none, normal, recursive
+	Checkout   bool     `json:"checkout"`
+	Dir        string   `json:"dir"` // CI_PROJECT_DIR
+}
+
+// Mask is what the agent's log hides.
+type Mask struct {
+	Values   []string `json:"values"`
+	Prefixes []string `json:"prefixes"`
+}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	State   string  `json:"state"` // running, done
+	Result  *Result `json:"result,omitempty"`
+	LogSize int64   `json:"log_size"`
+}
+
+// Result is how the job ended, as the agent saw it.
+type Result struct {
+	Success       bool   `json:"success"`
+	FailureReason string `json:"failure_reason,omitempty"`
+	ExitCode      int    `json:"exit_code,omitempty"`
+}
+
+// States of Status.State.
+const (
+	StateRunning = "running"
+	StateDone    = "done"
+)
