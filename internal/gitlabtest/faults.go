@@ -34,6 +34,8 @@ type faultState struct {
 	f412  int
 	f202  int
 	count map[string]int
+	// payloadFaults rewrite the bodies of the next job payloads handed out.
+	payloadFaults []func([]byte) []byte
 }
 
 func (fs *faultState) init(seed uint64) {
@@ -142,4 +144,24 @@ func (s *Server) CancelJobAfterBytes(id int64, n int64, graceful bool) error {
 	}
 	j.cancelAfterBytes, j.cancelGraceful = n, graceful
 	return nil
+}
+
+// MangleNextPayload rewrites the body of the next job handed to a runner
+// with f, to test how runners cope with a payload they cannot use (GitLab
+// itself never sends one, but a proxy or a version mismatch can).
+func (s *Server) MangleNextPayload(f func(body []byte) []byte) {
+	s.faults.mu.Lock()
+	s.faults.payloadFaults = append(s.faults.payloadFaults, f)
+	s.faults.mu.Unlock()
+}
+
+func (fs *faultState) mangle(body []byte) []byte {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if len(fs.payloadFaults) == 0 {
+		return body
+	}
+	f := fs.payloadFaults[0]
+	fs.payloadFaults = fs.payloadFaults[1:]
+	return f(body)
 }

@@ -112,6 +112,9 @@ func (s *Server) assignLocked(w http.ResponseWriter, rn *runner, mgr *manager) {
 		s.startJobLocked(pick)
 	}
 	body, err := json.Marshal(pick.payload)
+	if err == nil {
+		body = s.faults.mangle(body)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		writeMessage(w, http.StatusInternalServerError, "500 Internal Server Error")
