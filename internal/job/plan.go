@@ -68,6 +68,13 @@ type Stage struct {
 	// Timeout bounds this stage; 0 means only the job timeout applies.
 	Timeout      time.Duration `json:"timeout"`
 	AllowFailure bool          `json:"allow_failure"`
+	// PreScript and PostScript are set on get_sources only: the pre and
+	// post get-sources hooks (runner config and job hooks) as complete
+	// scripts of their own, empty when there is none. Script already holds
+	// them; they are for a runner that fetches the sources itself instead
+	// of running Script (the in-pod agent). PostScript runs in ProjectDir.
+	PreScript  string `json:"pre_script,omitempty"`
+	PostScript string `json:"post_script,omitempty"`
 }
 
 // WithJobStatus returns the stage with CI_JOB_STATUS set to status
@@ -132,7 +139,9 @@ func NewPlan(p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
 	}
 	var w scriptWriter
 	w.getSources(p, vars, src, opts)
-	plan.add(Stage{Name: StageGetSources, Title: "Getting source from Git repository", Kind: KindSystem, When: WhenOnSuccess, Script: w.finish(shell)})
+	pre, post := sourceHooks(p, vars, src, opts, shell)
+	plan.add(Stage{Name: StageGetSources, Title: "Getting source from Git repository", Kind: KindSystem, When: WhenOnSuccess,
+		Script: w.finish(shell), PreScript: pre, PostScript: post})
 
 	if hasCache(p) {
 		plan.add(placeholder(StageRestoreCache, "Restoring cache", WhenOnSuccess, "caches are not supported by podrunner yet; nothing restored", shell))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -377,6 +378,29 @@ func (w *scriptWriter) getSources(p *Payload, vars Variables, s *sources, opts S
 	if s.strategy != GitNone {
 		w.hookCommands(hookScript(p, "post_get_sources_script"), configScript(opts.PostGetSourcesScript))
 	}
+}
+
+// sourceHooks returns the pre and post get-sources hooks as scripts of
+// their own (see Stage.PreScript), run exactly when getSources runs them.
+func sourceHooks(p *Payload, vars Variables, s *sources, opts ScriptOptions, shell string) (pre, post string) {
+	if s.strategy == GitNone {
+		return "", ""
+	}
+	dir := vars.Get("CI_PROJECT_DIR")
+	if cmds := slices.Concat(configScript(opts.PreGetSourcesScript), hookScript(p, "pre_get_sources_script")); len(cmds) > 0 {
+		var w scriptWriter
+		w.exports(vars)
+		w.commands(cmds...)
+		pre = w.finish(shell)
+	}
+	if cmds := slices.Concat(hookScript(p, "post_get_sources_script"), configScript(opts.PostGetSourcesScript)); len(cmds) > 0 {
+		var w scriptWriter
+		w.exports(vars)
+		w.command("cd", dir)
+		w.commands(cmds...)
+		post = w.finish(shell)
+	}
+	return pre, post
 }
 
 // hookCommands writes hook scripts: config hooks are one shell snippet,
