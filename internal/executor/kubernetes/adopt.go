@@ -1,0 +1,227 @@
+package kubernetes
+
+// Adoption: a runner that restarts finds the pods of its jobs and carries
+// on with them instead of failing them.
+//
+// What the runner must do (internal/runner):
+//
+//  1. At start, before asking GitLab for new jobs, call Adopt. For each
+//     Adoptable, ask GitLab whether the job still runs (PUT /jobs/:id with
+//     state "running" and the payload's job token: 200 = still running,
+//     403 = canceled or gone).
+//  2. For each running one: take a concurrency slot (a.Slot when free),
+//     open the job's trace as for a new job (masking from a.Payload), and
+//     run ResumeJob(ctx, a, j) in the job goroutine exactly as Run would
+//     be run. ResumeJob writes the whole trace again from byte 0
+//     (a.TracePrefix, then the agent's log from offset 0), so the trace
+//     sender must resume at GitLab's offset (the first PATCH gets a 416
+//     with the Range GitLab holds, or the runner sends from offset 0 and
+//     GitLab ignores the overlap); the bytes are identical, so the CRC of
+//     the final update matches.
+//  3. Call Cleanup(ctx, keep) with keep returning true only for jobs being
+//     resumed or run: every other pod of this runner is deleted (its job
+//     ended in GitLab or cannot be continued). Call Cleanup again
+//     periodically (e.g. every few minutes) to catch leftovers.
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podrunner/podrunner/internal/agent"
+	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// Adoptable is a pod of this runner found running a job.
+type Adoptable struct {
+	PodName string
+	JobID   int64
+	// Payload is the job as GitLab sent it (token included).
+	Payload *job.Payload
+	// TracePrefix is what the runner wrote to the trace before the
+	// agent's log.
+	TracePrefix []byte
+	// Slot is the pod's concurrent-<n>.
+	Slot int
+
+	uid         string
+	created     time.Time
+	agentToken  string
+	agentPort   int
+	secretOwned bool
+}
+
+var slotInName = regexp.MustCompile(`-concurrent-(\d+)-[a-z0-9]+$`)
+
+// Adopt lists this runner's job pods (not the ones this executor runs
+// right now) with what is needed to continue them. Pods that cannot be
+// continued (no Secret, unreadable payload) are left out and logged;
+// Cleanup deletes them.
+func (e *Executor) Adopt(ctx context.Context) ([]Adoptable, error) {
+	w, err := e.podWatch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Adoptable
+	for _, pod := range w.listPods() {
+		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil {
+			continue
+		}
+		a, err := e.adoptable(ctx, pod)
+		if err != nil {
+			e.log.Warn("pod cannot be adopted; cleanup deletes it", "pod", pod.Name, "err", err)
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, error) {
+	var sec *corev1.Secret
+	err := retryTransient(ctx, "get secret "+pod.Name, func(ctx context.Context) error {
+		var err error
+		sec, err = e.cs.CoreV1().Secrets(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		return err
+	})
+	if err != nil {
+		return Adoptable{}, err
+	}
+	var p job.Payload
+	if err := json.Unmarshal(sec.Data[secretPayloadKey], &p); err != nil {
+		return Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, secretPayloadKey, err)
+	}
+	var spec agent.Spec
+	if err := json.Unmarshal(sec.Data[agent.SpecKey], &spec); err != nil {
+		return Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, agent.SpecKey, err)
+	}
+	if spec.Token == "" {
+		return Adoptable{}, fmt.Errorf("secret %s: the agent spec has no token", sec.Name)
+	}
+	port := e.port
+	if _, ps, err := net.SplitHostPort(spec.Listen); err == nil {
+		if n, err := strconv.Atoi(ps); err == nil && n > 0 {
+			port = n
+		}
+	}
+	prefix, err := base64.StdEncoding.DecodeString(pod.Annotations[annTracePrefix])
+	if err != nil {
+		return Adoptable{}, fmt.Errorf("pod annotation %s: %w", annTracePrefix, err)
+	}
+	slot := 0
+	if m := slotInName.FindStringSubmatch(pod.Name); m != nil {
+		slot, _ = strconv.Atoi(m[1])
+	}
+	owned := false
+	for _, o := range sec.OwnerReferences {
+		if o.Kind == "Pod" && o.UID == pod.UID {
+			owned = true
+		}
+	}
+	return Adoptable{
+		PodName: pod.Name, JobID: p.ID, Payload: &p, TracePrefix: prefix, Slot: slot,
+		uid: string(pod.UID), created: pod.CreationTimestamp.Time,
+		agentToken: spec.Token, agentPort: port, secretOwned: owned,
+	}, nil
+}
+
+// ResumeJob continues an adopted job as Run would have: it writes the
+// whole trace again (prefix, then the agent's log from offset 0), follows
+// the pod to the end, returns the result and deletes the pod.
+func (e *Executor) ResumeJob(ctx context.Context, a Adoptable, j *executor.Job) (executor.Result, error) {
+	if a.agentToken == "" {
+		return executor.Result{}, errors.New("resume job: the Adoptable does not come from Adopt")
+	}
+	w, err := e.podWatch(ctx)
+	if err != nil {
+		return executor.Result{}, err
+	}
+	tr := j.Trace
+	if tr == nil {
+		tr = io.Discard
+	}
+	if _, err := tr.Write(a.TracePrefix); err != nil {
+		return executor.Result{}, fmt.Errorf("write trace prefix: %w", err)
+	}
+	started := a.created
+	if started.IsZero() {
+		started = time.Now()
+	}
+	r := &jobRun{
+		e: e, log: e.log.With("job", a.JobID, "pod", a.PodName, "adopted", true), trace: tr, watch: w,
+		pod: a.PodName, token: a.agentToken, port: a.agentPort, cancel: j.GracefulCancel, started: started,
+		secretName: a.PodName, secretOwned: a.secretOwned,
+	}
+	sub, unsubscribe := w.subscribe(a.PodName)
+	defer unsubscribe()
+	r.sub = sub
+	e.setActive(a.PodName, true)
+	defer e.setActive(a.PodName, false)
+	defer r.cleanup()
+	if pod, _ := sub.snapshot(); pod == nil {
+		// Not in the cache: gone since Adopt (or never ours).
+		if _, err := e.cs.CoreV1().Pods(e.ns).Get(ctx, a.PodName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return r.failed(DeletedFailure(a.PodName)), nil
+		}
+	}
+	r.log.Info("resuming job")
+	return r.follow(ctx)
+}
+
+// Cleanup deletes this runner's pods whose job is not kept (keep gets the
+// job id from the pod's label), except the ones this executor is running,
+// and Secrets of this runner whose pod is gone. It returns the names of
+// the deleted pods.
+func (e *Executor) Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]string, error) {
+	w, err := e.podWatch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	pods := map[string]bool{}
+	for _, pod := range w.listPods() {
+		pods[pod.Name] = true
+		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil {
+			continue
+		}
+		id, _ := strconv.ParseInt(pod.Labels[lblJobID], 10, 64)
+		if id != 0 && keep != nil && keep(id) {
+			continue
+		}
+		e.log.Info("deleting pod of a job this runner no longer runs", "pod", pod.Name, "job", id)
+		e.deletePod(pod.Name)
+		deleted = append(deleted, pod.Name)
+	}
+	// Secrets whose pod never came or is gone (ownerless, so not collected
+	// by Kubernetes). A grace period spares the Secret of a job whose pod
+	// is being created right now.
+	var secrets *corev1.SecretList
+	err = retryTransient(ctx, "list secrets", func(ctx context.Context) error {
+		var err error
+		secrets, err = e.cs.CoreV1().Secrets(e.ns).List(ctx, metav1.ListOptions{LabelSelector: runnerSelector(e.short)})
+		return err
+	})
+	if err != nil {
+		return deleted, err
+	}
+	for _, s := range secrets.Items {
+		if pods[s.Name] || e.isActive(s.Name) || time.Since(s.CreationTimestamp.Time) < 5*time.Minute {
+			continue
+		}
+		e.log.Info("deleting leftover secret", "secret", s.Name)
+		e.deleteSecret(s.Name)
+	}
+	return deleted, nil
+}

@@ -1,0 +1,880 @@
+// Package kubernetes is the executor that runs each job as one pod, with
+// the podrunner agent inside instead of exec/attach. The design contract
+// is docs/kubernetes-executor.md.
+package kubernetes
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/podrunner/podrunner/internal/agent"
+	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/trace"
+)
+
+// Defaults.
+const (
+	DefaultAgentImage  = "podrunner.local/podrunner:dev"
+	DefaultPollTimeout = 180 * time.Second // GitLab Runner's poll_timeout default
+	buildsDir          = "/builds"
+	// annTracePrefix holds (base64) what the runner wrote to the trace
+	// before the agent's log, so a restarted runner rebuilds it exactly.
+	annTracePrefix = "podrunner.io/trace-prefix"
+	// secretPayloadKey is the job payload in the job's Secret (job id and
+	// token for adoption).
+	secretPayloadKey = "payload.json"
+	buildContainer   = "build"
+)
+
+// Options configure the executor; they are the [[runners]] and
+// [runners.kubernetes] keys.
+type Options struct {
+	Config *config.Kubernetes
+	// RunnerToken is the runner's token; only its short form is used
+	// (labels, pod names, CI_RUNNER_SHORT_TOKEN).
+	RunnerToken string
+	RunnerName  string
+	Logger      *slog.Logger
+	// RESTConfig overrides the connection settings of Config (tests).
+	RESTConfig *rest.Config
+	// Clientset overrides RESTConfig (unit tests with a fake clientset).
+	Clientset kubernetes.Interface
+	// AgentImage is the image the agent is copied from; Config.HelperImage,
+	// else DefaultAgentImage.
+	AgentImage string
+	// AgentPort is the agent API port; default agent.DefaultPort.
+	AgentPort int
+
+	// The [[runners]] keys that shape the job's scripts and variables.
+	Shell                string // "sh" (default) or "bash": the scripts' shebang
+	Environment          []string
+	PreGetSourcesScript  string
+	PostGetSourcesScript string
+	PreBuildScript       string
+	PostBuildScript      string
+	CloneURL             string
+	RunnerVersion        string
+	RunnerRevision       string
+
+	// TransientGrace is how long a failure Kubernetes may still recover
+	// from (an image pull retry, a pod not yet scheduled) may last before
+	// the job fails with it; default 5 s.
+	TransientGrace time.Duration
+	// HTTPClient talks to the agents; a client with sane timeouts when nil.
+	HTTPClient *http.Client
+}
+
+// Executor runs jobs as pods. It is safe for concurrent Run calls; all jobs
+// share one pod informer and one event informer, started by the first Run
+// (or Adopt) and stopped by Close.
+type Executor struct {
+	opts      Options
+	cfg       *config.Kubernetes
+	cs        kubernetes.Interface
+	ns        string
+	short     string
+	log       *slog.Logger
+	image     string
+	port      int
+	grace     time.Duration
+	pollLimit time.Duration
+	newAgent  func(baseURL, token string) agentAPI
+
+	mu     sync.Mutex
+	watch  *podWatch
+	stop   chan struct{}
+	closed bool
+	active map[string]bool // pods this executor is running or resuming
+}
+
+var _ executor.Executor = (*Executor)(nil)
+
+// New builds the executor and its client; nothing is contacted until the
+// first Run.
+func New(opts Options) (*Executor, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		cfg = &config.Kubernetes{}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	short := job.ShortToken(opts.RunnerToken)
+	if short == "" {
+		return nil, errors.New("kubernetes executor: the runner token is empty; register the runner first")
+	}
+	cs := opts.Clientset
+	if cs == nil {
+		rc := opts.RESTConfig
+		if rc == nil {
+			var err error
+			if rc, err = restConfig(cfg); err != nil {
+				return nil, err
+			}
+		}
+		var err error
+		if cs, err = newClientset(rc); err != nil {
+			return nil, err
+		}
+	}
+	ns := cfg.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	image := opts.AgentImage
+	if image == "" {
+		image = cfg.HelperImage
+	}
+	if image == "" {
+		image = DefaultAgentImage
+	}
+	port := opts.AgentPort
+	if port == 0 {
+		port = agent.DefaultPort
+	}
+	grace := opts.TransientGrace
+	if grace <= 0 {
+		grace = 5 * time.Second
+	}
+	poll := DefaultPollTimeout
+	if cfg.PollTimeout > 0 {
+		poll = time.Duration(cfg.PollTimeout) * time.Second
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			ResponseHeaderTimeout: 60 * time.Second, // above the agent's long poll
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   2,
+		}}
+	}
+	e := &Executor{
+		opts: opts, cfg: cfg, cs: cs, ns: ns, short: short, log: log.With("executor", "kubernetes", "namespace", ns),
+		image: image, port: port, grace: grace, pollLimit: poll, active: map[string]bool{},
+	}
+	e.newAgent = func(baseURL, token string) agentAPI { return newAgentClient(baseURL, token, hc) }
+	return e, nil
+}
+
+// Close stops the informers and waits for them. Jobs still running lose
+// their pod updates: call it after the last Run returned.
+func (e *Executor) Close() error {
+	e.mu.Lock()
+	w, stop := e.watch, e.stop
+	e.watch, e.stop, e.closed = nil, nil, true
+	e.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		w.shutdown()
+	}
+	return nil
+}
+
+// podWatch starts the shared informers on first use.
+func (e *Executor) podWatch(ctx context.Context) (*podWatch, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, errors.New("kubernetes executor is closed")
+	}
+	if e.watch != nil {
+		return e.watch, nil
+	}
+	w, err := newPodWatch(e.cs, e.ns, e.short)
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := w.start(sctx, stop); err != nil {
+		close(stop)
+		w.shutdown()
+		return nil, fmt.Errorf("watch pods in namespace %s: %w", e.ns, err)
+	}
+	e.watch, e.stop = w, stop
+	return w, nil
+}
+
+func (e *Executor) setActive(name string, on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if on {
+		e.active[name] = true
+	} else {
+		delete(e.active, name)
+	}
+}
+
+func (e *Executor) isActive(name string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.active[name]
+}
+
+// jobRun is one job's pod and the means to follow it.
+type jobRun struct {
+	e       *Executor
+	log     *slog.Logger
+	trace   io.Writer
+	sub     *podSub
+	watch   *podWatch
+	pod     string
+	token   string // agent API token
+	port    int
+	cancel  <-chan struct{}
+	started time.Time
+	// secretOwned is false when the Secret could not be given the pod as
+	// owner: then it is deleted explicitly.
+	secretName  string
+	secretOwned bool
+}
+
+// Run runs one job in a pod; see executor.Executor.
+func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, error) {
+	started := time.Now()
+	p := j.Payload
+	tr := j.Trace
+	if tr == nil {
+		tr = io.Discard
+	}
+	log := e.log.With("job", p.ID)
+	w, err := e.podWatch(ctx)
+	if err != nil {
+		return executor.Result{}, err
+	}
+
+	// Everything the runner writes before the agent's log is also kept in
+	// prefix: it goes into the pod's trace-prefix annotation for adoption.
+	var prefix bytes.Buffer
+	out := io.MultiWriter(tr, &prefix)
+
+	req, err := e.podRequest(j)
+	if err != nil {
+		job.Error(tr, "Job failed: %v", err)
+		return executor.Result{FailureReason: job.ReasonScriptFailure}, nil
+	}
+	image := p.Image.Name
+	if image == "" {
+		image = e.cfg.Image
+	}
+	job.Section(out, "prepare_executor", `Preparing the "kubernetes" executor`, func() {
+		fmt.Fprintf(out, "Using Kubernetes namespace: %s\n", e.ns)
+		fmt.Fprintf(out, "Using Kubernetes executor with image %s ...\n", image)
+		fmt.Fprintf(out, "Using the podrunner agent (%s) to execute scripts...\n", e.image)
+	})
+	req.TracePrefix = append([]byte(nil), prefix.Bytes()...)
+	pod, secret, err := BuildPod(req)
+	if err != nil {
+		job.Error(tr, "Job failed: %v", err)
+		return executor.Result{FailureReason: job.ReasonScriptFailure}, nil
+	}
+	if secret.Data == nil {
+		secret.Data = map[string][]byte{}
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return executor.Result{}, fmt.Errorf("encode job payload for the pod's secret: %w", err)
+	}
+	secret.Data[secretPayloadKey] = payload
+	log = log.With("pod", pod.Name)
+	r := &jobRun{
+		e: e, log: log, trace: tr, watch: w, pod: pod.Name, token: req.AgentToken, port: req.AgentPort,
+		cancel: j.GracefulCancel, started: started, secretName: secret.Name,
+	}
+	sub, unsubscribe := w.subscribe(pod.Name)
+	defer unsubscribe()
+	r.sub = sub
+	e.setActive(pod.Name, true)
+	defer e.setActive(pod.Name, false)
+
+	deadline := started.Add(e.pollLimit)
+	if err := e.createWithQuotaRetry(ctx, out, deadline, "secret "+secret.Name, func(ctx context.Context) error {
+		_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil // an earlier attempt got through
+		}
+		return err
+	}); err != nil {
+		return r.startFailed(ctx, err, false)
+	}
+	fmt.Fprint(out, trace.SectionStart(time.Now(), "prepare_script", "Preparing environment", trace.SectionOptions{}))
+	fmt.Fprintf(out, "Waiting for pod %s/%s to be running, status is Pending\n", e.ns, pod.Name)
+	fmt.Fprint(out, trace.SectionEnd(time.Now(), "prepare_script"))
+
+	var created *corev1.Pod
+	err = e.createWithQuotaRetry(ctx, out, deadline, "pod "+pod.Name, func(ctx context.Context) error {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[annTracePrefix] = base64.StdEncoding.EncodeToString(prefix.Bytes())
+		c, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			c, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		}
+		created = c
+		return err
+	})
+	if err != nil {
+		return r.startFailed(ctx, err, false)
+	}
+	defer r.cleanup()
+	r.ownSecret(ctx, secret, created)
+	log.Info("pod created", "after", time.Since(started))
+	return r.follow(ctx)
+}
+
+// podRequest gathers what BuildPod needs: variables and plan for a job
+// whose sources live under /builds in the pod.
+func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
+	p := j.Payload
+	full := strings.Trim(p.JobInfo.ProjectFullPath, "/")
+	if full == "" {
+		full = fmt.Sprintf("project-%d", p.JobInfo.ProjectID)
+	}
+	clean := path.Clean(full)
+	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") || path.IsAbs(clean) {
+		return PodRequest{}, fmt.Errorf("job_info.project_full_path %q is not a relative project path", p.JobInfo.ProjectFullPath)
+	}
+	vars, err := job.BuildVariables(p, job.RunnerEnv{
+		BuildsDir:           buildsDir,
+		ProjectDir:          path.Join(buildsDir, clean),
+		ConcurrentID:        j.Slot,
+		ConcurrentProjectID: j.ProjectSlot,
+		RunnerToken:         e.opts.RunnerToken,
+		RunnerVersion:       e.opts.RunnerVersion,
+		RunnerRevision:      e.opts.RunnerRevision,
+		Environment:         e.opts.Environment,
+	})
+	if err != nil {
+		return PodRequest{}, err
+	}
+	sh := e.opts.Shell
+	if sh == "" {
+		sh = "sh"
+	}
+	plan, err := job.NewPlan(p, vars, job.ScriptOptions{
+		Shell:                sh,
+		PreGetSourcesScript:  e.opts.PreGetSourcesScript,
+		PostGetSourcesScript: e.opts.PostGetSourcesScript,
+		PreBuildScript:       e.opts.PreBuildScript,
+		PostBuildScript:      e.opts.PostBuildScript,
+		CloneURL:             e.opts.CloneURL,
+	})
+	if err != nil {
+		return PodRequest{}, err
+	}
+	files := map[string]string{}
+	for _, v := range vars {
+		if v.File {
+			files[vars.FilePath(v.Key)] = v.Value
+		}
+	}
+	tok := make([]byte, 24)
+	if _, err := rand.Read(tok); err != nil {
+		return PodRequest{}, fmt.Errorf("agent token: %w", err)
+	}
+	return PodRequest{
+		Config: e.cfg, Payload: p, Variables: vars, Plan: plan,
+		RunnerShortToken: e.short, RunnerName: e.opts.RunnerName, Slot: j.Slot, Namespace: e.ns,
+		AgentImage: e.image, AgentPort: e.port, AgentToken: hex.EncodeToString(tok),
+		Mask: job.MaskFor(p, vars), Files: files,
+	}, nil
+}
+
+// createWithQuotaRetry creates an object, retrying transient API errors
+// and, until deadline, quota refusals (another job may free its share).
+func (e *Executor) createWithQuotaRetry(ctx context.Context, out io.Writer, deadline time.Time, what string, create func(context.Context) error) error {
+	bo := newBackoff(time.Second, 15*time.Second)
+	warned := false
+	for {
+		err := retryTransient(ctx, "create "+what, create)
+		if err == nil {
+			return nil
+		}
+		quota, msg := QuotaExceeded(err)
+		if !quota {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return &quotaError{msg: msg, err: err}
+		}
+		if !warned {
+			job.Warning(out, "Namespace %s is over its resource quota, waiting for room (up to poll_timeout): %s", e.ns, msg)
+			warned = true
+		}
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		werr := bo.wait(dctx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		_ = werr // the deadline passed: one last try
+	}
+}
+
+// quotaError is a creation refused by a ResourceQuota until poll_timeout.
+type quotaError struct {
+	msg string
+	err error
+}
+
+func (q *quotaError) Error() string { return q.msg }
+func (q *quotaError) Unwrap() error { return q.err }
+
+// startFailed reports a job whose Secret or pod could not be created.
+func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (executor.Result, error) {
+	e := r.e
+	if !podCreated {
+		e.deleteSecret(r.secretName)
+	}
+	if ctx.Err() != nil {
+		return abortResult(ctx), nil
+	}
+	var q *quotaError
+	if errors.As(err, &q) {
+		job.Error(r.trace, "Job failed: namespace %s has no quota left for the job's pod after waiting %s: %s. "+
+			"Free resources in the namespace, raise its ResourceQuota, or raise poll_timeout.", e.ns, e.pollLimit, q.msg)
+		return executor.Result{FailureReason: job.ReasonRunnerSystemFailure}, nil
+	}
+	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
+		job.Error(r.trace, "Job failed: %v", err)
+		return executor.Result{FailureReason: job.ReasonRunnerSystemFailure}, nil
+	}
+	return executor.Result{}, err
+}
+
+// ownSecret makes the pod the Secret's owner, so it goes with the pod.
+func (r *jobRun) ownSecret(ctx context.Context, secret *corev1.Secret, pod *corev1.Pod) {
+	err := retryTransient(ctx, "set owner of secret "+secret.Name, func(ctx context.Context) error {
+		cur, err := r.e.cs.CoreV1().Secrets(r.e.ns).Get(ctx, secret.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		SetSecretOwner(cur, pod)
+		_, err = r.e.cs.CoreV1().Secrets(r.e.ns).Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		r.log.Warn("secret keeps no owner; it is deleted with the job instead", "secret", secret.Name, "err", err)
+		return
+	}
+	r.secretOwned = true
+}
+
+// cleanup deletes the pod (background propagation: the Secret goes with
+// it) and the Secret when it has no owner. It runs on a fresh context:
+// an aborted job must still be cleaned up.
+func (r *jobRun) cleanup() {
+	r.e.deletePod(r.pod)
+	if !r.secretOwned {
+		r.e.deleteSecret(r.secretName)
+	}
+}
+
+func (e *Executor) deletePod(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	policy := metav1.DeletePropagationBackground
+	opts := metav1.DeleteOptions{PropagationPolicy: &policy, GracePeriodSeconds: e.cfg.CleanupGracePeriodSeconds}
+	err := retryTransient(ctx, "delete pod "+name, func(ctx context.Context) error {
+		err := e.cs.CoreV1().Pods(e.ns).Delete(ctx, name, opts)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		e.log.Error("pod left behind; it is deleted by the next cleanup", "pod", name, "err", err)
+	}
+}
+
+func (e *Executor) deleteSecret(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := retryTransient(ctx, "delete secret "+name, func(ctx context.Context) error {
+		err := e.cs.CoreV1().Secrets(e.ns).Delete(ctx, name, metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		e.log.Error("secret left behind", "secret", name, "err", err)
+	}
+}
+
+// abortResult is the result of a job whose ctx ended (the runner may
+// override the reason).
+func abortResult(ctx context.Context) executor.Result {
+	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return executor.Result{FailureReason: job.ReasonJobExecutionTimeout}
+	}
+	return executor.Result{FailureReason: job.ReasonJobCanceled}
+}
+
+// failed writes a Kubernetes failure to the trace and turns it into a
+// result.
+func (r *jobRun) failed(f *Failure) executor.Result {
+	job.Error(r.trace, "Job failed: %s", f.Message)
+	reason := f.Reason
+	if reason == "" {
+		reason = job.ReasonRunnerSystemFailure
+	}
+	r.log.Info("job failed in kubernetes", "reason", reason, "message", f.Message)
+	return executor.Result{FailureReason: reason}
+}
+
+// classify checks the pod as the informer last saw it.
+func (r *jobRun) classify() (*corev1.Pod, *Failure) {
+	pod, deleted := r.sub.snapshot()
+	if deleted {
+		return pod, DeletedFailure(r.pod)
+	}
+	if pod == nil {
+		return nil, nil
+	}
+	return pod, Classify(pod, r.watch.podEvents(pod.Name, pod.UID))
+}
+
+// follow waits for the pod to run, streams the agent's log and returns
+// the job's result.
+func (r *jobRun) follow(ctx context.Context) (executor.Result, error) {
+	ip, res, done := r.waitRunning(ctx)
+	if done {
+		return res, nil
+	}
+	r.log.Debug("pod running", "ip", ip, "after", time.Since(r.started))
+	return r.stream(ctx, ip)
+}
+
+// waitRunning waits until the build container runs and the pod has an IP.
+// done is true when the job ended before (failure, cancel, abort).
+func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Result, done bool) {
+	deadline := time.NewTimer(time.Until(r.started.Add(r.e.pollLimit)))
+	defer deadline.Stop()
+	var recheck *time.Timer
+	var recheckC <-chan time.Time
+	defer func() {
+		if recheck != nil {
+			recheck.Stop()
+		}
+	}()
+	var transientSince time.Time
+	var lastTransient *Failure
+	for {
+		pod, f := r.classify()
+		switch {
+		case f != nil && !f.Transient:
+			return "", r.failed(f), true
+		case f != nil:
+			lastTransient = f
+			if transientSince.IsZero() {
+				transientSince = time.Now()
+			}
+			if wait := r.e.grace - time.Since(transientSince); wait <= 0 {
+				return "", r.failed(f), true
+			} else if recheck == nil {
+				recheck = time.NewTimer(wait)
+				recheckC = recheck.C
+			}
+		default:
+			transientSince, lastTransient = time.Time{}, nil
+		}
+		if pod != nil {
+			if ip, ok := buildRunning(pod); ok {
+				return ip, executor.Result{}, false
+			}
+			if msg, ok := buildEnded(pod); ok {
+				return "", r.failed(&Failure{Reason: job.ReasonRunnerSystemFailure, Message: msg}), true
+			}
+		}
+		select {
+		case <-r.sub.notify:
+		case <-recheckC:
+			recheck, recheckC = nil, nil
+		case <-deadline.C:
+			msg := fmt.Sprintf("timed out after %s waiting for pod %s/%s to start", r.e.pollLimit, r.e.ns, r.pod)
+			if lastTransient != nil {
+				msg += ": " + lastTransient.Message
+			} else if pod != nil {
+				msg += " (" + describePod(pod) + ")"
+			}
+			msg += "; check the pod's events, or raise poll_timeout if pods are slow to start here"
+			return "", r.failed(&Failure{Reason: job.ReasonRunnerSystemFailure, Message: msg}), true
+		case <-r.cancel:
+			job.Error(r.trace, "Job canceled before its pod was running")
+			return "", executor.Result{FailureReason: job.ReasonJobCanceled}, true
+		case <-ctx.Done():
+			return "", abortResult(ctx), true
+		}
+	}
+}
+
+// buildRunning reports whether the build container runs and the pod has
+// an address the agent listens on.
+func buildRunning(pod *corev1.Pod) (string, bool) {
+	if pod.Status.PodIP == "" {
+		return "", false
+	}
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name == buildContainer && s.State.Running != nil {
+			return pod.Status.PodIP, true
+		}
+	}
+	return "", false
+}
+
+// buildEnded reports a build container (or pod) that ended before the
+// job could be followed, for failures Classify does not name.
+func buildEnded(pod *corev1.Pod) (string, bool) {
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return fmt.Sprintf("pod %s ended (phase %s) before the job started: %s", pod.Name, pod.Status.Phase, describePod(pod)), true
+	}
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name == buildContainer && s.State.Terminated != nil {
+			t := s.State.Terminated
+			return fmt.Sprintf("container %s of pod %s exited with code %d (%s %s) before the job started: "+
+				"check that helper_image is a podrunner image and the job image can run it", buildContainer, pod.Name, t.ExitCode, t.Reason, t.Message), true
+		}
+	}
+	return "", false
+}
+
+// describePod summarises a pod's state for messages.
+func describePod(p *corev1.Pod) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "phase %s", p.Status.Phase)
+	if p.Status.Reason != "" {
+		fmt.Fprintf(&b, ", reason %s", p.Status.Reason)
+	}
+	for _, s := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		switch {
+		case s.State.Waiting != nil:
+			fmt.Fprintf(&b, ", %s waiting (%s)", s.Name, s.State.Waiting.Reason)
+		case s.State.Terminated != nil:
+			fmt.Fprintf(&b, ", %s terminated (%s, exit %d)", s.Name, s.State.Terminated.Reason, s.State.Terminated.ExitCode)
+		case s.State.Running != nil:
+			fmt.Fprintf(&b, ", %s running", s.Name)
+		}
+	}
+	return b.String()
+}
+
+// stream pulls the agent's log until the job is done, watching the pod
+// meanwhile, and returns the result.
+func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error) {
+	api := r.e.newAgent("http://"+net.JoinHostPort(ip, strconv.Itoa(r.port)), r.token)
+	pumpCtx, stopPump := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPump()
+	pump := &logPump{api: api, trace: r.trace, log: r.log}
+	pumpDone := make(chan error, 1)
+	go func() { pumpDone <- pump.run(pumpCtx) }()
+	// waitPump stops the pump (at once or after a short drain) and waits.
+	pumpStopped := false
+	waitPump := func(drain time.Duration) error {
+		if pumpStopped {
+			return nil
+		}
+		pumpStopped = true
+		t := time.NewTimer(drain)
+		defer t.Stop()
+		select {
+		case err := <-pumpDone:
+			return err
+		case <-t.C:
+		}
+		stopPump()
+		return <-pumpDone
+	}
+	defer waitPump(0) //nolint:errcheck // only on early returns
+
+	cancel := r.cancel
+	var transientSince time.Time
+	var recheckC <-chan time.Time
+	for {
+		select {
+		case err := <-pumpDone:
+			pumpStopped = true
+			if err != nil {
+				return executor.Result{}, fmt.Errorf("job log of pod %s: %w", r.pod, err)
+			}
+			return r.finish(ctx, api)
+		case <-r.sub.notify:
+		case <-recheckC:
+			recheckC = nil
+		case <-cancel:
+			cancel = nil
+			r.log.Info("graceful cancel: asking the agent to stop the script")
+			if err := callAgent(ctx, "cancel", api.Cancel); err != nil {
+				r.log.Warn("agent cancel failed", "err", err)
+			}
+			continue
+		case <-ctx.Done():
+			actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+			if err := api.Abort(actx); err != nil {
+				r.log.Debug("agent abort failed", "err", err)
+			}
+			acancel()
+			_ = waitPump(0)
+			return abortResult(ctx), nil
+		}
+		pod, f := r.classify()
+		if f == nil {
+			transientSince = time.Time{}
+			continue
+		}
+		if f.Transient {
+			if transientSince.IsZero() {
+				transientSince = time.Now()
+				recheckC = time.After(r.e.grace)
+			}
+			if time.Since(transientSince) < r.e.grace {
+				continue
+			}
+		}
+		// The pod failed under the job. If the agent still answers, stop
+		// it and take the rest of its log; otherwise do not wait for it.
+		drain := time.Duration(0)
+		if pod != nil && !buildTerminated(pod) {
+			actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = api.Abort(actx)
+			acancel()
+			drain = 3 * time.Second
+		}
+		_ = waitPump(drain)
+		return r.failed(f), nil
+	}
+}
+
+func buildTerminated(pod *corev1.Pod) bool {
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name == buildContainer && s.State.Terminated != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// callAgent retries a short agent request a few times.
+func callAgent(ctx context.Context, what string, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	bo := newBackoff(100*time.Millisecond, time.Second)
+	for {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		if werr := bo.wait(ctx); werr != nil {
+			return fmt.Errorf("agent %s: %w", what, err)
+		}
+	}
+}
+
+// oomExitCode is a script killed by SIGKILL, what the OOM killer sends.
+const oomExitCode = 128 + 9
+
+// finish reads the agent's result, acknowledges it and cross-checks it
+// with the containers' termination states.
+func (r *jobRun) finish(ctx context.Context, api agentAPI) (executor.Result, error) {
+	var st *agent.Status
+	err := callAgent(ctx, "status", func(ctx context.Context) error {
+		var err error
+		st, err = api.Status(ctx)
+		return err
+	})
+	if err != nil || st == nil || st.Result == nil {
+		if err == nil {
+			err = errors.New("the agent reported no result")
+		}
+		return executor.Result{}, fmt.Errorf("result of pod %s: %w", r.pod, err)
+	}
+	res := executor.Result{Success: st.Result.Success, FailureReason: st.Result.FailureReason, ExitCode: st.Result.ExitCode}
+	if err := callAgent(ctx, "ack", api.Ack); err != nil {
+		r.log.Warn("agent ack failed; the agent exits after its grace period", "err", err)
+	}
+	// A script killed by SIGKILL may have met the OOM killer: the
+	// container's termination state (set when the agent exits after the
+	// ack) says so. Other results need no wait.
+	if !res.Success && res.ExitCode == oomExitCode {
+		if f := r.waitOOM(ctx, 10*time.Second); f != nil {
+			out := r.failed(f)
+			out.ExitCode = res.ExitCode
+			return out, nil
+		}
+	}
+	if pod, _ := r.sub.snapshot(); pod != nil {
+		if f := oomFailure(pod); f != nil {
+			out := r.failed(f)
+			out.ExitCode = res.ExitCode
+			return out, nil
+		}
+	}
+	r.log.Info("job finished", "success", res.Success, "failure_reason", res.FailureReason, "exit_code", res.ExitCode,
+		"duration", time.Since(r.started))
+	return res, nil
+}
+
+// waitOOM waits up to d for the build container to terminate and returns
+// an OOM failure if any container was OOM-killed.
+func (r *jobRun) waitOOM(ctx context.Context, d time.Duration) *Failure {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		pod, deleted := r.sub.snapshot()
+		if pod != nil {
+			if f := oomFailure(pod); f != nil {
+				return f
+			}
+			if deleted || buildTerminated(pod) {
+				return nil
+			}
+		}
+		select {
+		case <-r.sub.notify:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// oomFailure is Classify's failure for a pod with an OOM-killed container.
+func oomFailure(pod *corev1.Pod) *Failure {
+	for _, s := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if t := s.State.Terminated; t != nil && t.Reason == "OOMKilled" {
+			if f := Classify(pod, nil); f != nil {
+				return f
+			}
+			return &Failure{Reason: job.ReasonScriptFailure, Message: fmt.Sprintf("container %s was OOMKilled", s.Name)}
+		}
+	}
+	return nil
+}

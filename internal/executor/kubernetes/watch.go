@@ -1,0 +1,242 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Label keys (docs/kubernetes-executor.md) used to select a runner's pods.
+const (
+	lblManaged = "podrunner.io/managed"
+	lblRunner  = "podrunner.io/runner"
+	lblJobID   = "podrunner.io/job-id"
+)
+
+// eventsByPod indexes events by the name of the pod they are about.
+const eventsByPod = "involvedObject.name"
+
+// podWatch is the executor's one view of its pods: one informer on the
+// runner's pods (label-selected) and one on the namespace's pod events.
+// Jobs subscribe by pod name and are woken on every change; they read the
+// latest state from the subscription, so nothing is polled.
+type podWatch struct {
+	ns                       string
+	podFactory, eventFactory informers.SharedInformerFactory
+	pods, events             cache.SharedIndexInformer
+
+	mu   sync.Mutex
+	subs map[string]*podSub
+}
+
+// podSub is one job's view of its pod.
+type podSub struct {
+	name   string
+	notify chan struct{} // capacity 1: a pending wake-up is never lost
+
+	mu      sync.Mutex
+	pod     *corev1.Pod
+	deleted bool
+}
+
+// snapshot returns the latest pod seen (nil before the informer saw it)
+// and whether it was deleted.
+func (s *podSub) snapshot() (*corev1.Pod, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pod, s.deleted
+}
+
+func (s *podSub) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+func runnerSelector(shortToken string) string {
+	return labels.Set{lblManaged: "true", lblRunner: shortToken}.String()
+}
+
+func newPodWatch(cs kubernetes.Interface, namespace, shortToken string) (*podWatch, error) {
+	w := &podWatch{ns: namespace, subs: map[string]*podSub{}}
+	sel := runnerSelector(shortToken)
+	w.podFactory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
+		informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
+	w.eventFactory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
+		informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()
+		}))
+	w.pods = w.podFactory.Core().V1().Pods().Informer()
+	w.events = w.eventFactory.Core().V1().Events().Informer()
+	if err := w.events.AddIndexers(cache.Indexers{eventsByPod: func(obj any) ([]string, error) {
+		if ev, ok := obj.(*corev1.Event); ok {
+			return []string{ev.InvolvedObject.Name}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("event index: %w", err)
+	}
+	if _, err := w.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { w.podChanged(obj, false) },
+		UpdateFunc: func(_, obj any) { w.podChanged(obj, false) },
+		DeleteFunc: func(obj any) { w.podChanged(obj, true) },
+	}); err != nil {
+		return nil, fmt.Errorf("pod handler: %w", err)
+	}
+	evHandler := func(obj any) {
+		if ev, ok := obj.(*corev1.Event); ok {
+			w.wake(ev.InvolvedObject.Name)
+		}
+	}
+	if _, err := w.events.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    evHandler,
+		UpdateFunc: func(_, obj any) { evHandler(obj) },
+	}); err != nil {
+		return nil, fmt.Errorf("event handler: %w", err)
+	}
+	return w, nil
+}
+
+// start runs the informers until stop is closed and waits for their
+// first list.
+func (w *podWatch) start(ctx context.Context, stop <-chan struct{}) error {
+	w.podFactory.Start(stop)
+	w.eventFactory.Start(stop)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced, w.events.HasSynced) {
+		return fmt.Errorf("pod and event informers did not sync (check the Role: pods and events need list and watch): %w", context.Cause(ctx))
+	}
+	return nil
+}
+
+// shutdown waits for the informer goroutines once stop is closed.
+func (w *podWatch) shutdown() {
+	w.podFactory.Shutdown()
+	w.eventFactory.Shutdown()
+}
+
+func (w *podWatch) podChanged(obj any, deleted bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj, deleted = t.Obj, true
+	}
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	s := w.subs[pod.Name]
+	w.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	// A pod recreated under the same name is not ours (names are random).
+	if s.pod == nil || s.pod.UID == pod.UID {
+		s.pod = pod
+		s.deleted = s.deleted || deleted
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (w *podWatch) wake(name string) {
+	w.mu.Lock()
+	s := w.subs[name]
+	w.mu.Unlock()
+	if s != nil {
+		s.wake()
+	}
+}
+
+// subscribe registers interest in a pod by name; call before creating it
+// so no update is missed. The returned cancel func must be called.
+func (w *podWatch) subscribe(name string) (*podSub, func()) {
+	s := &podSub{name: name, notify: make(chan struct{}, 1)}
+	w.mu.Lock()
+	w.subs[name] = s
+	w.mu.Unlock()
+	// The pod may already exist (adoption): seed from the cache.
+	if obj, ok, _ := w.pods.GetStore().GetByKey(w.key(name)); ok {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			s.mu.Lock()
+			if s.pod == nil {
+				s.pod = pod
+			}
+			s.mu.Unlock()
+			s.wake()
+		}
+	}
+	return s, func() {
+		w.mu.Lock()
+		if w.subs[name] == s {
+			delete(w.subs, name)
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *podWatch) key(name string) string { return w.ns + "/" + name }
+
+// podEvents returns the events about the pod (by UID when known), oldest
+// first.
+func (w *podWatch) podEvents(name string, uid types.UID) []corev1.Event {
+	objs, err := w.events.GetIndexer().ByIndex(eventsByPod, name)
+	if err != nil {
+		return nil
+	}
+	out := make([]corev1.Event, 0, len(objs))
+	for _, o := range objs {
+		ev, ok := o.(*corev1.Event)
+		if !ok || (uid != "" && ev.InvolvedObject.UID != "" && ev.InvolvedObject.UID != uid) {
+			continue
+		}
+		out = append(out, *ev)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return eventTime(out[i]).Before(eventTime(out[j])) })
+	return out
+}
+
+func eventTime(ev corev1.Event) time.Time {
+	switch {
+	case !ev.LastTimestamp.IsZero():
+		return ev.LastTimestamp.Time
+	case !ev.EventTime.IsZero():
+		return ev.EventTime.Time
+	default:
+		return ev.CreationTimestamp.Time
+	}
+}
+
+// listPods lists the runner's pods from the informer's cache.
+func (w *podWatch) listPods() []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, o := range w.pods.GetStore().List() {
+		if pod, ok := o.(*corev1.Pod); ok {
+			out = append(out, pod)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
