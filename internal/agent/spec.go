@@ -48,7 +48,10 @@ type Sources struct {
 	Strategy   string   `json:"strategy"`   // clone, fetch, none
 	Submodules string   `json:"submodules"` // none, normal, recursive
 	Checkout   bool     `json:"checkout"`
-	Dir        string   `json:"dir"` // CI_PROJECT_DIR
+	Dir        string   `json:"dir"` // CI_PROJECT_DIR; plan.project_dir when empty
+	// CABundle is extra trusted CA certificates (PEM) for an HTTPS
+	// repository, e.g. the content of the runner's tls-ca-file.
+	CABundle string `json:"ca_bundle,omitempty"`
 }
 
 // Mask is what the agent's log hides.
