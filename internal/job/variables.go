@@ -235,7 +235,7 @@ func ShortToken(token string) string {
 		}
 	}
 	// Partition prefix "t1_", "t2_" … (also after glrt-).
-	if len(t) > 3 && t[0] == 't' && t[1] >= '0' && t[1] <= '9' && t[2] == '_' {
+	if len(t) >= 3 && t[0] == 't' && t[1] >= '1' && t[1] <= '3' && t[2] == '_' {
 		t = t[3:]
 	}
 	if len(t) > 9 && strings.HasPrefix(t, "GR") && isHex(t[2:9]) {
