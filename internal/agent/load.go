@@ -68,14 +68,12 @@ func ParseSpec(data []byte) (*Spec, error) {
 	return &s, nil
 }
 
+// position turns a SyntaxError offset (bytes read, the bad one included)
+// into a 1-based line and column of the bad byte.
 func position(data []byte, off int64) (line, col int) {
-	if off > int64(len(data)) {
-		off = int64(len(data))
-	}
-	before := data[:off]
-	line = bytes.Count(before, []byte{'\n'}) + 1
-	col = int(off) - bytes.LastIndexByte(before, '\n') - 1
-	return line, col + 1
+	i := int(min(max(off-1, 0), int64(len(data))))
+	before := data[:i]
+	return bytes.Count(before, []byte{'\n'}) + 1, i - bytes.LastIndexByte(before, '\n')
 }
 
 // Validate checks what the agent relies on.
