@@ -19,7 +19,7 @@ SAVED_SYSCTLS=(
 # recycled PID or someone else's process is never killed.
 is_ours() {
 	local cmd exe
-	cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
 	exe=${cmd%% *}
 	case ${exe##*/} in
 	etcd | kube-* | kubelet | containerd | containerd-shim*) ;;
@@ -31,11 +31,12 @@ is_ours() {
 # our_pids: every live process whose command line carries our marker
 # (daemons and containerd shims), found even when the PID files are gone.
 our_pids() {
-	local d pid
-	for d in /proc/[0-9]*; do
-		pid=${d#/proc/}
-		[ "$pid" = $$ ] && continue
-		[ "$pid" = "$BASHPID" ] && continue
+	local f pid
+	# One grep over all command lines; is_ours then checks each candidate.
+	for f in $(grep -lsF -e "$STATE_DIR/" -e "$CONTAINERD_SOCK" /proc/[0-9]*/cmdline); do
+		pid=${f#/proc/}
+		pid=${pid%/cmdline}
+		[ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
 		is_ours "$pid" && echo "$pid"
 	done
 	return 0
@@ -94,7 +95,7 @@ kill_pod_cgroups() {
 	local ctrl dir tasks round
 	for round in 1 2 3 4 5; do
 		tasks=$(cat /sys/fs/cgroup/*/kubepods/cgroup.procs /sys/fs/cgroup/*/kubepods/*/cgroup.procs \
-			/sys/fs/cgroup/*/kubepods/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods/*/*/*/cgroup.procs 2>/dev/null | sort -u)
+			/sys/fs/cgroup/*/kubepods/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods/*/*/*/cgroup.procs 2>/dev/null | sort -u || true)
 		[ -n "$tasks" ] || break
 		# shellcheck disable=SC2086
 		kill -KILL $tasks 2>/dev/null || true
