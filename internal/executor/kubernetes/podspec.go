@@ -136,7 +136,7 @@ func BuildPod(req PodRequest) (*corev1.Pod, *corev1.Secret, error) {
 		namespace = defaultNamespace
 	}
 
-	b := &podBuilder{req: req, cfg: cfg, settings: settings, public: req.Variables.Public()}
+	b := &podBuilder{req: req, cfg: cfg, settings: settings, public: plainVars(req.Variables)}
 	pod, err := b.pod(name, namespace, agentImage, port)
 	if err != nil {
 		return nil, nil, err
@@ -366,9 +366,10 @@ func (b *podBuilder) volumes(podName, buildsDir string) ([]corev1.Volume, []core
 		}
 		for _, p := range v.PVCs {
 			m := p.VolumeMount
-			// The claim name may use job variables (e.g. $CI_CONCURRENT_ID).
-			claim := b.public.ExpandValue(m.Name)
-			add(m, "pvc", corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim, ReadOnly: m.ReadOnly}})
+			// name is the claim's, and may use job variables (e.g.
+			// $CI_CONCURRENT_ID), as in GitLab Runner.
+			m.Name = b.public.ExpandValue(m.Name)
+			add(m, "pvc", corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: m.Name, ReadOnly: m.ReadOnly}})
 		}
 		for _, c := range v.ConfigMaps {
 			add(c.VolumeMount, "config_map", corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
@@ -850,6 +851,18 @@ func dedupe(s []string) []string {
 	var out []string
 	for _, v := range s {
 		if v = strings.TrimSpace(v); v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// plainVars are the variables whose values may appear in the pod spec:
+// public and not masked (GitLab can send a masked variable as public).
+func plainVars(vars job.Variables) job.Variables {
+	var out job.Variables
+	for _, v := range vars {
+		if v.Public && !v.Masked {
 			out = append(out, v)
 		}
 	}
