@@ -89,7 +89,7 @@ func TestFetchReusesRepositoryAndCleans(t *testing.T) {
 	repo := newGitRepo(t, 2)
 	builds := t.TempDir()
 	repo.pipelineRef(1, repo.commits[1])
-	tj := testJob{repo: repo, sha: repo.commits[1], pipeline: 1, strategy: job.GitFetch, buildsDir: builds,
+	tj := testJob{repo: repo, sha: repo.commits[1], pipeline: 1, strategy: job.GitFetch, buildsDir: builds, depth: 1,
 		steps: []job.Step{script(`cat version.txt`)}}
 	a := startAgent(t, tj.spec(t), Options{})
 	log, st := a.waitDone(t)
@@ -432,5 +432,41 @@ func TestFilesAndEnv(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != want {
 			t.Errorf("%s: %v %v, want %v", p, fi.Mode().Perm(), err, want)
 		}
+	}
+}
+
+func TestSubmodules(t *testing.T) {
+	repo := newGitRepo(t, 1)
+	repo.addSubmoduleRepo("deep", "")
+	repo.addSubmoduleRepo("lib", "deep")
+	runGit(t, repo.work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", "../lib.git", "lib")
+	runGit(t, repo.work, "commit", "-q", "-m", "add lib")
+	runGit(t, repo.work, "push", "-q", "origin", "main")
+	sha := runGit(t, repo.work, "rev-parse", "HEAD")
+	repo.pipelineRef(1, sha)
+
+	for _, tc := range []struct {
+		strategy, msg string
+		deep          bool
+	}{
+		{job.SubmoduleNormal, "Updating/initializing submodules...", false},
+		{job.SubmoduleRecursive, "Updating/initializing submodules recursively...", true},
+	} {
+		t.Run(tc.strategy, func(t *testing.T) {
+			spec := testJob{repo: repo, sha: sha, pipeline: 1, steps: []job.Step{script(`cat lib/lib.txt`, `ls lib/deep | wc -l`)}}.spec(t)
+			spec.Sources.Submodules = tc.strategy
+			a := startAgent(t, spec, Options{})
+			log, st := a.waitDone(t)
+			if !st.Result.Success || !strings.Contains(log, tc.msg) || !strings.Contains(log, "\nlib\n") {
+				t.Fatalf("%+v\n%s", st.Result, log)
+			}
+			_, err := os.Stat(filepath.Join(spec.Plan.ProjectDir, "lib", "deep", "deep.txt"))
+			if tc.deep != (err == nil) {
+				t.Errorf("nested submodule checked out: %v, want %v", err == nil, tc.deep)
+			}
+			if strings.Contains(log, testJobToken) {
+				t.Errorf("token leaked:\n%s", log)
+			}
+		})
 	}
 }

@@ -298,3 +298,27 @@ func afterScript(lines ...string) job.Step {
 }
 
 func plumbingHash(s string) plumbing.Hash { return plumbing.NewHash(s) }
+
+// addSubmoduleRepo creates group/<name>.git next to the project (one
+// commit with <name>.txt), optionally with a submodule of its own, and
+// returns its working clone.
+func (r *gitRepo) addSubmoduleRepo(name, sub string) string {
+	r.t.Helper()
+	srv := filepath.Dir(r.bare)
+	work := filepath.Join(filepath.Dir(srv), "work-"+name)
+	bare := filepath.Join(srv, name+".git")
+	runGit(r.t, filepath.Dir(work), "init", "-q", "-b", "main", work)
+	if err := os.WriteFile(filepath.Join(work, name+".txt"), []byte(name+"\n"), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	runGit(r.t, work, "add", "-A")
+	runGit(r.t, work, "commit", "-q", "-m", name)
+	runGit(r.t, srv, "init", "-q", "--bare", "-b", "main", bare)
+	runGit(r.t, work, "remote", "add", "origin", bare)
+	if sub != "" {
+		runGit(r.t, work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", "../"+sub+".git", sub)
+		runGit(r.t, work, "commit", "-q", "-m", "add "+sub)
+	}
+	runGit(r.t, work, "push", "-q", "origin", "main")
+	return work
+}
