@@ -125,6 +125,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	srv := &http.Server{
 		Handler:           (&server{token: []byte(a.spec.Token), log: a.jl, ctl: a.ctl, slog: a.log}).handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)

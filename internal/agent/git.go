@@ -31,12 +31,16 @@ const gitFailure = 128
 // the stage's exit code. Credentials of the repository URL are never
 // printed.
 //
-// Limits (best effort, compared with the git CLI): clean removes untracked
-// and ignored files (GIT_CLEAN_FLAGS is not honoured); for submodules
-// "git submodule sync" is not done for repositories that are reused, so a
-// changed submodule URL needs GIT_STRATEGY=clone; submodules on the
-// repository's host get its credentials, other hosts none; SSH URLs work
-// only when the image provides keys to go-git (not set up by the agent).
+// Limits (best effort, compared with the git CLI):
+//   - clean removes untracked and ignored files ("git clean -ffdx"); other
+//     GIT_CLEAN_FLAGS than none are not honoured, nor GIT_FETCH_EXTRA_FLAGS
+//     (the fetch always prunes and shows no progress);
+//   - SHA-256 repositories are not supported (go-git v5);
+//   - submodules: no "git submodule sync" for reused repositories (a changed
+//     submodule URL needs GIT_STRATEGY=clone), no GIT_SUBMODULE_DEPTH or
+//     GIT_SUBMODULE_PATHS; relative URLs and absolute ones on the
+//     repository's host get its credentials, other hosts none;
+//   - SSH URLs work only if the image provides keys to go-git.
 func getSources(ctx context.Context, src *Sources, dir string, w io.Writer) int {
 	g := &getter{src: src, dir: dir, w: w}
 	if err := g.run(ctx); err != nil {
@@ -230,6 +234,9 @@ func (g *getter) checkout(repo *git.Repository) error {
 	}
 	if err := wt.Checkout(&git.CheckoutOptions{Hash: hash, Force: true}); err != nil {
 		return fmt.Errorf("checkout %s: %w", hash, err)
+	}
+	if src.NoClean {
+		return nil
 	}
 	return cleanWorktree(repo, g.dir)
 }

@@ -158,10 +158,12 @@ func (tj testJob) spec(t *testing.T) *Spec {
 	}
 	m := job.MaskFor(p, vars)
 	s := &Spec{Token: testAPIToken, Plan: plan, Mask: Mask{Values: m.Values, Prefixes: m.Prefixes}}
-	s.Sources = &Sources{Strategy: strategy, Dir: projectDir, Checkout: true, Submodules: job.SubmoduleNone}
-	if tj.repo != nil {
-		s.Sources.RepoURL, s.Sources.Ref, s.Sources.Sha = p.GitInfo.RepoURL, p.GitInfo.Ref, p.GitInfo.Sha
-		s.Sources.Depth, s.Sources.Refspecs, s.Sources.RefType = p.GitInfo.Depth, p.GitInfo.Refspecs, p.GitInfo.RefType
+	s.Sources, err = SourcesFor(p, vars, job.ScriptOptions{Shell: "bash"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sources.Dir != projectDir || s.Sources.Strategy != strategy || !s.Sources.Checkout || s.Sources.NoClean {
+		t.Fatalf("SourcesFor: %+v", s.Sources)
 	}
 	// The runner sends the spec as JSON: make sure it survives that.
 	b, err := json.Marshal(s)

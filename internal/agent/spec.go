@@ -49,9 +49,28 @@ type Sources struct {
 	Submodules string   `json:"submodules"` // none, normal, recursive
 	Checkout   bool     `json:"checkout"`
 	Dir        string   `json:"dir"` // CI_PROJECT_DIR; plan.project_dir when empty
+	// NoClean skips removing untracked and ignored files after the
+	// checkout (GIT_CLEAN_FLAGS=none); other clean flags are not honoured,
+	// the agent always cleans like "git clean -ffdx".
+	NoClean bool `json:"no_clean,omitempty"`
 	// CABundle is extra trusted CA certificates (PEM) for an HTTPS
 	// repository, e.g. the content of the runner's tls-ca-file.
 	CABundle string `json:"ca_bundle,omitempty"`
+}
+
+// SourcesFor returns the sources of a job as the get_sources script of
+// job.NewPlan(p, vars, opts) would fetch them (vars must hold
+// CI_PROJECT_DIR).
+func SourcesFor(p *job.Payload, vars job.Variables, opts job.ScriptOptions) (*Sources, error) {
+	g, err := job.ResolveGitSettings(p, vars, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Sources{
+		RepoURL: g.URL, Ref: g.Ref, Sha: g.Sha, RefType: g.RefType, Refspecs: g.Refspecs, Depth: g.Depth,
+		Strategy: g.Strategy, Submodules: g.Submodules, Checkout: g.Checkout, NoClean: g.CleanFlags == nil,
+		Dir: vars.Get("CI_PROJECT_DIR"),
+	}, nil
 }
 
 // Mask is what the agent's log hides.

@@ -58,3 +58,26 @@ func TestGetSourcesHookScripts(t *testing.T) {
 		t.Error("the payload's hooks were modified")
 	}
 }
+
+func TestResolveGitSettings(t *testing.T) {
+	p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
+	p.GitInfo.Depth = 20
+	vars, err := BuildVariables(p, RunnerEnv{BuildsDir: "/b", ProjectDir: "/b/p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := append(vars, Variable{Key: "GIT_STRATEGY", Value: "fetch"}, Variable{Key: "GIT_DEPTH", Value: "3"},
+		Variable{Key: "GIT_CLEAN_FLAGS", Value: "none"}, Variable{Key: "GIT_SUBMODULE_STRATEGY", Value: "recursive"})
+	g, err := ResolveGitSettings(p, v, ScriptOptions{CloneURL: "https://mirror.example.com/base"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Strategy != GitFetch || g.Depth != 3 || g.CleanFlags != nil || g.Submodules != SubmoduleRecursive || !g.Checkout ||
+		g.URL != "https://u:p@mirror.example.com/base/.git" || g.Sha != p.GitInfo.Sha || g.Ref != "main" ||
+		len(g.Refspecs) != 1 || g.Refspecs[0] != "+refs/heads/main:refs/remotes/origin/main" {
+		t.Errorf("%+v", g)
+	}
+	if _, err := ResolveGitSettings(p, append(vars, Variable{Key: "GIT_STRATEGY", Value: "copy"}), ScriptOptions{}); err == nil {
+		t.Error("a bad GIT_STRATEGY must be an error")
+	}
+}

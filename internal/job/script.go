@@ -243,6 +243,34 @@ func gitSources(p *Payload, vars Variables, opts ScriptOptions) (*sources, error
 	return s, nil
 }
 
+// GitSettings are a job's effective git settings (GIT_STRATEGY, GIT_DEPTH,
+// GIT_CHECKOUT, GIT_CLEAN_FLAGS, GIT_SUBMODULE_STRATEGY and clone_url
+// applied), for a runner that fetches the sources itself (the in-pod
+// agent) instead of running the get_sources script.
+type GitSettings struct {
+	Strategy   string // clone, fetch, none, empty
+	Depth      int
+	Checkout   bool
+	CleanFlags []string // nil: no clean (GIT_CLEAN_FLAGS=none)
+	Submodules string   // none, normal, recursive
+	URL        string   // with credentials; empty for none and empty
+	Refspecs   []string
+	Ref        string
+	RefType    string
+	Sha        string
+}
+
+// ResolveGitSettings returns the git settings the get_sources script of
+// NewPlan would use; errors are those of NewPlan.
+func ResolveGitSettings(p *Payload, vars Variables, opts ScriptOptions) (*GitSettings, error) {
+	s, err := gitSources(p, vars, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &GitSettings{Strategy: s.strategy, Depth: s.depth, Checkout: s.checkout, CleanFlags: slices.Clone(s.cleanFlags),
+		Submodules: s.submodules, URL: s.url, Refspecs: slices.Clone(s.refspecs), Ref: s.ref, RefType: p.GitInfo.RefType, Sha: s.sha}, nil
+}
+
 func cloneURL(p *Payload, override string) (string, error) {
 	raw := p.GitInfo.RepoURL
 	if override == "" {
