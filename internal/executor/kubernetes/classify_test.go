@@ -1,0 +1,238 @@
+package kubernetes
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// classifyPod is a job pod as BuildPod shapes it: init-agent, build with a
+// 32Mi limit, one service.
+func classifyPod() *corev1.Pod {
+	limit := func(q string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(q)}}
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "runner-x-project-1-concurrent-0-abcd1234", Namespace: "ci", UID: "u1"},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: ContainerInit, Image: "podrunner.local/podrunner:dev"}},
+			Containers: []corev1.Container{
+				{Name: ContainerBuild, Image: "busybox:1.37", Resources: limit("32Mi")},
+				{Name: "svc-0", Image: "redis:7", Resources: limit("256Mi")},
+			},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodPending},
+	}
+}
+
+func waiting(name, image, reason, msg string) corev1.ContainerStatus {
+	return corev1.ContainerStatus{Name: name, Image: image, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}
+}
+
+func term(name string, code int32, reason string) corev1.ContainerStatus {
+	return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: reason}}}
+}
+
+func running(name string) corev1.ContainerStatus {
+	return corev1.ContainerStatus{Name: name, Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
+}
+
+func podEvent(reason, fieldPath, msg string, at time.Time) corev1.Event {
+	return corev1.Event{
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "runner-x-project-1-concurrent-0-abcd1234", Namespace: "ci", UID: "u1", FieldPath: fieldPath},
+		Reason:         reason, Message: msg, Type: corev1.EventTypeWarning, LastTimestamp: metav1.NewTime(at),
+	}
+}
+
+func TestClassify(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name      string
+		edit      func(p *corev1.Pod)
+		events    []corev1.Event
+		reason    string
+		container string
+		transient bool
+		msg       []string // substrings of the message
+	}{
+		{name: "pending is fine", edit: func(p *corev1.Pod) {}},
+		{name: "running is fine", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), running("svc-0")}
+		}},
+		{name: "job ended normally", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodSucceeded
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 0, "Completed"), term("svc-0", 0, "Completed")}
+		}},
+		{name: "ErrImagePull", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "ErrImagePull", `rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/busybox:nope": not found`), running("svc-0")}
+		}, reason: ReasonImagePullFailure, container: "build",
+			msg: []string{`cannot pull image "busybox:nope" for container build (the job's image): ErrImagePull: rpc error: code = NotFound`, "image_pull_secrets"}},
+		{name: "ImagePullBackOff uses the kubelet's event", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "ImagePullBackOff", `Back-off pulling image "busybox:nope"`)}
+		}, events: []corev1.Event{
+			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": old", t0),
+			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": manifest unknown", t0.Add(time.Second)),
+			podEvent("Failed", "spec.containers{svc-0}", "other container", t0.Add(2*time.Second)),
+		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"ImagePullBackOff: Failed to pull image \"busybox:nope\": manifest unknown"}},
+		{name: "InvalidImageName", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "", "InvalidImageName", `Failed to apply default image tag "BusyBox": couldn't parse image name`)}
+			p.Spec.Containers[0].Image = "BusyBox"
+		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`cannot pull image "BusyBox"`, "InvalidImageName"}},
+		{name: "ErrImageNeverPull", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "ErrImageNeverPull", `Container image "busybox:1.37" is not present with pull policy of Never`)}
+		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"ErrImageNeverPull"}},
+		{name: "service image", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), waiting("svc-0", "redis:99", "ErrImagePull", "not found")}
+		}, reason: ReasonImagePullFailure, container: "svc-0", msg: []string{`"redis:99" for container svc-0 (the service image)`}},
+		{name: "agent image", edit: func(p *corev1.Pod) {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{waiting(ContainerInit, "podrunner.local/podrunner:dev", "ErrImagePull", "not found")}
+		}, reason: ReasonImagePullFailure, container: ContainerInit, msg: []string{"the podrunner image (helper_image)"}},
+		{name: "CreateContainerConfigError", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "CreateContainerConfigError", `secret "regcred" not found`)}
+		}, reason: ReasonConfigurationError, container: "build", msg: []string{`container build cannot be configured: secret "regcred" not found`}},
+		{name: "CreateContainerError", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "CreateContainerError", "context deadline exceeded")}
+		}, reason: ReasonRunnerSystemFailure, container: "build", msg: []string{"container build (image busybox:1.37) cannot be started: CreateContainerError: context deadline exceeded"}},
+		{name: "unschedulable", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+				Message: "0/3 nodes are available: 3 Insufficient memory."}}
+		}, reason: ReasonRunnerSystemFailure, transient: true, msg: []string{"cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory.", "memory_request"}},
+		{name: "unschedulable message from event", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
+		}, events: []corev1.Event{podEvent("FailedScheduling", "", "0/1 nodes are available: 1 node(s) had untolerated taint {ci: true}.", t0)},
+			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{"untolerated taint"}},
+		{name: "evicted", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.Reason = "Evicted"
+			p.Status.Message = "The node was low on resource: memory."
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "Error")}
+		}, reason: ReasonRunnerSystemFailure, msg: []string{"was evicted by Kubernetes: The node was low on resource: memory."}},
+		{name: "drained", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "EvictionByEvictionAPI", Message: "Eviction API: evicting"}}
+		}, reason: ReasonRunnerSystemFailure, msg: []string{"stopped by Kubernetes (EvictionByEvictionAPI)"}},
+		{name: "deadline", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.Reason = "DeadlineExceeded"
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "Error")}
+		}, reason: ReasonJobExecutionTimeout, msg: []string{"activeDeadlineSeconds"}},
+		{name: "OOMKilled build", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "OOMKilled"), running("svc-0")}
+		}, reason: ReasonScriptFailure, container: "build",
+			msg: []string{"container build was OOMKilled (exit code 137): memory limit 32Mi; raise memory_limit / KUBERNETES_MEMORY_LIMIT"}},
+		{name: "OOMKilled service in last state", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			svc := running("svc-0")
+			svc.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), svc}
+		}, reason: ReasonScriptFailure, container: "svc-0",
+			msg: []string{"container svc-0 was OOMKilled", "memory limit 256Mi; raise service_memory_limit / KUBERNETES_SERVICE_MEMORY_LIMIT"}},
+		{name: "OOM wins over deadline-free failure", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("svc-0", 1, "Error"), term("build", 137, "OOMKilled")}
+		}, reason: ReasonScriptFailure, container: "build"},
+		{name: "init-agent failed", edit: func(p *corev1.Pod) {
+			s := term(ContainerInit, 127, "Error")
+			s.Image = "busybox:1.37"
+			s.State.Terminated.Message = "exec: podrunner: not found"
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{s}
+		}, reason: ReasonRunnerSystemFailure, container: ContainerInit,
+			msg: []string{"init container init-agent (image busybox:1.37) failed with exit code 127 (Error: exec: podrunner: not found)", "helper_image"}},
+		{name: "service crashed", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), term("svc-0", 2, "Error")}
+		}, reason: ReasonScriptFailure, container: "svc-0", msg: []string{"service container svc-0 (image redis:7) exited with code 2 (Error)"}},
+		{name: "service exited 0 is fine", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), term("svc-0", 0, "Completed")}
+		}},
+		{name: "agent died", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			b := term("build", 1, "Error")
+			b.Image = "busybox:1.37"
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{b, running("svc-0")}
+		}, reason: ReasonRunnerSystemFailure, container: "build", msg: []string{"container build (image busybox:1.37) exited with code 1 (Error) before the job ended"}},
+		{name: "pod failed otherwise", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.Reason = "NodeLost"
+			p.Status.Message = "node went away"
+		}, reason: ReasonRunnerSystemFailure, msg: []string{"failed (NodeLost: node went away)"}},
+		{name: "volume not mounted", edit: func(p *corev1.Pod) {},
+			events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
+			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount): MountVolume.SetUp failed for volume "ca"`}},
+		{name: "events of another pod ignored", edit: func(p *corev1.Pod) {},
+			events: []corev1.Event{func() corev1.Event {
+				e := podEvent("FailedMount", "", "x", t0)
+				e.InvolvedObject.UID = "other"
+				return e
+			}()}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := classifyPod()
+			c.edit(p)
+			f := Classify(p, c.events)
+			if c.reason == "" {
+				if f != nil {
+					t.Fatalf("unexpected failure %+v", f)
+				}
+				return
+			}
+			if f == nil {
+				t.Fatal("no failure")
+			}
+			if f.Reason != c.reason || f.Container != c.container || f.Transient != c.transient {
+				t.Errorf("got reason %q container %q transient %v; want %q %q %v\n%s", f.Reason, f.Container, f.Transient, c.reason, c.container, c.transient, f.Message)
+			}
+			for _, m := range c.msg {
+				if !strings.Contains(f.Message, m) {
+					t.Errorf("message %q\nlacks %q", f.Message, m)
+				}
+			}
+		})
+	}
+	if Classify(nil, nil) != nil {
+		t.Error("nil pod")
+	}
+}
+
+func TestDeletedFailure(t *testing.T) {
+	f := DeletedFailure("ci/runner-x")
+	if f.Reason != ReasonRunnerSystemFailure || !strings.Contains(f.Message, "pod ci/runner-x was deleted by someone else") {
+		t.Errorf("%+v", f)
+	}
+}
+
+func TestQuotaExceeded(t *testing.T) {
+	gr := schema.GroupResource{Resource: "pods"}
+	quotaMsg := "exceeded quota: compute, requested: limits.memory=2Gi, used: limits.memory=3Gi, limited: limits.memory=4Gi"
+	cases := []struct {
+		name string
+		err  error
+		ok   bool
+		msg  string
+	}{
+		{"quota", apierrors.NewForbidden(gr, "runner-x", errors.New(quotaMsg)), true, `pods "runner-x" is forbidden: ` + quotaMsg},
+		{"wrapped", fmt.Errorf("create pod: %w", apierrors.NewForbidden(gr, "runner-x", errors.New(quotaMsg))), true, `pods "runner-x" is forbidden: ` + quotaMsg},
+		{"quota needs limits", apierrors.NewForbidden(gr, "runner-x", errors.New("failed quota: compute: must specify limits.memory for: build")), false, ""},
+		{"rbac", apierrors.NewForbidden(gr, "runner-x", errors.New(`User "x" cannot create resource "pods"`)), false, ""},
+		{"not forbidden", errors.New("exceeded quota"), false, ""},
+		{"nil", nil, false, ""},
+	}
+	for _, c := range cases {
+		ok, msg := QuotaExceeded(c.err)
+		if ok != c.ok || msg != c.msg {
+			t.Errorf("%s: got %v %q; want %v %q", c.name, ok, msg, c.ok, c.msg)
+		}
+	}
+}
