@@ -53,7 +53,8 @@ var ErrAgent = errors.New("agent failed")
 
 // Run runs the job of spec and serves the API until the runner acked the
 // end, Linger passed after the end, or ctx ended (ctx ending also aborts a
-// running job). It returns nil when the job ran, whatever its result, and
+// running job). An ack received while the job runs (typically after an
+// abort) makes Run return as soon as the job ended. It returns nil when the job ran, whatever its result, and
 // an error when the agent could not do its work (no shell, files not
 // writable, API not served); the API still serves the failure as a
 // runner_system_failure when it could be started.
