@@ -22,7 +22,7 @@ import (
 )
 
 func addRunCommands(root *cobra.Command) {
-	root.AddCommand(newRunCmd(), newRunSingleCmd(), newExecCmd())
+	root.AddCommand(newRunCmd(), newRunSingleCmd(), newExecCmd(), newAgentCmd())
 }
 
 type runOptions struct {
