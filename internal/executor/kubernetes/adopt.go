@@ -100,8 +100,8 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, e
 		return Adoptable{}, err
 	}
 	var p job.Payload
-	if err := json.Unmarshal(sec.Data[secretPayloadKey], &p); err != nil {
-		return Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, secretPayloadKey, err)
+	if err := json.Unmarshal(sec.Data[PayloadKey], &p); err != nil {
+		return Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, PayloadKey, err)
 	}
 	var spec agent.Spec
 	if err := json.Unmarshal(sec.Data[agent.SpecKey], &spec); err != nil {
@@ -116,9 +116,9 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, e
 			port = n
 		}
 	}
-	prefix, err := base64.StdEncoding.DecodeString(pod.Annotations[annTracePrefix])
+	prefix, err := base64.StdEncoding.DecodeString(pod.Annotations[AnnotationTracePrefix])
 	if err != nil {
-		return Adoptable{}, fmt.Errorf("pod annotation %s: %w", annTracePrefix, err)
+		return Adoptable{}, fmt.Errorf("pod annotation %s: %w", AnnotationTracePrefix, err)
 	}
 	slot := 0
 	if m := slotInName.FindStringSubmatch(pod.Name); m != nil {
@@ -196,7 +196,7 @@ func (e *Executor) Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]
 		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil {
 			continue
 		}
-		id, _ := strconv.ParseInt(pod.Labels[lblJobID], 10, 64)
+		id, _ := strconv.ParseInt(pod.Labels[LabelJobID], 10, 64)
 		if id != 0 && keep != nil && keep(id) {
 			continue
 		}

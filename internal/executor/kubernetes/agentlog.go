@@ -31,6 +31,8 @@ type logPump struct {
 	trace  io.Writer
 	log    *slog.Logger
 	offset int64
+	// minBackoff is the first wait after a failed request (default 50 ms).
+	minBackoff time.Duration
 	// onProgress, when set, is called after each successful request
 	// (tests and metrics).
 	onProgress func(offset int64)
@@ -48,7 +50,11 @@ func (e errTraceWrite) Unwrap() error { return e.err }
 // hiccups, agent not listening yet) are retried with a capped backoff;
 // the caller's pod watch decides when the pod is gone for good.
 func (p *logPump) run(ctx context.Context) error {
-	bo := newBackoff(50*time.Millisecond, 2*time.Second)
+	first := p.minBackoff
+	if first <= 0 {
+		first = 50 * time.Millisecond
+	}
+	bo := newBackoff(first, 2*time.Second)
 	failures := 0
 	for {
 		data, size, state, err := p.api.Log(ctx, p.offset)
@@ -68,7 +74,7 @@ func (p *logPump) run(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		bo = newBackoff(50*time.Millisecond, 2*time.Second)
+		bo = newBackoff(first, 2*time.Second)
 		if len(data) > 0 {
 			n, werr := p.trace.Write(data)
 			p.offset += int64(n)

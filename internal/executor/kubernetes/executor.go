@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,13 +39,6 @@ const (
 	DefaultAgentImage  = "podrunner.local/podrunner:dev"
 	DefaultPollTimeout = 180 * time.Second // GitLab Runner's poll_timeout default
 	buildsDir          = "/builds"
-	// annTracePrefix holds (base64) what the runner wrote to the trace
-	// before the agent's log, so a restarted runner rebuilds it exactly.
-	annTracePrefix = "podrunner.io/trace-prefix"
-	// secretPayloadKey is the job payload in the job's Secret (job id and
-	// token for adoption).
-	secretPayloadKey = "payload.json"
-	buildContainer   = "build"
 )
 
 // Options configure the executor; they are the [[runners]] and
@@ -288,20 +280,20 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		fmt.Fprintf(out, "Using Kubernetes executor with image %s ...\n", image)
 		fmt.Fprintf(out, "Using the podrunner agent (%s) to execute scripts...\n", e.image)
 	})
-	req.TracePrefix = append([]byte(nil), prefix.Bytes()...)
+	req.TracePrefix = maskBytes(prefix.Bytes(), req.Mask)
 	pod, secret, err := BuildPod(req)
 	if err != nil {
-		job.Error(tr, "Job failed: %v", err)
-		return executor.Result{FailureReason: job.ReasonScriptFailure}, nil
+		if IsConfigError(err) {
+			job.Error(tr, "Job failed: %v", err)
+			return executor.Result{FailureReason: FailureReasonConfig}, nil
+		}
+		return executor.Result{}, fmt.Errorf("build pod: %w", err)
 	}
-	if secret.Data == nil {
-		secret.Data = map[string][]byte{}
+	if pod.Namespace != e.ns {
+		job.Error(tr, "Job failed: the job asks for namespace %s (KUBERNETES_NAMESPACE_OVERWRITE) but this runner watches only %s: "+
+			"remove the overwrite or run a runner for that namespace", pod.Namespace, e.ns)
+		return executor.Result{FailureReason: FailureReasonConfig}, nil
 	}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return executor.Result{}, fmt.Errorf("encode job payload for the pod's secret: %w", err)
-	}
-	secret.Data[secretPayloadKey] = payload
 	log = log.With("pod", pod.Name)
 	r := &jobRun{
 		e: e, log: log, trace: tr, watch: w, pod: pod.Name, token: req.AgentToken, port: req.AgentPort,
@@ -332,7 +324,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
 		}
-		pod.Annotations[annTracePrefix] = base64.StdEncoding.EncodeToString(prefix.Bytes())
+		pod.Annotations[AnnotationTracePrefix] = base64.StdEncoding.EncodeToString(maskBytes(prefix.Bytes(), req.Mask))
 		c, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			c, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
@@ -403,7 +395,7 @@ func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
 		Config: e.cfg, Payload: p, Variables: vars, Plan: plan,
 		RunnerShortToken: e.short, RunnerName: e.opts.RunnerName, Slot: j.Slot, Namespace: e.ns,
 		AgentImage: e.image, AgentPort: e.port, AgentToken: hex.EncodeToString(tok),
-		Mask: job.MaskFor(p, vars), Files: files,
+		Mask: job.MaskFor(p, vars), Files: files, CloneURL: e.opts.CloneURL,
 	}, nil
 }
 
@@ -643,7 +635,7 @@ func buildRunning(pod *corev1.Pod) (string, bool) {
 		return "", false
 	}
 	for _, s := range pod.Status.ContainerStatuses {
-		if s.Name == buildContainer && s.State.Running != nil {
+		if s.Name == ContainerBuild && s.State.Running != nil {
 			return pod.Status.PodIP, true
 		}
 	}
@@ -657,10 +649,10 @@ func buildEnded(pod *corev1.Pod) (string, bool) {
 		return fmt.Sprintf("pod %s ended (phase %s) before the job started: %s", pod.Name, pod.Status.Phase, describePod(pod)), true
 	}
 	for _, s := range pod.Status.ContainerStatuses {
-		if s.Name == buildContainer && s.State.Terminated != nil {
+		if s.Name == ContainerBuild && s.State.Terminated != nil {
 			t := s.State.Terminated
 			return fmt.Sprintf("container %s of pod %s exited with code %d (%s %s) before the job started: "+
-				"check that helper_image is a podrunner image and the job image can run it", buildContainer, pod.Name, t.ExitCode, t.Reason, t.Message), true
+				"check that helper_image is a podrunner image and the job image can run it", ContainerBuild, pod.Name, t.ExitCode, t.Reason, t.Message), true
 		}
 	}
 	return "", false
@@ -774,7 +766,7 @@ func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error)
 
 func buildTerminated(pod *corev1.Pod) bool {
 	for _, s := range pod.Status.ContainerStatuses {
-		if s.Name == buildContainer && s.State.Terminated != nil {
+		if s.Name == ContainerBuild && s.State.Terminated != nil {
 			return true
 		}
 	}
@@ -877,4 +869,14 @@ func oomFailure(pod *corev1.Pod) *Failure {
 		}
 	}
 	return nil
+}
+
+// maskBytes masks b as the job trace would (the annotation is readable by
+// whoever can get pods).
+func maskBytes(b []byte, m job.Mask) []byte {
+	var out bytes.Buffer
+	w := trace.NewMasker(&out, m.Values, m.Prefixes)
+	_, _ = w.Write(b)
+	_ = w.Flush()
+	return out.Bytes()
 }

@@ -19,9 +19,9 @@ import (
 
 // Label keys (docs/kubernetes-executor.md) used to select a runner's pods.
 const (
-	lblManaged = "podrunner.io/managed"
-	lblRunner  = "podrunner.io/runner"
-	lblJobID   = "podrunner.io/job-id"
+	LabelManaged = "podrunner.io/managed"
+	LabelRunner  = "podrunner.io/runner"
+	LabelJobID   = "podrunner.io/job-id"
 )
 
 // eventsByPod indexes events by the name of the pod they are about.
@@ -66,7 +66,7 @@ func (s *podSub) wake() {
 }
 
 func runnerSelector(shortToken string) string {
-	return labels.Set{lblManaged: "true", lblRunner: shortToken}.String()
+	return labels.Set{LabelManaged: "true", LabelRunner: shortToken}.String()
 }
 
 func newPodWatch(cs kubernetes.Interface, namespace, shortToken string) (*podWatch, error) {
