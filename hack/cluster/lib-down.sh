@@ -56,7 +56,7 @@ stop_pids() {
 		[ $SECONDS -ge "$deadline" ] && break
 		sleep 0.2
 	done
-	[ "$wait" -lt 3 ] || log "killing ${alive[*]} (did not stop on SIGTERM within ${wait}s)"
+	[ "$wait" -lt 5 ] || log "killing ${alive[*]} (did not stop on SIGTERM within ${wait}s)"
 	kill -KILL "${alive[@]}" 2>/dev/null || true
 	sleep 0.2
 }
