@@ -115,11 +115,10 @@ func makeRFC1123(s string) string {
 // [A-Za-z0-9._-] become '_', it is cut to 63 characters and must begin
 // and end with an alphanumeric character (others are trimmed).
 func LabelValue(s string) string {
-	b := []byte(s)
-	out := make([]byte, 0, len(b))
-	for _, c := range b {
-		if isAlnum(c) || c == '.' || c == '_' || c == '-' {
-			out = append(out, c)
+	out := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r < 128 && (isAlnum(byte(r)) || r == '.' || r == '_' || r == '-') {
+			out = append(out, byte(r))
 		} else {
 			out = append(out, '_')
 		}
