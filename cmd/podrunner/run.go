@@ -201,7 +201,10 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	v := version.Get()
 	metrics := runner.NewMetrics(v.Version, v.Revision)
+	execs := runner.NewExecutors()
+	defer execs.Close()
 	build := runner.Build{
+		Executors:  execs,
 		Logger:     log,
 		Version:    gitlab.VersionInfo{Name: v.Name, Version: v.Version, Revision: v.Revision, Branch: v.Branch},
 		SystemID:   sysID,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/executor/kubernetes"
 	"github.com/podrunner/podrunner/internal/executor/shell"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
@@ -25,6 +26,8 @@ type Build struct {
 	Metrics    *Metrics
 	// APIMinBackoff shortens transport retries (tests).
 	APIMinBackoff time.Duration
+	// Executors reuses executors across reloads; nil builds new ones.
+	Executors *Executors
 }
 
 // FromConfig turns config.toml into manager settings: one GitLab client
@@ -83,28 +86,15 @@ func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, 
 	if err != nil {
 		return nil, err
 	}
+	create := func() (executor.Executor, error) { return newExecutor(rc, b, log) }
 	var ex executor.Executor
-	switch rc.Executor {
-	case config.ExecutorShell:
-		builds := rc.BuildsDir
-		if builds == "" {
-			builds = filepath.Join(b.WorkingDir, "builds")
-		}
-		cache := rc.CacheDir
-		if cache == "" {
-			cache = filepath.Join(b.WorkingDir, "cache")
-		}
-		ex = shell.New(shell.Options{
-			BuildsDir: builds, CacheDir: cache, Shell: rc.Shell, Environment: rc.Environment,
-			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
-			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
-			RunnerToken: rc.Token, RunnerID: rc.ID, Logger: log, CloneURL: rc.CloneURL,
-			RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
-		})
-	case config.ExecutorKubernetes:
-		return nil, fmt.Errorf("executor %q: not available in this build yet; use \"shell\"", rc.Executor)
-	default:
-		return nil, fmt.Errorf("unknown executor %q: use \"shell\" or \"kubernetes\"", rc.Executor)
+	if b.Executors != nil {
+		ex, err = b.Executors.get(rc.URL+"\x00"+rc.Token, rc, create)
+	} else {
+		ex, err = create()
+	}
+	if err != nil {
+		return nil, err
 	}
 	var unhealthy time.Duration
 	if rc.UnhealthyInterval != nil {
@@ -117,4 +107,34 @@ func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, 
 		Limit: rc.Limit, RequestConcurrency: rc.RequestConcurrency, OutputLimit: outputLimit,
 		UnhealthyRequestsLimit: rc.UnhealthyRequestsLimit, UnhealthyInterval: unhealthy,
 	}, nil
+}
+
+func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executor, error) {
+	switch rc.Executor {
+	case config.ExecutorShell:
+		builds := rc.BuildsDir
+		if builds == "" {
+			builds = filepath.Join(b.WorkingDir, "builds")
+		}
+		cache := rc.CacheDir
+		if cache == "" {
+			cache = filepath.Join(b.WorkingDir, "cache")
+		}
+		return shell.New(shell.Options{
+			BuildsDir: builds, CacheDir: cache, Shell: rc.Shell, Environment: rc.Environment,
+			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
+			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
+			RunnerToken: rc.Token, RunnerID: rc.ID, Logger: log, CloneURL: rc.CloneURL,
+			RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
+		}), nil
+	case config.ExecutorKubernetes:
+		return kubernetes.New(kubernetes.Options{
+			Config: rc.Kubernetes, RunnerToken: rc.Token, RunnerName: rc.Name, Logger: log,
+			Shell: rc.Shell, Environment: rc.Environment,
+			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
+			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
+			CloneURL: rc.CloneURL, RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
+		})
+	}
+	return nil, fmt.Errorf("unknown executor %q: use \"shell\" or \"kubernetes\"", rc.Executor)
 }
