@@ -39,6 +39,11 @@ type Job struct {
 	Trace io.Writer
 	// GracefulCancel is closed when GitLab asks for a graceful cancel.
 	GracefulCancel <-chan struct{}
+	// Preamble is what the runner wrote to Trace before calling Run (its
+	// "Running with" header). An executor that keeps a copy of the trace
+	// outside the runner (to continue a job after a runner restart) must
+	// start that copy with it, so the rebuilt trace is byte-identical.
+	Preamble []byte
 }
 
 // Result is how a job ended.

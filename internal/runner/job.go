@@ -55,12 +55,16 @@ func (m *Manager) unadmitBuild() {
 // startJob runs a received job in its own goroutine, owned by m.running.
 // The slots are released when the job's final state is reported.
 func (m *Manager) startJob(st *runnerState, r *Runner, slot, limitSlot int, res gitlab.RequestJobResult) {
+	m.startJobWith(st, r, slot, limitSlot, func() { m.runJob(st, r, slot, res) })
+}
+
+func (m *Manager) startJobWith(st *runnerState, r *Runner, slot, limitSlot int, run func()) {
 	m.running.Add(1)
 	go func() {
 		defer m.running.Done()
 		defer st.limit.release(limitSlot)
 		defer m.slots.release(slot)
-		m.runJob(st, r, slot, res)
+		run()
 		m.mu.Lock()
 		m.lastJobAt = time.Now()
 		done := m.opts.MaxBuilds > 0 && m.started >= m.opts.MaxBuilds
@@ -102,10 +106,30 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 	defer tr.Close()
 	tr.Start(m.jobsCtx)
 
-	fmt.Fprintf(tr, "\x1b[0KRunning with podrunner %s (%s)\n\x1b[0K  on %s %s, system ID: %s\n",
+	header := fmt.Sprintf("\x1b[0KRunning with podrunner %s (%s)\n\x1b[0K  on %s %s, system ID: %s\n",
 		m.opts.Version, m.opts.Revision, r.Name, r.ShortToken, m.opts.SystemID)
+	tr.WriteString(header)
 
-	result := m.execute(r, p, slot, st, tr, decodeErr, confirm.CancelRequested, log)
+	var result executor.Result
+	switch {
+	case decodeErr != nil:
+		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed (system failure): the job payload is not valid: %v\x1b[0;m\n", decodeErr)
+		result = executor.Result{FailureReason: "runner_system_failure"}
+	case confirm.CancelRequested:
+		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed: canceled before it started\x1b[0;m\n")
+		result = executor.Result{FailureReason: "job_canceled"}
+	default:
+		result = m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
+			j.Slot = slot
+			j.Preamble = []byte(header)
+			return r.Executor.Run(ctx, j)
+		})
+	}
+	m.finish(r, p, js, tr, result, log)
+}
+
+// finish reports the job's final state (retried until GitLab confirms it).
+func (m *Manager) finish(r *Runner, p *job.Payload, js *jobState, tr *jobTrace, result executor.Result, log *slog.Logger) {
 	final := gitlab.UpdateJobRequest{State: gitlab.StateSuccess}
 	if !result.Success {
 		final = gitlab.UpdateJobRequest{
@@ -158,18 +182,9 @@ func (m *Manager) confirmJob(r *Runner, p *job.Payload, log *slog.Logger) (gitla
 	}
 }
 
-// execute runs the job through the executor and turns every way it can end
-// into a result.
-func (m *Manager) execute(r *Runner, p *job.Payload, slot int, st *runnerState, tr *jobTrace, decodeErr error, cancelAtStart bool, log *slog.Logger) executor.Result {
-	if decodeErr != nil {
-		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed (system failure): the job payload is not valid: %v\x1b[0;m\n", decodeErr)
-		return executor.Result{FailureReason: "runner_system_failure"}
-	}
-	if cancelAtStart {
-		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed: canceled before it started\x1b[0;m\n")
-		return executor.Result{FailureReason: "job_canceled"}
-	}
-
+// runExecutor runs the job through the executor (run) and turns every
+// way it can end into a result.
+func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log *slog.Logger, run func(context.Context, *executor.Job) (executor.Result, error)) executor.Result {
 	projectSlot := st.projectSlot(p.JobInfo.ProjectID)
 	defer st.releaseProjectSlot(p.JobInfo.ProjectID, projectSlot)
 
@@ -187,9 +202,8 @@ func (m *Manager) execute(r *Runner, p *job.Payload, slot int, st *runnerState, 
 	}()
 	defer func() { abort(nil); <-watchDone }()
 
-	res, err := r.Executor.Run(jobCtx, &executor.Job{
+	res, err := run(jobCtx, &executor.Job{
 		Payload:        p,
-		Slot:           slot,
 		ProjectSlot:    projectSlot,
 		Trace:          tr,
 		GracefulCancel: tr.Canceling(),

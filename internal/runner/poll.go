@@ -60,10 +60,24 @@ func (st *runnerState) start(parent context.Context) {
 		m.limit.WithLabelValues(r.ShortToken, r.Name, st.m.opts.SystemID).Set(float64(r.Limit))
 		m.requestConc.WithLabelValues(r.ShortToken, r.Name, st.m.opts.SystemID).Set(float64(requestConcurrency(r)))
 	}
-	for i := 0; i < requestConcurrency(r); i++ {
-		st.m.pollers.Add(1)
-		go st.loop()
-	}
+	// Jobs of an earlier runner process are adopted before new ones are
+	// requested, so they get their slots back.
+	st.m.pollers.Add(1)
+	go func() {
+		defer st.m.pollers.Done()
+		st.m.adoptAll(st.ctx, st)
+		if st.ctx.Err() != nil {
+			return
+		}
+		if _, ok := r.Executor.(adopter); ok {
+			st.m.pollers.Add(1)
+			go st.m.cleanupLoop(st.ctx, st)
+		}
+		for i := 0; i < requestConcurrency(r); i++ {
+			st.m.pollers.Add(1)
+			go st.loop()
+		}
+	}()
 }
 
 func (st *runnerState) stop() { st.cancel() }

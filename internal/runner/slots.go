@@ -69,3 +69,15 @@ func (s *slots) inUse() int {
 	defer s.mu.Unlock()
 	return len(s.used)
 }
+
+// take reserves slot i if it is free and below the limit (an adopted job
+// keeps the slot its pod is named after).
+func (s *slots) take(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < 0 || i >= s.limit || s.used[i] || len(s.used) >= s.limit {
+		return false
+	}
+	s.used[i] = true
+	return true
+}

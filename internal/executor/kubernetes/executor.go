@@ -264,6 +264,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	// Everything the runner writes before the agent's log is also kept in
 	// prefix: it goes into the pod's trace-prefix annotation for adoption.
 	var prefix bytes.Buffer
+	prefix.Write(j.Preamble) // the runner's header, already in the trace
 	out := io.MultiWriter(tr, &prefix)
 
 	req, err := e.podRequest(j)
