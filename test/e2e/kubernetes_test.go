@@ -114,7 +114,7 @@ svc:
       entrypoint: ["sh", "-c"]
       command: ["while true; do echo hello-from-service | nc -l -p 8080; done"]
   script:
-    - for i in $(seq 1 100); do out=$(nc echo-svc 8080 </dev/null 2>/dev/null); [ -n "$out" ] && break; sleep 0.2; done
+    - for i in $(seq 1 100); do out=$(nc echo-svc 8080 </dev/null 2>/dev/null || true); [ -n "$out" ] && break; sleep 0.2; done
     - echo "got $out"
 `, k8sOptions{})
 	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
@@ -125,8 +125,9 @@ svc:
 	e.waitNoPods()
 }
 
+// Not parallel: it measures how fast a pull failure reaches the job, which
+// the other tests' CPU load on this 2-core machine would blur.
 func TestKubernetesMissingImage(t *testing.T) {
-	t.Parallel()
 	const image = "127.0.0.1:9/podrunner-e2e/does-not-exist:1"
 	e := newK8sEnv(t, `
 missing:
@@ -180,7 +181,15 @@ long:
 		t.Fatal(err)
 	}
 	id := pl.Jobs["long"]
-	if err := e.coord.CancelJobAfterBytes(id, 1, true); err != nil {
+	// Cancel once the user script runs (the trace is sent every 500 ms).
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(string(e.coord.Trace(id)), "\nstarted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the script never started:\n%s", e.coord.Trace(id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := e.coord.Cancel(id, true); err != nil {
 		t.Fatal(err)
 	}
 	v := e.waitPipeline(pl.ID, 2*time.Minute)
