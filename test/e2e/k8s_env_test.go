@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
@@ -74,6 +75,8 @@ type k8sEnv struct {
 	token   string
 	ex      *kubernetes.Executor
 	project string
+	kube    *config.Kubernetes
+	rest    *rest.Config
 
 	mu   sync.Mutex
 	pods map[string][]byte // pod name → JSON of every version seen
@@ -82,6 +85,9 @@ type k8sEnv struct {
 type k8sOptions struct {
 	concurrent int
 	kube       func(*config.Kubernetes)
+	// external leaves out the in-process runner: the test runs the
+	// podrunner binary itself (kube and rest then describe its settings).
+	external bool
 }
 
 func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
@@ -133,13 +139,17 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 	if o.kube != nil {
 		o.kube(kc)
 	}
+	e.kube, e.rest = kc, c.ServiceAccountConfig(t, ns, "podrunner")
+	if o.external {
+		return e
+	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ex, err := kubernetes.New(kubernetes.Options{
 		Config:      kc,
 		RunnerToken: e.token,
 		RunnerName:  "e2e-k8s",
 		Logger:      log,
-		RESTConfig:  c.ServiceAccountConfig(t, ns, "podrunner"),
+		RESTConfig:  e.rest,
 	})
 	if err != nil {
 		t.Fatal(err)
