@@ -123,7 +123,7 @@ shutdown_timeout = 10
 	for i := 1; i <= 40; i++ {
 		fmt.Fprintf(&want, "line %d\n", i)
 	}
-	if !strings.Contains(tr, want.String()+"all-done\n") || strings.Count(tr, "line 1\n") != 1 {
+	if !strings.Contains(tr, want.String()) || !strings.Contains(tr, "\nall-done\n") || strings.Count(tr, "line 1\n") != 1 {
 		t.Fatalf("the log is not complete and in order exactly once:\n%s", tr)
 	}
 	if j.Checksum == "" || j.Checksum != j.TraceChecksum {

@@ -92,6 +92,12 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 			return f
 		}
 	}
+	// The kubelet reports a failed pull as an event at once, while the
+	// container status shows it only from the pod's next sync — seconds
+	// later, and about 15 s later when an init container ran first.
+	if f := pullFailedEvent(pod, events); f != nil {
+		return f
+	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		t := terminated(cs)
 		if t == nil || t.ExitCode == 0 {
@@ -156,6 +162,39 @@ func QuotaExceeded(err error) (bool, string) {
 	return true, msg
 }
 
+func pullFailure(container, image, reason, msg string) *Failure {
+	what := "the job's image"
+	switch {
+	case container == ContainerInit:
+		what = "the podrunner image (helper_image)"
+	case strings.HasPrefix(container, ServiceContainerPrefix):
+		what = "the service image"
+	}
+	return &Failure{Reason: ReasonImagePullFailure, Container: container,
+		Message: fmt.Sprintf("cannot pull image %q for container %s (%s): %s: %s. Check the image name and tag, that the registry is reachable and, for a private registry, image_pull_secrets", image, container, what, reason, orDefault(msg, "no message from the kubelet"))}
+}
+
+// pullFailedEvent finds a kubelet "Failed to pull image" event about a
+// container that has not started.
+func pullFailedEvent(pod *corev1.Pod, events []corev1.Event) *Failure {
+	started := map[string]bool{}
+	for _, cs := range allStatuses(pod) {
+		if cs.State.Running != nil || cs.State.Terminated != nil || cs.LastTerminationState.Terminated != nil {
+			started[cs.Name] = true
+		}
+	}
+	containers := append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...)
+	for _, c := range containers {
+		if started[c.Name] {
+			continue
+		}
+		if e := lastEvent(events, "Failed", c.Name); e != nil && e.InvolvedObject.FieldPath != "" && strings.HasPrefix(e.Message, "Failed to pull image") {
+			return pullFailure(c.Name, c.Image, "ErrImagePull", e.Message)
+		}
+	}
+	return nil
+}
+
 func waitingFailure(pod *corev1.Pod, cs corev1.ContainerStatus, events []corev1.Event) *Failure {
 	w := cs.State.Waiting
 	if w == nil {
@@ -173,15 +212,7 @@ func waitingFailure(pod *corev1.Pod, cs corev1.ContainerStatus, events []corev1.
 		if e := lastEvent(events, "Failed", cs.Name); e != nil && (msg == "" || w.Reason == "ImagePullBackOff") {
 			msg = e.Message
 		}
-		what := "the job's image"
-		switch {
-		case cs.Name == ContainerInit:
-			what = "the podrunner image (helper_image)"
-		case strings.HasPrefix(cs.Name, ServiceContainerPrefix):
-			what = "the service image"
-		}
-		return &Failure{Reason: ReasonImagePullFailure, Container: cs.Name,
-			Message: fmt.Sprintf("cannot pull image %q for container %s (%s): %s: %s. Check the image name and tag, that the registry is reachable and, for a private registry, image_pull_secrets", image, cs.Name, what, w.Reason, orDefault(msg, "no message from the kubelet"))}
+		return pullFailure(cs.Name, image, w.Reason, msg)
 	case w.Reason == "CreateContainerConfigError":
 		return &Failure{Reason: ReasonConfigurationError, Container: cs.Name,
 			Message: fmt.Sprintf("container %s cannot be configured: %s. A Secret or ConfigMap it refers to is missing or lacks a key, or the image's user cannot be used with run_as_non_root; fix the runner's config", cs.Name, orDefault(w.Message, w.Reason))}

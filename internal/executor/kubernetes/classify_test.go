@@ -84,6 +84,19 @@ func TestClassify(t *testing.T) {
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": manifest unknown", t0.Add(time.Second)),
 			podEvent("Failed", "spec.containers{svc-0}", "other container", t0.Add(2*time.Second)),
 		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"ImagePullBackOff: Failed to pull image \"busybox:nope\": manifest unknown"}},
+		{name: "pull failure event before the status shows it", edit: func(p *corev1.Pod) {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "PodInitializing", "")}
+		}, events: []corev1.Event{
+			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": connection refused", t0),
+		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`cannot pull image "busybox:1.37" for container build`, "connection refused"}},
+		{name: "old pull failure of a container that runs now is history", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), running("svc-0")}
+		}, events: []corev1.Event{
+			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:1.37\": i/o timeout", t0),
+		}},
 		{name: "InvalidImageName", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "", "InvalidImageName", `Failed to apply default image tag "BusyBox": couldn't parse image name`)}
 			p.Spec.Containers[0].Image = "BusyBox"
