@@ -113,4 +113,3 @@ func (m *Manager) resumeJob(st *runnerState, r *Runner, ad adopter, a kubernetes
 	})
 	m.finish(r, p, js, tr, result, log)
 }
-
