@@ -1,0 +1,378 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/podrunner/podrunner/internal/executor/kubernetes"
+	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/testcluster"
+)
+
+// Overhead benchmark of the Kubernetes executor (issue 4): where the time
+// of a trivial `echo` job goes, next to a bare pod doing the same on the
+// same cluster. It prints a table and asserts nothing about time; it runs
+// only with PODRUNNER_BENCH=1:
+//
+//	hack/cluster/with-cluster env PODRUNNER_BENCH=1 go test -count=1 -run KubernetesOverhead -v ./test/e2e/
+//
+// Every moment is read on the one host clock (the cluster is this
+// machine): the coordinator's QueuedAt/StartedAt/FinishedAt, the moment a
+// watch of the test (not the executor's) sees the pod and its build
+// container running, and wall-clock microseconds printed by the job itself
+// with busybox `adjtimex` (busybox date has no %N).
+//
+// PODRUNNER_BENCH_JOBS (default 20) and PODRUNNER_BENCH_CONCURRENT_JOBS
+// (default 30, 0 skips the concurrent = 5 round) size the runs.
+
+const benchCI = `
+echo:
+  hooks:
+    pre_get_sources_script:
+      - adjtimex | grep time.tv
+  script:
+    - adjtimex | grep time.tv
+    - echo hi
+    - adjtimex | grep time.tv
+`
+
+// benchMarkRE matches one adjtimex stamp in a log.
+var benchMarkRE = regexp.MustCompile(`time\.tv_sec:\s+(\d+)\s+time\.tv_usec:\s+(\d+)`)
+
+// benchStamps returns the adjtimex stamps of a log, in order.
+func benchStamps(log string) []time.Time {
+	var out []time.Time
+	for _, m := range benchMarkRE.FindAllStringSubmatch(log, -1) {
+		s, _ := strconv.ParseInt(m[1], 10, 64)
+		us, _ := strconv.ParseInt(m[2], 10, 64)
+		out = append(out, time.Unix(s, us*1000))
+	}
+	return out
+}
+
+// podTimes is what the test's own pod watch saw, on arrival of each event.
+type podTimes struct {
+	added, ip, running, ended, deleted time.Time
+}
+
+// benchWatch records when pods of a namespace are seen to change.
+type benchWatch struct {
+	mu    sync.Mutex
+	pods  map[string]*podTimes
+	jobOf map[string]string // job id → pod name
+	wake  chan struct{}
+}
+
+func newBenchWatch(t *testing.T, c *testcluster.Cluster, ns string, mainContainer func(pod *corev1.Pod) string) *benchWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := c.Clientset.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	bw := &benchWatch{pods: map[string]*podTimes{}, jobOf: map[string]string{}, wake: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			now := time.Now()
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok || ev.Type == watch.Error {
+				continue
+			}
+			bw.mu.Lock()
+			pt := bw.pods[pod.Name]
+			if pt == nil {
+				pt = &podTimes{added: now}
+				bw.pods[pod.Name] = pt
+			}
+			if id := pod.Labels[kubernetes.LabelJobID]; id != "" {
+				bw.jobOf[id] = pod.Name
+			}
+			if pt.ip.IsZero() && pod.Status.PodIP != "" {
+				pt.ip = now
+			}
+			for _, s := range pod.Status.ContainerStatuses {
+				if s.Name != mainContainer(pod) {
+					continue
+				}
+				if pt.running.IsZero() && (s.State.Running != nil || s.State.Terminated != nil) {
+					pt.running = now
+				}
+			}
+			if pt.ended.IsZero() && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
+				pt.ended = now
+			}
+			if ev.Type == watch.Deleted && pt.deleted.IsZero() {
+				pt.deleted = now
+			}
+			bw.mu.Unlock()
+			select {
+			case bw.wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); w.Stop(); <-done })
+	return bw
+}
+
+func (bw *benchWatch) get(name string) podTimes {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	if pt := bw.pods[name]; pt != nil {
+		return *pt
+	}
+	return podTimes{}
+}
+
+func (bw *benchWatch) podOfJob(id int64) string {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	return bw.jobOf[strconv.FormatInt(id, 10)]
+}
+
+// waitEnded waits until the pod is seen Succeeded or Failed.
+func (bw *benchWatch) waitEnded(t *testing.T, name string, timeout time.Duration) podTimes {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		if pt := bw.get(name); !pt.ended.IsZero() {
+			return pt
+		}
+		select {
+		case <-bw.wake:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("pod %s did not end within %v", name, timeout)
+		}
+	}
+}
+
+// jobSample is one job's moments.
+type jobSample struct {
+	queued, picked, podCreated, buildRunning time.Time
+	hook, scriptStart, scriptEnd, finished   time.Time
+	podDeleted                               time.Time
+}
+
+func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, j gitlabtest.JobView) jobSample {
+	t.Helper()
+	tr := string(e.coord.Trace(j.ID))
+	if j.Status != gitlabtest.StatusSuccess {
+		t.Fatalf("job %d %s:\n%s", j.ID, j.Status, tr)
+	}
+	st := benchStamps(tr)
+	if len(st) != 3 {
+		t.Fatalf("job %d: %d adjtimex stamps in the trace, want 3:\n%s", j.ID, len(st), tr)
+	}
+	pod := bw.podOfJob(j.ID)
+	if pod == "" {
+		t.Fatalf("job %d: no pod seen", j.ID)
+	}
+	pt := bw.get(pod)
+	return jobSample{
+		queued: j.QueuedAt, picked: j.StartedAt, podCreated: pt.added, buildRunning: pt.running,
+		hook: st[0], scriptStart: st[1], scriptEnd: st[2], finished: j.FinishedAt, podDeleted: pt.deleted,
+	}
+}
+
+// bareSample is one bare pod's moments.
+type bareSample struct {
+	create, added, running, start, end, ended time.Time
+}
+
+// barePod runs `echo hi` in a busybox pod (restartPolicy Never, no
+// service account token, no service links, as the job pods) and returns
+// its moments once it is seen Succeeded.
+func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i int) bareSample {
+	t.Helper()
+	no := false
+	grace := int64(0)
+	name := fmt.Sprintf("bare-%03d", i)
+	create := time.Now()
+	_, err := c.Clientset.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			AutomountServiceAccountToken:  &no,
+			EnableServiceLinks:            &no,
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{
+				Name: "echo", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
+				Command: []string{"sh", "-c", "adjtimex | grep time.tv; echo hi; adjtimex | grep time.tv"},
+			}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create bare pod: %v", err)
+	}
+	pt := bw.waitEnded(t, name, time.Minute)
+	st := benchStamps(c.PodLogs(t, ns, name, "echo"))
+	if len(st) != 2 {
+		t.Fatalf("bare pod %s: %d adjtimex stamps, want 2", name, len(st))
+	}
+	policy := metav1.DeletePropagationBackground
+	_ = c.Clientset.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &grace, PropagationPolicy: &policy})
+	return bareSample{create: create, added: pt.added, running: pt.running, start: st[0], end: st[1], ended: pt.ended}
+}
+
+// benchRow is one line of the table: a name and one duration per sample.
+type benchRow struct {
+	name string
+	ds   []time.Duration
+}
+
+// quantile is the nearest-rank quantile of ds.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%7.0f", float64(d)/float64(time.Millisecond)) }
+
+func printTable(t *testing.T, title string, rows []benchRow) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%s\n", title)
+	fmt.Fprintf(&b, "| %-62s | %7s | %7s | %7s | %7s |\n", "interval", "p50 ms", "p95 ms", "min ms", "max ms")
+	fmt.Fprintf(&b, "|%s|---------|---------|---------|---------|\n", strings.Repeat("-", 64))
+	for _, r := range rows {
+		if len(r.ds) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "| %-62s | %s | %s | %s | %s |\n", r.name, ms(quantile(r.ds, .5)), ms(quantile(r.ds, .95)),
+			ms(slices.Min(r.ds)), ms(slices.Max(r.ds)))
+	}
+	t.Log(b.String())
+	fmt.Print(b.String()) // also without -v
+}
+
+func jobRows(js []jobSample) []benchRow {
+	col := func(name string, f func(s jobSample) time.Duration) benchRow {
+		r := benchRow{name: name}
+		for _, s := range js {
+			r.ds = append(r.ds, f(s))
+		}
+		return r
+	}
+	return []benchRow{
+		col("job queued -> picked up (coordinator)", func(s jobSample) time.Duration { return s.picked.Sub(s.queued) }),
+		col("picked up -> pod created (watch ADDED)", func(s jobSample) time.Duration { return s.podCreated.Sub(s.picked) }),
+		col("pod created -> build container running (kubelet status)", func(s jobSample) time.Duration { return s.buildRunning.Sub(s.podCreated) }),
+		col("pod created -> agent runs first stage (pre_get_sources hook)", func(s jobSample) time.Duration { return s.hook.Sub(s.podCreated) }),
+		col("first stage -> script started (get_sources clone)", func(s jobSample) time.Duration { return s.scriptStart.Sub(s.hook) }),
+		col("pod created -> script started", func(s jobSample) time.Duration { return s.scriptStart.Sub(s.podCreated) }),
+		col("script started -> script exited (echo hi)", func(s jobSample) time.Duration { return s.scriptEnd.Sub(s.scriptStart) }),
+		col("script exited -> final state accepted (FinishedAt)", func(s jobSample) time.Duration { return s.finished.Sub(s.scriptEnd) }),
+		col("final state accepted -> pod deleted (watch DELETED)", func(s jobSample) time.Duration {
+			if s.podDeleted.IsZero() {
+				return 0
+			}
+			return s.podDeleted.Sub(s.finished)
+		}),
+		col("whole job: picked up -> final state accepted", func(s jobSample) time.Duration { return s.finished.Sub(s.picked) }),
+		col("whole job: queued -> final state accepted", func(s jobSample) time.Duration { return s.finished.Sub(s.queued) }),
+	}
+}
+
+func bareRows(bs []bareSample) []benchRow {
+	col := func(name string, f func(s bareSample) time.Duration) benchRow {
+		r := benchRow{name: name}
+		for _, s := range bs {
+			r.ds = append(r.ds, f(s))
+		}
+		return r
+	}
+	return []benchRow{
+		col("bare pod: create call -> watch ADDED", func(s bareSample) time.Duration { return s.added.Sub(s.create) }),
+		col("bare pod: created -> container running (kubelet status)", func(s bareSample) time.Duration { return s.running.Sub(s.added) }),
+		col("bare pod: created -> script started", func(s bareSample) time.Duration { return s.start.Sub(s.added) }),
+		col("bare pod: script exited -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.end) }),
+		col("bare pod: whole: create call -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.create) }),
+	}
+}
+
+func benchEnvInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v >= 0 {
+		return v
+	}
+	return def
+}
+
+func jobContainer(pod *corev1.Pod) string {
+	if pod.Labels[kubernetes.LabelJobID] != "" {
+		return kubernetes.ContainerBuild
+	}
+	return "echo"
+}
+
+func TestKubernetesOverhead(t *testing.T) {
+	if os.Getenv("PODRUNNER_BENCH") != "1" {
+		t.Skip("benchmark: set PODRUNNER_BENCH=1 (and run it through hack/cluster/with-cluster)")
+	}
+	n := benchEnvInt("PODRUNNER_BENCH_JOBS", 20)
+	t.Run("sequential", func(t *testing.T) {
+		e := newK8sEnv(t, benchCI, k8sOptions{concurrent: 1})
+		bw := newBenchWatch(t, e.c, e.ns, jobContainer)
+		// One unmeasured round warms the informers, connections, the
+		// page cache and the image layers.
+		e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+		barePod(t, e.c, e.ns, bw, 0)
+		var js []jobSample
+		var bs []bareSample
+		// Jobs and bare pods alternate, so both see the same machine
+		// load (the machine is shared).
+		for i := 1; i <= n; i++ {
+			v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+			js = append(js, e.benchSample(t, bw, v.Jobs[0]))
+			bs = append(bs, barePod(t, e.c, e.ns, bw, i))
+		}
+		printTable(t, fmt.Sprintf("Kubernetes executor, concurrent = 1, %d echo jobs in sequence (and %d bare pods, interleaved)", n, n),
+			append(jobRows(js), bareRows(bs)...))
+	})
+	m := benchEnvInt("PODRUNNER_BENCH_CONCURRENT_JOBS", 30)
+	if m == 0 {
+		return
+	}
+	t.Run("concurrent5", func(t *testing.T) {
+		var ci strings.Builder
+		body := strings.TrimPrefix(benchCI, "\necho:")
+		for i := 1; i <= m; i++ {
+			fmt.Fprintf(&ci, "echo-%02d:%s", i, body)
+		}
+		e := newK8sEnv(t, ci.String(), k8sOptions{concurrent: 5})
+		bw := newBenchWatch(t, e.c, e.ns, jobContainer)
+		e.pipeline(gitlabtest.PipelineOptions{CIConfig: []byte(benchCI)}, 2*time.Minute)
+		start := time.Now()
+		v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
+		var js []jobSample
+		var last time.Time
+		for _, j := range v.Jobs {
+			s := e.benchSample(t, bw, j)
+			js = append(js, s)
+			if s.finished.After(last) {
+				last = s.finished
+			}
+		}
+		printTable(t, fmt.Sprintf("Kubernetes executor, concurrent = 5, one pipeline of %d echo jobs: all done %.1f s after it was created (%.1f jobs/min)",
+			m, last.Sub(start).Seconds(), float64(m)/last.Sub(start).Minutes()), jobRows(js))
+	})
+}
