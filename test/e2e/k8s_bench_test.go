@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"regexp"
@@ -18,7 +20,10 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/runner"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
@@ -33,16 +38,16 @@ import (
 // machine): the coordinator's QueuedAt/StartedAt/FinishedAt, the moment a
 // watch of the test (not the executor's) sees the pod and its build
 // container running, and wall-clock microseconds printed by the job itself
-// with busybox `adjtimex` (busybox date has no %N).
+// with busybox `adjtimex` (busybox date has no %N): by the runner's
+// pre_get_sources_script (the agent's first stage) and by the script at
+// its start and end. The runner's own log records (JSON, nanoseconds)
+// split the runner's side further.
 //
 // PODRUNNER_BENCH_JOBS (default 20) and PODRUNNER_BENCH_CONCURRENT_JOBS
 // (default 30, 0 skips the concurrent = 5 round) size the runs.
 
 const benchCI = `
 echo:
-  hooks:
-    pre_get_sources_script:
-      - adjtimex | grep time.tv
   script:
     - adjtimex | grep time.tv
     - echo hi
@@ -162,14 +167,103 @@ func (bw *benchWatch) waitEnded(t *testing.T, name string, timeout time.Duration
 	}
 }
 
+// benchLog keeps the moment of the runner's log records per job: the
+// manager and the executor log as JSON into it.
+type benchLog struct {
+	t    *testing.T
+	mu   sync.Mutex
+	seen map[int64]map[string]time.Time // job → msg → first time
+}
+
+func (l *benchLog) Write(p []byte) (int, error) {
+	var rec struct {
+		Time  time.Time `json:"time"`
+		Level string    `json:"level"`
+		Msg   string    `json:"msg"`
+		Job   int64     `json:"job"`
+	}
+	if err := json.Unmarshal(p, &rec); err != nil {
+		l.t.Logf("runner log line not JSON: %v: %s", err, p)
+		return len(p), nil
+	}
+	if rec.Level == "WARN" || rec.Level == "ERROR" {
+		l.t.Log(strings.TrimSpace(string(p)))
+	}
+	if rec.Job != 0 {
+		l.mu.Lock()
+		if l.seen[rec.Job] == nil {
+			l.seen[rec.Job] = map[string]time.Time{}
+		}
+		if _, ok := l.seen[rec.Job][rec.Msg]; !ok {
+			l.seen[rec.Job][rec.Msg] = rec.Time
+		}
+		l.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+func (l *benchLog) at(job int64, msg string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen[job][msg]
+}
+
+// benchRunner starts a runner manager with the Kubernetes executor for an
+// external env, as newK8sEnv does, but logging into a benchLog and with
+// the stamping pre_get_sources_script.
+func benchRunner(t *testing.T, e *k8sEnv, concurrent int) *benchLog {
+	bl := &benchLog{t: t, seen: map[int64]map[string]time.Time{}}
+	log := slog.New(slog.NewJSONHandler(bl, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ex, err := kubernetes.New(kubernetes.Options{
+		Config: e.kube, RunnerToken: e.token, RunnerName: "e2e-k8s", Logger: log, RESTConfig: e.rest,
+		PreGetSourcesScript: "adjtimex | grep time.tv",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := gitlab.NewClient(gitlab.Credentials{URL: e.coord.URL(), Token: e.token},
+		gitlab.Options{Executor: "kubernetes", Logger: log, MinBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := runner.New(runner.Settings{
+		Concurrent:      concurrent,
+		CheckInterval:   time.Second,
+		ShutdownTimeout: 10 * time.Second,
+		Runners: []*runner.Runner{{
+			Name: "e2e-k8s", ShortToken: job.ShortToken(e.token), Key: e.coord.URL() + e.token,
+			API: api, Executor: ex, ExecutorName: "kubernetes", RequestConcurrency: concurrent,
+		}},
+	}, runner.Options{Logger: log, SystemID: "s_e2ek8s00001", TraceDir: e.dir, TraceUpdateInterval: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	t.Cleanup(func() {
+		m.Abort()
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("runner manager did not stop")
+		}
+		ex.Close()
+	})
+	return bl
+}
+
 // jobSample is one job's moments.
 type jobSample struct {
 	queued, picked, podCreated, buildRunning time.Time
 	hook, scriptStart, scriptEnd, finished   time.Time
 	podDeleted                               time.Time
+	// From the runner's log.
+	execPodCreated, execRunning, execResult, runReturned time.Time
 }
 
-func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, j gitlabtest.JobView) jobSample {
+func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, bl *benchLog, j gitlabtest.JobView) jobSample {
 	t.Helper()
 	tr := string(e.coord.Trace(j.ID))
 	if j.Status != gitlabtest.StatusSuccess {
@@ -177,7 +271,7 @@ func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, j gitlabtest.JobView)
 	}
 	st := benchStamps(tr)
 	if len(st) != 3 {
-		t.Fatalf("job %d: %d adjtimex stamps in the trace, want 3:\n%s", j.ID, len(st), tr)
+		t.Fatalf("job %d: %d adjtimex stamps in the trace, want 3 (pre_get_sources_script, script start, script end):\n%s", j.ID, len(st), tr)
 	}
 	pod := bw.podOfJob(j.ID)
 	if pod == "" {
@@ -187,6 +281,8 @@ func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, j gitlabtest.JobView)
 	return jobSample{
 		queued: j.QueuedAt, picked: j.StartedAt, podCreated: pt.added, buildRunning: pt.running,
 		hook: st[0], scriptStart: st[1], scriptEnd: st[2], finished: j.FinishedAt, podDeleted: pt.deleted,
+		execPodCreated: bl.at(j.ID, "pod created"), execRunning: bl.at(j.ID, "pod running"),
+		execResult: bl.at(j.ID, "job finished"), runReturned: bl.at(j.ID, "Job succeeded"),
 	}
 }
 
@@ -198,11 +294,20 @@ type bareSample struct {
 // barePod runs `echo hi` in a busybox pod (restartPolicy Never, no
 // service account token, no service links, as the job pods) and returns
 // its moments once it is seen Succeeded.
-func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i int) bareSample {
+//
+// withInit adds an init container (busybox `true`), as the job pods have
+// one (the agent's install): the floor of that pod layout.
+func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i int, withInit bool) bareSample {
 	t.Helper()
 	no := false
 	grace := int64(0)
 	name := fmt.Sprintf("bare-%03d", i)
+	var inits []corev1.Container
+	if withInit {
+		name = fmt.Sprintf("bare-init-%03d", i)
+		inits = []corev1.Container{{Name: "init", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
+			Command: []string{"true"}}}
+	}
 	create := time.Now()
 	_, err := c.Clientset.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -211,6 +316,7 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 			AutomountServiceAccountToken:  &no,
 			EnableServiceLinks:            &no,
 			TerminationGracePeriodSeconds: &grace,
+			InitContainers:                inits,
 			Containers: []corev1.Container{{
 				Name: "echo", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
 				Command: []string{"sh", "-c", "adjtimex | grep time.tv; echo hi; adjtimex | grep time.tv"},
@@ -282,6 +388,10 @@ func jobRows(js []jobSample) []benchRow {
 		col("pod created -> script started", func(s jobSample) time.Duration { return s.scriptStart.Sub(s.podCreated) }),
 		col("script started -> script exited (echo hi)", func(s jobSample) time.Duration { return s.scriptEnd.Sub(s.scriptStart) }),
 		col("script exited -> final state accepted (FinishedAt)", func(s jobSample) time.Duration { return s.finished.Sub(s.scriptEnd) }),
+		col("  runner: pod created -> executor sees build running (informer)", func(s jobSample) time.Duration { return s.execRunning.Sub(s.execPodCreated) }),
+		col("  runner: script exited -> executor has the result (agent API)", func(s jobSample) time.Duration { return s.execResult.Sub(s.scriptEnd) }),
+		col("  runner: result -> executor returned (ack, pod delete call)", func(s jobSample) time.Duration { return s.runReturned.Sub(s.execResult) }),
+		col("  runner: executor returned -> final state accepted", func(s jobSample) time.Duration { return s.finished.Sub(s.runReturned) }),
 		col("final state accepted -> pod deleted (watch DELETED)", func(s jobSample) time.Duration {
 			if s.podDeleted.IsZero() {
 				return 0
@@ -293,7 +403,7 @@ func jobRows(js []jobSample) []benchRow {
 	}
 }
 
-func bareRows(bs []bareSample) []benchRow {
+func bareRows(prefix string, bs []bareSample) []benchRow {
 	col := func(name string, f func(s bareSample) time.Duration) benchRow {
 		r := benchRow{name: name}
 		for _, s := range bs {
@@ -302,11 +412,11 @@ func bareRows(bs []bareSample) []benchRow {
 		return r
 	}
 	return []benchRow{
-		col("bare pod: create call -> watch ADDED", func(s bareSample) time.Duration { return s.added.Sub(s.create) }),
-		col("bare pod: created -> container running (kubelet status)", func(s bareSample) time.Duration { return s.running.Sub(s.added) }),
-		col("bare pod: created -> script started", func(s bareSample) time.Duration { return s.start.Sub(s.added) }),
-		col("bare pod: script exited -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.end) }),
-		col("bare pod: whole: create call -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.create) }),
+		col(prefix+": create call -> watch ADDED", func(s bareSample) time.Duration { return s.added.Sub(s.create) }),
+		col(prefix+": created -> container running (kubelet status)", func(s bareSample) time.Duration { return s.running.Sub(s.added) }),
+		col(prefix+": created -> script started", func(s bareSample) time.Duration { return s.start.Sub(s.added) }),
+		col(prefix+": script exited -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.end) }),
+		col(prefix+": whole: create call -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.create) }),
 	}
 }
 
@@ -330,23 +440,26 @@ func TestKubernetesOverhead(t *testing.T) {
 	}
 	n := benchEnvInt("PODRUNNER_BENCH_JOBS", 20)
 	t.Run("sequential", func(t *testing.T) {
-		e := newK8sEnv(t, benchCI, k8sOptions{concurrent: 1})
+		e := newK8sEnv(t, benchCI, k8sOptions{external: true})
 		bw := newBenchWatch(t, e.c, e.ns, jobContainer)
+		bl := benchRunner(t, e, 1)
 		// One unmeasured round warms the informers, connections, the
 		// page cache and the image layers.
 		e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
-		barePod(t, e.c, e.ns, bw, 0)
+		barePod(t, e.c, e.ns, bw, 0, false)
+		barePod(t, e.c, e.ns, bw, 0, true)
 		var js []jobSample
-		var bs []bareSample
+		var bs, bis []bareSample
 		// Jobs and bare pods alternate, so both see the same machine
 		// load (the machine is shared).
 		for i := 1; i <= n; i++ {
 			v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
-			js = append(js, e.benchSample(t, bw, v.Jobs[0]))
-			bs = append(bs, barePod(t, e.c, e.ns, bw, i))
+			js = append(js, e.benchSample(t, bw, bl, v.Jobs[0]))
+			bs = append(bs, barePod(t, e.c, e.ns, bw, i, false))
+			bis = append(bis, barePod(t, e.c, e.ns, bw, i, true))
 		}
 		printTable(t, fmt.Sprintf("Kubernetes executor, concurrent = 1, %d echo jobs in sequence (and %d bare pods, interleaved)", n, n),
-			append(jobRows(js), bareRows(bs)...))
+			slices.Concat(jobRows(js), bareRows("bare pod", bs), bareRows("bare pod + init container", bis)))
 	})
 	m := benchEnvInt("PODRUNNER_BENCH_CONCURRENT_JOBS", 30)
 	if m == 0 {
@@ -358,15 +471,16 @@ func TestKubernetesOverhead(t *testing.T) {
 		for i := 1; i <= m; i++ {
 			fmt.Fprintf(&ci, "echo-%02d:%s", i, body)
 		}
-		e := newK8sEnv(t, ci.String(), k8sOptions{concurrent: 5})
+		e := newK8sEnv(t, ci.String(), k8sOptions{external: true})
 		bw := newBenchWatch(t, e.c, e.ns, jobContainer)
+		bl := benchRunner(t, e, 5)
 		e.pipeline(gitlabtest.PipelineOptions{CIConfig: []byte(benchCI)}, 2*time.Minute)
 		start := time.Now()
 		v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
 		var js []jobSample
 		var last time.Time
 		for _, j := range v.Jobs {
-			s := e.benchSample(t, bw, j)
+			s := e.benchSample(t, bw, bl, j)
 			js = append(js, s)
 			if s.finished.After(last) {
 				last = s.finished
