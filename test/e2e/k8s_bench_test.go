@@ -70,7 +70,7 @@ func benchStamps(log string) []time.Time {
 
 // podTimes is what the test's own pod watch saw, on arrival of each event.
 type podTimes struct {
-	added, ip, running, ended, deleted time.Time
+	added, ip, initDone, running, ended, deleted time.Time
 }
 
 // benchWatch records when pods of a namespace are seen to change.
@@ -109,6 +109,11 @@ func newBenchWatch(t *testing.T, c *testcluster.Cluster, ns string, mainContaine
 			}
 			if pt.ip.IsZero() && pod.Status.PodIP != "" {
 				pt.ip = now
+			}
+			for _, s := range pod.Status.InitContainerStatuses {
+				if pt.initDone.IsZero() && s.State.Terminated != nil {
+					pt.initDone = now
+				}
 			}
 			for _, s := range pod.Status.ContainerStatuses {
 				if s.Name != mainContainer(pod) {
@@ -256,9 +261,9 @@ func benchRunner(t *testing.T, e *k8sEnv, concurrent int) *benchLog {
 
 // jobSample is one job's moments.
 type jobSample struct {
-	queued, picked, podCreated, buildRunning time.Time
-	hook, scriptStart, scriptEnd, finished   time.Time
-	podDeleted                               time.Time
+	queued, picked, podCreated, initDone, buildRunning time.Time
+	hook, scriptStart, scriptEnd, finished             time.Time
+	podDeleted                                         time.Time
 	// From the runner's log.
 	execPodCreated, execRunning, execResult, runReturned time.Time
 }
@@ -279,7 +284,7 @@ func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, bl *benchLog, j gitla
 	}
 	pt := bw.get(pod)
 	return jobSample{
-		queued: j.QueuedAt, picked: j.StartedAt, podCreated: pt.added, buildRunning: pt.running,
+		queued: j.QueuedAt, picked: j.StartedAt, podCreated: pt.added, initDone: pt.initDone, buildRunning: pt.running,
 		hook: st[0], scriptStart: st[1], scriptEnd: st[2], finished: j.FinishedAt, podDeleted: pt.deleted,
 		execPodCreated: bl.at(j.ID, "pod created"), execRunning: bl.at(j.ID, "pod running"),
 		execResult: bl.at(j.ID, "job finished"), runReturned: bl.at(j.ID, "Job succeeded"),
@@ -288,40 +293,61 @@ func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, bl *benchLog, j gitla
 
 // bareSample is one bare pod's moments.
 type bareSample struct {
-	create, added, running, start, end, ended time.Time
+	create, added, initDone, running, start, end, ended time.Time
 }
+
+// Floors: bare pods doing what the job's script does, on the same cluster.
+const (
+	floorBare   = "bare pod"
+	floorInit   = "bare pod + init container"
+	floorLayout = "bare pod, job pod layout"
+)
 
 // barePod runs `echo hi` in a busybox pod (restartPolicy Never, no
 // service account token, no service links, as the job pods) and returns
-// its moments once it is seen Succeeded.
-//
-// withInit adds an init container (busybox `true`), as the job pods have
-// one (the agent's install): the floor of that pod layout.
-func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i int, withInit bool) bareSample {
+// its moments once it is seen Succeeded. floorInit adds an init container
+// (busybox `true`); floorLayout has the job pod's layout without the
+// agent: that init container, two emptyDirs and a Secret volume.
+func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i int, kind string) bareSample {
 	t.Helper()
 	no := false
 	grace := int64(0)
-	name := fmt.Sprintf("bare-%03d", i)
-	var inits []corev1.Container
-	if withInit {
-		name = fmt.Sprintf("bare-init-%03d", i)
-		inits = []corev1.Container{{Name: "init", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
+	name := fmt.Sprintf("%s-%03d", strings.NewReplacer(floorBare, "bare", floorInit, "bare-init", floorLayout, "bare-layout").Replace(kind), i)
+	spec := corev1.PodSpec{
+		RestartPolicy:                 corev1.RestartPolicyNever,
+		AutomountServiceAccountToken:  &no,
+		EnableServiceLinks:            &no,
+		TerminationGracePeriodSeconds: &grace,
+		Containers: []corev1.Container{{
+			Name: "echo", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
+			Command: []string{"sh", "-c", "adjtimex | grep time.tv; echo hi; adjtimex | grep time.tv"},
+		}},
+	}
+	if kind != floorBare {
+		spec.InitContainers = []corev1.Container{{Name: "init", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
 			Command: []string{"true"}}}
+	}
+	if kind == floorLayout {
+		// The Secret exists before the pod, as the executor does it.
+		_, err := c.Clientset.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name}, Immutable: &[]bool{true}[0],
+			Data: map[string][]byte{"job.json": []byte("{}")},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create secret: %v", err)
+		}
+		spec.Volumes = []corev1.Volume{
+			{Name: "bin", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "builds", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "spec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name}}},
+		}
+		spec.InitContainers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"}}
+		spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"},
+			{Name: "builds", MountPath: "/builds"}, {Name: "spec", MountPath: "/podrunner-spec", ReadOnly: true}}
 	}
 	create := time.Now()
 	_, err := c.Clientset.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PodSpec{
-			RestartPolicy:                 corev1.RestartPolicyNever,
-			AutomountServiceAccountToken:  &no,
-			EnableServiceLinks:            &no,
-			TerminationGracePeriodSeconds: &grace,
-			InitContainers:                inits,
-			Containers: []corev1.Container{{
-				Name: "echo", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
-				Command: []string{"sh", "-c", "adjtimex | grep time.tv; echo hi; adjtimex | grep time.tv"},
-			}},
-		},
+		ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec,
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create bare pod: %v", err)
@@ -333,7 +359,10 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 	}
 	policy := metav1.DeletePropagationBackground
 	_ = c.Clientset.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &grace, PropagationPolicy: &policy})
-	return bareSample{create: create, added: pt.added, running: pt.running, start: st[0], end: st[1], ended: pt.ended}
+	if kind == floorLayout {
+		_ = c.Clientset.CoreV1().Secrets(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+	}
+	return bareSample{create: create, added: pt.added, initDone: pt.initDone, running: pt.running, start: st[0], end: st[1], ended: pt.ended}
 }
 
 // benchRow is one line of the table: a name and one duration per sample.
@@ -358,13 +387,13 @@ func ms(d time.Duration) string { return fmt.Sprintf("%7.0f", float64(d)/float64
 func printTable(t *testing.T, title string, rows []benchRow) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s\n", title)
-	fmt.Fprintf(&b, "| %-62s | %7s | %7s | %7s | %7s |\n", "interval", "p50 ms", "p95 ms", "min ms", "max ms")
-	fmt.Fprintf(&b, "|%s|---------|---------|---------|---------|\n", strings.Repeat("-", 64))
+	fmt.Fprintf(&b, "| %-72s | %7s | %7s | %7s | %7s |\n", "interval", "p50 ms", "p95 ms", "min ms", "max ms")
+	fmt.Fprintf(&b, "|%s|---------|---------|---------|---------|\n", strings.Repeat("-", 74))
 	for _, r := range rows {
 		if len(r.ds) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "| %-62s | %s | %s | %s | %s |\n", r.name, ms(quantile(r.ds, .5)), ms(quantile(r.ds, .95)),
+		fmt.Fprintf(&b, "| %-72s | %s | %s | %s | %s |\n", r.name, ms(quantile(r.ds, .5)), ms(quantile(r.ds, .95)),
 			ms(slices.Min(r.ds)), ms(slices.Max(r.ds)))
 	}
 	t.Log(b.String())
@@ -382,6 +411,7 @@ func jobRows(js []jobSample) []benchRow {
 	return []benchRow{
 		col("job queued -> picked up (coordinator)", func(s jobSample) time.Duration { return s.picked.Sub(s.queued) }),
 		col("picked up -> pod created (watch ADDED)", func(s jobSample) time.Duration { return s.podCreated.Sub(s.picked) }),
+		col("pod created -> init container ended (kubelet status)", func(s jobSample) time.Duration { return s.initDone.Sub(s.podCreated) }),
 		col("pod created -> build container running (kubelet status)", func(s jobSample) time.Duration { return s.buildRunning.Sub(s.podCreated) }),
 		col("pod created -> agent runs first stage (pre_get_sources hook)", func(s jobSample) time.Duration { return s.hook.Sub(s.podCreated) }),
 		col("first stage -> script started (get_sources clone)", func(s jobSample) time.Duration { return s.scriptStart.Sub(s.hook) }),
@@ -411,13 +441,23 @@ func bareRows(prefix string, bs []bareSample) []benchRow {
 		}
 		return r
 	}
-	return []benchRow{
+	rows := []benchRow{
 		col(prefix+": create call -> watch ADDED", func(s bareSample) time.Duration { return s.added.Sub(s.create) }),
+		col(prefix+": created -> init container ended (kubelet status)", func(s bareSample) time.Duration {
+			if s.initDone.IsZero() {
+				return -1
+			}
+			return s.initDone.Sub(s.added)
+		}),
 		col(prefix+": created -> container running (kubelet status)", func(s bareSample) time.Duration { return s.running.Sub(s.added) }),
 		col(prefix+": created -> script started", func(s bareSample) time.Duration { return s.start.Sub(s.added) }),
 		col(prefix+": script exited -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.end) }),
 		col(prefix+": whole: create call -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.create) }),
 	}
+	if bs[0].initDone.IsZero() {
+		rows = slices.Delete(rows, 1, 2)
+	}
+	return rows
 }
 
 func benchEnvInt(name string, def int) int {
@@ -446,20 +486,29 @@ func TestKubernetesOverhead(t *testing.T) {
 		// One unmeasured round warms the informers, connections, the
 		// page cache and the image layers.
 		e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
-		barePod(t, e.c, e.ns, bw, 0, false)
-		barePod(t, e.c, e.ns, bw, 0, true)
+		floors := []string{floorBare, floorLayout}
+		if os.Getenv("PODRUNNER_BENCH_FLOORS") == "all" {
+			floors = []string{floorBare, floorInit, floorLayout}
+		}
+		for _, f := range floors {
+			barePod(t, e.c, e.ns, bw, 0, f)
+		}
 		var js []jobSample
-		var bs, bis []bareSample
+		bs := map[string][]bareSample{}
 		// Jobs and bare pods alternate, so both see the same machine
 		// load (the machine is shared).
 		for i := 1; i <= n; i++ {
 			v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
 			js = append(js, e.benchSample(t, bw, bl, v.Jobs[0]))
-			bs = append(bs, barePod(t, e.c, e.ns, bw, i, false))
-			bis = append(bis, barePod(t, e.c, e.ns, bw, i, true))
+			for _, f := range floors {
+				bs[f] = append(bs[f], barePod(t, e.c, e.ns, bw, i, f))
+			}
 		}
-		printTable(t, fmt.Sprintf("Kubernetes executor, concurrent = 1, %d echo jobs in sequence (and %d bare pods, interleaved)", n, n),
-			slices.Concat(jobRows(js), bareRows("bare pod", bs), bareRows("bare pod + init container", bis)))
+		rows := jobRows(js)
+		for _, f := range floors {
+			rows = append(rows, bareRows(f, bs[f])...)
+		}
+		printTable(t, fmt.Sprintf("Kubernetes executor, concurrent = 1, %d echo jobs in sequence (bare pods interleaved)", n), rows)
 	})
 	m := benchEnvInt("PODRUNNER_BENCH_CONCURRENT_JOBS", 30)
 	if m == 0 {
