@@ -124,7 +124,12 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true,
 			Message: fmt.Sprintf("pod %s cannot be scheduled: %s. Check the job's requests (cpu_request, memory_request or their KUBERNETES_* overwrites), node_selector, node_tolerations and affinity, or wait for the cluster to add capacity", name, orDefault(msg, "no message from the scheduler"))}
 	}
-	if st.Phase == corev1.PodPending {
+	// Once the sandbox is up or a container ran, the volumes are mounted
+	// and the sandbox exists: such events are from attempts the kubelet
+	// has since retried with success (a busy node's kubelet often fails
+	// its first mount of the job's Secret with "failed to sync secret
+	// cache"), and events are never withdrawn.
+	if st.Phase == corev1.PodPending && !podStarted(pod) {
 		for _, reason := range []string{"FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox"} {
 			if e := lastEvent(events, reason, ""); e != nil {
 				return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true,
@@ -259,6 +264,20 @@ func terminated(cs corev1.ContainerStatus) *corev1.ContainerStateTerminated {
 		return cs.State.Terminated
 	}
 	return cs.LastTerminationState.Terminated
+}
+
+// podStarted reports whether the kubelet got past mounting the volumes
+// and creating the sandbox: the sandbox is ready or a container started.
+func podStarted(pod *corev1.Pod) bool {
+	if c := condition(pod, corev1.PodReadyToStartContainers); c != nil && c.Status == corev1.ConditionTrue {
+		return true
+	}
+	for _, cs := range allStatuses(pod) {
+		if cs.State.Running != nil || cs.State.Terminated != nil || cs.LastTerminationState.Terminated != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func condition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {

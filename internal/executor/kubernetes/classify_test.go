@@ -183,6 +183,17 @@ func TestClassify(t *testing.T) {
 		{name: "volume not mounted", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
 			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount): MountVolume.SetUp failed for volume "ca"`}},
+		{name: "mount failure retried with success: init container ran", edit: func(p *corev1.Pod) {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{running(ContainerInit)}
+		}, events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "podrunner-spec" : failed to sync secret cache: timed out waiting for the condition`, t0)}},
+		{name: "sandbox failure retried with success: sandbox ready", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionTrue}}
+		}, events: []corev1.Event{podEvent("FailedCreatePodSandBox", "", "failed to setup network", t0)}},
+		{name: "mount failure while the sandbox is not ready", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionFalse}}
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{waiting(ContainerInit, "podrunner.local/podrunner:dev", "PodInitializing", "")}
+		}, events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
+			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount)`}},
 		{name: "events of another pod ignored", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{func() corev1.Event {
 				e := podEvent("FailedMount", "", "x", t0)
