@@ -312,7 +312,7 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 	t.Helper()
 	no := false
 	grace := int64(0)
-	name := fmt.Sprintf("%s-%03d", strings.NewReplacer(floorBare, "bare", floorInit, "bare-init", floorLayout, "bare-layout").Replace(kind), i)
+	name := fmt.Sprintf("%s-%03d", map[string]string{floorBare: "bare", floorInit: "bare-init", floorLayout: "bare-layout"}[kind], i)
 	spec := corev1.PodSpec{
 		RestartPolicy:                 corev1.RestartPolicyNever,
 		AutomountServiceAccountToken:  &no,
