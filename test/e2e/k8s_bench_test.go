@@ -44,7 +44,8 @@ import (
 // split the runner's side further.
 //
 // PODRUNNER_BENCH_JOBS (default 20) and PODRUNNER_BENCH_CONCURRENT_JOBS
-// (default 30, 0 skips the concurrent = 5 round) size the runs.
+// (default 30, 0 skips the concurrent = 5 round) size the runs;
+// PODRUNNER_BENCH_FLOORS=all adds a bare pod with only an init container.
 
 const benchCI = `
 echo:
@@ -397,7 +398,6 @@ func printTable(t *testing.T, title string, rows []benchRow) {
 			ms(slices.Min(r.ds)), ms(slices.Max(r.ds)))
 	}
 	t.Log(b.String())
-	fmt.Print(b.String()) // also without -v
 }
 
 func jobRows(js []jobSample) []benchRow {
