@@ -45,7 +45,8 @@ import (
 //
 // PODRUNNER_BENCH_JOBS (default 20) and PODRUNNER_BENCH_CONCURRENT_JOBS
 // (default 30, 0 skips the concurrent = 5 round) size the runs;
-// PODRUNNER_BENCH_FLOORS=all adds a bare pod with only an init container.
+// PODRUNNER_BENCH_FLOORS=all adds bare pods with only an init container
+// and with the init container and the emptyDirs (no Secret volume).
 
 const benchCI = `
 echo:
@@ -302,18 +303,20 @@ const (
 	floorBare   = "bare pod"
 	floorInit   = "bare pod + init container"
 	floorLayout = "bare pod, job pod layout"
+	floorDirs   = "bare pod + init container + 2 emptyDirs"
 )
 
 // barePod runs `echo hi` in a busybox pod (restartPolicy Never, no
 // service account token, no service links, as the job pods) and returns
 // its moments once it is seen Succeeded. floorInit adds an init container
 // (busybox `true`); floorLayout has the job pod's layout without the
-// agent: that init container, two emptyDirs and a Secret volume.
+// agent: that init container, two emptyDirs and a Secret volume;
+// floorDirs the same without the Secret volume.
 func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i int, kind string) bareSample {
 	t.Helper()
 	no := false
 	grace := int64(0)
-	name := fmt.Sprintf("%s-%03d", map[string]string{floorBare: "bare", floorInit: "bare-init", floorLayout: "bare-layout"}[kind], i)
+	name := fmt.Sprintf("%s-%03d", map[string]string{floorBare: "bare", floorInit: "bare-init", floorLayout: "bare-layout", floorDirs: "bare-dirs"}[kind], i)
 	spec := corev1.PodSpec{
 		RestartPolicy:                 corev1.RestartPolicyNever,
 		AutomountServiceAccountToken:  &no,
@@ -328,6 +331,14 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 		spec.InitContainers = []corev1.Container{{Name: "init", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
 			Command: []string{"true"}}}
 	}
+	if kind == floorLayout || kind == floorDirs {
+		spec.Volumes = []corev1.Volume{
+			{Name: "bin", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "builds", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		}
+		spec.InitContainers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"}}
+		spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"}, {Name: "builds", MountPath: "/builds"}}
+	}
 	if kind == floorLayout {
 		// The Secret exists before the pod, as the executor does it.
 		_, err := c.Clientset.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
@@ -337,14 +348,8 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 		if err != nil {
 			t.Fatalf("create secret: %v", err)
 		}
-		spec.Volumes = []corev1.Volume{
-			{Name: "bin", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			{Name: "builds", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			{Name: "spec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name}}},
-		}
-		spec.InitContainers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"}}
-		spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"},
-			{Name: "builds", MountPath: "/builds"}, {Name: "spec", MountPath: "/podrunner-spec", ReadOnly: true}}
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "spec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name}}})
+		spec.Containers[0].VolumeMounts = append(spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "spec", MountPath: "/podrunner-spec", ReadOnly: true})
 	}
 	create := time.Now()
 	_, err := c.Clientset.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
@@ -488,7 +493,7 @@ func TestKubernetesOverhead(t *testing.T) {
 		e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
 		floors := []string{floorBare, floorLayout}
 		if os.Getenv("PODRUNNER_BENCH_FLOORS") == "all" {
-			floors = []string{floorBare, floorInit, floorLayout}
+			floors = []string{floorBare, floorInit, floorDirs, floorLayout}
 		}
 		for _, f := range floors {
 			barePod(t, e.c, e.ns, bw, 0, f)
