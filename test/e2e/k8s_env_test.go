@@ -88,6 +88,9 @@ type k8sOptions struct {
 	// external leaves out the in-process runner: the test runs the
 	// podrunner binary itself (kube and rest then describe its settings).
 	external bool
+	// maxTraceSize is the coordinator's trace size limit in bytes (0: its
+	// default, 100 MiB).
+	maxTraceSize int64
 }
 
 func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
@@ -110,6 +113,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 		ListenAddr:          c.NodeIP + ":0",
 		TraceUpdateInterval: time.Second,
 		DataDir:             filepath.Join(e.dir, "coordinator"),
+		MaxTraceSize:        o.maxTraceSize,
 	})
 	if err != nil {
 		t.Fatal(err)
