@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,55 +41,8 @@ survivor:
     - echo all-done
 `, k8sOptions{external: true})
 
-	bin := filepath.Join(e.dir, "podrunner")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/podrunner").CombinedOutput(); err != nil {
-		t.Fatalf("build podrunner: %v\n%s", err, out)
-	}
-	ca := filepath.Join(e.dir, "ca.crt")
-	if err := os.WriteFile(ca, e.rest.TLSClientConfig.CAData, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(e.dir, "config.toml")
-	toml := fmt.Sprintf(`concurrent = 2
-check_interval = 1
-shutdown_timeout = 10
-
-[[runners]]
-  name = "e2e-adopt"
-  url = %q
-  token = %q
-  executor = "kubernetes"
-  [runners.kubernetes]
-    host = %q
-    bearer_token = %q
-    ca_file = %q
-    namespace = %q
-    image = %q
-    helper_image = %q
-    pull_policy = "if-not-present"
-    poll_timeout = 60
-    cleanup_grace_period_seconds = 0
-`, e.coord.URL(), e.token, e.rest.Host, e.rest.BearerToken, ca, e.ns, e.kube.Image, e.kube.HelperImage)
-	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	start := func() (*exec.Cmd, *lockedBuffer) {
-		out := &lockedBuffer{}
-		cmd := exec.Command(bin, "run", "-c", cfg)
-		cmd.Dir = e.dir
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("runner output:\n%s", out.String())
-			}
-		})
-		return cmd, out
-	}
+	bin, cfg := e.runnerProcessConfig("e2e-adopt", 2, 0)
+	start := func() (*exec.Cmd, *lockedBuffer) { return e.startRunnerProcess(bin, cfg) }
 
 	first, _ := start()
 	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})

@@ -65,7 +65,7 @@ func TestKubernetesBigLogAcrossAPIServerRestart(t *testing.T) {
 
 	// The runner is its own process so its peak RSS is its own (the
 	// coordinator in this process holds the 200 MiB trace twice).
-	runner, runnerOut := startBigLogRunner(t, e, 256<<10 /* KiB */)
+	runner, runnerOut := e.startRunnerProcess(e.runnerProcessConfig("e2e-biglog", 1, 256<<10 /* KiB */))
 
 	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
 	if err != nil {
@@ -365,63 +365,6 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
-}
-
-// startBigLogRunner runs the podrunner binary against the env's coordinator
-// and namespace with output_limit (KiB); it is killed at the end of the
-// test.
-func startBigLogRunner(t *testing.T, e *k8sEnv, outputLimitKiB int) (*exec.Cmd, *lockedBuffer) {
-	t.Helper()
-	bin := filepath.Join(e.dir, "podrunner")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "../../cmd/podrunner")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build podrunner: %v\n%s", err, out)
-	}
-	ca := filepath.Join(e.dir, "ca.crt")
-	if err := os.WriteFile(ca, e.rest.TLSClientConfig.CAData, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(e.dir, "config.toml")
-	toml := fmt.Sprintf(`concurrent = 1
-check_interval = 1
-shutdown_timeout = 10
-
-[[runners]]
-  name = "e2e-biglog"
-  url = %q
-  token = %q
-  executor = "kubernetes"
-  output_limit = %d
-  [runners.kubernetes]
-    host = %q
-    bearer_token = %q
-    ca_file = %q
-    namespace = %q
-    image = %q
-    helper_image = %q
-    pull_policy = "if-not-present"
-    poll_timeout = 60
-    cleanup_grace_period_seconds = 0
-`, e.coord.URL(), e.token, outputLimitKiB, e.rest.Host, e.rest.BearerToken, ca, e.ns, e.kube.Image, e.kube.HelperImage)
-	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := &lockedBuffer{}
-	cmd := exec.Command(bin, "run", "-c", cfg)
-	cmd.Dir = e.dir
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("runner output (end):\n%s", tail([]byte(out.String()), 20000))
-		}
-	})
-	return cmd, out
 }
 
 // procPeak reads a live process's peak RSS (VmHWM) and its CPU time so far.

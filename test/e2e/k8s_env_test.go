@@ -330,3 +330,69 @@ func (e *k8sEnv) waitNoPods() {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// runnerProcessConfig builds the podrunner binary and writes a config.toml
+// for the env's runner (executor kubernetes, as the env's ServiceAccount),
+// for tests that run the runner as a process of its own.
+func (e *k8sEnv) runnerProcessConfig(name string, concurrent, outputLimitKiB int) (bin, cfg string) {
+	t := e.t
+	t.Helper()
+	bin = filepath.Join(e.dir, "podrunner")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "../../cmd/podrunner")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build podrunner: %v\n%s", err, out)
+	}
+	ca := filepath.Join(e.dir, "ca.crt")
+	if err := os.WriteFile(ca, e.rest.TLSClientConfig.CAData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg = filepath.Join(e.dir, "config.toml")
+	toml := fmt.Sprintf(`concurrent = %d
+check_interval = 1
+shutdown_timeout = 10
+
+[[runners]]
+  name = %q
+  url = %q
+  token = %q
+  executor = "kubernetes"
+  output_limit = %d
+  [runners.kubernetes]
+    host = %q
+    bearer_token = %q
+    ca_file = %q
+    namespace = %q
+    image = %q
+    helper_image = %q
+    pull_policy = "if-not-present"
+    poll_timeout = 60
+    cleanup_grace_period_seconds = 0
+`, concurrent, name, e.coord.URL(), e.token, outputLimitKiB, e.rest.Host, e.rest.BearerToken, ca, e.ns, e.kube.Image, e.kube.HelperImage)
+	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return bin, cfg
+}
+
+// startRunnerProcess runs `bin run -c cfg`; it is killed at the end of the
+// test, and its output logged if the test failed.
+func (e *k8sEnv) startRunnerProcess(bin, cfg string) (*exec.Cmd, *lockedBuffer) {
+	t := e.t
+	t.Helper()
+	out := &lockedBuffer{}
+	cmd := exec.Command(bin, "run", "-c", cfg)
+	cmd.Dir = e.dir
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("runner output (end):\n%s", tail([]byte(out.String()), 20000))
+		}
+	})
+	return cmd, out
+}
