@@ -33,6 +33,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -217,7 +218,8 @@ func (e *Executor) Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]
 		return deleted, err
 	}
 	for _, s := range secrets.Items {
-		if pods[s.Name] || e.isActive(s.Name) || time.Since(s.CreationTimestamp.Time) < 5*time.Minute {
+		owner := strings.TrimSuffix(s.Name, RegistrySecretSuffix)
+		if pods[owner] || e.isActive(owner) || time.Since(s.CreationTimestamp.Time) < 5*time.Minute {
 			continue
 		}
 		e.log.Info("deleting leftover secret", "secret", s.Name)

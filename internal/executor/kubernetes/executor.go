@@ -245,6 +245,9 @@ type jobRun struct {
 	// owner: then it is deleted explicitly.
 	secretName  string
 	secretOwned bool
+	// registryName is the job's image pull Secret, if it has one.
+	registryName  string
+	registryOwned bool
 }
 
 // Run runs one job in a pod; see executor.Executor.
@@ -295,6 +298,13 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 			"remove the overwrite or run a runner for that namespace", pod.Namespace, e.ns)
 		return executor.Result{FailureReason: FailureReasonConfig}, nil
 	}
+	registry, err := BuildRegistrySecret(pod, req.Payload.Credentials)
+	if err != nil {
+		return executor.Result{}, err
+	}
+	if registry != nil {
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: registry.Name})
+	}
 	log = log.With("pod", pod.Name)
 	r := &jobRun{
 		e: e, log: log, trace: tr, watch: w, pod: pod.Name, token: req.AgentToken, port: req.AgentPort,
@@ -315,6 +325,18 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		return err
 	}); err != nil {
 		return r.startFailed(ctx, err, false)
+	}
+	if registry != nil {
+		r.registryName = registry.Name
+		if err := e.createWithQuotaRetry(ctx, out, deadline, "secret "+registry.Name, func(ctx context.Context) error {
+			_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, registry, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				return nil
+			}
+			return err
+		}); err != nil {
+			return r.startFailed(ctx, err, false)
+		}
 	}
 	fmt.Fprint(out, trace.SectionStart(time.Now(), "prepare_script", "Preparing environment", trace.SectionOptions{}))
 	fmt.Fprintf(out, "Waiting for pod %s/%s to be running, status is Pending\n", e.ns, pod.Name)
@@ -338,6 +360,9 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	}
 	defer r.cleanup()
 	r.ownSecret(ctx, secret, created)
+	if registry != nil {
+		r.registryOwned = r.setOwner(ctx, registry.Name, created)
+	}
 	log.Info("pod created", "after", time.Since(started))
 	return r.follow(ctx)
 }
@@ -445,6 +470,9 @@ func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (e
 	e := r.e
 	if !podCreated {
 		e.deleteSecret(r.secretName)
+		if r.registryName != "" {
+			e.deleteSecret(r.registryName)
+		}
 	}
 	if ctx.Err() != nil {
 		return abortResult(ctx), nil
@@ -464,8 +492,13 @@ func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (e
 
 // ownSecret makes the pod the Secret's owner, so it goes with the pod.
 func (r *jobRun) ownSecret(ctx context.Context, secret *corev1.Secret, pod *corev1.Pod) {
-	err := retryTransient(ctx, "set owner of secret "+secret.Name, func(ctx context.Context) error {
-		cur, err := r.e.cs.CoreV1().Secrets(r.e.ns).Get(ctx, secret.Name, metav1.GetOptions{})
+	r.secretOwned = r.setOwner(ctx, secret.Name, pod)
+}
+
+// setOwner makes pod the owner of the Secret name; false when it could not.
+func (r *jobRun) setOwner(ctx context.Context, name string, pod *corev1.Pod) bool {
+	err := retryTransient(ctx, "set owner of secret "+name, func(ctx context.Context) error {
+		cur, err := r.e.cs.CoreV1().Secrets(r.e.ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -474,10 +507,10 @@ func (r *jobRun) ownSecret(ctx context.Context, secret *corev1.Secret, pod *core
 		return err
 	})
 	if err != nil {
-		r.log.Warn("secret keeps no owner; it is deleted with the job instead", "secret", secret.Name, "err", err)
-		return
+		r.log.Warn("secret keeps no owner; it is deleted with the job instead", "secret", name, "err", err)
+		return false
 	}
-	r.secretOwned = true
+	return true
 }
 
 // cleanup deletes the pod (background propagation: the Secret goes with
@@ -487,6 +520,9 @@ func (r *jobRun) cleanup() {
 	r.e.deletePod(r.pod)
 	if !r.secretOwned {
 		r.e.deleteSecret(r.secretName)
+	}
+	if r.registryName != "" && !r.registryOwned {
+		r.e.deleteSecret(r.registryName)
 	}
 }
 

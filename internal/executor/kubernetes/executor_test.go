@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -686,3 +687,51 @@ func TestIsTransient(t *testing.T) {
 }
 
 func testLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestRunRegistryCredentialsBecomeAnImagePullSecret(t *testing.T) {
+	h := newHarness(t)
+	p := testPayload()
+	p.Credentials = []job.Credential{{Type: "registry", URL: "registry.example.com", Username: "gitlab-ci-token", Password: "glcbt-registry-pass"}}
+	ch := h.start(context.Background(), &executor.Job{Payload: p, Trace: &syncBuffer{}})
+	h.waitAction("create", "pods")
+	h.agent.finish(agent.Result{Success: true})
+	if o := wait(t, ch); o.err != nil || !o.res.Success {
+		t.Fatalf("result %+v, err %v", o.res, o.err)
+	}
+	var created *corev1.Pod
+	for _, a := range h.cs.Actions() {
+		if c, ok := a.(k8stesting.CreateAction); ok {
+			if pod, ok := c.GetObject().(*corev1.Pod); ok {
+				created = pod
+			}
+		}
+	}
+	if created == nil {
+		t.Fatal("no pod created")
+	}
+	name := created.Name + RegistrySecretSuffix
+	if !slices.Contains(created.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name}) {
+		t.Fatalf("pod imagePullSecrets %v lack %s", created.Spec.ImagePullSecrets, name)
+	}
+	if strings.Contains(fmt.Sprint(created.Spec), "glcbt-registry-pass") {
+		t.Fatal("registry password in the pod spec")
+	}
+	s, err := h.cs.CoreV1().Secrets(testNS).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Type != corev1.SecretTypeDockerConfigJson || !strings.Contains(string(s.Data[corev1.DockerConfigJsonKey]), `"registry.example.com"`) {
+		t.Fatalf("registry secret %+v", s)
+	}
+	if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].Name != created.Name {
+		t.Fatalf("registry secret owner %+v", s.OwnerReferences)
+	}
+}
+
+func TestBuildRegistrySecretWithoutCredentials(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ci"}}
+	s, err := BuildRegistrySecret(pod, []job.Credential{{Type: "other", URL: "x"}})
+	if err != nil || s != nil {
+		t.Fatalf("got %v, %v; want no Secret", s, err)
+	}
+}

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -230,4 +231,46 @@ func maskedPrefix(prefix []byte, m job.Mask) ([]byte, error) {
 		return nil, fmt.Errorf("trace prefix of %d bytes is too large for a pod annotation (max %d)", buf.Len(), maxTracePrefix)
 	}
 	return buf.Bytes(), nil
+}
+
+// RegistrySecretSuffix names the job's image pull Secret: <pod name> plus it.
+const RegistrySecretSuffix = "-registry"
+
+// BuildRegistrySecret turns the job's registry credentials (GitLab sends
+// one for its container registry, with the job token as password) into a
+// kubernetes.io/dockerconfigjson Secret for the pod's imagePullSecrets, so
+// images of private GitLab projects pull without configuration. nil when
+// the job has no registry credentials.
+func BuildRegistrySecret(pod *corev1.Pod, creds []job.Credential) (*corev1.Secret, error) {
+	type auth struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		Auth     string `json:"auth"`
+	}
+	auths := map[string]auth{}
+	for _, c := range creds {
+		if c.Type != "registry" || c.URL == "" {
+			continue
+		}
+		auths[c.URL] = auth{Username: c.Username, Password: c.Password,
+			Auth: base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
+	}
+	if len(auths) == 0 {
+		return nil, nil
+	}
+	data, err := json.Marshal(map[string]any{"auths": auths})
+	if err != nil {
+		return nil, fmt.Errorf("encode registry credentials: %w", err)
+	}
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      pod.Name + RegistrySecretSuffix,
+			Namespace: pod.Namespace,
+			Labels:    maps.Clone(pod.Labels),
+		},
+		Type:      corev1.SecretTypeDockerConfigJson,
+		Immutable: ptrTo(true),
+		Data:      map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}, nil
 }
