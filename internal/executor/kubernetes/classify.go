@@ -32,6 +32,10 @@ type Failure struct {
 	// while a node is being added, a volume not mounted yet): the caller
 	// may give it a grace period (e.g. poll_timeout) before failing the job.
 	Transient bool
+	// KubeletRetries marks a transient failure of the kubelet's own
+	// machinery (its Secret cache not synced yet on a busy node) that
+	// it retries by itself: it fails the job only at poll_timeout.
+	KubeletRetries bool
 }
 
 func (f *Failure) Error() string { return f.Message }
@@ -132,12 +136,19 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 	if st.Phase == corev1.PodPending && !podStarted(pod) {
 		for _, reason := range []string{"FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox"} {
 			if e := lastEvent(events, reason, ""); e != nil {
-				return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true,
+				return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true, KubeletRetries: kubeletRetries(e.Message),
 					Message: fmt.Sprintf("pod %s cannot start (%s): %s. Check the volumes in [runners.kubernetes.volumes] and that the Secrets, ConfigMaps and claims they name exist", name, reason, e.Message)}
 			}
 		}
 	}
 	return nil
+}
+
+// kubeletRetries recognises mount failures caused by the kubelet's own
+// caches timing out rather than by a missing object: the kubelet retries
+// them with backoff and they clear up once the node is less busy.
+func kubeletRetries(msg string) bool {
+	return strings.Contains(msg, "failed to sync") || strings.Contains(msg, "timed out waiting for the condition")
 }
 
 // DeletedFailure is the failure of a job whose pod disappeared while the

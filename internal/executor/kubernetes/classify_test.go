@@ -55,13 +55,14 @@ func podEvent(reason, fieldPath, msg string, at time.Time) corev1.Event {
 func TestClassify(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cases := []struct {
-		name      string
-		edit      func(p *corev1.Pod)
-		events    []corev1.Event
-		reason    string
-		container string
-		transient bool
-		msg       []string // substrings of the message
+		name           string
+		edit           func(p *corev1.Pod)
+		events         []corev1.Event
+		reason         string
+		container      string
+		transient      bool
+		kubeletRetries bool
+		msg            []string // substrings of the message
 	}{
 		{name: "pending is fine", edit: func(p *corev1.Pod) {}},
 		{name: "running is fine", edit: func(p *corev1.Pod) {
@@ -194,6 +195,9 @@ func TestClassify(t *testing.T) {
 			p.Status.InitContainerStatuses = []corev1.ContainerStatus{waiting(ContainerInit, "podrunner.local/podrunner:dev", "PodInitializing", "")}
 		}, events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
 			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount)`}},
+		{name: "kubelet secret cache not synced yet: kubelet retries", edit: func(p *corev1.Pod) {},
+			events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "podrunner-spec" : failed to sync secret cache: timed out waiting for the condition`, t0)},
+			reason: ReasonRunnerSystemFailure, transient: true, kubeletRetries: true, msg: []string{`cannot start (FailedMount)`, "failed to sync secret cache"}},
 		{name: "events of another pod ignored", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{func() corev1.Event {
 				e := podEvent("FailedMount", "", "x", t0)
@@ -215,7 +219,7 @@ func TestClassify(t *testing.T) {
 			if f == nil {
 				t.Fatal("no failure")
 			}
-			if f.Reason != c.reason || f.Container != c.container || f.Transient != c.transient {
+			if f.Reason != c.reason || f.Container != c.container || f.Transient != c.transient || f.KubeletRetries != c.kubeletRetries {
 				t.Errorf("got reason %q container %q transient %v; want %q %q %v\n%s", f.Reason, f.Container, f.Transient, c.reason, c.container, c.transient, f.Message)
 			}
 			for _, m := range c.msg {

@@ -621,6 +621,9 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 		switch {
 		case f != nil && !f.Transient:
 			return "", r.failed(f), true
+		case f != nil && f.KubeletRetries:
+			// Named at poll_timeout if it never clears.
+			lastTransient = f
 		case f != nil:
 			lastTransient = f
 			if transientSince.IsZero() {
