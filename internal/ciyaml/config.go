@@ -96,6 +96,25 @@ type Job struct {
 	// Variables are the job's own `variables:`; global ones are in
 	// Config.Variables.
 	Variables []Variable
+	// Needs is nil without `needs:` (the job waits for all earlier
+	// stages); non-nil, possibly empty, with it (the job starts as soon as
+	// these jobs are done; `needs: []` starts at once).
+	Needs []Need
+	// Dependencies is nil without `dependencies:` (artifacts of every job
+	// of earlier stages, or of Needs with Artifacts); non-nil: only these
+	// jobs' artifacts (empty: none).
+	Dependencies []string
+	Retry        Retry
+	Artifacts    *Artifacts
+	Cache        []Cache
+	// ParallelOf is the job's name before `parallel:` expansion ("" for
+	// jobs without parallel); NodeIndex (1-based) and NodeTotal are
+	// CI_NODE_INDEX and CI_NODE_TOTAL. Matrix variables are in Variables.
+	ParallelOf           string
+	NodeIndex, NodeTotal int
+	// Environment is `environment:` (its name), for CI_ENVIRONMENT_NAME.
+	Environment   string
+	Interruptible bool
 	// Keys holds every key of the job (after merge keys) with its raw
 	// node, for keywords implemented later.
 	Keys map[string]*yaml.Node

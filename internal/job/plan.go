@@ -143,11 +143,11 @@ func NewPlan(p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
 	plan.add(Stage{Name: StageGetSources, Title: "Getting source from Git repository", Kind: KindSystem, When: WhenOnSuccess,
 		Script: w.finish(shell), PreScript: pre, PostScript: post})
 
-	if hasCache(p) {
-		plan.add(placeholder(StageRestoreCache, "Restoring cache", WhenOnSuccess, "caches are not supported by podrunner yet; nothing restored", shell))
+	for _, st := range restoreCacheStages(p, vars, opts, shell) {
+		plan.add(st)
 	}
-	if hasDependencies(p) {
-		plan.add(placeholder(StageDownloadArtifacts, "Downloading artifacts", WhenOnSuccess, "artifact downloads are not supported by podrunner yet; dependencies skipped", shell))
+	for _, st := range downloadArtifactsStages(p, vars, opts, shell) {
+		plan.add(st)
 	}
 
 	scriptTimeout, warn := durationVar(vars, "RUNNER_SCRIPT_TIMEOUT", 0)
@@ -193,13 +193,11 @@ func NewPlan(p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
 		plan.add(Stage{Name: StageAfterScript, Title: "Running after_script", Kind: KindAfterScript,
 			When: WhenAlways, Script: w.finish(shell), Timeout: afterTimeout, AllowFailure: true})
 	}
-	if hasCache(p) {
-		plan.add(placeholder(StageArchiveCache, "Saving cache for successful job", WhenOnSuccess, "caches are not supported by podrunner yet; nothing saved", shell))
-		plan.add(placeholder(StageArchiveCacheOnFail, "Saving cache for failed job", WhenOnFailure, "caches are not supported by podrunner yet; nothing saved", shell))
+	for _, st := range archiveCacheStages(p, vars, opts, shell) {
+		plan.add(st)
 	}
-	if hasArtifacts(p) {
-		plan.add(placeholder(StageUploadArtifactsOK, "Uploading artifacts for successful job", WhenOnSuccess, "artifact uploads are not supported by podrunner yet; nothing uploaded", shell))
-		plan.add(placeholder(StageUploadArtifactsFail, "Uploading artifacts for failed job", WhenOnFailure, "artifact uploads are not supported by podrunner yet; nothing uploaded", shell))
+	for _, st := range uploadArtifactsStages(p, vars, opts, shell) {
+		plan.add(st)
 	}
 
 	var c scriptWriter
@@ -235,33 +233,6 @@ func placeholder(name, title, when, msg, shell string) Stage {
 	var w scriptWriter
 	w.warning("%s", msg)
 	return Stage{Name: name, Title: title, Kind: KindSystem, When: when, Script: w.finish(shell), AllowFailure: true}
-}
-
-func hasCache(p *Payload) bool {
-	for _, c := range p.Cache {
-		if len(c.Paths) > 0 || c.Untracked {
-			return true
-		}
-	}
-	return false
-}
-
-func hasArtifacts(p *Payload) bool {
-	for _, a := range p.Artifacts {
-		if len(a.Paths) > 0 || a.Untracked {
-			return true
-		}
-	}
-	return false
-}
-
-func hasDependencies(p *Payload) bool {
-	for _, d := range p.Dependencies {
-		if d.ArtifactsFile.Filename != "" {
-			return true
-		}
-	}
-	return false
 }
 
 // durationVar reads a Go duration ("10m") or plain seconds from a variable.

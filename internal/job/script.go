@@ -23,6 +23,16 @@ type ScriptOptions struct {
 	// CloneURL replaces scheme, host and base path of the repository URL
 	// (config clone_url); the project path and credentials are kept.
 	CloneURL string
+	// HelperPath is the podrunner binary the stage scripts call for
+	// artifacts and caches (`podrunner artifacts-uploader` …), as seen
+	// where the scripts run (the in-pod agent binary on Kubernetes);
+	// "podrunner" (from PATH) when empty.
+	HelperPath string
+	// CacheDir is where caches are kept when no remote cache store is
+	// configured (cache_dir; a PVC mount on Kubernetes).
+	CacheDir string
+	// CacheStore is the remote cache ([runners.cache]); nil: CacheDir only.
+	CacheStore *CacheStore
 }
 
 // Git strategies and submodule strategies (GIT_STRATEGY,

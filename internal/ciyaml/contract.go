@@ -1,0 +1,103 @@
+package ciyaml
+
+// Types and entry points shared with the test coordinator and `exec`.
+// The coordinator (internal/gitlabtest) builds jobs and payloads from
+// these; keep their shape stable.
+
+// ParseOptions refine ParseWith.
+type ParseOptions struct {
+	// ReadFile reads a file of the same repository for `include: local`
+	// (and `include: <path>`); name is relative to the repository root,
+	// without a leading slash. Nil: includes are an error.
+	ReadFile func(name string) ([]byte, error)
+}
+
+// Need is one entry of `needs:`.
+type Need struct {
+	Job string
+	// Artifacts is false for `artifacts: false` (default true).
+	Artifacts bool
+	// Optional jobs may be missing from the pipeline.
+	Optional bool
+	Pos      Pos
+}
+
+// Retry is `retry:` (a number or {max, when, exit_codes}).
+type Retry struct {
+	Max       int
+	When      []string
+	ExitCodes []int
+}
+
+// Artifacts is the job's `artifacts:`.
+type Artifacts struct {
+	Name      string
+	Paths     []string
+	Exclude   []string
+	Untracked bool
+	// When is on_success (default), on_failure or always.
+	When     string
+	ExpireIn string
+	// Reports maps a report type (dotenv, junit, …) to its paths.
+	Reports map[string][]string
+	Pos     Pos
+}
+
+// Cache is one entry of the job's `cache:` (a map or a list of maps).
+type Cache struct {
+	// Key is the literal key (default "default"); with KeyFiles the
+	// coordinator derives the key from those files and KeyPrefix.
+	Key          string
+	KeyFiles     []string
+	KeyPrefix    string
+	Paths        []string
+	Untracked    bool
+	Policy       string // pull-push (default), pull, push
+	When         string // on_success (default), on_failure, always
+	FallbackKeys []string
+	Unprotect    bool
+	Pos          Pos
+}
+
+// Env is what rules, only/except and workflow:rules are evaluated
+// against when a pipeline is created.
+type Env struct {
+	// Variables are the pipeline's variables (predefined, project,
+	// pipeline and global YAML ones) by name, for `rules:if`, `only:
+	// variables` and `$VAR` in `changes`/`exists`.
+	Variables map[string]string
+	// Ref is the branch or tag name, RefType "branch" or "tag", Source
+	// CI_PIPELINE_SOURCE (push, web, schedule, merge_request_event …).
+	Ref, RefType, Source string
+	// Changes reports whether a file matching one of the globs changed in
+	// the pipeline's push; nil means "always true" (GitLab's answer when
+	// there is no diff base, e.g. a new branch or a web pipeline).
+	Changes func(globs []string) (bool, error)
+	// Exists reports whether a file matching one of the globs exists in
+	// the commit; nil means no file exists.
+	Exists func(globs []string) (bool, error)
+}
+
+// ParseWith parses like Parse and resolves `include:` through opts.
+// (First form: includes are not resolved yet.)
+func ParseWith(file string, data []byte, opts ParseOptions) (*Config, error) {
+	return Parse(file, data)
+}
+
+// Evaluate returns the jobs GitLab creates for a pipeline in env: after
+// `workflow:rules` (an error wrapping ErrFiltered when the pipeline is
+// filtered out), `rules:` (the first matching rule's when, allow_failure,
+// variables and needs win; no match or when: never drops the job) and
+// `only`/`except`. Jobs are in file order; the Config is not changed.
+// (First form: no rules are evaluated yet.)
+func (c *Config) Evaluate(env Env) ([]*Job, error) {
+	return c.Jobs, nil
+}
+
+// ErrFiltered is wrapped by Evaluate's error when workflow:rules filter
+// the pipeline out (GitLab: "Pipeline filtered out by workflow rules").
+var ErrFiltered = errFiltered{}
+
+type errFiltered struct{}
+
+func (errFiltered) Error() string { return "Pipeline filtered out by workflow rules." }
