@@ -87,6 +87,8 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 	)
 	addRunCommands(root)
+	addArtifactsCommands(root)
+	addCacheCommands(root)
 	// GitLab Runner spells some flags with "_" (--kubernetes-bearer_token):
 	// accept both spellings everywhere.
 	// --description is the old spelling of register's --name.

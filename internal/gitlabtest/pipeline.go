@@ -102,6 +102,10 @@ type PipelineOptions struct {
 	CIConfig []byte
 	// Variables are pipeline variables (as from the UI "Run pipeline").
 	Variables []ProjectVariable
+	// Jobs, when not empty, limits the pipeline to these jobs and,
+	// transitively, the jobs they need (`podrunner exec --job`); named
+	// manual jobs run as if played.
+	Jobs []string
 }
 
 // Pipeline is a created pipeline.

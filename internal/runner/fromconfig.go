@@ -2,6 +2,7 @@ package runner
 
 import (
 	"fmt"
+	"github.com/podrunner/podrunner/internal/cache"
 	"log/slog"
 	"path/filepath"
 	"time"
@@ -116,16 +117,17 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 		if builds == "" {
 			builds = filepath.Join(b.WorkingDir, "builds")
 		}
-		cache := rc.CacheDir
-		if cache == "" {
-			cache = filepath.Join(b.WorkingDir, "cache")
+		cacheDir := rc.CacheDir
+		if cacheDir == "" {
+			cacheDir = filepath.Join(b.WorkingDir, "cache")
 		}
 		return shell.New(shell.Options{
-			BuildsDir: builds, CacheDir: cache, Shell: rc.Shell, Environment: rc.Environment,
+			BuildsDir: builds, CacheDir: cacheDir, Shell: rc.Shell, Environment: rc.Environment,
 			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 			RunnerToken: rc.Token, RunnerID: rc.ID, Logger: log, CloneURL: rc.CloneURL,
 			RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
+			CacheStore: cache.FromConfig(rc.Cache),
 		}), nil
 	case config.ExecutorKubernetes:
 		return kubernetes.New(kubernetes.Options{
@@ -134,6 +136,7 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 			CloneURL: rc.CloneURL, RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
+			CacheDir: rc.CacheDir, CacheStore: cache.FromConfig(rc.Cache),
 		})
 	}
 	return nil, fmt.Errorf("unknown executor %q: use \"shell\" or \"kubernetes\"", rc.Executor)

@@ -71,6 +71,11 @@ type Options struct {
 	RunnerVersion        string
 	RunnerRevision       string
 
+	// CacheDir is cache_dir as seen in the pod (a PVC or host path mounted
+	// through [runners.kubernetes.volumes]); CacheStore the remote cache.
+	CacheDir   string
+	CacheStore *job.CacheStore
+
 	// TransientGrace is how long a failure Kubernetes may still recover
 	// from (an image pull retry, a pod not yet scheduled) may last before
 	// the job fails with it; default 5 s.
@@ -403,6 +408,9 @@ func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
 		PreBuildScript:       e.opts.PreBuildScript,
 		PostBuildScript:      e.opts.PostBuildScript,
 		CloneURL:             e.opts.CloneURL,
+		HelperPath:           agent.Binary,
+		CacheDir:             e.opts.CacheDir,
+		CacheStore:           e.opts.CacheStore,
 	})
 	if err != nil {
 		return PodRequest{}, err

@@ -26,8 +26,13 @@ import (
 type Options struct {
 	// BuildsDir is builds_dir; default <working directory>/builds.
 	BuildsDir string
-	// CacheDir is cache_dir (not used yet: caches are not implemented).
+	// CacheDir is cache_dir: local caches when CacheStore is nil.
 	CacheDir string
+	// CacheStore is the remote cache store ([runners.cache]); may be nil.
+	CacheStore *job.CacheStore
+	// HelperPath is the podrunner binary the job scripts call for
+	// artifacts and caches; the running binary when empty.
+	HelperPath string
 	// Shell is "bash" or "sh"; default bash when installed, else sh.
 	Shell       string
 	Environment []string // config environment, KEY=VALUE
@@ -126,6 +131,9 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		PreBuildScript:       e.opts.PreBuildScript,
 		PostBuildScript:      e.opts.PostBuildScript,
 		CloneURL:             e.opts.CloneURL,
+		HelperPath:           e.helperPath(),
+		CacheDir:             e.opts.CacheDir,
+		CacheStore:           e.opts.CacheStore,
 	})
 	if err != nil {
 		return e.configError(trace, err), nil
@@ -250,4 +258,16 @@ func processEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// helperPath is the binary the job scripts call for artifacts and caches:
+// this very binary, so that helper and runner versions always match.
+func (e *Executor) helperPath() string {
+	if e.opts.HelperPath != "" {
+		return e.opts.HelperPath
+	}
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return "podrunner"
 }
