@@ -290,7 +290,7 @@ func TestSummary(t *testing.T) {
 	Summary(&out, pipeline(StatusSuccess, jobs...), at(4))
 	want := `
   STAGE      JOB                            STATUS                               DURATION  NOTES
-  build      build                          success                                  1.2s
+  build      build                          success                                  1.3s
   test       flaky                          failed (script_failure, exit code 1)     1.0s  retried
   test       flaky                          success                                  1.0s  attempt 2
   test       lint                           failed (script_failure, exit code 2)     0.5s  allowed to fail
