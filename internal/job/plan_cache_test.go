@@ -1,0 +1,413 @@
+package job
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestSanitizeCacheKey(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		err      bool
+	}{
+		{in: "default-protected", want: "default-protected"},
+		{in: "build/main", want: "build/main"},
+		{in: "/leading//double/./dot/", want: "leading/double/dot"},
+		{in: `win\style\key`, want: "win/style/key"},
+		{in: "enc%2Fslash%2fx", want: "enc/slash/x"},
+		{in: "trailing  /  ", want: "trailing"},
+		{in: "a/b \t", want: "a/b"},
+		{in: " lead", want: " lead"},
+		{in: "dots..inside", want: "dots..inside"},
+		{in: "../escape", err: true},
+		{in: "a/../b", err: true},
+		{in: `a\..\b`, err: true},
+		{in: "%2e%2e/x", err: true},
+		{in: "a/.. ", err: true},
+		{in: "", err: true},
+		{in: "/ /./", err: true},
+		{in: "nul\x00", err: true},
+	} {
+		got, err := SanitizeCacheKey(tc.in)
+		if tc.err {
+			if err == nil {
+				t.Errorf("SanitizeCacheKey(%q) = %q, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("SanitizeCacheKey(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestCacheObjectName(t *testing.T) {
+	for _, tc := range []struct {
+		store CacheStore
+		token string
+		key   string
+		want  string
+		err   bool
+	}{
+		{store: CacheStore{}, token: "abcdefghi", key: "k", want: "runner/abcdefghi/project/42/k"},
+		{store: CacheStore{Shared: true}, token: "abcdefghi", key: "k/sub", want: "project/42/k/sub"},
+		{store: CacheStore{Path: "/prefix/x/"}, token: "tok", key: "k", want: "prefix/x/runner/tok/project/42/k"},
+		{store: CacheStore{Path: "p", Shared: true}, key: "k", want: "p/project/42/k"},
+		{store: CacheStore{}, token: "", key: "k", err: true},
+		{store: CacheStore{Shared: true}, key: "../43/k", err: true},
+		{store: CacheStore{Shared: true}, key: "", err: true},
+	} {
+		got, err := CacheObjectName(&tc.store, tc.token, 42, tc.key)
+		if tc.err {
+			if err == nil {
+				t.Errorf("%+v %q: got %q, want an error", tc.store, tc.key, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%+v %q: got %q, %v; want %q", tc.store, tc.key, got, err, tc.want)
+		}
+	}
+}
+
+func TestCacheFile(t *testing.T) {
+	got, err := CacheFile("/cache", "group/demo", 7, "k/sub")
+	if err != nil || got != "/cache/group/demo/k/sub/cache.tar.gz" {
+		t.Errorf("got %q, %v", got, err)
+	}
+	got, err = CacheFile("/cache", "", 7, "k")
+	if err != nil || got != "/cache/project-7/k/cache.tar.gz" {
+		t.Errorf("no project path: got %q, %v", got, err)
+	}
+	if got, err := CacheFile("/cache", "../../etc", 7, "k"); err != nil || got != "/cache/etc/k/cache.tar.gz" {
+		t.Errorf("escaping project path: got %q, %v", got, err)
+	}
+	if _, err := CacheFile("/cache", "g/p", 7, "../../x"); err == nil {
+		t.Error("a key escaping the project directory must be refused")
+	}
+}
+
+func TestResolveCache(t *testing.T) {
+	p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
+	p.JobInfo.Name = "build"
+	vars := Variables{{Key: "BRANCH", Value: "feat"}, {Key: "POLICY", Value: "pull"}}
+	for _, tc := range []struct {
+		name      string
+		c         Cache
+		fallback  string // CACHE_FALLBACK_KEY
+		key       string
+		fallbacks []string
+		policy    string
+		when      string
+		warnings  int
+		err       bool
+	}{
+		{name: "defaults", c: Cache{Paths: []string{"x"}}, key: "build/main", policy: "pull-push", when: "on_success"},
+		{name: "expanded", c: Cache{Key: "deps-$BRANCH-protected", Policy: "$POLICY", When: "always"},
+			key: "deps-feat-protected", policy: "pull", when: "always"},
+		{name: "fallback order, duplicates dropped", c: Cache{Key: "k", FallbackKeys: []string{"f1-$BRANCH", "k", "f2-protected"}},
+			fallback: "global", key: "k", fallbacks: []string{"f1-feat", "f2-protected", "global"}, policy: "pull-push", when: "on_success"},
+		{name: "protected CACHE_FALLBACK_KEY refused", c: Cache{Key: "k"}, fallback: "main-protected  ",
+			key: "k", policy: "pull-push", when: "on_success", warnings: 1},
+		{name: "bad fallback skipped", c: Cache{Key: "k", FallbackKeys: []string{"../x", "ok"}},
+			key: "k", fallbacks: []string{"ok"}, policy: "pull-push", when: "on_success", warnings: 1},
+		{name: "unknown policy", c: Cache{Key: "k", Policy: "pul"}, err: true},
+		{name: "unknown when", c: Cache{Key: "k", When: "never"}, err: true},
+		{name: "escaping key", c: Cache{Key: "../../other"}, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := slices.Clone(vars)
+			if tc.fallback != "" {
+				v = append(v, Variable{Key: "CACHE_FALLBACK_KEY", Value: tc.fallback})
+			}
+			e, err := resolveCache(tc.c, p, v)
+			if tc.err {
+				if err == nil {
+					t.Fatalf("want an error, got %+v", e)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.key != tc.key || !slices.Equal(e.fallbacks, tc.fallbacks) || e.policy != tc.policy || e.when != tc.when || len(e.warnings) != tc.warnings {
+				t.Errorf("got %+v", e)
+			}
+		})
+	}
+}
+
+func TestCacheStoreValidate(t *testing.T) {
+	s3 := func(f func(*CacheS3)) *CacheStore {
+		c := &CacheS3{BucketName: "b", AccessKey: "a", SecretKey: "s"}
+		f(c)
+		return &CacheStore{Type: "s3", S3: c}
+	}
+	for _, tc := range []struct {
+		name string
+		s    *CacheStore
+		want string // substring of the error; "" no error
+	}{
+		{"nil", nil, ""},
+		{"ok", s3(func(*CacheS3) {}), ""},
+		{"access-key", s3(func(c *CacheS3) { c.AuthenticationType = "access-key" }), ""},
+		{"gcs", &CacheStore{Type: "gcs"}, "not supported"},
+		{"no bucket", s3(func(c *CacheS3) { c.BucketName = "" }), "BucketName"},
+		{"iam", s3(func(c *CacheS3) { c.AuthenticationType = "iam" }), "iam"},
+		{"implicit iam", s3(func(c *CacheS3) { c.AccessKey = "" }), "IAM"},
+		{"no secret", s3(func(c *CacheS3) { c.SecretKey = "" }), "SecretKey"},
+		{"unknown auth", s3(func(c *CacheS3) { c.AuthenticationType = "oauth" }), "unknown"},
+	} {
+		err := tc.s.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got %v, want an error about %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// fakeHelper writes a helper that logs its arguments and the S3 secret it
+// was given, fails for keys listed in $FAIL_KEYS (a substring match on the
+// arguments) and succeeds otherwise.
+func fakeHelper(t *testing.T, dir string) (helper, log string) {
+	t.Helper()
+	helper = filepath.Join(dir, "helper")
+	log = filepath.Join(dir, "calls.log")
+	script := `#!/bin/sh
+[ "$2" = --help ] && exit 0
+printf '%s|secret=%s\n' "$*" "${PODRUNNER_CACHE_S3_SECRET_KEY:-}" >> ` + log + `
+for k in $FAIL_KEYS; do
+  case "$*" in *"/$k/cache.tar.gz"*|*"/$k "*) echo "cache not found" >&2; exit 1;; esac
+done
+exit 0
+`
+	if err := os.WriteFile(helper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return helper, log
+}
+
+func runStage(t *testing.T, st Stage, env ...string) string {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", st.Script)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("stage %s: %v\n%s", st.Name, err, out)
+	}
+	return string(out)
+}
+
+func stage(plan *Plan, name string) *Stage {
+	for i := range plan.Stages {
+		if plan.Stages[i].Name == name {
+			return &plan.Stages[i]
+		}
+	}
+	return nil
+}
+
+func cachePlan(t *testing.T, caches []Cache, opts ScriptOptions, extra ...Variable) *Plan {
+	t.Helper()
+	p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
+	p.JobInfo.ProjectID = 42
+	p.JobInfo.ProjectFullPath = "group/demo"
+	p.Cache = caches
+	dir := t.TempDir()
+	vars, err := BuildVariables(p, RunnerEnv{BuildsDir: dir, ProjectDir: dir, RunnerToken: "glrt-abcdefghijklmnop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := NewPlan(p, append(vars, extra...), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+func readCalls(t *testing.T, log string) []string {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+func TestRestoreCacheScriptTriesKeysInOrder(t *testing.T) {
+	dir := t.TempDir()
+	helper, log := fakeHelper(t, dir)
+	plan := cachePlan(t, []Cache{
+		{Key: "main-key", Paths: []string{"vendor"}, FallbackKeys: []string{"fb1", "fb2"}},
+		{Key: "pushonly", Paths: []string{"x"}, Policy: "push"},
+		{Key: "nopaths"},
+	}, ScriptOptions{HelperPath: helper, CacheDir: "/c"}, Variable{Key: "CACHE_FALLBACK_KEY", Value: "global"})
+	st := stage(plan, StageRestoreCache)
+	if st == nil || st.Kind != KindSystem || st.When != WhenOnSuccess {
+		t.Fatalf("restore stage: %+v", st)
+	}
+	out := runStage(t, *st, "FAIL_KEYS=main-key fb1")
+	calls := readCalls(t, log)
+	want := []string{
+		"cache-extractor --file /c/group/demo/main-key/cache.tar.gz --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/fb1/cache.tar.gz --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/fb2/cache.tar.gz --timeout 10|secret=",
+	}
+	if !slices.Equal(calls, want) {
+		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+	for _, s := range []string{"Checking cache for main-key...", "Failed to extract cache", "Checking cache for fb2...",
+		"Successfully extracted cache", "Not downloading cache pushonly due to policy"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q:\n%s", s, out)
+		}
+	}
+	if strings.Contains(out, "Checking cache for global") {
+		t.Errorf("keys after the first hit must not be tried:\n%s", out)
+	}
+
+	// Nothing found at all: warnings only, the stage still succeeds.
+	os.Remove(log)
+	out = runStage(t, *st, "FAIL_KEYS=main-key fb1 fb2 global")
+	if n := len(readCalls(t, log)); n != 4 {
+		t.Errorf("%d helper calls, want 4 (key, 2 fallbacks, CACHE_FALLBACK_KEY)", n)
+	}
+	if strings.Contains(out, "Successfully extracted") {
+		t.Errorf("nothing was extracted:\n%s", out)
+	}
+}
+
+func TestCacheScriptsS3CredentialsStayOutOfArgv(t *testing.T) {
+	dir := t.TempDir()
+	helper, log := fakeHelper(t, dir)
+	yes := true
+	store := &CacheStore{Type: "s3", Path: "pre", MaxUploadedArchiveSize: 1000, S3: &CacheS3{
+		ServerAddress: "127.0.0.1:9000", BucketName: "bkt", BucketLocation: "eu-1", Insecure: true, PathStyle: &yes,
+		AccessKey: "AKIDSECRETACCESS", SecretKey: "s3cr3t'$(touch /tmp/pwned)"}}
+	plan := cachePlan(t, []Cache{{Key: "k", Paths: []string{"a", "b/**"}, Untracked: true}},
+		ScriptOptions{HelperPath: helper, CacheStore: store})
+	for _, name := range []string{StageRestoreCache, StageArchiveCache} {
+		st := stage(plan, name)
+		if st == nil {
+			t.Fatalf("no %s stage", name)
+		}
+		out := runStage(t, *st)
+		if strings.Contains(out, "AKIDSECRETACCESS") || strings.Contains(out, "s3cr3t") {
+			t.Errorf("%s printed a credential:\n%s", name, out)
+		}
+	}
+	calls := readCalls(t, log)
+	want := []string{
+		"cache-extractor --s3-object pre/runner/abcdefghi/project/42/k --s3-server-address 127.0.0.1:9000 --s3-bucket-name bkt --s3-bucket-location eu-1 --s3-insecure --s3-path-style=true --timeout 10|secret=s3cr3t'$(touch /tmp/pwned)",
+		"cache-archiver --s3-object pre/runner/abcdefghi/project/42/k --s3-server-address 127.0.0.1:9000 --s3-bucket-name bkt --s3-bucket-location eu-1 --s3-insecure --s3-path-style=true --path a --path b/** --untracked --max-size 1000 --timeout 10|secret=s3cr3t'$(touch /tmp/pwned)",
+	}
+	if !slices.Equal(calls, want) {
+		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+	for _, c := range calls {
+		argv, _, _ := strings.Cut(c, "|")
+		if strings.Contains(argv, "AKID") || strings.Contains(argv, "s3cr3t") {
+			t.Errorf("credential on the command line: %s", argv)
+		}
+	}
+}
+
+func TestArchiveCacheStagesPolicyAndWhen(t *testing.T) {
+	dir := t.TempDir()
+	helper, log := fakeHelper(t, dir)
+	plan := cachePlan(t, []Cache{
+		{Key: "ok", Paths: []string{"a"}},
+		{Key: "fail", Paths: []string{"a"}, When: "on_failure"},
+		{Key: "both", Paths: []string{"a"}, When: "always"},
+		{Key: "pull", Paths: []string{"a"}, Policy: "pull", When: "always"},
+		{Key: "broken", Paths: []string{"a"}, FallbackKeys: []string{"x"}},
+	}, ScriptOptions{HelperPath: helper, CacheDir: "/c"})
+	ok, fail := stage(plan, StageArchiveCache), stage(plan, StageArchiveCacheOnFail)
+	if ok == nil || fail == nil || ok.When != WhenOnSuccess || fail.When != WhenOnFailure {
+		t.Fatalf("archive stages: %+v %+v", ok, fail)
+	}
+	names := stageNames(plan)
+	if i, j := slices.Index(names, StageStepScript), slices.Index(names, StageArchiveCache); i < 0 || j < i {
+		t.Errorf("archive_cache must follow the script: %v", names)
+	}
+	out := runStage(t, *ok, "FAIL_KEYS=broken")
+	if calls := readCalls(t, log); !slices.Equal(calls, []string{
+		"cache-archiver --file /c/group/demo/ok/cache.tar.gz --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/both/cache.tar.gz --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/broken/cache.tar.gz --path a --timeout 10|secret=",
+	}) {
+		t.Errorf("on success, helper calls:\n%s", strings.Join(calls, "\n"))
+	}
+	for _, s := range []string{"Creating cache ok...", "Created cache", "Not uploading cache pull due to policy", "Failed to create cache"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q:\n%s", s, out)
+		}
+	}
+	os.Remove(log)
+	runStage(t, *fail)
+	if calls := readCalls(t, log); !slices.Equal(calls, []string{
+		"cache-archiver --file /c/group/demo/fail/cache.tar.gz --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/both/cache.tar.gz --path a --timeout 10|secret=",
+	}) {
+		t.Errorf("on failure, helper calls:\n%s", strings.Join(calls, "\n"))
+	}
+
+	// Only pull caches: no upload anywhere, the pull-only restore still runs.
+	plan = cachePlan(t, []Cache{{Key: "p", Paths: []string{"a"}, Policy: "pull"}}, ScriptOptions{HelperPath: helper, CacheDir: "/c"})
+	os.Remove(log)
+	for _, st := range plan.Stages {
+		if st.Name == StageArchiveCache || st.Name == StageArchiveCacheOnFail || st.Name == StageRestoreCache {
+			runStage(t, st)
+		}
+	}
+	if calls := readCalls(t, log); len(calls) != 1 || !strings.HasPrefix(calls[0], "cache-extractor ") {
+		t.Errorf("policy pull: helper calls %q, want one extraction", calls)
+	}
+}
+
+func TestCacheStagesEdgeCases(t *testing.T) {
+	dir := t.TempDir()
+	helper, log := fakeHelper(t, dir)
+	// No cache with paths: no stages.
+	plan := cachePlan(t, []Cache{{Key: "k"}}, ScriptOptions{HelperPath: helper})
+	if stage(plan, StageRestoreCache) != nil || stage(plan, StageArchiveCache) != nil {
+		t.Errorf("stages without cache paths: %v", stageNames(plan))
+	}
+	// An unusable store: warning, local cache_dir (default /cache).
+	plan = cachePlan(t, []Cache{{Key: "k", Paths: []string{"a"}}}, ScriptOptions{HelperPath: helper,
+		CacheStore: &CacheStore{Type: "s3", S3: &CacheS3{BucketName: "b", AuthenticationType: "iam"}}})
+	out := runStage(t, *stage(plan, StageRestoreCache))
+	if !strings.Contains(out, `AuthenticationType "iam" is not supported`) {
+		t.Errorf("no warning about the store:\n%s", out)
+	}
+	if calls := readCalls(t, log); len(calls) != 1 || !strings.Contains(calls[0], "--file /cache/group/demo/k/cache.tar.gz") {
+		t.Errorf("calls %q", calls)
+	}
+	// A bad key or policy: a warning, the other caches still work.
+	os.Remove(log)
+	plan = cachePlan(t, []Cache{{Key: "../x", Paths: []string{"a"}}, {Key: "k", Paths: []string{"a"}, Policy: "bogus"}, {Key: "good", Paths: []string{"a"}}},
+		ScriptOptions{HelperPath: helper, CacheDir: "/c"})
+	out = runStage(t, *stage(plan, StageRestoreCache))
+	if !strings.Contains(out, "remove ../") || !strings.Contains(out, `unknown cache policy "bogus"`) {
+		t.Errorf("no warnings about the bad entries:\n%s", out)
+	}
+	if calls := readCalls(t, log); len(calls) != 1 || !strings.Contains(calls[0], "/good/") {
+		t.Errorf("calls %q", calls)
+	}
+	// A missing helper: a warning, the stage succeeds.
+	plan = cachePlan(t, []Cache{{Key: "k", Paths: []string{"a"}}}, ScriptOptions{HelperPath: filepath.Join(dir, "missing")})
+	for _, name := range []string{StageRestoreCache, StageArchiveCache} {
+		if out := runStage(t, *stage(plan, name)); !strings.Contains(out, "is disabled") {
+			t.Errorf("%s: no warning about the missing helper:\n%s", name, out)
+		}
+	}
+}
