@@ -4,9 +4,16 @@
 package archive
 
 import (
+	"archive/tar"
+	"archive/zip"
+	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 )
 
 // Spec selects files under a root directory, as GitLab's artifacts:/cache:
@@ -17,6 +24,16 @@ type Spec struct {
 	Paths     []string
 	Exclude   []string
 	Untracked bool
+	// Warn, when set, receives non-fatal findings meant for the job log
+	// (a path matching nothing, a path outside the root, a file that
+	// vanished while archiving).
+	Warn func(msg string)
+}
+
+func (s Spec) warn(msg string) {
+	if s.Warn != nil {
+		s.Warn(msg)
+	}
 }
 
 // Stats describe what an archive operation did.
@@ -29,27 +46,199 @@ type Stats struct {
 // (GitLab Runner: "no matching files"); nothing was written to w.
 var ErrNoFiles = errors.New("no matching files")
 
-var errTODO = errors.New("archive: not implemented yet")
+// ErrUnsafePath is wrapped by the extractors when an entry's path or
+// symlink target would escape the destination directory.
+var ErrUnsafePath = errors.New("path escapes the destination directory")
+
+// Select returns the paths (slash-separated, relative to root, sorted)
+// that s selects under root; the writers archive exactly these.
+func Select(ctx context.Context, root string, s Spec) ([]string, error) {
+	return selectFiles(ctx, root, s)
+}
 
 // WriteZip streams a zip of the selected files of root to w (symlinks kept
 // as links, modes kept).
 func WriteZip(ctx context.Context, w io.Writer, root string, s Spec) (Stats, error) {
-	return Stats{}, errTODO
+	files, err := selectFiles(ctx, root, s)
+	if err != nil {
+		return Stats{}, err
+	}
+	if len(files) == 0 {
+		return Stats{}, ErrNoFiles
+	}
+	zw := zip.NewWriter(w)
+	var st Stats
+	for _, rel := range files {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		if err := writeZipEntry(ctx, zw, root, rel, s, &st); err != nil {
+			return st, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return st, fmt.Errorf("finish zip: %w", err)
+	}
+	return st, nil
+}
+
+func writeZipEntry(ctx context.Context, zw *zip.Writer, root, rel string, s Spec, st *Stats) error {
+	abs := filepath.Join(root, filepath.FromSlash(rel))
+	fi, err := os.Lstat(abs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			s.warn(fmt.Sprintf("%s: vanished while archiving; skipped", rel))
+			return nil
+		}
+		return fmt.Errorf("archive %s: %w", rel, err)
+	}
+	mode := fi.Mode()
+	if !mode.IsRegular() && !mode.IsDir() && mode&fs.ModeSymlink == 0 {
+		s.warn(fmt.Sprintf("%s: not a regular file, directory or symlink (%s); skipped", rel, mode.Type()))
+		return nil
+	}
+	hdr, err := zip.FileInfoHeader(fi)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", rel, err)
+	}
+	hdr.Name = rel
+	hdr.Method = zip.Store
+	switch {
+	case mode.IsDir():
+		hdr.Name += "/"
+		if _, err := zw.CreateHeader(hdr); err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+	case mode&fs.ModeSymlink != 0:
+		target, err := os.Readlink(abs)
+		if err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+		w, err := zw.CreateHeader(hdr)
+		if err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+		if _, err := io.WriteString(w, target); err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+	default:
+		hdr.Method = zip.Deflate
+		f, err := os.Open(abs)
+		if err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+		defer f.Close()
+		w, err := zw.CreateHeader(hdr)
+		if err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+		n, err := io.Copy(w, ctxReader{ctx, f})
+		st.Bytes += n
+		if err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+	}
+	st.Files++
+	return nil
 }
 
 // WriteTarGz streams a gzip-compressed tar of the selected files to w.
 func WriteTarGz(ctx context.Context, w io.Writer, root string, s Spec) (Stats, error) {
-	return Stats{}, errTODO
+	files, err := selectFiles(ctx, root, s)
+	if err != nil {
+		return Stats{}, err
+	}
+	if len(files) == 0 {
+		return Stats{}, ErrNoFiles
+	}
+	gz := gzip.NewWriter(w)
+	tw := tar.NewWriter(gz)
+	var st Stats
+	for _, rel := range files {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		if err := writeTarEntry(ctx, tw, root, rel, s, &st); err != nil {
+			return st, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return st, fmt.Errorf("finish tar: %w", err)
+	}
+	if err := gz.Close(); err != nil {
+		return st, fmt.Errorf("finish gzip: %w", err)
+	}
+	return st, nil
 }
 
-// ExtractZip unpacks a zip into dest, refusing entries whose path or
-// symlink target escapes dest.
-func ExtractZip(ctx context.Context, r io.ReaderAt, size int64, dest string) (Stats, error) {
-	return Stats{}, errTODO
+func writeTarEntry(ctx context.Context, tw *tar.Writer, root, rel string, s Spec, st *Stats) error {
+	abs := filepath.Join(root, filepath.FromSlash(rel))
+	fi, err := os.Lstat(abs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			s.warn(fmt.Sprintf("%s: vanished while archiving; skipped", rel))
+			return nil
+		}
+		return fmt.Errorf("archive %s: %w", rel, err)
+	}
+	mode := fi.Mode()
+	var link string
+	switch {
+	case mode.IsRegular(), mode.IsDir():
+	case mode&fs.ModeSymlink != 0:
+		if link, err = os.Readlink(abs); err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+	default:
+		s.warn(fmt.Sprintf("%s: not a regular file, directory or symlink (%s); skipped", rel, mode.Type()))
+		return nil
+	}
+	hdr, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", rel, err)
+	}
+	hdr.Name = rel
+	if mode.IsDir() {
+		hdr.Name += "/"
+	}
+	if !mode.IsRegular() {
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("archive %s: %w", rel, err)
+		}
+		st.Files++
+		return nil
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", rel, err)
+	}
+	defer f.Close()
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("archive %s: %w", rel, err)
+	}
+	// The header promised fi.Size() bytes: a file that grew is cut, one
+	// that shrank makes the archive fail rather than lie.
+	n, err := io.Copy(tw, io.LimitReader(ctxReader{ctx, f}, hdr.Size))
+	st.Bytes += n
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", rel, err)
+	}
+	if n != hdr.Size {
+		return fmt.Errorf("archive %s: file shrank while archiving (%d of %d bytes)", rel, n, hdr.Size)
+	}
+	st.Files++
+	return nil
 }
 
-// ExtractTarGz unpacks a gzip-compressed tar stream into dest, refusing
-// entries that escape dest.
-func ExtractTarGz(ctx context.Context, r io.Reader, dest string) (Stats, error) {
-	return Stats{}, errTODO
+// ctxReader stops a long copy when the context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
