@@ -639,15 +639,20 @@ func TestArtifacts(t *testing.T) {
 		t.Fatal(r.Code)
 	}
 	dl := fmt.Sprintf("/api/v4/jobs/%d/artifacts", p.ID)
-	if r := c.do("GET", dl, map[string]string{"JOB-TOKEN": p.Token}, nil); r.Code != 200 || string(r.Body) != "PK-data" {
-		t.Errorf("download = %d %q", r.Code, r.Body)
+	// GitLab authenticates downloads with a running job's token: the
+	// finished uploader's own token no longer works.
+	if r := c.do("GET", dl, map[string]string{"JOB-TOKEN": p.Token}, nil); r.Code != 403 {
+		t.Errorf("download with a finished job's token = %d", r.Code)
 	}
 	if r := c.do("GET", dl, map[string]string{"JOB-TOKEN": "x"}, nil); r.Code != 403 {
 		t.Errorf("download bad token = %d", r.Code)
 	}
 	next := c.payload(c.requestJob(tok, "", nil))
-	if len(next.Dependencies) != 1 || next.Dependencies[0].ID != p.ID || next.Dependencies[0].Token != p.Token || next.Dependencies[0].ArtifactsFile.Size != 7 {
+	if len(next.Dependencies) != 1 || next.Dependencies[0].ID != p.ID || next.Dependencies[0].Token != next.Token || next.Dependencies[0].ArtifactsFile.Size != 7 {
 		t.Errorf("dependencies = %+v", next.Dependencies)
+	}
+	if r := c.do("GET", dl, map[string]string{"JOB-TOKEN": next.Dependencies[0].Token}, nil); r.Code != 200 || string(r.Body) != "PK-data" || r.Header.Get("Content-Length") != "7" {
+		t.Errorf("download = %d %q", r.Code, r.Body)
 	}
 }
 

@@ -93,6 +93,11 @@ func (s *Server) assignLocked(w http.ResponseWriter, rn *runner, mgr *manager) {
 		for _, id := range s.sortedJobIDsLocked() {
 			j := s.jobs[id]
 			if j.status == StatusPending && j.runner == nil && s.canPick(rn, j) {
+				if !s.validDependenciesLocked(j) {
+					// RegisterJobService drops it instead of handing it out.
+					s.finishLocked(j, StatusFailed, "missing_dependency_failure", 0)
+					continue
+				}
 				pick = j
 				break
 			}
@@ -139,9 +144,7 @@ func (s *Server) startJobLocked(j *jobState) {
 	j.waitAck = false
 	j.startedAt = time.Now()
 	j.touched = j.startedAt
-	if j.pipeline.status == StatusPending || j.pipeline.status == StatusCreated {
-		j.pipeline.status = StatusRunning
-	}
+	s.updatePipelineStatusLocked(j.pipeline)
 	if j.cancelAfterSet {
 		j.cancelAfterSet = false
 		id, graceful := j.id, j.cancelGraceful
@@ -406,7 +409,7 @@ func (s *Server) Cancel(id int64, graceful bool) error {
 	if j == nil {
 		return fmt.Errorf("job %d not found", id)
 	}
-	if j.complete() && j.status != StatusManual {
+	if j.finished() {
 		return fmt.Errorf("job %d already %s", id, j.status)
 	}
 	s.cancelLocked(j, graceful)
@@ -415,76 +418,12 @@ func (s *Server) Cancel(id int64, graceful bool) error {
 
 func (s *Server) cancelLocked(j *jobState, graceful bool) {
 	switch {
-	case j.complete():
+	case j.finished():
 	case graceful && j.status == StatusRunning && j.manager != nil && j.manager.features["cancel_gracefully"]:
 		j.status = StatusCanceling
 	default:
 		s.finishLocked(j, StatusCanceled, "", 0)
 	}
-}
-
-func (s *Server) handleUploadArtifacts(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathID(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	j := s.authJobLocked(w, id, jobToken(r, ""), true)
-	s.mu.Unlock()
-	if j == nil {
-		return
-	}
-	if err := r.ParseMultipartForm(32 << 20); err != nil {
-		writeMessage(w, http.StatusBadRequest, "400 Bad request - file is missing")
-		return
-	}
-	f, hdr, err := r.FormFile("file")
-	if err != nil {
-		writeMessage(w, http.StatusBadRequest, "400 Bad request - file is missing")
-		return
-	}
-	defer f.Close()
-	data, err := io.ReadAll(f)
-	if err != nil {
-		writeMessage(w, http.StatusBadRequest, "400 Bad request - could not read file")
-		return
-	}
-	q := r.URL.Query()
-	a := &artifact{filename: hdr.Filename, format: q.Get("artifact_format"), typ: q.Get("artifact_type"), expireIn: q.Get("expire_in"), data: data}
-	if a.typ == "" {
-		a.typ = "archive"
-	}
-	s.mu.Lock()
-	if a.typ == "archive" {
-		j.artifacts = a
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusCreated, map[string]any{"id": id, "artifacts_file": map[string]any{"filename": hdr.Filename, "size": len(data)}})
-}
-
-func (s *Server) handleDownloadArtifacts(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathID(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	j := s.authJobLocked(w, id, jobToken(r, ""), false)
-	var a *artifact
-	if j != nil {
-		a = j.artifacts
-	}
-	s.mu.Unlock()
-	if j == nil {
-		return
-	}
-	if a == nil {
-		writeMessage(w, http.StatusNotFound, "404 Not Found")
-		return
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", a.filename))
-	w.Header().Set("Content-Length", strconv.Itoa(len(a.data)))
-	_, _ = w.Write(a.data)
 }
 
 // failureReasons is the failure_reason enum GitLab accepts and sends in

@@ -75,8 +75,8 @@ func (s *Server) buildPayloadLocked(j *jobState, rn *runner) *job.Payload {
 		Variables:    s.variablesLocked(j, rn, projectURL, repoURL.String()),
 		Steps:        steps(d, timeout),
 		Services:     []job.Image{},
-		Artifacts:    []job.Artifact{},
-		Cache:        []job.Cache{},
+		Artifacts:    payloadArtifacts(d.Artifacts),
+		Cache:        payloadCache(j),
 		Credentials:  []job.Credential{},
 		Dependencies: s.dependenciesLocked(j),
 		Features: job.Features{
@@ -128,27 +128,12 @@ func image(i ciyaml.Image) job.Image {
 	return out
 }
 
-func (s *Server) dependenciesLocked(j *jobState) []job.Dependency {
-	out := []job.Dependency{}
-	for _, o := range j.pipeline.jobs {
-		if o.stageIdx >= j.stageIdx || o.artifacts == nil {
-			continue
-		}
-		d := job.Dependency{ID: o.id, Token: o.token, Name: o.def.Name}
-		d.ArtifactsFile.Filename = o.artifacts.filename
-		d.ArtifactsFile.Size = int64(len(o.artifacts.data))
-		out = append(out, d)
-	}
-	return out
-}
-
 // variablesLocked builds the job's variables in GitLab's order
 // (Ci::Build#variables): persisted job variables, predefined, project,
 // pipeline (commit), runner, YAML (global then job), project CI/CD
 // variables, pipeline variables. Later entries win.
 func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL string) job.Variables {
 	pl, p, d, c := j.pipeline, j.pipeline.project, j.def, j.pipeline.commit
-	srv := s.serverURL()
 	var vs job.Variables
 	pub := func(k, v string) { vs = append(vs, job.Variable{Key: k, Value: v, Public: true}) }
 	id := strconv.FormatInt(j.id, 10)
@@ -169,7 +154,88 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	vs = append(vs, job.Variable{Key: "CI_BUILD_TOKEN", Value: j.token, Masked: true})
 	vs = append(vs, job.Variable{Key: "CI_REPOSITORY_URL", Value: repoURL})
 
-	// Predefined.
+	s.serverVars(pub)
+	pub("CI_JOB_NAME", d.Name)
+	pub("CI_JOB_NAME_SLUG", slugify(d.Name))
+	pub("CI_JOB_STAGE", d.Stage)
+	if d.When == ciyaml.WhenManual {
+		pub("CI_JOB_MANUAL", "true")
+	}
+	if d.ParallelOf != "" || d.NodeTotal > 1 {
+		pub("CI_NODE_INDEX", strconv.Itoa(d.NodeIndex))
+		pub("CI_NODE_TOTAL", strconv.Itoa(d.NodeTotal))
+	} else {
+		pub("CI_NODE_TOTAL", "1")
+	}
+	pub("CI_BUILD_NAME", d.Name)
+	pub("CI_BUILD_STAGE", d.Stage)
+
+	if d.Environment != "" {
+		pub("CI_ENVIRONMENT_NAME", d.Environment)
+		pub("CI_ENVIRONMENT_ACTION", "start")
+	}
+	s.projectPipelineVars(pl, pub)
+
+	// Runner.
+	pub("CI_RUNNER_ID", strconv.FormatInt(rn.id, 10))
+	pub("CI_RUNNER_DESCRIPTION", rn.description)
+	pub("CI_RUNNER_TAGS", rubyArray(rn.tags))
+
+	// YAML: global, then the job's (job wins; rule variables are in the
+	// job's).
+	for _, v := range pl.cfg.Variables {
+		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
+	}
+	for _, v := range d.Variables {
+		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
+	}
+	// dotenv reports of the jobs it takes artifacts from
+	// (Ci::Build#dependency_variables).
+	for _, dep := range s.dependencyJobsLocked(j) {
+		vs = append(vs, dep.dotenv...)
+	}
+	vs = append(vs, projectVarsFor(p, c)...)
+	vs = append(vs, pl.vars...)
+	return vs
+}
+
+// projectVarsFor are the project CI/CD variables a pipeline gets: never
+// public; protected ones only on protected refs.
+func projectVarsFor(p *project, c commit) []job.Variable {
+	var out []job.Variable
+	for _, v := range p.vars {
+		if v.Protected && !c.protected {
+			continue
+		}
+		out = append(out, v.Variable)
+	}
+	return out
+}
+
+// pipelineEnvLocked are the variables rules are evaluated with: the
+// pipeline's predefined variables, the global YAML variables, the project
+// and the pipeline variables (later wins).
+func (s *Server) pipelineEnvLocked(pl *pipeline) map[string]string {
+	env := map[string]string{}
+	pub := func(k, v string) { env[k] = v }
+	pub("CI_PIPELINE_ID", strconv.FormatInt(pl.id, 10))
+	s.serverVars(pub)
+	s.projectPipelineVars(pl, pub)
+	for _, v := range pl.cfg.Variables {
+		env[v.Key] = v.Value
+	}
+	for _, v := range projectVarsFor(pl.project, pl.commit) {
+		env[v.Key] = v.Value
+	}
+	for _, v := range pl.vars {
+		env[v.Key] = v.Value
+	}
+	return env
+}
+
+// serverVars are the instance's predefined variables.
+func (s *Server) serverVars(pub func(k, v string)) {
+	srv := s.serverURL()
 	pub("CI", "true")
 	pub("GITLAB_CI", "true")
 	host := srv.Hostname()
@@ -194,16 +260,13 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	pub("GITLAB_FEATURES", "")
 	pub("CI_API_V4_URL", srv.String()+"/api/v4")
 	pub("CI_API_GRAPHQL_URL", srv.String()+"/api/graphql")
-	pub("CI_JOB_NAME", d.Name)
-	pub("CI_JOB_NAME_SLUG", slugify(d.Name))
-	pub("CI_JOB_STAGE", d.Stage)
-	if d.When == ciyaml.WhenManual {
-		pub("CI_JOB_MANUAL", "true")
-	}
-	pub("CI_NODE_TOTAL", "1")
-	pub("CI_BUILD_NAME", d.Name)
-	pub("CI_BUILD_STAGE", d.Stage)
+}
 
+// projectPipelineVars are the project's, the pipeline's and the commit's
+// predefined variables.
+func (s *Server) projectPipelineVars(pl *pipeline, pub func(k, v string)) {
+	p, c := pl.project, pl.commit
+	projectURL := s.serverURL().String() + "/" + p.fullPath
 	// Project.
 	pub("CI_PROJECT_ID", strconv.FormatInt(p.id, 10))
 	pub("CI_PROJECT_NAME", projectName(p.fullPath))
@@ -255,28 +318,6 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	pub("GITLAB_USER_LOGIN", s.opts.User.Login)
 	pub("GITLAB_USER_NAME", s.opts.User.Name)
 
-	// Runner.
-	pub("CI_RUNNER_ID", strconv.FormatInt(rn.id, 10))
-	pub("CI_RUNNER_DESCRIPTION", rn.description)
-	pub("CI_RUNNER_TAGS", rubyArray(rn.tags))
-
-	// YAML: global, then the job's (job wins).
-	for _, v := range pl.cfg.Variables {
-		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
-	}
-	for _, v := range d.Variables {
-		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
-	}
-	// Project CI/CD variables: never public; protected ones only on
-	// protected refs.
-	for _, v := range p.vars {
-		if v.Protected && !c.protected {
-			continue
-		}
-		vs = append(vs, v.Variable)
-	}
-	vs = append(vs, pl.vars...)
-	return vs
 }
 
 // rubyArray formats tags like Ruby's Array#to_s, which is what GitLab

@@ -102,6 +102,10 @@ type PipelineOptions struct {
 	CIConfig []byte
 	// Variables are pipeline variables (as from the UI "Run pipeline").
 	Variables []ProjectVariable
+	// BeforeSha is the commit before the push (CI_COMMIT_BEFORE_SHA);
+	// rules:changes compare against it. Empty: none (a new branch), and
+	// every rules:changes is true, as in GitLab.
+	BeforeSha string
 	// Jobs, when not empty, limits the pipeline to these jobs and,
 	// transitively, the jobs they need (`podrunner exec --job`); named
 	// manual jobs run as if played.
@@ -124,9 +128,17 @@ func (s *Server) CreatePipeline(project, ref string) (*Pipeline, error) {
 	return s.CreatePipelineWith(project, PipelineOptions{Ref: ref})
 }
 
-// CreatePipelineWith creates a pipeline: it refreshes the mirror from the
-// source repository, reads the config at the commit, creates the jobs and
-// queues the first stage.
+// CreatePipelineWith creates a pipeline as GitLab's CreatePipelineService
+// does: it refreshes the mirror from the source repository, reads the
+// config at the commit (includes from the same commit), evaluates
+// workflow:rules, rules, only/except against the pipeline's variables and
+// the push's changes, creates the jobs and processes the pipeline. A
+// pipeline filtered out by workflow:rules is an error wrapping
+// ciyaml.ErrFiltered; one without jobs is an error as in GitLab.
+//
+// With PipelineOptions.CIConfig (exec on uncommitted changes), included
+// files are read from the working copy of the source repository instead
+// of the commit, so they may be uncommitted too.
 func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pipeline, error) {
 	s.mu.Lock()
 	p := s.projects[projectPath]
@@ -145,27 +157,83 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 	if err != nil {
 		return nil, err
 	}
+	if o.BeforeSha != "" {
+		before, err := s.gitOut(p.bare, "rev-parse", "--verify", o.BeforeSha+"^{commit}")
+		if err != nil {
+			return nil, fmt.Errorf("before sha %s of %s: %w", o.BeforeSha, projectPath, err)
+		}
+		c.beforeSha = before
+	}
+	c.protected = c.refType == "branch" && c.ref == p.defaultBranch
+	readFile := s.commitReader(p, c.sha)
 	data := o.CIConfig
 	if data == nil {
-		data, err = s.gitBytes(p.bare, "cat-file", "blob", c.sha+":.gitlab-ci.yml")
+		data, err = readFile(".gitlab-ci.yml")
 		if err != nil {
 			return nil, fmt.Errorf("read .gitlab-ci.yml at %s of %s (commit one, or pass PipelineOptions.CIConfig): %w", ref, projectPath, err)
 		}
+	} else {
+		readFile = workingCopyReader(p.source)
 	}
-	cfg, err := ciyaml.Parse(".gitlab-ci.yml", data)
+	cfg, err := ciyaml.ParseWith(".gitlab-ci.yml", data, ciyaml.ParseOptions{ReadFile: readFile})
 	if err != nil {
 		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
 	}
-	c.protected = c.refType == "branch" && c.ref == p.defaultBranch
+	source := o.Source
+	if source == "" {
+		source = "push"
+	}
 
 	s.mu.Lock()
 	pl := &pipeline{
-		id: s.newID("pipeline"), project: p, cfg: cfg, commit: c, source: o.Source,
+		id: s.newID("pipeline"), project: p, cfg: cfg, commit: c, source: source,
 		status: StatusCreated, createdAt: time.Now(), done: make(chan struct{}),
 	}
+	p.nextIID++
+	pl.iid = p.nextIID
+	for _, v := range o.Variables {
+		pl.vars = append(pl.vars, job.Variable{Key: v.Key, Value: v.Value, Masked: v.Masked, File: v.File, Raw: v.Raw})
+	}
+	env := ciyaml.Env{Variables: s.pipelineEnvLocked(pl), Ref: c.ref, RefType: c.refType, Source: source}
 	s.mu.Unlock()
-	if pl.source == "" {
-		pl.source = "push"
+
+	env.Exists, err = s.existsFunc(p, c.sha)
+	if err != nil {
+		return nil, err
+	}
+	if !isZeroSha(c.beforeSha) {
+		env.Changes, err = s.changesFunc(p, c.beforeSha, c.sha)
+		if err != nil {
+			return nil, err
+		}
+	}
+	defs, err := cfg.Evaluate(env)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
+	}
+	defs, played, err := selectJobs(defs, o.Jobs)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
+	}
+	if len(defs) == 0 {
+		return nil, fmt.Errorf("pipeline for %s at %s: No stages / jobs for this pipeline", projectPath, ref)
+	}
+	jobs := make([]*jobState, 0, len(defs))
+	for _, d := range defs {
+		j := &jobState{
+			pipeline: pl, def: d, stageIdx: slices.Index(cfg.Stages, d.Stage), status: StatusCreated,
+			allowFailure: d.AllowFailure, played: played[d], dag: d.Needs != nil,
+		}
+		if j.stageIdx < 0 {
+			return nil, fmt.Errorf("pipeline for %s at %s: %s job: chosen stage %s does not exist", projectPath, ref, d.Name, d.Stage)
+		}
+		if j.needs, err = resolveNeeds(d, defs); err != nil {
+			return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
+		}
+		if j.cacheKeys, err = s.cacheKeys(p, c, d); err != nil {
+			return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
+		}
+		jobs = append(jobs, j)
 	}
 	// GitLab keeps a persistent ref per pipeline; runners fetch it.
 	if _, err := s.gitOut(p.bare, "update-ref", fmt.Sprintf("refs/pipelines/%d", pl.id), c.sha); err != nil {
@@ -174,151 +242,97 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p.nextIID++
-	pl.iid = p.nextIID
-	for _, v := range o.Variables {
-		pl.vars = append(pl.vars, job.Variable{Key: v.Key, Value: v.Value, Masked: v.Masked, File: v.File, Raw: v.Raw})
-	}
 	out := &Pipeline{ID: pl.id, IID: pl.iid, Sha: c.sha, Jobs: map[string]int64{}}
 	for _, w := range cfg.Warnings {
 		out.Warnings = append(out.Warnings, w.Error())
 	}
-	for _, d := range cfg.Jobs {
-		j := &jobState{
-			id: s.newID("job"), pipeline: pl, def: d, stageIdx: slices.Index(cfg.Stages, d.Stage),
-			token: "glcbt-" + randHex(16), status: StatusCreated,
-		}
+	for _, j := range jobs {
+		j.id = s.newID("job")
+		j.token = "glcbt-" + randHex(16)
 		pl.jobs = append(pl.jobs, j)
 		s.jobs[j.id] = j
-		out.Jobs[d.Name] = j.id
+		out.Jobs[j.def.Name] = j.id
 	}
 	s.pipelines[pl.id] = pl
 	s.processLocked(pl)
 	return out, nil
 }
 
-// processLocked advances a pipeline stage by stage, as GitLab's
-// ProcessPipelineService does for stage-ordered pipelines.
-func (s *Server) processLocked(pl *pipeline) {
-	prior := StatusSuccess // composite status of earlier stages
-	for idx := range pl.cfg.Stages {
-		var stage []*jobState
-		for _, j := range pl.jobs {
-			if j.stageIdx == idx {
-				stage = append(stage, j)
+// selectJobs keeps the named jobs (all nodes of a parallel job when named
+// by its base name) and, transitively, the jobs they need. Named jobs are
+// played: a named manual or delayed job runs at once.
+func selectJobs(defs []*ciyaml.Job, names []string) ([]*ciyaml.Job, map[*ciyaml.Job]bool, error) {
+	played := map[*ciyaml.Job]bool{}
+	if len(names) == 0 {
+		return defs, played, nil
+	}
+	keep := map[*ciyaml.Job]bool{}
+	var queue []*ciyaml.Job
+	for _, n := range names {
+		found := false
+		for _, d := range defs {
+			if matchesName(d, n) {
+				found = true
+				played[d] = true
+				if !keep[d] {
+					keep[d] = true
+					queue = append(queue, d)
+				}
 			}
 		}
-		for _, j := range stage {
-			if j.status != StatusCreated {
-				continue
-			}
-			switch decide(j.def.When, prior) {
-			case "run":
-				s.enqueueLocked(j)
-			case StatusManual:
-				j.status = StatusManual
-			case StatusSkipped:
-				j.status = StatusSkipped
-				j.endedAt = time.Now()
-			}
+		if !found {
+			return nil, nil, fmt.Errorf("job %q is not in the pipeline (check its name, and its rules, only and except)", n)
 		}
-		for _, j := range stage {
-			if !j.complete() {
-				return // later stages wait for this one
-			}
-		}
-		for _, j := range stage {
-			switch {
-			case j.failedBlocking():
-				prior = StatusFailed
-			case j.status == StatusCanceled && prior != StatusFailed:
-				prior = StatusCanceled
+	}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		for _, need := range d.Needs {
+			for _, o := range defs {
+				if matchesName(o, need.Job) && !keep[o] {
+					keep[o] = true
+					queue = append(queue, o)
+				}
 			}
 		}
 	}
-	// Every job is complete.
-	if pl.status == StatusSuccess || pl.status == StatusFailed || pl.status == StatusCanceled {
-		return
-	}
-	switch prior {
-	case StatusFailed:
-		pl.status = StatusFailed
-	case StatusCanceled:
-		pl.status = StatusCanceled
-	default:
-		pl.status = StatusSuccess
-	}
-	close(pl.done)
-}
-
-// decide maps a job's when: and the earlier stages' status to what happens.
-func decide(when, prior string) string {
-	switch when {
-	case ciyaml.WhenOnFailure:
-		if prior == StatusFailed {
-			return "run"
-		}
-		return StatusSkipped
-	case ciyaml.WhenAlways:
-		return "run"
-	case ciyaml.WhenManual:
-		if prior == StatusSuccess {
-			return StatusManual
-		}
-		return StatusSkipped
-	default: // on_success, delayed (the delay is not implemented)
-		if prior == StatusSuccess {
-			return "run"
-		}
-		return StatusSkipped
-	}
-}
-
-func (s *Server) enqueueLocked(j *jobState) {
-	j.status = StatusPending
-	j.queuedAt = time.Now()
-	if j.pipeline.status == StatusCreated {
-		j.pipeline.status = StatusPending
-	}
-	// Tick the queue of every runner that can take the job, like
-	// Ci::UpdateBuildQueueService, so their long polls return.
-	for _, r := range s.runners {
-		if s.canPick(r, j) {
-			r.queue = randHex(16)
+	var out []*ciyaml.Job
+	for _, d := range defs {
+		if keep[d] {
+			out = append(out, d)
 		}
 	}
-	s.notifyLocked()
+	return out, played, nil
 }
 
-// Play starts a manual job.
-func (s *Server) Play(id int64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j := s.jobs[id]
-	if j == nil || j.status != StatusManual {
-		return fmt.Errorf("job %d is not a manual job waiting to be played", id)
+// resolveNeeds expands needs: to the jobs present (parallel jobs by their
+// base name); a missing need is GitLab's creation error unless optional.
+func resolveNeeds(d *ciyaml.Job, defs []*ciyaml.Job) ([]needRef, error) {
+	var out []needRef
+	for _, n := range d.Needs {
+		found := false
+		for _, o := range defs {
+			if matchesName(o, n.Job) {
+				found = true
+				if !slices.ContainsFunc(out, func(r needRef) bool { return r.name == o.Name }) {
+					out = append(out, needRef{name: o.Name, artifacts: n.Artifacts})
+				}
+			}
+		}
+		if !found && !n.Optional {
+			return nil, fmt.Errorf("'%s' job needs '%s' job, but '%s' does not exist in the pipeline. "+
+				"This might be because of the only, except, or rules keywords. "+
+				"To need a job that sometimes does not exist in the pipeline, use needs:optional.", d.Name, n.Job, n.Job)
+		}
 	}
-	s.enqueueLocked(j)
-	if j.pipeline.status == StatusSuccess {
-		j.pipeline.status = StatusRunning
-		j.pipeline.done = make(chan struct{})
-	}
-	return nil
+	return out, nil
 }
 
-// finishLocked ends a job and advances its pipeline.
-func (s *Server) finishLocked(j *jobState, status, reason string, exitCode int) {
-	j.status, j.reason, j.exitCode = status, reason, exitCode
-	j.waitAck = false
-	j.endedAt = time.Now()
-	if status == StatusFailed && j.reason == "" {
-		j.reason = "script_failure"
-	}
-	s.processLocked(j.pipeline)
-	s.notifyLocked()
-}
+func isZeroSha(sha string) bool { return strings.Trim(sha, "0") == "" }
 
-// WaitPipeline waits until the pipeline finished and returns its view.
+// WaitPipeline waits until the pipeline finished (success, failed,
+// canceled, skipped) or is blocked by a manual job (manual), and returns
+// its view.
 func (s *Server) WaitPipeline(ctx context.Context, id int64) (PipelineView, error) {
 	s.mu.Lock()
 	pl := s.pipelines[id]
@@ -335,7 +349,7 @@ func (s *Server) WaitPipeline(ctx context.Context, id int64) (PipelineView, erro
 			s.mu.Lock()
 			v := s.pipelineViewLocked(pl)
 			s.mu.Unlock()
-			if v.Status == StatusSuccess || v.Status == StatusFailed || v.Status == StatusCanceled {
+			if resting(v.Status) {
 				return v, nil
 			}
 		case <-ctx.Done():

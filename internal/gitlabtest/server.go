@@ -76,6 +76,14 @@ type Options struct {
 	Logger *slog.Logger
 	// ServerVersion is CI_SERVER_VERSION; "18.5.0" when empty.
 	ServerVersion string
+	// MaxArtifactsSize is the maximum size of one uploaded artifact file
+	// (GitLab's "Maximum artifacts size"); bigger uploads get 413. 0 means
+	// DefaultMaxArtifactsSize (100 MiB, GitLab's default). Artifacts are
+	// stored under DataDir/artifacts.
+	MaxArtifactsSize int64
+	// MaxDotenvVariables is the dotenv_variables limit; 0 means
+	// DefaultMaxDotenvVariables.
+	MaxDotenvVariables int
 }
 
 // User is the user who creates pipelines.
@@ -106,6 +114,7 @@ type Server struct {
 	external  *url.URL
 	timers    []*time.Timer
 	held      int // job requests held by long polling
+	clock     func() time.Time // tests move time for artifact expiry
 
 	srv      *http.Server
 	ln       net.Listener

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +24,8 @@ const (
 	StatusCanceled  = "canceled"
 	StatusSkipped   = "skipped"
 	StatusManual    = "manual"
+	// StatusScheduled is a delayed job waiting for its start_in.
+	StatusScheduled = "scheduled"
 )
 
 type runner struct {
@@ -86,7 +89,9 @@ type pipeline struct {
 	createdAt time.Time
 	jobs      []*jobState
 	vars      []job.Variable // pipeline (trigger/manual) variables
-	done      chan struct{}
+	// done is closed while the status is resting (see resting).
+	done       chan struct{}
+	doneClosed bool
 }
 
 type jobState struct {
@@ -110,7 +115,25 @@ type jobState struct {
 	startedAt time.Time
 	endedAt   time.Time
 	touched   time.Time
-	artifacts *artifact
+	// allowFailure is the job's effective allow_failure: the YAML value,
+	// or, with allow_failure:exit_codes, whether the exit code matched.
+	allowFailure bool
+	// retried marks a job replaced by a retry (GitLab keeps it, failed).
+	retried bool
+	// played: a manual job started by Play or named in PipelineOptions.Jobs.
+	played bool
+	// dag is true when the job has `needs:` (scheduling_type dag).
+	dag bool
+	// needs are the jobs of `needs:` present in the pipeline, after
+	// parallel expansion.
+	needs       []needRef
+	scheduledAt time.Time
+	// cacheKeys are the payload cache keys, computed at creation like
+	// GitLab's pipeline seed does (cache:key:files needs git).
+	cacheKeys []string
+	files     map[string]*storedArtifact // by artifact_type
+	// dotenv are the variables of the job's dotenv report.
+	dotenv []job.Variable
 	// fault hooks
 	cancelAfterBytes int64
 	cancelAfter      time.Duration
@@ -118,15 +141,17 @@ type jobState struct {
 	cancelGraceful   bool
 }
 
-type artifact struct {
-	filename, format, typ, expireIn string
-	data                            []byte
+type needRef struct {
+	name      string
+	artifacts bool
 }
 
 func (j *jobState) processingOnRunner() bool {
 	return j.status == StatusRunning || j.status == StatusCanceling
 }
 
+// complete reports whether the job needs nothing more from a runner or
+// a timer (a manual job waits for a person, which may never come).
 func (j *jobState) complete() bool {
 	switch j.status {
 	case StatusSuccess, StatusFailed, StatusCanceled, StatusSkipped, StatusManual:
@@ -135,15 +160,13 @@ func (j *jobState) complete() bool {
 	return false
 }
 
-// failedBlocking reports whether the job's failure fails the pipeline.
-func (j *jobState) failedBlocking() bool {
-	if j.status != StatusFailed {
-		return false
+// finished reports whether the job reached a final status.
+func (j *jobState) finished() bool {
+	switch j.status {
+	case StatusSuccess, StatusFailed, StatusCanceled, StatusSkipped:
+		return true
 	}
-	if len(j.def.AllowFailureExitCodes) > 0 {
-		return !slices.Contains(j.def.AllowFailureExitCodes, j.exitCode)
-	}
-	return !j.def.AllowFailure
+	return false
 }
 
 // JobView is a snapshot of a job for tests.
@@ -168,6 +191,25 @@ type JobView struct {
 	StartedAt     time.Time
 	FinishedAt    time.Time
 	HasArtifacts  bool
+	// When is the job's when: (on_success, manual, delayed, …).
+	When string
+	// AllowFailure is the effective allow_failure: with
+	// allow_failure:exit_codes it becomes true only when the job failed
+	// with one of those codes ("failed, allowed to fail": a warning).
+	AllowFailure bool
+	// Retried is true for a job replaced by a retry (a new job id with the
+	// same name); it keeps its failed status.
+	Retried bool
+	// Needs are the names of the jobs it needs; nil without needs:.
+	Needs []string
+	// Duration is from start to finish (to now while it runs).
+	Duration time.Duration
+	// ScheduledAt is when a delayed job starts (status scheduled).
+	ScheduledAt time.Time
+	// ArtifactTypes are the artifact types uploaded (archive, dotenv, …).
+	ArtifactTypes []string
+	// DotenvVariables are the variables of its dotenv report.
+	DotenvVariables []job.Variable
 }
 
 // PipelineView is a snapshot of a pipeline.
@@ -189,8 +231,29 @@ func (s *Server) viewLocked(j *jobState) JobView {
 		Token: j.token, FailureReason: j.reason, ExitCode: j.exitCode, Checksum: j.checksum,
 		Bytesize: j.bytesize, TraceChecksum: crcString(j.raw), TraceSize: int64(len(j.raw)),
 		Payload: j.payload, QueuedAt: j.queuedAt, StartedAt: j.startedAt, FinishedAt: j.endedAt,
-		HasArtifacts: j.artifacts != nil,
+		HasArtifacts: j.files["archive"] != nil, When: j.def.When, AllowFailure: j.allowFailure,
+		Retried: j.retried, ScheduledAt: j.scheduledAt, DotenvVariables: slices.Clone(j.dotenv),
 	}
+	if v.When == "" {
+		v.When = ciyaml.WhenOnSuccess
+	}
+	if j.dag {
+		v.Needs = []string{}
+		for _, n := range j.needs {
+			v.Needs = append(v.Needs, n.name)
+		}
+	}
+	if !j.startedAt.IsZero() {
+		end := j.endedAt
+		if end.IsZero() {
+			end = time.Now()
+		}
+		v.Duration = end.Sub(j.startedAt)
+	}
+	for t := range j.files {
+		v.ArtifactTypes = append(v.ArtifactTypes, t)
+	}
+	slices.Sort(v.ArtifactTypes)
 	if j.runner != nil {
 		v.RunnerID = j.runner.id
 	}
@@ -234,14 +297,29 @@ func (s *Server) StoredTrace(id int64) []byte {
 	return nil
 }
 
-// Artifact returns the uploaded artifact archive of a job.
+// Artifact returns the uploaded artifact archive of a job, read whole
+// into memory (for tests; downloads stream from disk).
 func (s *Server) Artifact(id int64) (filename string, data []byte, ok bool) {
+	return s.ArtifactOf(id, "archive")
+}
+
+// ArtifactOf returns a job's uploaded artifact of one artifact_type
+// (archive, dotenv, junit, …) as stored (a gzip file for reports).
+func (s *Server) ArtifactOf(id int64, typ string) (filename string, data []byte, ok bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if j := s.jobs[id]; j != nil && j.artifacts != nil {
-		return j.artifacts.filename, slices.Clone(j.artifacts.data), true
+	var a *storedArtifact
+	if j := s.jobs[id]; j != nil {
+		a = j.files[typ]
 	}
-	return "", nil, false
+	s.mu.Unlock()
+	if a == nil {
+		return "", nil, false
+	}
+	data, err := os.ReadFile(a.path)
+	if err != nil {
+		return "", nil, false
+	}
+	return a.filename, data, true
 }
 
 // Pipeline returns a snapshot of a pipeline.
