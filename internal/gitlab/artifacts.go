@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // ArtifactsOptions describe one artifacts upload, copied from the job
@@ -107,7 +108,7 @@ func (c *Client) uploadArtifacts(ctx context.Context, jobID int64, jobToken stri
 			target = location
 			continue
 		}
-		if status == http.StatusForbidden || status == http.StatusRequestEntityTooLarge || !reopenable || ctx.Err() != nil {
+		if !retryableUploadStatus(status) || !reopenable || ctx.Err() != nil {
 			return err
 		}
 		limit := artifactTriesOther
@@ -119,10 +120,33 @@ func (c *Client) uploadArtifacts(ctx context.Context, jobID int64, jobToken stri
 		}
 		tries++
 		c.log.Warn("artifacts upload failed; retrying", "job", jobID, "error", err, "try", tries)
-		if werr := sleepCtx(ctx, c.opts.ArtifactRetryWait); werr != nil {
+		if werr := sleepCtx(ctx, artifactBackoff(c.opts.ArtifactRetryWait, tries-1)); werr != nil {
 			return fmt.Errorf("upload artifacts of job %d: %w (stopped retrying: %w)", jobID, err, werr)
 		}
 	}
+}
+
+// retryableUploadStatus: no answer (network error), 5xx, 408 and 429 are
+// worth another try; other 4xx (403 forbidden, 413 too large, 400 …)
+// would only get the same answer again.
+func retryableUploadStatus(status int) bool {
+	switch {
+	case status == 0, status >= 500:
+		return true
+	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests:
+		return true
+	}
+	return false
+}
+
+// artifactBackoff doubles the wait for every retry already made (wait,
+// 2·wait, 4·wait …), at most 30 s.
+func artifactBackoff(wait time.Duration, retry int) time.Duration {
+	const maxWait = 30 * time.Second
+	for i := 1; i < retry && wait < maxWait; i++ {
+		wait *= 2
+	}
+	return min(wait, maxWait)
 }
 
 // multipartBody streams one multipart part from src through a pipe. Close
@@ -229,7 +253,7 @@ func (c *Client) uploadOnce(ctx context.Context, jobID int64, jobToken string, o
 		}
 		return resp.StatusCode, loc, fmt.Errorf("upload artifacts of job %d: redirected", jobID)
 	case http.StatusRequestEntityTooLarge:
-		return resp.StatusCode, nil, fmt.Errorf("upload artifacts of job %d: %w: the archive exceeds GitLab's maximum artifacts size", jobID, c.fail(resp, jobToken))
+		return resp.StatusCode, nil, fmt.Errorf("upload artifacts of job %d: %w: artifacts too large: raise the project's maximum artifacts size or upload less", jobID, c.fail(resp, jobToken))
 	case http.StatusForbidden:
 		return resp.StatusCode, nil, fmt.Errorf("upload artifacts of job %d: %w", jobID, c.fail(resp, jobToken))
 	case http.StatusServiceUnavailable:
@@ -273,7 +297,7 @@ func (c *Client) DownloadArtifacts(ctx context.Context, jobID int64, jobToken st
 			return nil, err
 		}
 		c.log.Warn("artifacts download failed; retrying", "job", jobID, "error", err, "try", try+1)
-		if werr := sleepCtx(ctx, c.opts.ArtifactRetryWait); werr != nil {
+		if werr := sleepCtx(ctx, artifactBackoff(c.opts.ArtifactRetryWait, try)); werr != nil {
 			return nil, fmt.Errorf("%w (stopped retrying: %w)", err, werr)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // uploadSeen is what the fake saw of one multipart upload.
@@ -100,9 +101,10 @@ func TestUploadArtifactsStatuses(t *testing.T) {
 	}{
 		{name: "201", status: 201, attempts: 1, opens: 1},
 		{name: "403 no retry", status: 403, attempts: 1, opens: 1, target: ErrForbidden, wantErr: "403"},
-		{name: "413 no retry", status: 413, attempts: 1, opens: 1, target: ErrTooLarge, wantErr: "maximum artifacts size"},
-		{name: "400 three tries", status: 400, attempts: 3, opens: 3, wantErr: "400"},
-		{name: "404 three tries", status: 404, attempts: 3, opens: 3, wantErr: "404"},
+		{name: "413 no retry", status: 413, attempts: 1, opens: 1, target: ErrTooLarge, wantErr: "artifacts too large: raise the project's maximum artifacts size or upload less"},
+		{name: "400 no retry", status: 400, attempts: 1, opens: 1, wantErr: "400"},
+		{name: "404 no retry", status: 404, attempts: 1, opens: 1, wantErr: "404"},
+		{name: "429 three tries of five attempts", status: 429, attempts: 15, opens: 15, wantErr: "429"},
 		{name: "500 three tries of five attempts", status: 500, attempts: 15, opens: 15, wantErr: "500"},
 		{name: "503 six tries of five attempts", status: 503, attempts: 30, opens: 30, wantErr: "service unavailable"},
 		{name: "500 one-shot body", status: 500, oneShot: true, attempts: 1, wantErr: "500"},
@@ -258,5 +260,16 @@ func TestDownloadArtifactsRedirectDropsToken(t *testing.T) {
 	}
 	if got, _ := storageToken.Load().(string); got != "" {
 		t.Fatalf("object storage received token %q", got)
+	}
+}
+
+func TestArtifactBackoff(t *testing.T) {
+	for _, tt := range []struct {
+		retry int
+		want  time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {10, 30 * time.Second}} {
+		if got := artifactBackoff(time.Second, tt.retry); got != tt.want {
+			t.Errorf("retry %d: wait %v, want %v", tt.retry, got, tt.want)
+		}
 	}
 }
