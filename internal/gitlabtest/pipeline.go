@@ -207,7 +207,11 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 			return nil, err
 		}
 	}
-	defs, err := cfg.Evaluate(env)
+	evaluate := s.evaluate
+	if evaluate == nil {
+		evaluate = (*ciyaml.Config).Evaluate
+	}
+	defs, err := evaluate(cfg, env)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
 	}

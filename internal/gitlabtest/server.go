@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/ciyaml"
 )
 
 // Options configure a Server. The zero value is usable.
@@ -113,8 +115,10 @@ type Server struct {
 	recs      []Request
 	external  *url.URL
 	timers    []*time.Timer
-	held      int // job requests held by long polling
+	held      int              // job requests held by long polling
 	clock     func() time.Time // tests move time for artifact expiry
+	// evaluate replaces Config.Evaluate in tests (to set job fields).
+	evaluate func(*ciyaml.Config, ciyaml.Env) ([]*ciyaml.Job, error)
 
 	srv      *http.Server
 	ln       net.Listener
