@@ -121,8 +121,8 @@ func TestScheduling(t *testing.T) {
 		},
 		steps: []schedStep{{want: "a=pending c=pending"}},
 	}, {
-		name: "manual job allowed to fail blocks nothing",
-		ci:   "stages: [build, test]\nm: {stage: build, script: x, when: manual}\nt: {stage: test, script: x}\n",
+		name:  "manual job allowed to fail blocks nothing",
+		ci:    "stages: [build, test]\nm: {stage: build, script: x, when: manual}\nt: {stage: test, script: x}\n",
 		tweak: func(j map[string]*ciyaml.Job) { j["m"].AllowFailure = true },
 		steps: []schedStep{
 			{want: "m=manual t=pending"},
@@ -131,8 +131,8 @@ func TestScheduling(t *testing.T) {
 			{run: "m", pipeline: StatusSuccess},
 		},
 	}, {
-		name: "manual job with allow_failure false blocks the pipeline",
-		ci:   "stages: [build, test]\nm: {stage: build, script: x, when: manual}\nt: {stage: test, script: x}\n",
+		name:  "manual job with allow_failure false blocks the pipeline",
+		ci:    "stages: [build, test]\nm: {stage: build, script: x, when: manual}\nt: {stage: test, script: x}\n",
 		tweak: func(j map[string]*ciyaml.Job) { j["m"].AllowFailure = false },
 		steps: []schedStep{
 			{want: "m=manual t=created", pipeline: StatusManual},
@@ -153,16 +153,16 @@ func TestScheduling(t *testing.T) {
 			{run: "m", want: "m=success n=pending"},
 		},
 	}, {
-		name: "allow_failure exit code: failed with warnings, pipeline passes",
-		ci:   "stages: [build, test]\na: {stage: build, script: x}\nt: {stage: test, script: x}\n",
+		name:  "allow_failure exit code: failed with warnings, pipeline passes",
+		ci:    "stages: [build, test]\na: {stage: build, script: x}\nt: {stage: test, script: x}\n",
 		tweak: func(j map[string]*ciyaml.Job) { j["a"].AllowFailureExitCodes = []int{3, 4} },
 		steps: []schedStep{
 			{run: "a", status: StatusFailed, code: 4, want: "a=failed t=pending"},
 			{run: "t", pipeline: StatusSuccess},
 		},
 	}, {
-		name: "allow_failure exit code not matched fails the pipeline",
-		ci:   "stages: [build, test]\na: {stage: build, script: x}\nt: {stage: test, script: x}\n",
+		name:  "allow_failure exit code not matched fails the pipeline",
+		ci:    "stages: [build, test]\na: {stage: build, script: x}\nt: {stage: test, script: x}\n",
 		tweak: func(j map[string]*ciyaml.Job) { j["a"].AllowFailureExitCodes = []int{3} },
 		steps: []schedStep{
 			{run: "a", status: StatusFailed, code: 1, want: "a=failed t=skipped", pipeline: StatusFailed},
@@ -175,12 +175,12 @@ func TestScheduling(t *testing.T) {
 			{run: "f"}, {run: "al", pipeline: StatusFailed},
 		},
 	}, {
-		name: "all skipped earlier stages let on_success run",
-		ci:   "stages: [build, test]\nf: {stage: build, script: x, when: on_failure}\nt: {stage: test, script: x}\n",
+		name:  "all skipped earlier stages let on_success run",
+		ci:    "stages: [build, test]\nf: {stage: build, script: x, when: on_failure}\nt: {stage: test, script: x}\n",
 		steps: []schedStep{{want: "f=skipped t=pending"}},
 	}, {
-		name: "retry on a matching reason, up to max",
-		ci:   "stages: [build, test]\nr: {stage: build, script: x}\nt: {stage: test, script: x}\n",
+		name:  "retry on a matching reason, up to max",
+		ci:    "stages: [build, test]\nr: {stage: build, script: x}\nt: {stage: test, script: x}\n",
 		tweak: func(j map[string]*ciyaml.Job) { j["r"].Retry = ciyaml.Retry{Max: 2, When: []string{"script_failure"}} },
 		steps: []schedStep{
 			{run: "r", status: StatusFailed, want: "t=created r=pending"},
@@ -205,16 +205,16 @@ func TestScheduling(t *testing.T) {
 			{run: "r", want: "r=success", pipeline: StatusSuccess},
 		},
 	}, {
-		name: "retry exit_codes only",
-		ci:   "r: {stage: test, script: x}\n",
+		name:  "retry exit_codes only",
+		ci:    "r: {stage: test, script: x}\n",
 		tweak: func(j map[string]*ciyaml.Job) { j["r"].Retry = ciyaml.Retry{Max: 1, ExitCodes: []int{137}} },
 		steps: []schedStep{
 			{run: "r", status: StatusFailed, code: 137, want: "r=pending"},
 			{run: "r", status: StatusFailed, code: 137, want: "r=failed", pipeline: StatusFailed},
 		},
 	}, {
-		name: "retry exit_codes, other code",
-		ci:   "r: {stage: test, script: x}\n",
+		name:  "retry exit_codes, other code",
+		ci:    "r: {stage: test, script: x}\n",
 		tweak: func(j map[string]*ciyaml.Job) { j["r"].Retry = ciyaml.Retry{Max: 1, ExitCodes: []int{137}} },
 		steps: []schedStep{{run: "r", status: StatusFailed, code: 1, want: "r=failed"}},
 	}}
