@@ -197,10 +197,7 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 	env := ciyaml.Env{Variables: s.pipelineEnvLocked(pl), Ref: c.ref, RefType: c.refType, Source: source}
 	s.mu.Unlock()
 
-	env.Exists, err = s.existsFunc(p, c.sha)
-	if err != nil {
-		return nil, err
-	}
+	env.Exists = s.existsFunc(p, c.sha)
 	if !isZeroSha(c.beforeSha) {
 		env.Changes, err = s.changesFunc(p, c.beforeSha, c.sha)
 		if err != nil {

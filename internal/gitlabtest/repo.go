@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
 )
@@ -46,14 +47,25 @@ func workingCopyReader(dir string) func(string) ([]byte, error) {
 	}
 }
 
-// existsFunc is rules:exists against the files of the commit.
-func (s *Server) existsFunc(p *project, sha string) (func([]string) (bool, error), error) {
-	out, err := s.gitBytes(p.bare, "ls-tree", "-r", "--name-only", "-z", sha)
-	if err != nil {
-		return nil, fmt.Errorf("list files of %s: %w", sha, err)
+// existsFunc is rules:exists against the files of the commit, listed on
+// first use (most pipelines never ask).
+func (s *Server) existsFunc(p *project, sha string) func([]string) (bool, error) {
+	var once sync.Once
+	var files []string
+	var lsErr error
+	return func(globs []string) (bool, error) {
+		once.Do(func() {
+			out, err := s.gitBytes(p.bare, "ls-tree", "-r", "--name-only", "-z", sha)
+			if err != nil {
+				lsErr = fmt.Errorf("list files of %s: %w", sha, err)
+			}
+			files = splitZ(out)
+		})
+		if lsErr != nil {
+			return false, lsErr
+		}
+		return anyMatch(globs, files)
 	}
-	files := splitZ(out)
-	return func(globs []string) (bool, error) { return anyMatch(globs, files) }, nil
 }
 
 // changesFunc is rules:changes against the files changed between the
