@@ -40,6 +40,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ignoreTags := fs.Bool("ignore-tags", false, "let any runner take any job")
 	longPoll := fs.Duration("long-poll", 50*time.Second, "jobs/request long polling duration (0 disables)")
 	traceInterval := fs.Duration("trace-update-interval", 3*time.Second, "X-GitLab-Trace-Update-Interval sent to runners")
+	dataDir := fs.String("data-dir", "", "directory for repositories and uploaded artifacts (a temporary one when empty)")
+	maxArtifacts := fs.Int64("max-artifacts-size", gitlabtest.DefaultMaxArtifactsSize, "maximum size of one uploaded artifact in bytes (413 above)")
+	jobs := fs.String("jobs", "", "comma separated jobs to run (and what they need); named manual jobs run")
 	verbose := fs.Bool("v", false, "log every request (tokens are never logged)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -56,6 +59,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	srv, err := gitlabtest.New(gitlabtest.Options{
 		ListenAddr: *listen, ExternalURL: *external, RegistrationToken: *regToken,
 		LongPollTimeout: lp, TraceUpdateInterval: *traceInterval, IgnoreTags: *ignoreTags, Logger: log,
+		DataDir: *dataDir, MaxArtifactsSize: *maxArtifacts,
 	})
 	if err != nil {
 		return err
@@ -67,12 +71,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	defer srv.Close()
 
-	var runnerTags []string
-	for _, t := range strings.Split(*tags, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			runnerTags = append(runnerTags, t)
-		}
-	}
+	runnerTags := splitList(*tags)
 	_, runnerToken := srv.CreateRunner(gitlabtest.RunnerOptions{Description: "gitlab-coordinator", Tags: runnerTags, RunUntagged: true})
 
 	fmt.Fprintf(stdout, "URL:                %s\n", srv.URL())
@@ -83,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if _, err := srv.AddProject(*project, *repo); err != nil {
 			return err
 		}
-		pl, err := srv.CreatePipeline(*project, *ref)
+		pl, err := srv.CreatePipelineWith(*project, gitlabtest.PipelineOptions{Ref: *ref, Jobs: splitList(*jobs)})
 		if err != nil {
 			return err
 		}
@@ -93,7 +92,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "pipeline %d queued (%d jobs) at %s\n", pl.ID, len(pl.Jobs), pl.Sha)
 		v, err := srv.WaitPipeline(ctx, pl.ID)
 		for _, j := range v.Jobs {
-			fmt.Fprintf(stdout, "job %d %-20s %-9s %s\n", j.ID, j.Name, j.Status, j.FailureReason)
+			note := j.FailureReason
+			if j.Retried {
+				note += " (retried)"
+			} else if j.Status == gitlabtest.StatusFailed && j.AllowFailure {
+				note += " (allowed to fail)"
+			}
+			fmt.Fprintf(stdout, "job %d %-20s %-9s %s\n", j.ID, j.Name, j.Status, strings.TrimSpace(note))
 		}
 		if err != nil {
 			return err
@@ -106,4 +111,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }

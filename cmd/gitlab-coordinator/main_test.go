@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -16,5 +19,28 @@ func TestBadFlags(t *testing.T) {
 	}
 	if err := run([]string{"-external-url", "ftp://x"}, &out, &errb); err == nil {
 		t.Fatal("bad external URL accepted")
+	}
+}
+
+func TestUnknownJob(t *testing.T) {
+	dir := t.TempDir()
+	git := func(args ...string) {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=A", "GIT_AUTHOR_EMAIL=a@x", "GIT_COMMITTER_NAME=A", "GIT_COMMITTER_EMAIL=a@x", "GIT_CONFIG_GLOBAL=/dev/null")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v %s", args, err, out)
+		}
+	}
+	git("init", "-q", "-b", "main")
+	if err := os.WriteFile(filepath.Join(dir, ".gitlab-ci.yml"), []byte("build: {script: [echo]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git("add", ".")
+	git("commit", "-q", "-m", "ci")
+	var out, errb bytes.Buffer
+	err := run([]string{"-repo", dir, "-jobs", "nope", "-data-dir", t.TempDir()}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Fatalf("-jobs nope: %v", err)
 	}
 }
