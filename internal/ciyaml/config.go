@@ -45,8 +45,13 @@ type Config struct {
 	// Warnings name keywords that are valid for GitLab but not implemented
 	// here yet (they are ignored).
 	Warnings []*Error
-	// Root is the document's root node, for keywords added later.
+	// Root is the composed root node (includes merged, extends and
+	// !reference resolved).
 	Root *yaml.Node
+	// Workflow is `workflow:rules` (nil without it); WorkflowName is
+	// `workflow:name`.
+	Workflow     []Rule
+	WorkflowName string
 }
 
 // Job returns the job with that name, or nil.
@@ -68,6 +73,12 @@ type Default struct {
 	AfterScript  []string
 	Tags         []string
 	Timeout      time.Duration
+	// Artifacts, Cache, Retry and Interruptible are the `default:` ones
+	// (`cache:` also in its deprecated global form).
+	Artifacts     *Artifacts
+	Cache         []Cache
+	Retry         *Retry
+	Interruptible bool
 }
 
 // Job is one visible job with `default:` values inherited.
@@ -115,9 +126,16 @@ type Job struct {
 	// Environment is `environment:` (its name), for CI_ENVIRONMENT_NAME.
 	Environment   string
 	Interruptible bool
+	// Rules, Only and Except are the job's conditions, applied by
+	// Config.Evaluate (nil when not given).
+	Rules        []Rule
+	Only, Except *Policy
 	// Keys holds every key of the job (after merge keys) with its raw
 	// node, for keywords implemented later.
 	Keys map[string]*yaml.Node
+
+	allowFailureSet bool
+	parallel        *parallelSpec
 }
 
 // Image is `image:` or one entry of `services:`.

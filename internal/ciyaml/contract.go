@@ -20,6 +20,9 @@ type Need struct {
 	// Optional jobs may be missing from the pipeline.
 	Optional bool
 	Pos      Pos
+	// matrix is needs:parallel:matrix (encoded, to keep Need comparable);
+	// the parser resolves it to concrete job names.
+	matrix string
 }
 
 // Retry is `retry:` (a number or {max, when, exit_codes}).
@@ -76,22 +79,6 @@ type Env struct {
 	// Exists reports whether a file matching one of the globs exists in
 	// the commit; nil means no file exists.
 	Exists func(globs []string) (bool, error)
-}
-
-// ParseWith parses like Parse and resolves `include:` through opts.
-// (First form: includes are not resolved yet.)
-func ParseWith(file string, data []byte, opts ParseOptions) (*Config, error) {
-	return Parse(file, data)
-}
-
-// Evaluate returns the jobs GitLab creates for a pipeline in env: after
-// `workflow:rules` (an error wrapping ErrFiltered when the pipeline is
-// filtered out), `rules:` (the first matching rule's when, allow_failure,
-// variables and needs win; no match or when: never drops the job) and
-// `only`/`except`. Jobs are in file order; the Config is not changed.
-// (First form: no rules are evaluated yet.)
-func (c *Config) Evaluate(env Env) ([]*Job, error) {
-	return c.Jobs, nil
 }
 
 // ErrFiltered is wrapped by Evaluate's error when workflow:rules filter

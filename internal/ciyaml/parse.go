@@ -24,12 +24,10 @@ const maxScriptLines = 100000
 // Root keywords. Any other root key is a job (hidden when it starts with
 // a dot).
 var (
-	implementedRootKeys = set("default", "stages", "variables", "image", "services", "before_script", "after_script")
-	laterRootKeys       = set("include", "workflow", "cache", "spec", "types")
-
 	allowedDefaultKeys = set("after_script", "artifacts", "before_script", "cache", "hooks", "image",
 		"interruptible", "retry", "services", "tags", "timeout", "id_tokens", "identity")
-	implementedDefaultKeys = set("after_script", "before_script", "image", "services", "tags", "timeout")
+	implementedDefaultKeys = set("after_script", "before_script", "image", "services", "tags", "timeout",
+		"artifacts", "cache", "retry", "interruptible")
 
 	// Every key GitLab accepts on a job (job, processable and bridge keys).
 	allowedJobKeys = set("tags", "script", "image", "services", "start_in", "artifacts", "cache",
@@ -39,7 +37,9 @@ var (
 		"when", "needs", "resource_group", "environment", "interruptible", "identity", "secrets",
 		"dast_configuration", "trigger")
 	implementedJobKeys = set("tags", "script", "image", "services", "start_in", "before_script",
-		"after_script", "timeout", "stage", "variables", "allow_failure", "when")
+		"after_script", "timeout", "stage", "variables", "allow_failure", "when", "needs", "dependencies",
+		"rules", "only", "except", "extends", "retry", "artifacts", "cache", "parallel", "environment",
+		"interruptible", "inherit")
 
 	allowedWhen = []string{WhenOnSuccess, WhenOnFailure, WhenAlways, WhenManual, WhenDelayed}
 
@@ -61,33 +61,74 @@ func set(keys ...string) map[string]bool {
 
 type parser struct {
 	file  string
+	opts  ParseOptions
+	x     *expander
 	errs  ErrorList
 	warns []*Error
+	// bridges are trigger:/run: jobs, skipped by podrunner; needs on them
+	// are dropped.
+	bridges map[string]bool
+}
+
+// fileOf names the file a node came from (included files keep theirs).
+func (p *parser) fileOf(n *yaml.Node) string {
+	if p.x != nil {
+		if f, ok := p.x.files[n]; ok {
+			return f
+		}
+	}
+	return p.file
 }
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
-	p.errs = append(p.errs, &Error{File: p.file, Pos: posOf(n), Msg: fmt.Sprintf(format, args...)})
+	p.errs = append(p.errs, &Error{File: p.fileOf(n), Pos: posOf(n), Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) warnf(n *yaml.Node, format string, args ...any) {
-	p.warns = append(p.warns, &Error{File: p.file, Pos: posOf(n), Msg: fmt.Sprintf(format, args...)})
+	p.warns = append(p.warns, &Error{File: p.fileOf(n), Pos: posOf(n), Msg: fmt.Sprintf(format, args...)})
 }
 
 // Parse reads a .gitlab-ci.yml. file names the file in messages. The
 // returned error is an ErrorList (use errors.As) listing every problem.
+// Includes are an error (see ParseWith).
 func Parse(file string, data []byte) (*Config, error) {
-	p := &parser{file: file}
-	root, err := p.document(data)
+	return ParseWith(file, data, ParseOptions{})
+}
+
+// ParseWith parses like Parse and resolves `include:` through opts. The
+// configuration is composed as GitLab does: YAML anchors, aliases and
+// merge keys, then includes (deep-merged, the including file wins), then
+// `extends`, then `!reference` tags; then every keyword is validated.
+func ParseWith(file string, data []byte, opts ParseOptions) (*Config, error) {
+	p := &parser{file: file, opts: opts, x: newExpander(), bridges: map[string]bool{}}
+	doc, err := p.document(data)
 	if err != nil {
 		return nil, err
 	}
+	root, ok := p.compose(doc)
+	if !ok {
+		return nil, p.sortedErrs()
+	}
 	cfg := p.root(root)
+	if len(p.errs) == 0 {
+		p.finish(cfg)
+	}
 	if len(p.errs) > 0 {
-		sort.SliceStable(p.errs, func(i, j int) bool { return lessPos(p.errs[i].Pos, p.errs[j].Pos) })
-		return nil, p.errs
+		return nil, p.sortedErrs()
 	}
 	cfg.Warnings = p.warns
 	return cfg, nil
+}
+
+func (p *parser) sortedErrs() ErrorList {
+	sort.SliceStable(p.errs, func(i, j int) bool {
+		a, b := p.errs[i], p.errs[j]
+		if a.File != b.File {
+			return a.File == p.file // the main file first, then included ones
+		}
+		return lessPos(a.Pos, b.Pos)
+	})
+	return p.errs
 }
 
 func lessPos(a, b Pos) bool {
@@ -124,7 +165,7 @@ func (p *parser) document(data []byte) (*yaml.Node, error) {
 	}
 	doc := docs[0]
 	if len(docs) > 1 {
-		if ps, ok := mapping(docContent(docs[0])); ok && len(ps) == 1 && ps[0].Key == "spec" {
+		if h := resolve(docContent(docs[0])); h != nil && h.Kind == yaml.MappingNode && len(h.Content) == 2 && h.Content[0].Value == "spec" {
 			doc = docs[1]
 		} else {
 			return nil, ErrorList{{File: p.file, Pos: posOf(docs[1]), Msg: "Invalid configuration format: only a `spec:` header document may precede the configuration"}}
@@ -169,13 +210,17 @@ func (p *parser) root(root *yaml.Node) *Config {
 		keys[kv.Key] = kv
 	}
 
-	// Stages.
+	// Stages (types: is their deprecated name).
 	stages := DefaultStages
-	if kv, ok := keys["stages"]; ok {
-		if s, ok := p.stringList(kv.Value); ok {
+	sk, hasStages := keys["stages"]
+	if !hasStages {
+		sk, hasStages = keys["types"]
+	}
+	if hasStages {
+		if s, ok := p.stringList(sk.Value); ok {
 			stages = s
 		} else {
-			p.errorf(kv.Value, "stages config should be an array of strings")
+			p.errorf(sk.Value, "%s config should be an array of strings", sk.Key)
 		}
 	}
 	cfg.Stages = append([]string{StagePre}, dedupe(stages, StagePre, StagePost)...)
@@ -184,10 +229,13 @@ func (p *parser) root(root *yaml.Node) *Config {
 	if kv, ok := keys["variables"]; ok {
 		cfg.Variables = p.variables("variables", kv.Value, true)
 	}
+	if kv, ok := keys["workflow"]; ok {
+		p.workflow(cfg, kv.Value)
+	}
 
 	// default: and the deprecated global forms (default: wins).
 	var def defaults
-	for _, k := range []string{"image", "services", "before_script", "after_script"} {
+	for _, k := range []string{"image", "services", "before_script", "after_script", "cache"} {
 		if kv, ok := keys[k]; ok {
 			p.defaultKey(&def, k, kv.Value)
 		}
@@ -203,7 +251,7 @@ func (p *parser) root(root *yaml.Node) *Config {
 			case implementedDefaultKeys[d.Key]:
 				p.defaultKey(&def, d.Key, d.Value)
 			case allowedDefaultKeys[d.Key]:
-				p.warnf(d.KeyN, "default:%s is not supported by podrunner yet and is ignored", d.Key)
+				p.warnf(d.KeyN, "default:%s is not supported by podrunner and is ignored", d.Key)
 			}
 		}
 	}
@@ -211,11 +259,12 @@ func (p *parser) root(root *yaml.Node) *Config {
 
 	for _, kv := range pairs {
 		switch {
-		case implementedRootKeys[kv.Key]:
-		case laterRootKeys[kv.Key]:
-			p.warnf(kv.KeyN, "%s is not supported by podrunner yet and is ignored", kv.Key)
+		case rootKeywords[kv.Key]:
+			if kv.Key == "spec" || kv.Key == "pages:deploy" {
+				p.warnf(kv.KeyN, "%s is not supported by podrunner and is ignored", kv.Key)
+			}
 		case strings.HasPrefix(kv.Key, "."):
-			// Hidden job: a template for anchors, never validated by GitLab.
+			// Hidden job: a template, never validated by GitLab.
 		default:
 			if j := p.job(kv, &def); j != nil {
 				cfg.Jobs = append(cfg.Jobs, j)
@@ -223,7 +272,7 @@ func (p *parser) root(root *yaml.Node) *Config {
 		}
 	}
 
-	if len(p.errs) == 0 && len(cfg.Jobs) == 0 {
+	if len(p.errs) == 0 && len(cfg.Jobs) == 0 && len(p.bridges) == 0 {
 		p.errorf(root, "jobs config should contain at least one visible job")
 	}
 	for _, j := range cfg.Jobs {
@@ -235,28 +284,62 @@ func (p *parser) root(root *yaml.Node) *Config {
 	return cfg
 }
 
+func (p *parser) workflow(cfg *Config, v *yaml.Node) {
+	ps, ok := mapping(v)
+	if !ok {
+		p.errorf(v, "workflow config should be a hash")
+		return
+	}
+	p.unknownKeys("workflow", v, ps, set("rules", "name", "auto_cancel"))
+	for _, kv := range ps {
+		switch kv.Key {
+		case "rules":
+			cfg.Workflow = p.rules("workflow:rules", kv.Value, workflowRuleWhen)
+			if cfg.Workflow == nil {
+				cfg.Workflow = []Rule{}
+			}
+		case "name":
+			if isScalarValue(kv.Value) {
+				cfg.WorkflowName = resolve(kv.Value).Value
+			} else {
+				p.errorf(kv.Value, "workflow name should be a string")
+			}
+		case "auto_cancel":
+			p.warnf(kv.KeyN, "workflow:auto_cancel is not supported by podrunner and is ignored")
+		}
+	}
+}
+
 // defaults tracks which default keys were given, since an explicit empty
 // list also overrides.
 type defaults struct {
 	Default
-	hasImage, hasServices, hasBefore, hasAfter, hasTags bool
+	hasInterruptible bool
 }
 
 func (p *parser) defaultKey(def *defaults, key string, v *yaml.Node) {
 	path := "default:" + key
 	switch key {
 	case "image":
-		def.Image, def.hasImage = p.image(path, v, false), true
+		def.Image = p.image(path, v, false)
 	case "services":
-		def.Services, def.hasServices = p.services(path, v), true
+		def.Services = p.services(path, v)
 	case "before_script":
-		def.BeforeScript, def.hasBefore = p.commands(path, v), true
+		def.BeforeScript = p.commands(path, v)
 	case "after_script":
-		def.AfterScript, def.hasAfter = p.commands(path, v), true
+		def.AfterScript = p.commands(path, v)
 	case "tags":
-		def.Tags, def.hasTags = p.tags(path, v), true
+		def.Tags = p.tags(path, v)
 	case "timeout":
 		def.Timeout = p.timeout("default", v)
+	case "artifacts":
+		def.Artifacts = p.artifacts("default", v)
+	case "cache":
+		def.Cache = p.caches("default", v)
+	case "retry":
+		def.Retry = p.retry("default", v)
+	case "interruptible":
+		def.Interruptible, def.hasInterruptible = p.boolVal("default", "interruptible", v)
 	}
 }
 
@@ -279,6 +362,42 @@ func (p *parser) unknownKeys(path string, n *yaml.Node, ps []pair, allowed map[s
 	}
 }
 
+// inherits reads `inherit:default` (true, false or a list of keys).
+func (p *parser) inheritDefault(path string, v *yaml.Node) func(string) bool {
+	all := func(string) bool { return true }
+	if v == nil {
+		return all
+	}
+	ps, ok := mapping(v)
+	if !ok {
+		p.errorf(v, "%s:inherit config should be a hash", path)
+		return all
+	}
+	p.unknownKeys(path+":inherit", v, ps, set("default", "variables"))
+	for _, kv := range ps {
+		r := resolve(kv.Value)
+		switch kv.Key {
+		case "default":
+			if r != nil && r.Tag == "!!bool" {
+				var b bool
+				_ = r.Decode(&b)
+				return func(string) bool { return b }
+			}
+			l, ok := p.stringList(kv.Value)
+			if !ok {
+				p.errorf(kv.Value, "%s:inherit default should be a boolean value or an array of strings", path)
+				return all
+			}
+			return func(k string) bool { return contains(l, k) }
+		case "variables":
+			if r == nil || r.Tag != "!!bool" || r.Value != "true" {
+				p.warnf(kv.KeyN, "%s:inherit:variables is not supported by podrunner and is ignored (global variables are inherited)", path)
+			}
+		}
+	}
+	return all
+}
+
 func (p *parser) job(kv pair, def *defaults) *Job {
 	name := kv.Key
 	path := "jobs:" + name
@@ -292,15 +411,22 @@ func (p *parser) job(kv pair, def *defaults) *Job {
 		return nil
 	}
 	p.unknownKeys(path, kv.Value, ps, allowedJobKeys)
+	if has["script"] == nil {
+		// trigger: (a child or multi-project pipeline) or run: (CI steps).
+		p.bridges[name] = true
+		p.warnf(kv.KeyN, "%s: trigger: and run: jobs are not supported by podrunner and are skipped", path)
+		return nil
+	}
 
 	j := &Job{Name: name, Pos: posOf(kv.KeyN), Stage: "test", When: WhenOnSuccess, Keys: has}
 	keyNode := map[string]*yaml.Node{}
 	for _, x := range ps {
 		keyNode[x.Key] = x.KeyN
 		if allowedJobKeys[x.Key] && !implementedJobKeys[x.Key] {
-			p.warnf(x.KeyN, "%s:%s is not supported by podrunner yet and is ignored", path, x.Key)
+			p.warnf(x.KeyN, "%s:%s is not supported by podrunner and is ignored", path, x.Key)
 		}
 	}
+	inherit := p.inheritDefault(path, has["inherit"])
 	if v, ok := has["stage"]; ok {
 		if isString(v) {
 			j.Stage = resolve(v).Value
@@ -315,32 +441,102 @@ func (p *parser) job(kv pair, def *defaults) *Job {
 			p.errorf(v, "%s script can't be blank", path)
 		}
 	}
-	j.BeforeScript = def.BeforeScript
+	if inherit("before_script") {
+		j.BeforeScript = def.BeforeScript
+	}
 	if v, ok := has["before_script"]; ok {
 		j.BeforeScript = p.commands(path+":before_script", v)
 	}
-	j.AfterScript = def.AfterScript
+	if inherit("after_script") {
+		j.AfterScript = def.AfterScript
+	}
 	if v, ok := has["after_script"]; ok {
 		j.AfterScript = p.commands(path+":after_script", v)
 	}
-	j.Image = def.Image
+	if inherit("image") {
+		j.Image = def.Image
+	}
 	if v, ok := has["image"]; ok {
 		j.Image = p.image(path+":image", v, false)
 	}
-	j.Services = def.Services
+	if inherit("services") {
+		j.Services = def.Services
+	}
 	if v, ok := has["services"]; ok {
 		j.Services = p.services(path+":services", v)
 	}
-	j.Tags = def.Tags
+	if inherit("tags") {
+		j.Tags = def.Tags
+	}
 	if v, ok := has["tags"]; ok {
 		j.Tags = p.tags(path+":tags", v)
 	}
-	j.Timeout = def.Timeout
+	if inherit("timeout") {
+		j.Timeout = def.Timeout
+	}
 	if v, ok := has["timeout"]; ok {
 		j.Timeout = p.timeout(path, v)
 	}
+	if inherit("artifacts") {
+		j.Artifacts = def.Artifacts
+	}
+	if v, ok := has["artifacts"]; ok {
+		j.Artifacts = p.artifacts(path, v)
+	}
+	if inherit("cache") {
+		j.Cache = def.Cache
+	}
+	if v, ok := has["cache"]; ok {
+		j.Cache = p.caches(path, v)
+	}
+	if inherit("retry") && def.Retry != nil {
+		j.Retry = *def.Retry
+	}
+	if v, ok := has["retry"]; ok {
+		if r := p.retry(path, v); r != nil {
+			j.Retry = *r
+		}
+	}
+	if inherit("interruptible") {
+		j.Interruptible = def.Interruptible
+	}
+	if v, ok := has["interruptible"]; ok {
+		j.Interruptible, _ = p.boolVal(path, "interruptible", v)
+	}
+	if v, ok := has["environment"]; ok {
+		j.Environment = p.environment(path, v)
+	}
 	if v, ok := has["variables"]; ok {
 		j.Variables = p.variables(path+":variables", v, false)
+	}
+	if v, ok := has["needs"]; ok {
+		j.Needs = p.needs(path, v)
+	}
+	if v, ok := has["dependencies"]; ok {
+		if isNull(v) {
+			j.Dependencies = []string{}
+		} else if l, ok := p.stringList(v); ok {
+			j.Dependencies = l
+		} else {
+			p.errorf(v, "%s dependencies should be an array of strings", path)
+		}
+	}
+	if v, ok := has["rules"]; ok {
+		for _, k := range []string{"only", "except"} {
+			if keyNode[k] != nil {
+				p.errorf(keyNode[k], "%s config key may not be used with `rules`: %s", path, k)
+			}
+		}
+		j.Rules = p.rules(path+":rules", v, ruleWhen)
+	}
+	if v, ok := has["only"]; ok {
+		j.Only = p.policy(path+":only", v)
+	}
+	if v, ok := has["except"]; ok {
+		j.Except = p.policy(path+":except", v)
+	}
+	if v, ok := has["parallel"]; ok {
+		j.parallel = p.parallel(path, v)
 	}
 	if v, ok := has["when"]; ok {
 		w := resolve(v)
@@ -351,7 +547,7 @@ func (p *parser) job(kv pair, def *defaults) *Job {
 		}
 	}
 	if v, ok := has["start_in"]; ok {
-		if j.When != WhenDelayed {
+		if j.When != WhenDelayed && j.Rules == nil {
 			p.errorf(keyNode["start_in"], "%s start in must be blank", path)
 		} else if d, err := p.duration(v); err != nil {
 			p.errorf(v, "%s start in should be a duration", path)
@@ -365,6 +561,7 @@ func (p *parser) job(kv pair, def *defaults) *Job {
 	}
 	j.AllowFailure = j.When == WhenManual
 	if v, ok := has["allow_failure"]; ok {
+		j.allowFailureSet = true
 		p.allowFailure(path, v, j)
 	}
 	return j
