@@ -511,3 +511,64 @@ func TestGlob(t *testing.T) {
 		t.Error("unterminated { accepted")
 	}
 }
+
+// TestYAMLPipeline runs keywords through the real parser; it skips while
+// the parser does not read them yet.
+func TestYAMLPipeline(t *testing.T) {
+	t.Parallel()
+	ci := `
+stages: [build, test, deploy]
+build:
+  stage: build
+  script: x
+  artifacts:
+    paths: [out/]
+    reports:
+      dotenv: build.env
+lint:
+  stage: build
+  script: x
+unit:
+  stage: test
+  needs: [build]
+  script: x
+  retry:
+    max: 1
+    when: script_failure
+deploy:
+  stage: deploy
+  script: x
+  when: manual
+  allow_failure: false
+`
+	cfg, err := ciyaml.Parse(".gitlab-ci.yml", []byte(ci))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := cfg.Job("unit"); u == nil || u.Needs == nil || u.Retry.Max == 0 || cfg.Job("build").Artifacts == nil {
+		t.Skip("ciyaml does not read needs/retry/artifacts yet")
+	}
+	s, c, tok := setup(t, Options{}, ci)
+	pl, err := s.CreatePipeline("group/demo", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(s, pl.ID); got != "build=pending lint=pending unit=created deploy=created" {
+		t.Fatalf("jobs: %s", got)
+	}
+	p := c.payload(c.requestJob(tok, "", nil))
+	if p.JobInfo.Name != "build" || len(p.Artifacts) != 2 || p.Artifacts[1].Type != "dotenv" {
+		t.Fatalf("build payload artifacts = %+v", p.Artifacts)
+	}
+	c.update(p.ID, p.Token, "success", finalOK(""))
+	if got := statuses(s, pl.ID); got != "build=success lint=pending unit=pending deploy=created" {
+		t.Fatalf("needs: %s", got)
+	}
+	runJob(t, s, pl.ID, "unit", StatusFailed, "script_failure", 1)
+	runJob(t, s, pl.ID, "unit", StatusSuccess, "", 0)
+	runJob(t, s, pl.ID, "lint", StatusSuccess, "", 0)
+	v, err := s.WaitPipeline(ctxT(t), pl.ID)
+	if err != nil || v.Status != StatusManual {
+		t.Fatalf("pipeline = %s (%v), want manual (blocked by deploy)", v.Status, err)
+	}
+}
