@@ -1,36 +1,52 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
+	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
+	"github.com/podrunner/podrunner/internal/ciyaml"
 	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/execview"
 	"github.com/podrunner/podrunner/internal/gitlabtest"
 	"github.com/podrunner/podrunner/internal/runner"
 )
 
+// execStateDir is where exec keeps what outlives a run (caches, logs),
+// under the directory it runs in; exec leaves it out of the snapshot.
+const execStateDir = ".podrunner"
+
 type execOptions struct {
-	file        string
-	executor    string
-	vars        []string
-	concurrency int
-	buildsDir   string
-	keep        bool
+	file          string
+	executor      string
+	jobs          []string
+	vars          []string
+	concurrency   int
+	buildsDir     string
+	keep          bool
+	cacheDir      string
+	logsDir       string
+	output        string
+	kubeconfig    string
+	namespace     string
+	image         string
+	helperImage   string
+	pullPolicy    string
+	listenAddress string
 }
 
 func newExecCmd() *cobra.Command {
@@ -39,65 +55,181 @@ func newExecCmd() *cobra.Command {
 		Use:   "exec",
 		Short: "Run the .gitlab-ci.yml of the current directory locally, through the real runner",
 		Long: `exec runs the pipeline of the current directory without GitLab: an in-process
-GitLab-compatible coordinator (on loopback) serves a snapshot of the directory
-(committed and uncommitted files) over git, builds the jobs from the CI file,
-and podrunner's own runner loop runs them with the chosen executor. Tags do not
-restrict which jobs run. Each job's log is printed, then a summary; the exit
-code is non-zero when the pipeline failed.`,
+GitLab-compatible coordinator serves a snapshot of the directory (committed and
+uncommitted files, minus what git ignores) over git, builds the pipeline from
+the CI file as GitLab would (stages, needs, rules, retry, artifacts, caches),
+and podrunner's own runner loop runs the jobs with the chosen executor: on this
+machine (shell) or as pods in the current kubeconfig's cluster (kubernetes).
+Tags do not restrict which jobs run; manual jobs run only when named with --job.
+
+On a terminal the jobs are shown live by stage, with the log of each failing job;
+otherwise (CI, pipes) one greppable line per job state change and every log line
+prefixed with its job. Job logs are saved under --logs-dir, caches kept under
+--cache-dir between runs. The exit code is non-zero when the pipeline fails.`,
+		Example: `  podrunner exec
+  podrunner exec --job test --var GO_VERSION=1.26
+  podrunner exec --executor kubernetes --namespace ci --image alpine:3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(cmd); err != nil {
+				return err
+			}
 			return runExec(cmd, o)
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVarP(&o.file, "file", "f", ".gitlab-ci.yml", "CI file, relative to the current directory")
-	fs.StringVar(&o.executor, "executor", config.ExecutorShell, "executor: shell")
+	fs.StringVar(&o.executor, "executor", config.ExecutorShell, "executor: shell or kubernetes")
+	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs (repeatable); plays a manual job")
 	fs.StringArrayVar(&o.vars, "var", nil, "pipeline variable KEY=VALUE (repeatable)")
-	fs.IntVar(&o.concurrency, "concurrency", 1, "jobs run at once")
-	fs.StringVar(&o.buildsDir, "builds-dir", "", "where jobs run (default: a temporary directory)")
-	fs.BoolVar(&o.keep, "keep", false, "keep the builds directory afterwards")
+	fs.IntVar(&o.concurrency, "concurrency", runtime.NumCPU(), "jobs run at once")
+	fs.StringVar(&o.cacheDir, "cache-dir", filepath.Join(execStateDir, "cache"), "where job caches are kept between runs (kubernetes: a hostPath on the node)")
+	fs.StringVar(&o.logsDir, "logs-dir", filepath.Join(execStateDir, "logs"), "where job logs are saved, one directory per run")
+	fs.StringVar(&o.output, "output", "auto", "auto (live on a terminal, else plain), live, plain or quiet (plain without job logs)")
+	fs.StringVar(&o.buildsDir, "builds-dir", "", "where shell jobs run (default: a temporary directory)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (builds, coordinator data) afterwards")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (kubernetes; default $KUBECONFIG or ~/.kube/config)")
+	fs.StringVar(&o.namespace, "namespace", "", "namespace of the job pods (kubernetes; default: the kubeconfig context's, else \"default\")")
+	fs.StringVar(&o.image, "image", "alpine:latest", "image of jobs without `image:` (kubernetes)")
+	fs.StringVar(&o.helperImage, "helper-image", "", "image holding the podrunner helper (kubernetes; default: the executor's)")
+	fs.StringVar(&o.pullPolicy, "pull-policy", "if-not-present", "image pull policy: always, if-not-present or never (kubernetes)")
+	fs.StringVar(&o.listenAddress, "listen-address", "", "address the coordinator listens on, which pods must reach (kubernetes; default: "+
+		"this machine's address on the route to the API server)")
 	return cmd
 }
 
-// errPipelineFailed makes exec exit non-zero without another message.
+// validate checks the flags before anything is started.
+func (o *execOptions) validate(cmd *cobra.Command) error {
+	switch o.executor {
+	case config.ExecutorShell:
+		for _, name := range []string{"kubeconfig", "namespace", "image", "helper-image", "pull-policy", "listen-address"} {
+			if cmd.Flags().Changed(name) {
+				return fmt.Errorf("--%s is for --executor kubernetes (the shell executor runs jobs on this machine)", name)
+			}
+		}
+	case config.ExecutorKubernetes:
+		if o.buildsDir != "" {
+			return errors.New("--builds-dir is for --executor shell (pods clone into their own volume)")
+		}
+		switch o.pullPolicy {
+		case "always", "if-not-present", "never":
+		default:
+			return fmt.Errorf("--pull-policy %q: use always, if-not-present or never", o.pullPolicy)
+		}
+		if o.listenAddress != "" {
+			if _, err := listenHostPort(o.listenAddress); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("--executor %q: use %q or %q", o.executor, config.ExecutorShell, config.ExecutorKubernetes)
+	}
+	if o.concurrency < 1 {
+		return fmt.Errorf("--concurrency %d: must be at least 1", o.concurrency)
+	}
+	switch o.output {
+	case "auto", "live", "plain", "quiet":
+	default:
+		return fmt.Errorf("--output %q: use auto, live, plain or quiet", o.output)
+	}
+	if _, err := o.variables(); err != nil {
+		return err
+	}
+	for _, j := range o.jobs {
+		if strings.TrimSpace(j) == "" {
+			return errors.New("--job needs a job name")
+		}
+	}
+	if o.cacheDir == "" {
+		return errors.New("--cache-dir must not be empty")
+	}
+	if o.logsDir == "" {
+		return errors.New("--logs-dir must not be empty")
+	}
+	return nil
+}
+
+func (o *execOptions) variables() ([]gitlabtest.ProjectVariable, error) {
+	var vars []gitlabtest.ProjectVariable
+	for _, kv := range o.vars {
+		key, val, found := strings.Cut(kv, "=")
+		if !found || key == "" {
+			return nil, fmt.Errorf("--var %q: use KEY=VALUE", kv)
+		}
+		vars = append(vars, gitlabtest.ProjectVariable{Key: key, Value: val})
+	}
+	return vars, nil
+}
+
+// listenHostPort turns --listen-address (a host, or host:port) into host:port.
+func listenHostPort(s string) (string, error) {
+	if host, port, err := net.SplitHostPort(s); err == nil {
+		if host == "" {
+			return "", fmt.Errorf("--listen-address %q: name the address pods reach this machine at, not only a port", s)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	if strings.Contains(s, "/") || strings.TrimSpace(s) != s || s == "" {
+		return "", fmt.Errorf("--listen-address %q: use an address (10.0.0.5) or address:port", s)
+	}
+	return net.JoinHostPort(strings.Trim(s, "[]"), "0"), nil
+}
+
+// errPipelineFailed makes exec exit non-zero; the summary already said why.
 var errPipelineFailed = errors.New("pipeline failed")
 
 func runExec(cmd *cobra.Command, o *execOptions) error {
 	log := loggerFrom(cmd)
 	if !flagGiven(cmd.Root().PersistentFlags(), "log-level") && !flagGiven(cmd.Root().PersistentFlags(), "debug") {
-		// The job logs are the output; the runner's own story only on request.
-		log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+		// The view tells of jobs (failed ones too); the runner's own story
+		// only on request, or when it breaks.
+		log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelError}))
 	}
-	out := cmd.OutOrStdout()
-	if o.executor != config.ExecutorShell {
-		return fmt.Errorf("--executor %q: exec supports \"shell\" in this build", o.executor)
-	}
-	if o.concurrency < 1 {
-		return fmt.Errorf("--concurrency %d: must be at least 1", o.concurrency)
-	}
-	ciYAML, err := os.ReadFile(o.file)
-	if err != nil {
-		return fmt.Errorf("read CI file: %w", err)
-	}
-	var vars []gitlabtest.ProjectVariable
-	for _, kv := range o.vars {
-		key, val, found := strings.Cut(kv, "=")
-		if !found || key == "" {
-			return fmt.Errorf("--var %q: use KEY=VALUE", kv)
-		}
-		vars = append(vars, gitlabtest.ProjectVariable{Key: key, Value: val})
-	}
+	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	vars, _ := o.variables()
 	wd, err := os.Getwd()
 	if err != nil {
 		return err
 	}
+	ciYAML, err := os.ReadFile(o.file)
+	if err != nil {
+		return fmt.Errorf("read CI file: %w (run exec in the project directory, or name the file with --file)", err)
+	}
+	// Parse here first: errors then name the user's file, with line and column.
+	cfg, err := ciyaml.ParseWith(o.file, ciYAML, ciyaml.ParseOptions{ReadFile: func(name string) ([]byte, error) {
+		return os.ReadFile(filepath.Join(wd, filepath.FromSlash(name)))
+	}})
+	if err != nil {
+		return err
+	}
+	if err := checkJobNames(cfg, o.file, o.jobs); err != nil {
+		return err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(errOut, "WARNING: %s\n", w)
+	}
+
+	var kt *kubeTarget
+	if o.executor == config.ExecutorKubernetes {
+		if kt, err = o.kubeTarget(); err != nil {
+			return err
+		}
+	}
+	cacheDir, err := filepath.Abs(o.cacheDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return fmt.Errorf("cache directory: %w", err)
+	}
+
 	work, err := os.MkdirTemp("", "podrunner-exec-")
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if o.keep {
-			fmt.Fprintf(cmd.ErrOrStderr(), "builds kept in %s\n", work)
+			fmt.Fprintf(errOut, "builds kept in %s\n", work)
 			return
 		}
 		os.RemoveAll(work)
@@ -111,14 +243,21 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	coord, err := gitlabtest.New(gitlabtest.Options{
+	copts := gitlabtest.Options{
 		IgnoreTags: true, DataDir: filepath.Join(work, "coordinator"),
-		TraceUpdateInterval: 3 * time.Second, Logger: log,
-	})
+		TraceUpdateInterval: time.Second, Logger: log,
+	}
+	if kt != nil {
+		copts.ListenAddr = kt.listen
+	}
+	coord, err := gitlabtest.New(copts)
 	if err != nil {
 		return err
 	}
 	if err := coord.Start(ctx); err != nil {
+		if kt != nil {
+			return fmt.Errorf("coordinator on %s: %w (choose an address of this machine with --listen-address)", kt.listen, err)
+		}
 		return err
 	}
 	defer coord.Close()
@@ -128,32 +267,60 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	}
 	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "podrunner exec", RunUntagged: true})
 
-	builds := o.buildsDir
-	if builds == "" {
-		builds = filepath.Join(work, "builds")
-	}
-	cfg := config.New()
-	cfg.Concurrent = o.concurrency
-	cfg.Runners = []*config.Runner{{
+	rc := &config.Runner{
 		Name: "podrunner-exec", URL: coord.URL(), Token: token, Executor: o.executor,
-		BuildsDir: builds, CacheDir: filepath.Join(work, "cache"),
-	}}
-	if err := cfg.Validate(); err != nil {
+		RequestConcurrency: o.concurrency,
+	}
+	switch o.executor {
+	case config.ExecutorShell:
+		rc.BuildsDir = o.buildsDir
+		if rc.BuildsDir == "" {
+			rc.BuildsDir = filepath.Join(work, "builds")
+		}
+		rc.CacheDir = cacheDir
+	case config.ExecutorKubernetes:
+		// The local cache directory reaches the pods as a hostPath: on a
+		// single-node local cluster the node is this machine.
+		rc.CacheDir = podCacheDir
+		rc.Kubernetes = &config.Kubernetes{
+			Namespace: kt.namespace, Image: o.image, HelperImage: o.helperImage,
+			PullPolicy: config.StringOrList{o.pullPolicy},
+			Volumes: &config.Volumes{HostPaths: []config.HostPathVolume{{
+				VolumeMount: config.VolumeMount{Name: "podrunner-exec-cache", MountPath: podCacheDir},
+				HostPath:    cacheDir,
+			}}},
+		}
+		if o.kubeconfig != "" {
+			// The executor reads the kubeconfig as kubectl does.
+			os.Setenv("KUBECONFIG", o.kubeconfig)
+		}
+	}
+	rcfg := config.New()
+	rcfg.Concurrent = o.concurrency
+	rcfg.Runners = []*config.Runner{rc}
+	if err := rcfg.Validate(); err != nil {
 		return err
 	}
-	pl, err := coord.CreatePipelineWith(project, gitlabtest.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars})
+	pl, err := coord.CreatePipelineWith(project, gitlabtest.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
 	if err != nil {
-		return fmt.Errorf("%s: %w", o.file, err)
+		return pipelineError(o.file, branch, err)
 	}
-	for _, w := range pl.Warnings {
-		fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: %s\n", w)
+	first, _ := coord.Pipeline(pl.ID)
+	if len(first.Jobs) == 0 {
+		return fmt.Errorf("%s: no jobs to run for branch %s: every job was left out by rules, only/except or --job", o.file, branch)
 	}
+
+	logs, err := newLogStore(o.logsDir)
+	if err != nil {
+		return err
+	}
+	view := o.newView(out)
 
 	mgrReady := make(chan *runner.Manager, 1)
 	served := make(chan error, 1)
 	go func() {
 		served <- serve(context.Background(), log, serveOptions{
-			cfg: cfg, workingDir: work, noSignals: true,
+			cfg: rcfg, workingDir: work, noSignals: true,
 			ready: func(m *runner.Manager) { mgrReady <- m },
 		})
 	}()
@@ -164,7 +331,9 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 		return err
 	}
 
-	view, werr := followPipeline(ctx, coord, pl.ID, out)
+	f := &follower{coord: coord, id: pl.ID, cfg: cfg, view: view, logs: logs, play: o.jobs, errOut: errOut}
+	final, werr := f.run(ctx)
+	view.Close()
 	if werr != nil {
 		m.Abort()
 	} else {
@@ -176,200 +345,98 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	if werr != nil {
 		return werr
 	}
-	printSummary(out, view)
-	if view.Status != "success" {
-		return errPipelineFailed
+	execview.Summary(out, final, time.Now())
+	if logs.dir != "" {
+		fmt.Fprintf(out, "Job logs: %s\n", logs.dir)
+	}
+	switch final.Status {
+	case execview.StatusSuccess:
+		return nil
+	case execview.StatusManual, "blocked":
+		var manual []string
+		for _, j := range final.Jobs {
+			if j.Status == execview.StatusManual && !j.AllowFailure {
+				manual = append(manual, j.Name)
+			}
+		}
+		return fmt.Errorf("pipeline blocked by manual job %s: run it with --job %s", strings.Join(manual, ", "), firstOr(manual, "NAME"))
+	}
+	return errPipelineFailed
+}
+
+// podCacheDir is cache_dir inside the job pods.
+const podCacheDir = "/podrunner-cache"
+
+func firstOr(s []string, def string) string {
+	if len(s) > 0 {
+		return s[0]
+	}
+	return def
+}
+
+// newView picks the live view on a terminal, plain lines otherwise.
+func (o *execOptions) newView(w io.Writer) execview.View {
+	mode := o.output
+	f, isFile := w.(*os.File)
+	if mode == "auto" {
+		mode = "plain"
+		if isFile && term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb" {
+			mode = "live"
+		}
+	}
+	switch mode {
+	case "live":
+		width := func() int { return 0 }
+		if isFile {
+			width = func() int {
+				cols, _, err := term.GetSize(int(f.Fd()))
+				if err != nil {
+					return 0
+				}
+				return cols
+			}
+		}
+		lv := execview.NewLive(w, width)
+		lv.Color = os.Getenv("NO_COLOR") == ""
+		return lv
+	case "quiet":
+		p := execview.NewPlain(w)
+		p.Quiet = true
+		return p
+	default:
+		return execview.NewPlain(w)
+	}
+}
+
+// checkJobNames makes sure every --job names a job of the file (or the
+// base name of a parallel job).
+func checkJobNames(cfg *ciyaml.Config, file string, names []string) error {
+	var known []string
+	for _, j := range cfg.Jobs {
+		known = append(known, j.Name)
+		if j.ParallelOf != "" {
+			known = append(known, j.ParallelOf)
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(known, n) {
+			known = slices.Compact(slices.Sorted(slices.Values(known)))
+			return fmt.Errorf("--job %q: %s has no such job (jobs: %s)", n, file, strings.Join(known, ", "))
+		}
 	}
 	return nil
 }
 
-// followPipeline prints each job's log as it arrives, one job at a time
-// in the order the jobs started, and returns the finished pipeline.
-func followPipeline(ctx context.Context, coord *gitlabtest.Server, id int64, out io.Writer) (gitlabtest.PipelineView, error) {
-	printed := map[int64]int{}
-	finished := map[int64]bool{}
-	current := int64(0)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		view, ok := coord.Pipeline(id)
-		if !ok {
-			return view, fmt.Errorf("pipeline %d vanished", id)
-		}
-		jobs := append([]gitlabtest.JobView(nil), view.Jobs...)
-		sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].StartedAt.Before(jobs[j].StartedAt) })
-		for _, j := range jobs {
-			if j.StartedAt.IsZero() || finished[j.ID] {
-				continue
-			}
-			if current != 0 && current != j.ID {
-				continue
-			}
-			if current == 0 {
-				current = j.ID
-				fmt.Fprintf(out, "\n\x1b[1m━━ job %q (stage %s) ━━\x1b[0m\n", j.Name, j.Stage)
-			}
-			tr := coord.Trace(j.ID)
-			if len(tr) > printed[j.ID] {
-				out.Write(tr[printed[j.ID]:])
-				printed[j.ID] = len(tr)
-			}
-			if isFinal(j.Status) {
-				finished[j.ID] = true
-				current = 0
-			}
-		}
-		if isFinal(view.Status) && current == 0 && allPrinted(jobs, finished) {
-			return view, nil
-		}
-		select {
-		case <-ctx.Done():
-			return view, fmt.Errorf("interrupted: %w", ctx.Err())
-		case <-tick.C:
-		}
+// pipelineError words the coordinator's refusal to create the pipeline.
+func pipelineError(file, branch string, err error) error {
+	if errors.Is(err, ciyaml.ErrFiltered) {
+		return fmt.Errorf("%s: the pipeline for branch %s is filtered out by workflow:rules: nothing to run "+
+			"(set the variables the rules test with --var KEY=VALUE)", file, branch)
 	}
-}
-
-func allPrinted(jobs []gitlabtest.JobView, finished map[int64]bool) bool {
-	for _, j := range jobs {
-		if !j.StartedAt.IsZero() && !finished[j.ID] {
-			return false
-		}
+	var list ciyaml.ErrorList
+	var one *ciyaml.Error
+	if errors.As(err, &list) || errors.As(err, &one) {
+		return fmt.Errorf("%s: %w", file, err)
 	}
-	return true
-}
-
-func isFinal(status string) bool {
-	switch status {
-	case "success", "failed", "canceled", "skipped", "manual":
-		return true
-	}
-	return false
-}
-
-func printSummary(out io.Writer, v gitlabtest.PipelineView) {
-	fmt.Fprintf(out, "\n\x1b[1mPipeline %s\x1b[0m\n", v.Status)
-	for _, j := range v.Jobs {
-		line := fmt.Sprintf("  %-10s %-30s %s", j.Stage, j.Name, j.Status)
-		if j.Status == "failed" {
-			line += fmt.Sprintf(" (%s", j.FailureReason)
-			if j.ExitCode != 0 {
-				line += fmt.Sprintf(", exit code %d", j.ExitCode)
-			}
-			line += ")"
-		}
-		if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
-			line += fmt.Sprintf("  %.1fs", j.FinishedAt.Sub(j.StartedAt).Seconds())
-		}
-		fmt.Fprintln(out, line)
-	}
-}
-
-// snapshot commits the files of dir (tracked and untracked, minus what git
-// ignores, when dir is in a git work tree) into a new repository at repo and
-// returns its branch.
-func snapshot(dir, repo string) (string, error) {
-	files, err := listFiles(dir)
-	if err != nil {
-		return "", err
-	}
-	branch := "main"
-	if b, err := gitOut(dir, "rev-parse", "--abbrev-ref", "HEAD"); err == nil && b != "" && b != "HEAD" {
-		branch = b
-	}
-	if _, err := gitOut("", "init", "-q", "-b", branch, repo); err != nil {
-		return "", err
-	}
-	for _, f := range files {
-		src := filepath.Join(dir, f)
-		dst := filepath.Join(repo, f)
-		info, err := os.Lstat(src)
-		if err != nil {
-			continue // listed but deleted in the work tree
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return "", err
-		}
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(src)
-			if err != nil {
-				return "", err
-			}
-			if err := os.Symlink(target, dst); err != nil {
-				return "", err
-			}
-		case info.Mode().IsRegular():
-			data, err := os.ReadFile(src)
-			if err != nil {
-				return "", err
-			}
-			if err := os.WriteFile(dst, data, info.Mode().Perm()); err != nil {
-				return "", err
-			}
-		}
-	}
-	if _, err := gitOut(repo, "add", "-A"); err != nil {
-		return "", err
-	}
-	if _, err := gitOut(repo, "-c", "user.name=podrunner exec", "-c", "user.email=exec@podrunner.local",
-		"commit", "-q", "--allow-empty", "-m", "podrunner exec snapshot"); err != nil {
-		return "", err
-	}
-	return branch, nil
-}
-
-func listFiles(dir string) ([]string, error) {
-	if out, err := gitOut(dir, "ls-files", "-z", "-co", "--exclude-standard"); err == nil {
-		var files []string
-		for _, f := range strings.Split(out, "\x00") {
-			if f != "" {
-				files = append(files, f)
-			}
-		}
-		return files, nil
-	}
-	var files []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && d.Name() == ".git" {
-			return filepath.SkipDir
-		}
-		if !d.IsDir() {
-			rel, _ := filepath.Rel(dir, path)
-			files = append(files, rel)
-		}
-		return nil
-	})
-	return files, err
-}
-
-func gitOut(dir string, args ...string) (string, error) {
-	c := exec.Command("git", args...)
-	c.Dir = dir
-	var stderr bytes.Buffer
-	c.Stderr = &stderr
-	c.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
-	out, err := c.Output()
-	if err != nil {
-		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-func slug(s string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(s) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	if b.Len() == 0 {
-		return "project"
-	}
-	return b.String()
+	return fmt.Errorf("create the pipeline from %s: %w", file, err)
 }

@@ -85,9 +85,9 @@ func (p *Plain) Update(pl Pipeline, now time.Time) {
 func (p *Plain) stateLine(j Job, now time.Time) string {
 	prefix := fmt.Sprintf("job %s: ", j.Label())
 	switch j.Status {
-	case StatusCreated:
-		return "" // every job starts so; only changes are news
-	case StatusPending, StatusRunning, StatusCanceling:
+	case StatusCreated, StatusPending:
+		return "" // waiting is no news; running is
+	case StatusRunning, StatusCanceling:
 		return prefix + j.Status
 	case StatusManual:
 		return prefix + "manual (not run: name it with --job " + j.Name + ")"
