@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/helmchart"
+	"github.com/podrunner/podrunner/internal/testcluster"
+)
+
+// The seed's walk-through (shared/examples/seed-pipeline/helm-values.md)
+// with podrunner's chart (issue 6): the seed's helm command and values,
+// plus the local-image overrides a cluster without registry needs.
+func TestHelmSeedWalkthrough(t *testing.T) {
+	e := newHelmEnv(t)
+	t.Logf("namespace %s, release %s, coordinator %s", e.ns, e.release, e.coord.URL())
+	regToken := e.coord.RegistrationToken()
+
+	// The seed's command; only the namespace name is unique per run (the
+	// seed's "gitlab-runner" would clash between runs and other tests).
+	seed := []string{
+		"--namespace", e.ns,
+		"--set", "gitlabUrl=" + e.coord.URL(),
+		"--set", "runnerRegistrationToken=" + regToken,
+		"--set", "rbac.create=true",
+		"--set", "runners.tags=aks",
+		"--set", "runners.executor=kubernetes",
+		"--set", "runners.namespace=" + e.ns,
+	}
+	// No registry: the images are imported into containerd.
+	local := []string{
+		"--set", "image=" + testcluster.PodrunnerImage,
+		"--set", "imagePullPolicy=Never",
+		"--set", "runners.image=" + testcluster.BusyboxImage,
+		"--set", "runners.imagePullPolicy=if-not-present",
+	}
+	start := time.Now()
+	e.mustHelm(append(append([]string{"install", e.release, helmchart.ChartPath}, seed...), local...)...)
+
+	// kubectl get po: one manager pod, 1/1 Running.
+	managers := e.waitManagersReady(1, 3*time.Minute)
+	t.Logf("FIGURE helm install → manager Ready: %v", time.Since(start).Round(100*time.Millisecond))
+	first := managers[0].Name
+	getPo := kubectl(t, "get", "po", "-n", e.ns)
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(first) + `\s+1/1\s+Running\s`).MatchString(getPo) {
+		t.Errorf("kubectl get po:\n%s\nwant %s 1/1 Running", getPo, first)
+	}
+
+	// Registered in the coordinator with the seed's tag, contacting it.
+	runners := e.coord.Runners()
+	if len(runners) != 1 {
+		t.Fatalf("%d runners registered, want 1: %+v", len(runners), runners)
+	}
+	r := runners[0]
+	if strings.Join(r.Tags, ",") != "aks" || r.RunUntagged || r.Description != first {
+		t.Errorf("runner %+v: want tags [aks], not untagged, named after the pod %s", r, first)
+	}
+	waitFor(t, "the runner to contact the coordinator", time.Minute, func() bool {
+		for _, rv := range e.coord.Runners() {
+			for _, m := range rv.Managers {
+				if !m.Contacted.IsZero() {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	firstToken := r.Token
+
+	// runner-test.gitlab-ci.yml: the exact UTF-8 line.
+	v := e.pipeline(readSeed(t, "runner-test.gitlab-ci.yml"), 3*time.Minute)
+	tr := string(e.coord.Trace(v.Jobs[0].ID))
+	if v.Status != gitlabtest.StatusSuccess {
+		t.Fatalf("runner-test pipeline %s:\n%s", v.Status, tr)
+	}
+	if !strings.Contains(tr, "\n✅ Runner 동작 확인 완료!") {
+		t.Errorf("UTF-8 line not intact:\n%q", tr)
+	}
+	if v.Jobs[0].RunnerID != r.ID {
+		t.Errorf("job ran on runner %d, want the chart's %d", v.Jobs[0].RunnerID, r.ID)
+	}
+
+	// pod-creation.gitlab-ci.yml: a job pod appears, its hostname is in
+	// the trace, it is deleted after the job.
+	v = e.pipeline(readSeed(t, "pod-creation.gitlab-ci.yml"), 3*time.Minute)
+	job := v.Jobs[0]
+	tr = string(e.coord.Trace(job.ID))
+	if v.Status != gitlabtest.StatusSuccess {
+		t.Fatalf("pod-creation pipeline %s:\n%s", v.Status, tr)
+	}
+	jobPods := e.podsSeen(func(p *corev1.Pod) bool { return !isManager(p) })
+	if len(jobPods) != 2 {
+		t.Fatalf("job pods seen %v, want 2 (one per pipeline)", jobPods)
+	}
+	jobPod := jobPods[1]
+	if !podNameRE.MatchString(jobPod) || !strings.Contains(jobPod, "-project-") {
+		t.Errorf("job pod %q does not match %s", jobPod, podNameRE)
+	}
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(jobPod) + `\r?$`).MatchString(tr) {
+		t.Errorf("trace has no hostname line %q:\n%s", jobPod, tr)
+	}
+	waitFor(t, "the job pods to be deleted", time.Minute, func() bool { return e.deleted(jobPods[0]) && e.deleted(jobPod) })
+
+	// The manager's log tells the job's story (kubectl logs).
+	logs := kubectl(t, "logs", "-n", e.ns, first)
+	if miss := missingFrom(logs,
+		"Runner registered successfully",
+		"Checking for jobs... received",
+		"Appending trace to coordinator... ok",
+		"sent-log=0-",
+		"status=202",
+		"Job succeeded",
+		"Submitting job to coordinator... ok",
+		"job-status=success",
+		"Removed job from processing list",
+	); len(miss) > 0 {
+		t.Errorf("manager log lacks %q:\n%s", miss, logs)
+	}
+	for _, secret := range []string{regToken, firstToken} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the manager log shows a token")
+		}
+	}
+
+	// helm upgrade with a new config value while a job runs: the old pod
+	// finishes the job (SIGTERM → SIGQUIT), the new one registers.
+	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{CIConfig: []byte(`
+long:
+  tags: [aks]
+  script:
+    - echo started
+    - sleep 25
+    - echo "still here after the upgrade"
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testcluster.Context(t)
+	if _, err := e.coord.WaitJob(ctx, pl.Jobs["long"], gitlabtest.StatusRunning); err != nil {
+		t.Fatalf("long job not running: %v", err)
+	}
+	waitFor(t, "the long job's log to start", time.Minute, func() bool {
+		return strings.Contains(string(e.coord.Trace(pl.Jobs["long"])), "started")
+	})
+	upStart := time.Now()
+	e.mustHelm(append(append([]string{"upgrade", e.release, helmchart.ChartPath, "--set", "concurrent=4", "--set", "logLevel=debug"}, seed...), local...)...)
+	lv := e.waitPipeline(pl.ID, 3*time.Minute)
+	ltr := string(e.coord.Trace(lv.Jobs[0].ID))
+	if lv.Status != gitlabtest.StatusSuccess || !strings.Contains(ltr, "still here after the upgrade") {
+		t.Fatalf("job during the upgrade: %s\n%s", lv.Status, ltr)
+	}
+	if lv.Jobs[0].RunnerID != r.ID {
+		t.Errorf("long job ran on runner %d, want the first pod's %d", lv.Jobs[0].RunnerID, r.ID)
+	}
+	managers = e.waitManagersReady(1, 3*time.Minute)
+	second := managers[0].Name
+	if second == first {
+		t.Fatalf("manager pod %s not replaced by the upgrade", first)
+	}
+	t.Logf("FIGURE helm upgrade → new manager Ready, job done: %v", time.Since(upStart).Round(100*time.Millisecond))
+	waitFor(t, "the first manager pod to be gone", 2*time.Minute, func() bool { return e.deleted(first) })
+	oldLog := e.managerLog(first)
+	if miss := missingFrom(oldLog, "SIGQUIT: finishing running jobs", "Unregistering runner from GitLab succeeded"); len(miss) > 0 {
+		t.Errorf("first manager's log lacks %q:\n%s", miss, oldLog)
+	}
+	if !strings.Contains(e.managerLog(second), `concurrent=4`) {
+		t.Errorf("new manager does not run with concurrent=4:\n%s", e.managerLog(second))
+	}
+	runners = e.coord.Runners()
+	if len(runners) != 1 || runners[0].ID == r.ID || runners[0].Description != second {
+		t.Errorf("runners after the upgrade %+v: want only the new pod's", runners)
+	}
+
+	// helm uninstall: the runner is unregistered, nothing of podrunner is left.
+	unStart := time.Now()
+	e.mustHelm("uninstall", e.release, "--namespace", e.ns, "--wait", "--timeout", "3m")
+	waitFor(t, "the namespace to be empty", 2*time.Minute, func() bool { return len(e.leftovers()) == 0 })
+	t.Logf("FIGURE helm uninstall → nothing left: %v", time.Since(unStart).Round(100*time.Millisecond))
+	if n := len(e.coord.Runners()); n != 0 {
+		t.Errorf("%d runners still registered after helm uninstall: %+v", n, e.coord.Runners())
+	}
+	if miss := missingFrom(e.managerLog(second), "Unregistering runner from GitLab succeeded"); len(miss) > 0 {
+		t.Errorf("second manager's log lacks %q:\n%s", miss, e.managerLog(second))
+	}
+}
