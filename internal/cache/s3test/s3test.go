@@ -25,8 +25,8 @@ import (
 
 // Credentials of every test server (root account).
 const (
-	AccessKey = "podrunner-test"
-	SecretKey = "podrunner-test-secret"
+	AccessKey = "AKIAPODRUNNERS3TEST"
+	SecretKey = "s3test-secret-2f9c81d7"
 )
 
 var (

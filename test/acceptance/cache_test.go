@@ -1,0 +1,122 @@
+package acceptance
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/cache/s3test"
+	"github.com/podrunner/podrunner/internal/gitlabtest"
+)
+
+// cachePipeline: build restores and pushes deps/; check (policy: pull)
+// restores it and changes it, which must never reach the store.
+const cachePipeline = `
+stages: [build, test]
+
+build:
+  stage: build
+  script:
+    - mkdir -p deps
+    - if [ -f deps/stamp ]; then echo "restored=$(cat deps/stamp)"; else echo "restored=none"; fi
+    - echo "pipeline-$CI_PIPELINE_ID" > deps/stamp
+  cache:
+    key: deps-$CI_COMMIT_REF_SLUG
+    paths: [deps/]
+
+check:
+  stage: test
+  script:
+    - echo "check-saw=$(cat deps/stamp)"
+    - echo "changed-by-pull-job" > deps/stamp
+  cache:
+    key: deps-$CI_COMMIT_REF_SLUG
+    paths: [deps/]
+    policy: pull
+`
+
+// runCachePipelines runs the pipeline twice and checks what each job saw.
+func runCachePipelines(t *testing.T, e *env) (first, second gitlabtest.PipelineView) {
+	t.Helper()
+	first = e.pipeline(3 * time.Minute)
+	if first.Status != "success" {
+		for _, j := range first.Jobs {
+			t.Logf("job %s: %s\n%s", j.Name, j.Status, e.coord.Trace(j.ID))
+		}
+		t.Fatalf("first pipeline: %s", first.Status)
+	}
+	b1, c1 := jobByName(t, first, "build"), jobByName(t, first, "check")
+	contains(t, e.coord.Trace(b1.ID), "restored=none", "Creating cache deps-main", "Created cache")
+	contains(t, e.coord.Trace(c1.ID), "Checking cache for deps-main", "Successfully extracted cache",
+		fmt.Sprintf("check-saw=pipeline-%d", first.ID), "Not uploading cache deps-main", "due to policy")
+	if strings.Contains(string(e.coord.Trace(c1.ID)), "Creating cache") {
+		t.Errorf("the pull job created a cache:\n%s", e.coord.Trace(c1.ID))
+	}
+
+	second = e.pipeline(3 * time.Minute)
+	if second.Status != "success" {
+		t.Fatalf("second pipeline: %s", second.Status)
+	}
+	// What build pushed in the first pipeline, not what the pull job changed.
+	contains(t, e.coord.Trace(jobByName(t, second, "build").ID), fmt.Sprintf("restored=pipeline-%d", first.ID))
+	contains(t, e.coord.Trace(jobByName(t, second, "check").ID), fmt.Sprintf("check-saw=pipeline-%d", second.ID))
+	return first, second
+}
+
+func TestCacheRoundTripLocalDir(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	cacheDir := filepath.Join(e.dir, "cache")
+	e.runConfig(e.config(1, fmt.Sprintf("  cache_dir = %q\n", cacheDir)))
+	runCachePipelines(t, e)
+	var files []string
+	filepath.WalkDir(cacheDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(cacheDir, p)
+			files = append(files, rel)
+		}
+		return nil
+	})
+	if len(files) != 1 || !strings.HasPrefix(files[0], projectPath+"/deps-main") || !strings.HasSuffix(files[0], "/cache.tar.gz") {
+		t.Errorf("cache dir holds %q, want one %s/deps-main…/cache.tar.gz", files, projectPath)
+	}
+}
+
+func TestCacheRoundTripS3(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t, "127.0.0.1")
+	srv.CreateBucket(t, "runner-cache")
+	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e.runConfig(e.config(1, fmt.Sprintf(`  cache_dir = %q
+  [runners.cache]
+    Type = "s3"
+    Path = "ci"
+    [runners.cache.s3]
+      ServerAddress = %q
+      BucketName = "runner-cache"
+      BucketLocation = "us-east-1"
+      Insecure = true
+      AuthenticationType = "access-key"
+      AccessKey = %q
+      SecretKey = %q
+`, filepath.Join(e.dir, "cache"), srv.Address, s3test.AccessKey, s3test.SecretKey)))
+	first, second := runCachePipelines(t, e)
+	objs := srv.Objects(t, "runner-cache")
+	if len(objs) != 1 || !strings.HasPrefix(objs[0], "ci/runner/") || !strings.Contains(objs[0], "/project/") ||
+		!strings.Contains(objs[0], "/deps-main") {
+		t.Errorf("bucket holds %q, want one ci/runner/<token>/project/<id>/deps-main… object", objs)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "cache")); err == nil {
+		t.Error("with an S3 store nothing must be written to cache_dir")
+	}
+	for _, v := range []gitlabtest.PipelineView{first, second} {
+		for _, j := range v.Jobs {
+			if tr := string(e.coord.Trace(j.ID)); strings.Contains(tr, s3test.SecretKey) || strings.Contains(tr, s3test.AccessKey) {
+				t.Errorf("job %s's trace holds an S3 credential", j.Name)
+			}
+		}
+	}
+}

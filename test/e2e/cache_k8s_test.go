@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/cache/s3test"
+	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/testcluster"
+)
+
+// Cache round trip (issue 8) with the Kubernetes executor: the helper
+// commands run in the job pod (the agent's podrunner binary) against an
+// S3 server on the node address, and against a cache_dir that is a
+// hostPath volume.
+
+const k8sCachePipeline = `
+stages: [build, test]
+
+build:
+  stage: build
+  script:
+    - mkdir -p deps
+    - if [ -f deps/stamp ]; then echo "restored=$(cat deps/stamp)"; else echo "restored=none"; fi
+    - echo "pipeline-$CI_PIPELINE_ID" > deps/stamp
+  cache:
+    key: deps
+    paths: [deps/]
+
+check:
+  stage: test
+  script:
+    - echo "check-saw=$(cat deps/stamp)"
+    - echo "changed-by-pull-job" > deps/stamp
+  cache:
+    key: deps
+    paths: [deps/]
+    policy: pull
+`
+
+// k8sCacheEnv starts the runner binary with extra cache settings: runnerKeys
+// go into [[runners]], tables are appended after [runners.kubernetes].
+func k8sCacheEnv(t *testing.T, name, runnerKeys, tables string) *k8sEnv {
+	t.Helper()
+	e := newK8sEnv(t, k8sCachePipeline, k8sOptions{external: true})
+	bin, cfg := e.runnerProcessConfig(name, 1, 0)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "  [runners.kubernetes]\n", runnerKeys+"  [runners.kubernetes]\n", 1) + tables
+	if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.startRunnerProcess(bin, cfg)
+	return e
+}
+
+func k8sCacheRoundTrip(t *testing.T, e *k8sEnv) {
+	t.Helper()
+	trace := func(v gitlabtest.PipelineView, job string) string {
+		for _, j := range v.Jobs {
+			if j.Name == job {
+				return string(e.coord.Trace(j.ID))
+			}
+		}
+		t.Fatalf("no job %s in pipeline %d", job, v.ID)
+		return ""
+	}
+	want := func(tr string, s ...string) {
+		t.Helper()
+		for _, w := range s {
+			if !strings.Contains(tr, w) {
+				t.Fatalf("trace lacks %q:\n%s", w, tr)
+			}
+		}
+	}
+	first := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
+	if first.Status != gitlabtest.StatusSuccess {
+		t.Fatalf("first pipeline %s:\n%s\n%s", first.Status, trace(first, "build"), trace(first, "check"))
+	}
+	want(trace(first, "build"), "restored=none", "Creating cache deps", "Created cache")
+	want(trace(first, "check"), "Successfully extracted cache", fmt.Sprintf("check-saw=pipeline-%d", first.ID), "Not uploading cache deps")
+	second := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
+	if second.Status != gitlabtest.StatusSuccess {
+		t.Fatalf("second pipeline %s", second.Status)
+	}
+	want(trace(second, "build"), fmt.Sprintf("restored=pipeline-%d", first.ID))
+}
+
+func TestKubernetesCacheS3(t *testing.T) {
+	t.Parallel()
+	// Pods reach the host at the node address, not at loopback.
+	srv := s3test.Start(t, testcluster.Get(t).NodeIP)
+	srv.CreateBucket(t, "k8s-cache")
+	e := k8sCacheEnv(t, "e2e-cache-s3", "", fmt.Sprintf(`  [runners.cache]
+    Type = "s3"
+    Shared = true
+    [runners.cache.s3]
+      ServerAddress = %q
+      BucketName = "k8s-cache"
+      BucketLocation = "us-east-1"
+      Insecure = true
+      AccessKey = %q
+      SecretKey = %q
+`, srv.Address, s3test.AccessKey, s3test.SecretKey))
+	k8sCacheRoundTrip(t, e)
+	objs := srv.Objects(t, "k8s-cache")
+	if len(objs) != 1 || !strings.HasPrefix(objs[0], "project/") || !strings.Contains(objs[0], "/deps") {
+		t.Errorf("bucket holds %q, want one shared project/<id>/deps… object", objs)
+	}
+	for _, name := range e.podNames() {
+		if strings.Contains(e.podJSON(name), s3test.SecretKey) {
+			t.Errorf("pod %s holds the S3 secret key in its spec", name)
+		}
+	}
+}
+
+func TestKubernetesCacheHostPath(t *testing.T) {
+	t.Parallel()
+	host := t.TempDir()
+	if err := os.Chmod(host, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	e := k8sCacheEnv(t, "e2e-cache-dir", "  cache_dir = \"/cache\"\n", fmt.Sprintf(`    [[runners.kubernetes.volumes.host_path]]
+      name = "cache"
+      mount_path = "/cache"
+      host_path = %q
+`, host))
+	k8sCacheRoundTrip(t, e)
+	var files []string
+	filepath.WalkDir(host, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(host, p)
+			files = append(files, rel)
+		}
+		return nil
+	})
+	if len(files) != 1 || !strings.HasPrefix(files[0], e.project+"/deps") || !strings.HasSuffix(files[0], "/cache.tar.gz") {
+		t.Errorf("host cache dir holds %q, want one %s/deps…/cache.tar.gz", files, e.project)
+	}
+}
