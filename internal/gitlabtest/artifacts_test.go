@@ -448,3 +448,43 @@ func TestCacheKeyFilesUseLastCommits(t *testing.T) {
 		t.Errorf("key = %s", keys[0])
 	}
 }
+
+// TestArtifactTooBigStreamed: a streamed upload past the limit gets 413
+// while the client is still sending, not a broken connection.
+func TestArtifactTooBigStreamed(t *testing.T) {
+	t.Parallel()
+	s, c, tok := setup(t, Options{MaxArtifactsSize: 1 << 20}, artifactsCI)
+	if _, err := s.CreatePipeline("group/demo", "main"); err != nil {
+		t.Fatal(err)
+	}
+	build := c.payload(c.requestJob(tok, "", nil))
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		part, err := mw.CreateFormFile("file", "big.zip")
+		chunk := make([]byte, 64<<10)
+		for n := 0; n < 16<<20 && err == nil; n += len(chunk) {
+			_, err = part.Write(chunk)
+		}
+		if err == nil {
+			err = mw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/v4/jobs/%d/artifacts", s.URL(), build.ID), pr)
+	req.Header.Set("JOB-TOKEN", build.Token)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	r, err := http.DefaultClient.Do(req)
+	_ = pr.CloseWithError(io.ErrClosedPipe) // stop the writer
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	if r.StatusCode != 413 || !strings.Contains(string(body), "413 Request Entity Too Large") {
+		t.Fatalf("upload = %d %s", r.StatusCode, body)
+	}
+	if v, _ := s.Job(build.ID); v.HasArtifacts {
+		t.Error("a refused upload was stored")
+	}
+}

@@ -4,6 +4,14 @@
 // Workhorse answer it, pipelines built from a real .gitlab-ci.yml, and the
 // project repositories over smart HTTP so jobs really clone.
 //
+// Pipelines follow GitLab: the config is parsed with includes from the
+// commit and evaluated (workflow:rules, rules, only/except) by ciyaml;
+// jobs are processed like GitLab's AtomicProcessingService (stages, needs,
+// when, manual jobs blocking only without allow_failure, delayed jobs,
+// allow_failure:exit_codes, automatic retry with new job ids); artifacts
+// are stored on disk per artifact_type with GitLab's token, size and
+// expiry checks, and dotenv reports become variables of dependent jobs.
+//
 // It is strict on purpose: it is how podrunner's compatibility is tested,
 // so it never answers more kindly than GitLab would. Deviations from
 // GitLab are named in the docs of the option or method concerned.
