@@ -205,15 +205,63 @@ func (p *parser) includeFile(at *yaml.Node, name string) *yaml.Node {
 func (p *parser) extends(root *yaml.Node) bool {
 	m := omapOf(root)
 	done := map[string]bool{}
+	depth := map[string]int{}
 	for i, k := range m.keys {
 		if rootKeywords[k] {
 			continue
+		}
+		// The depth check does not depend on the order of the keys.
+		if d := chainDepth(m, k, depth, map[string]bool{}); d > maxExtendsLevels+1 {
+			ext, _ := omapOf(m.vn[i]).get("extends")
+			p.errorf(ext, "%s: nesting too deep in `extends`", k)
+			return false
 		}
 		if !p.extendOne(m, root, i, done, nil) {
 			return false
 		}
 	}
 	return true
+}
+
+// chainDepth is the length of the longest extends chain above key
+// (cycles count as 0 here: extendOne reports them).
+func chainDepth(m *omap, key string, memo map[string]int, visiting map[string]bool) int {
+	if d, ok := memo[key]; ok {
+		return d
+	}
+	if visiting[key] {
+		return 0
+	}
+	v, ok := m.get(key)
+	if !ok || v.Kind != yaml.MappingNode {
+		return 0
+	}
+	ext, ok := omapOf(v).get("extends")
+	if !ok {
+		memo[key] = 0
+		return 0
+	}
+	var bases []string
+	if ext.Kind == yaml.ScalarNode {
+		bases = []string{ext.Value}
+	} else {
+		for _, c := range ext.Content {
+			bases = append(bases, c.Value)
+		}
+	}
+	visiting[key] = true
+	d := 0
+	for _, b := range bases {
+		if bd := chainDepth(m, b, memo, visiting) + 1; bd > d {
+			d = bd
+		}
+		if d > maxExtendsLevels+1 {
+			break
+		}
+	}
+	delete(visiting, key)
+	memo[key] = d
+	return d
 }
 
 func (p *parser) extendOne(m *omap, root *yaml.Node, i int, done map[string]bool, parents []string) bool {
@@ -241,17 +289,13 @@ func (p *parser) extendOne(m *omap, root *yaml.Node, i int, done map[string]bool
 		p.errorf(ext, "jobs:%s extends should be an array of strings or a string", key)
 		return false
 	}
-	if len(parents) > maxExtendsLevels {
-		p.errorf(ext, "%s: nesting too deep in `extends`", key)
-		return false
-	}
 	if contains(parents, key) {
 		p.errorf(ext, "%s: circular dependency detected in `extends`", key)
 		return false
 	}
 	var unknown, invalid []string
 	for _, b := range bases {
-		bi, ok := m.idx[b]
+		bi, ok := m.find(b)
 		switch {
 		case !ok:
 			unknown = append(unknown, b)
@@ -269,7 +313,7 @@ func (p *parser) extendOne(m *omap, root *yaml.Node, i int, done map[string]bool
 	}
 	var acc *yaml.Node
 	for _, b := range bases {
-		bi := m.idx[b]
+		bi, _ := m.find(b)
 		if !p.extendOne(m, root, bi, done, append(parents, key)) {
 			return false
 		}

@@ -156,22 +156,43 @@ type omap struct {
 	idx    map[string]int
 }
 
-func (m *omap) set(k string, kn, vn *yaml.Node) {
-	if m.idx == nil {
-		m.idx = map[string]int{}
+// smallMap is the size up to which omap searches linearly (most YAML
+// mappings are small; a Go map per mapping would dominate the cost).
+const smallMap = 16
+
+func (m *omap) find(k string) (int, bool) {
+	if m.idx != nil {
+		i, ok := m.idx[k]
+		return i, ok
 	}
-	if i, ok := m.idx[k]; ok {
+	for i, x := range m.keys {
+		if x == k {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+func (m *omap) set(k string, kn, vn *yaml.Node) {
+	if i, ok := m.find(k); ok {
 		m.kn[i], m.vn[i] = kn, vn
 		return
 	}
-	m.idx[k] = len(m.keys)
 	m.keys = append(m.keys, k)
 	m.kn = append(m.kn, kn)
 	m.vn = append(m.vn, vn)
+	if m.idx != nil {
+		m.idx[k] = len(m.keys) - 1
+	} else if len(m.keys) > smallMap {
+		m.idx = make(map[string]int, 2*len(m.keys))
+		for i, x := range m.keys {
+			m.idx[x] = i
+		}
+	}
 }
 
 func (m *omap) get(k string) (*yaml.Node, bool) {
-	i, ok := m.idx[k]
+	i, ok := m.find(k)
 	if !ok {
 		return nil, false
 	}
@@ -235,7 +256,8 @@ func (x *expander) deepMerge(base, over *yaml.Node) *yaml.Node {
 	var m omap
 	for i, k := range bm.keys {
 		if ov, ok := om.get(k); ok {
-			m.set(k, x.clone(om.kn[om.idx[k]]), x.deepMerge(bm.vn[i], ov))
+			oi, _ := om.find(k)
+			m.set(k, x.clone(om.kn[oi]), x.deepMerge(bm.vn[i], ov))
 		} else {
 			m.set(k, x.clone(bm.kn[i]), x.clone(bm.vn[i]))
 		}

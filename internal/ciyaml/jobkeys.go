@@ -433,9 +433,11 @@ func (p *parser) cacheKey(path string, v *yaml.Node, ca *Cache) {
 		return
 	}
 	p.unknownKeys(path+":key", v, ps, set("files", "prefix", "files_commits"))
+	hasFiles := false
 	for _, kv := range ps {
 		switch kv.Key {
 		case "files", "files_commits":
+			hasFiles = true
 			l, ok := p.stringList(kv.Value)
 			if !ok || len(l) == 0 || len(l) > 2 {
 				p.errorf(kv.Value, "%s:key:files config has to be an array of one or two file paths", path)
@@ -450,7 +452,7 @@ func (p *parser) cacheKey(path string, v *yaml.Node, ca *Cache) {
 			}
 		}
 	}
-	if ca.KeyFiles == nil {
+	if !hasFiles {
 		p.errorf(v, "%s:key config missing required keys: files", path)
 	}
 	ca.Key = ""

@@ -48,7 +48,8 @@ var (
 
 	pullPolicies = set("always", "never", "if-not-present")
 
-	yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	yamlLineRe      = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	unknownAnchorRe = regexp.MustCompile(`unknown anchor '([^']*)' referenced`)
 )
 
 func set(keys ...string) map[string]bool {
@@ -153,7 +154,7 @@ func (p *parser) document(data []byte) (*yaml.Node, error) {
 			break
 		}
 		if err != nil {
-			return nil, ErrorList{p.yamlError(err)}
+			return nil, ErrorList{p.yamlError(err, data)}
 		}
 		docs = append(docs, &n)
 		if len(docs) > 2 {
@@ -181,6 +182,16 @@ func (p *parser) document(data []byte) (*yaml.Node, error) {
 	return root, nil
 }
 
+// offsetPos converts a byte offset of data to a 1-based line and column.
+func offsetPos(data []byte, off int) Pos {
+	if off < 0 {
+		return Pos{}
+	}
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	return Pos{Line: line, Col: col}
+}
+
 func docContent(doc *yaml.Node) *yaml.Node {
 	if doc.Kind == yaml.DocumentNode {
 		if len(doc.Content) == 0 {
@@ -191,13 +202,15 @@ func docContent(doc *yaml.Node) *yaml.Node {
 	return doc
 }
 
-func (p *parser) yamlError(err error) *Error {
+func (p *parser) yamlError(err error, data []byte) *Error {
 	msg := err.Error()
 	e := &Error{File: p.file, Msg: "Invalid configuration format: " + strings.TrimPrefix(msg, "yaml: ")}
 	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		e.Pos = Pos{Line: line, Col: 1}
 		e.Msg = "Invalid configuration format: " + m[2]
+	} else if m := unknownAnchorRe.FindStringSubmatch(msg); m != nil && data != nil {
+		e.Pos = offsetPos(data, bytes.Index(data, []byte("*"+m[1])))
 	}
 	return e
 }
