@@ -1,0 +1,591 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podrunner/podrunner/internal/gitlabtest"
+)
+
+const (
+	scKube = "3 kubernetes overhead"
+	scAPI  = "6 api-server requests"
+
+	busyboxImage = "podrunner.local/busybox:1"
+	// The label GitLab Runner (and podrunner, for compatibility) puts on
+	// a job's pod.
+	labelJobID = "job.runner.gitlab.com/id"
+	// The job container of both runners.
+	buildContainer = "build"
+)
+
+// kubeTarget is the cluster the Kubernetes scenarios run on: a namespace
+// of the bench's, ServiceAccounts for the runners, and a watch of its pods.
+type kubeTarget struct {
+	cs     *kubernetes.Clientset
+	rest   *rest.Config
+	nodeIP string
+	ns     string
+	host   string
+	caFile string
+	// token is the bearer token of the ServiceAccount the current runner
+	// runs as (see useServiceAccount).
+	token string
+	// tokens: ServiceAccount name → bearer token.
+	tokens map[string]string
+	watch  *podWatch
+	stop   func()
+}
+
+// connectCluster loads the kubeconfig and checks the API server answers;
+// an error means "no cluster" and the Kubernetes rows are skipped.
+func connectCluster(ctx context.Context, kubeconfig string) (*kubernetes.Clientset, *rest.Config, error) {
+	if kubeconfig == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	if kubeconfig == "" {
+		return nil, nil, fmt.Errorf("KUBECONFIG is not set and no --kubeconfig given")
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := cs.Discovery().RESTClient().Get().AbsPath("/version").DoRaw(ctx); err != nil {
+		return nil, nil, fmt.Errorf("API server %s: %w", cfg.Host, err)
+	}
+	return cs, cfg, nil
+}
+
+// setupCluster creates the bench namespace, the Role of
+// deploy/rbac/role.yaml bound to ServiceAccount "podrunner", the built-in
+// ClusterRole "edit" bound to ServiceAccount "other-runner" (GitLab Runner
+// needs pods/exec and pods/attach, which podrunner's Role leaves out), and
+// starts the pod watch.
+func setupCluster(ctx context.Context, cs *kubernetes.Clientset, cfg *rest.Config, nodeIP, dir, roleFile string) (*kubeTarget, error) {
+	if nodeIP == "" {
+		nodeIP = os.Getenv("PODRUNNER_NODE_IP")
+	}
+	if nodeIP == "" {
+		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("list nodes for the node IP (or pass --node-ip): %w", err)
+		}
+		for _, n := range nodes.Items {
+			for _, a := range n.Status.Addresses {
+				if a.Type == corev1.NodeInternalIP && nodeIP == "" {
+					nodeIP = a.Address
+				}
+			}
+		}
+		if nodeIP == "" {
+			return nil, fmt.Errorf("no node has an InternalIP: pass --node-ip (an address of this machine pods can reach)")
+		}
+	}
+	ns, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "podrunner-bench-", Labels: map[string]string{"podrunner.bench": "true"}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create namespace: %w", err)
+	}
+	k := &kubeTarget{cs: cs, rest: cfg, nodeIP: nodeIP, ns: ns.Name, host: cfg.Host, tokens: map[string]string{}}
+	k.stop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		policy := metav1.DeletePropagationBackground
+		_ = cs.CoreV1().Namespaces().Delete(ctx, k.ns, metav1.DeleteOptions{PropagationPolicy: &policy})
+	}
+	fail := func(err error) (*kubeTarget, error) { k.Close(); return nil, err }
+	role, err := readRole(roleFile)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := cs.RbacV1().Roles(k.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return fail(fmt.Errorf("create role: %w", err))
+	}
+	for sa, ref := range map[string]rbacv1.RoleRef{
+		"podrunner":    {APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
+		"other-runner": {APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "edit"},
+	} {
+		if _, err := cs.CoreV1().ServiceAccounts(k.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fail(fmt.Errorf("create serviceaccount %s: %w", sa, err))
+		}
+		_, err = cs.RbacV1().RoleBindings(k.ns).Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: sa},
+			RoleRef:    ref,
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: k.ns}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return fail(fmt.Errorf("bind %s: %w", sa, err))
+		}
+		exp := int64(3 * 3600)
+		tr, err := cs.CoreV1().ServiceAccounts(k.ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+		if err != nil {
+			return fail(fmt.Errorf("token for serviceaccount %s: %w", sa, err))
+		}
+		k.tokens[sa] = tr.Status.Token
+	}
+	ca := cfg.TLSClientConfig.CAData
+	if len(ca) == 0 && cfg.TLSClientConfig.CAFile != "" {
+		if ca, err = os.ReadFile(cfg.TLSClientConfig.CAFile); err != nil {
+			return fail(err)
+		}
+	}
+	k.caFile = filepath.Join(dir, "kube-ca.crt")
+	if err := os.WriteFile(k.caFile, ca, 0o600); err != nil {
+		return fail(err)
+	}
+	// The namespace's default ServiceAccount must exist before pods.
+	for {
+		if _, err := cs.CoreV1().ServiceAccounts(k.ns).Get(ctx, "default", metav1.GetOptions{}); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if k.watch, err = newPodWatch(cs, k.ns); err != nil {
+		return fail(err)
+	}
+	return k, nil
+}
+
+func (k *kubeTarget) Close() {
+	if k.watch != nil {
+		k.watch.Close()
+	}
+	k.stop()
+}
+
+// listen is where Kubernetes scenarios' coordinators listen: the node
+// address, so pods clone from them.
+func (k *kubeTarget) listen() string { return net.JoinHostPort(k.nodeIP, "0") }
+
+func readRole(path string) (*rbacv1.Role, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the documented Role (run the bench from the repository root or pass --role): %w", err)
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(data, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	role, ok := obj.(*rbacv1.Role)
+	if !ok {
+		return nil, fmt.Errorf("%s holds a %T, want a Role", path, obj)
+	}
+	return role, nil
+}
+
+// importHelper builds podrunner.local/podrunner:dev from bin with
+// hack/cluster/images (needs root), so the helper image is this build.
+func importHelper(bin string) error {
+	out, err := exec.Command("hack/cluster/images", "podrunner", bin).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("hack/cluster/images podrunner %s: %v\n%s", bin, err, out)
+	}
+	return nil
+}
+
+// podTimes is when the bench's own watch saw a pod change (arrival time
+// of the event, on this machine's clock, which is the cluster's).
+type podTimes struct {
+	added, running, ended time.Time
+}
+
+// podWatch records pod moments of one namespace.
+type podWatch struct {
+	mu    sync.Mutex
+	pods  map[string]*podTimes
+	jobOf map[string]string
+	wake  chan struct{}
+	stop  func()
+	done  chan struct{}
+}
+
+func newPodWatch(cs *kubernetes.Clientset, ns string) (*podWatch, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watch pods of %s: %w", ns, err)
+	}
+	pw := &podWatch{pods: map[string]*podTimes{}, jobOf: map[string]string{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	pw.stop = func() { cancel(); w.Stop() }
+	go func() {
+		defer close(pw.done)
+		for ev := range w.ResultChan() {
+			now := time.Now()
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok || ev.Type == watch.Error {
+				continue
+			}
+			pw.observe(now, pod)
+		}
+	}()
+	return pw, nil
+}
+
+func (pw *podWatch) observe(now time.Time, pod *corev1.Pod) {
+	pw.mu.Lock()
+	pt := pw.pods[pod.Name]
+	if pt == nil {
+		pt = &podTimes{added: now}
+		pw.pods[pod.Name] = pt
+	}
+	main := buildContainer
+	if id := pod.Labels[labelJobID]; id != "" {
+		pw.jobOf[id] = pod.Name
+	} else if len(pod.Spec.Containers) > 0 {
+		main = pod.Spec.Containers[0].Name
+	}
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name == main && pt.running.IsZero() && (s.State.Running != nil || s.State.Terminated != nil) {
+			pt.running = now
+		}
+	}
+	if pt.ended.IsZero() && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
+		pt.ended = now
+	}
+	pw.mu.Unlock()
+	select {
+	case pw.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (pw *podWatch) Close() { pw.stop(); <-pw.done }
+
+func (pw *podWatch) get(name string) podTimes {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if pt := pw.pods[name]; pt != nil {
+		return *pt
+	}
+	return podTimes{}
+}
+
+func (pw *podWatch) podOfJob(id int64) string {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	return pw.jobOf[fmt.Sprint(id)]
+}
+
+func (pw *podWatch) waitEnded(ctx context.Context, name string, timeout time.Duration) (podTimes, error) {
+	deadline := time.After(timeout)
+	for {
+		if pt := pw.get(name); !pt.ended.IsZero() {
+			return pt, nil
+		}
+		select {
+		case <-pw.wake:
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return podTimes{}, ctx.Err()
+		case <-deadline:
+			return podTimes{}, fmt.Errorf("pod %s did not end within %v", name, timeout)
+		}
+	}
+}
+
+const kubeScript = `  script:
+    - adjtimex | grep time.tv
+    - echo hi
+    - adjtimex | grep time.tv
+`
+
+// bareSample is one bare pod's moments.
+type bareSample struct {
+	create, added, running, start, end, ended time.Time
+}
+
+// barePod runs the job's script in a plain busybox pod (restartPolicy
+// Never, image pull policy Never, no token, no service links) and returns
+// its moments once it is seen Succeeded: the floor a runner builds on.
+func (b *bench) barePod(ctx context.Context, i int) (bareSample, error) {
+	k := b.kube
+	no, grace := false, int64(0)
+	name := fmt.Sprintf("bare-%03d", i)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever, AutomountServiceAccountToken: &no, EnableServiceLinks: &no,
+		TerminationGracePeriodSeconds: &grace,
+		Containers: []corev1.Container{{Name: "echo", Image: busyboxImage, ImagePullPolicy: corev1.PullNever,
+			Command: []string{"sh", "-c", "adjtimex | grep time.tv; echo hi; adjtimex | grep time.tv"}}},
+	}}
+	create := time.Now()
+	if _, err := k.cs.CoreV1().Pods(k.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return bareSample{}, fmt.Errorf("create bare pod: %w", err)
+	}
+	pt, err := k.watch.waitEnded(ctx, name, 2*time.Minute)
+	if err != nil {
+		return bareSample{}, err
+	}
+	logs, err := k.cs.CoreV1().Pods(k.ns).GetLogs(name, &corev1.PodLogOptions{Container: "echo"}).DoRaw(ctx)
+	if err != nil {
+		return bareSample{}, fmt.Errorf("logs of bare pod %s: %w", name, err)
+	}
+	st := adjtimexStamps(logs)
+	if len(st) != 2 {
+		return bareSample{}, fmt.Errorf("bare pod %s: %d adjtimex stamps in its log, want 2:\n%s", name, len(st), logs)
+	}
+	policy := metav1.DeletePropagationBackground
+	_ = k.cs.CoreV1().Pods(k.ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace, PropagationPolicy: &policy})
+	return bareSample{create: create, added: pt.added, running: pt.running, start: st[0], end: st[1], ended: pt.ended}, nil
+}
+
+// jobSample is one Kubernetes job's moments.
+type jobSample struct {
+	queued, picked, podAdded, running, start, end, finished time.Time
+}
+
+func (b *bench) jobSample(w *world, j gitlabtest.JobView) (jobSample, error) {
+	st := adjtimexStamps(w.coord.Trace(j.ID))
+	if len(st) != 2 {
+		return jobSample{}, fmt.Errorf("job %d: %d adjtimex stamps in its log, want 2:\n%s", j.ID, len(st), tail(w.coord.Trace(j.ID), 2000))
+	}
+	pod := b.kube.watch.podOfJob(j.ID)
+	if pod == "" {
+		return jobSample{}, fmt.Errorf("job %d: the watch saw no pod labelled %s=%d", j.ID, labelJobID, j.ID)
+	}
+	pt := b.kube.watch.get(pod)
+	return jobSample{queued: j.QueuedAt, picked: j.StartedAt, podAdded: pt.added, running: pt.running,
+		start: st[0], end: st[1], finished: j.FinishedAt}, nil
+}
+
+type step[T any] struct {
+	name string
+	f    func(T) time.Duration
+}
+
+var jobSteps = []step[jobSample]{
+	{"queued -> handed to the runner", func(s jobSample) time.Duration { return s.picked.Sub(s.queued) }},
+	{"handed -> pod created (watch ADDED)", func(s jobSample) time.Duration { return s.podAdded.Sub(s.picked) }},
+	{"pod created -> build container running", func(s jobSample) time.Duration { return s.running.Sub(s.podAdded) }},
+	{"container running -> script started", func(s jobSample) time.Duration { return s.start.Sub(s.running) }},
+	{"script started -> script exited", func(s jobSample) time.Duration { return s.end.Sub(s.start) }},
+	{"script exited -> final state accepted", func(s jobSample) time.Duration { return s.finished.Sub(s.end) }},
+	{"whole: handed -> final state accepted", func(s jobSample) time.Duration { return s.finished.Sub(s.picked) }},
+}
+
+var bareSteps = []step[bareSample]{
+	{"bare pod: create call -> watch ADDED", func(s bareSample) time.Duration { return s.added.Sub(s.create) }},
+	{"bare pod: created -> container running", func(s bareSample) time.Duration { return s.running.Sub(s.added) }},
+	{"bare pod: container running -> script started", func(s bareSample) time.Duration { return s.start.Sub(s.running) }},
+	{"bare pod: script started -> exited", func(s bareSample) time.Duration { return s.end.Sub(s.start) }},
+	{"bare pod: script exited -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.end) }},
+	{"bare pod whole: create call -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.create) }},
+}
+
+func column[T any](xs []T, f func(T) time.Duration) []time.Duration {
+	out := make([]time.Duration, len(xs))
+	for i, x := range xs {
+		out[i] = f(x)
+	}
+	return out
+}
+
+// bare runs the floor: n bare pods one after another, between two scrapes
+// of the API server's metrics. It is the same for every runner, so it
+// fills the cells of all of them.
+func (b *bench) bare(ctx context.Context) ([]bareSample, error) {
+	if _, err := b.barePod(ctx, 0); err != nil { // warm
+		return nil, err
+	}
+	before, berr := scrapeRequests(ctx, b.kube.cs)
+	var bs []bareSample
+	for i := 1; i <= b.n(20); i++ {
+		s, err := b.barePod(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		bs = append(bs, s)
+	}
+	after, aerr := scrapeRequests(ctx, b.kube.cs)
+	sc := fmt.Sprintf("%s, floor (%d bare pods in sequence)", scKube, len(bs))
+	for _, st := range bareSteps {
+		for _, r := range b.runners {
+			b.rep.Add(r.Label, sc, st.name, msDist, nil, DistMS(column(bs, st.f)))
+		}
+	}
+	if berr == nil && aerr == nil {
+		for _, r := range b.runners {
+			b.addAPIRows(r.Label, "per bare pod (cluster's own cost of a pod)", after.sub(before), len(bs))
+		}
+	} else {
+		b.note("api-server metrics: %v %v", berr, aerr)
+	}
+	return bs, nil
+}
+
+// kubeJobs runs the Kubernetes scenario for one runner: a warm-up job,
+// then n echo jobs in sequence at concurrent = 1 and m in one pipeline
+// at concurrent = 5, with the API server's request counters scraped
+// around both.
+func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample) error {
+	k := b.kube
+	k.token = k.tokens["other-runner"]
+	if spec.Label == labelPodrunner {
+		k.token = k.tokens["podrunner"]
+	}
+	n, m := b.n(20), b.n(30)
+	var total int
+	var delta reqCounts
+	run := func(concurrent int, ci string, body func(w *world) ([]jobSample, error)) ([]jobSample, error) {
+		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s", concurrent, spec.Label)), k.listen(), ci, gitlabtest.Options{})
+		if err != nil {
+			return nil, err
+		}
+		defer w.Close()
+		rdir := filepath.Join(w.dir, "runner-"+spec.Label)
+		p, err := startRunner(spec, rdir, kubeConfig(w, concurrent, k, spec))
+		if err != nil {
+			return nil, err
+		}
+		defer p.Stop()
+		if err := b.waitHeld(ctx, w, p); err != nil {
+			return nil, err
+		}
+		// Warm-up: informers, connections, first pod on the node.
+		pl, err := w.pipeline("warm:\n" + kubeScript)
+		if err == nil {
+			_, err = w.wait(ctx, pl.ID, 3*time.Minute)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("warm-up job: %w; end of the runner's log:\n%s", err, p.logTail(2000))
+		}
+		before, berr := scrapeRequests(ctx, k.cs)
+		js, err := body(w)
+		if err != nil {
+			return nil, fmt.Errorf("%w; end of the runner's log:\n%s", err, p.logTail(2000))
+		}
+		after, aerr := scrapeRequests(ctx, k.cs)
+		if berr == nil && aerr == nil {
+			delta = delta.add(after.sub(before))
+			total += len(js)
+		}
+		return js, nil
+	}
+	seq, err := run(1, "echo:\n"+kubeScript, func(w *world) ([]jobSample, error) {
+		var js []jobSample
+		for range n {
+			if err := w.waitHeld(ctx, time.Minute); err != nil {
+				return nil, err
+			}
+			pl, err := w.pipeline("")
+			if err != nil {
+				return nil, err
+			}
+			v, err := w.wait(ctx, pl.ID, 3*time.Minute)
+			if err != nil {
+				return nil, err
+			}
+			s, err := b.jobSample(w, v.Jobs[0])
+			if err != nil {
+				return nil, err
+			}
+			js = append(js, s)
+		}
+		return js, nil
+	})
+	if err != nil {
+		return err
+	}
+	var ci strings.Builder
+	for i := 1; i <= m; i++ {
+		fmt.Fprintf(&ci, "echo-%02d:\n%s", i, kubeScript)
+	}
+	var conc []jobSample
+	var rate float64
+	conc, err = run(5, ci.String(), func(w *world) ([]jobSample, error) {
+		pl, err := w.pipeline("")
+		if err != nil {
+			return nil, err
+		}
+		v, err := w.wait(ctx, pl.ID, 5*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		var js []jobSample
+		var first, last time.Time
+		for _, j := range v.Jobs {
+			s, err := b.jobSample(w, j)
+			if err != nil {
+				return nil, err
+			}
+			js = append(js, s)
+			if first.IsZero() || s.queued.Before(first) {
+				first = s.queued
+			}
+			if s.finished.After(last) {
+				last = s.finished
+			}
+		}
+		rate = float64(len(js)) / last.Sub(first).Minutes()
+		return js, nil
+	})
+	if err != nil {
+		return err
+	}
+	floor := column(bare, bareSteps[len(bareSteps)-1].f)
+	for i, r := range []struct {
+		sc string
+		js []jobSample
+	}{
+		{fmt.Sprintf("%s, concurrent=1 (%d jobs in sequence)", scKube, len(seq)), seq},
+		{fmt.Sprintf("%s, concurrent=5 (%d jobs in one pipeline)", scKube, len(conc)), conc},
+	} {
+		for _, st := range jobSteps {
+			b.rep.Add(spec.Label, r.sc, st.name, msDist, nil, DistMS(column(r.js, st.f)))
+		}
+		whole := column(r.js, jobSteps[len(jobSteps)-1].f)
+		var target *Target
+		if i == 0 { // the target is about one job on an idle runner
+			target = &Target{Below: 200}
+		}
+		b.rep.Add(spec.Label, r.sc, "runner overhead: whole job - bare pod whole (p50-p50 / p95-p95)", msDist, target, diffCell(whole, floor))
+	}
+	b.rep.Add(spec.Label, fmt.Sprintf("%s, concurrent=5 (%d jobs in one pipeline)", scKube, len(conc)), "throughput: first queued -> last final state", "jobs/min", nil, Val(rate))
+	if total > 0 {
+		b.addAPIRows(spec.Label, fmt.Sprintf("per job (%d jobs)", total), delta, total)
+	} else {
+		b.note("api-server metrics could not be scraped for %s", spec.Label)
+	}
+	return nil
+}
+
+// diffCell is the cell of p50(a)-p50(b) and p95(a)-p95(b), in ms.
+func diffCell(a, b []time.Duration) Cell {
+	ca, cb := DistMS(a), DistMS(b)
+	if ca.P50 == nil || cb.P50 == nil {
+		return Text("no samples")
+	}
+	p50, p95 := *ca.P50-*cb.P50, *ca.P95-*cb.P95
+	return Cell{N: ca.N, P50: &p50, P95: &p95}
+}
