@@ -52,7 +52,7 @@ func TestGolden(t *testing.T) {
 }
 
 func repoReader(name string) ([]byte, error) {
-	return os.ReadFile(filepath.Join("testdata/pipelines/repo", filepath.FromSlash(path.Clean("/" + name))))
+	return os.ReadFile(filepath.Join("testdata/pipelines/repo", filepath.FromSlash(path.Clean("/"+name))))
 }
 
 func envsOf(data []byte) []string {
