@@ -1,0 +1,153 @@
+package cache
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/cache/s3test"
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// BenchmarkCacheRoundTrip moves a cache up and down through the helper
+// commands (the podrunner binary, as a job script runs them) against a
+// local S3 server and the local directory store, and reports MB/s and the
+// helper's peak RSS for a small and a 1 GiB archive: the RSS must not
+// grow with the archive. Opt in with PODRUNNER_BENCH=1:
+//
+//	PODRUNNER_BENCH=1 go test -run '^$' -bench CacheRoundTrip -benchtime 1x ./internal/cache/
+func BenchmarkCacheRoundTrip(b *testing.B) {
+	if os.Getenv("PODRUNNER_BENCH") != "1" {
+		b.Skip("set PODRUNNER_BENCH=1 to move 1 GiB through the cache helpers")
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "podrunner")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/podrunner")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build podrunner: %v\n%s", err, out)
+	}
+	srv := s3test.Start(b, "127.0.0.1")
+	srv.CreateBucket(b, "bench")
+
+	type row struct {
+		store, size    string
+		upMBs, downMBs float64
+		upRSS, downRSS int64 // KiB
+	}
+	var rows []row
+	for _, size := range []int64{64 << 20, 1 << 30} {
+		src := filepath.Join(dir, fmt.Sprintf("src-%d", size))
+		writeRandomTree(b, src, size)
+		for _, store := range []string{"s3", "dir"} {
+			var target []string
+			var env []string
+			switch store {
+			case "s3":
+				target = []string{"--s3-object", fmt.Sprintf("bench/%d", size), "--s3-server-address", srv.Address,
+					"--s3-bucket-name", "bench", "--s3-bucket-location", "us-east-1", "--s3-insecure"}
+				env = []string{job.EnvCacheS3AccessKey + "=" + s3test.AccessKey, job.EnvCacheS3SecretKey + "=" + s3test.SecretKey}
+			case "dir":
+				target = []string{"--file", filepath.Join(dir, "cache", fmt.Sprint(size), job.CacheArchiveName)}
+			}
+			for i := 0; i < b.N; i++ {
+				upT, upRSS, n := runHelper(b, bin, src, env, append(append([]string{"cache-archiver"}, target...), "--path", "data")...)
+				dest := filepath.Join(dir, "dest")
+				os.RemoveAll(dest)
+				if err := os.Mkdir(dest, 0o755); err != nil {
+					b.Fatal(err)
+				}
+				downT, downRSS, _ := runHelper(b, bin, dest, env, append([]string{"cache-extractor"}, target...)...)
+				if got := dirSize(b, filepath.Join(dest, "data")); got != size {
+					b.Fatalf("%s: extracted %d bytes, want %d", store, got, size)
+				}
+				os.RemoveAll(dest)
+				rows = append(rows, row{store, fmt.Sprintf("%d MiB", size>>20),
+					float64(n) / 1e6 / upT.Seconds(), float64(n) / 1e6 / downT.Seconds(), upRSS, downRSS})
+			}
+		}
+		os.RemoveAll(src)
+	}
+	b.StopTimer()
+	fmt.Printf("\n%-6s %-9s %10s %10s %14s %14s\n", "store", "archive", "up MB/s", "down MB/s", "up peak RSS", "down peak RSS")
+	for _, r := range rows {
+		fmt.Printf("%-6s %-9s %10.1f %10.1f %11d MiB %11d MiB\n", r.store, r.size, r.upMBs, r.downMBs, r.upRSS>>10, r.downRSS>>10)
+		if r.size == "1024 MiB" && r.store == "s3" {
+			b.ReportMetric(r.upMBs, "up-MB/s")
+			b.ReportMetric(r.downMBs, "down-MB/s")
+			b.ReportMetric(float64(max(r.upRSS, r.downRSS)>>10), "peak-RSS-MiB")
+		}
+	}
+}
+
+// runHelper runs the helper in dir and returns its wall time, peak RSS
+// (KiB) and the archive size it reported moving (the source size).
+func runHelper(b *testing.B, bin, dir string, env []string, args ...string) (time.Duration, int64, int64) {
+	b.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	var size int64
+	if args[0] == "cache-archiver" {
+		size = dirSize(b, filepath.Join(dir, "data"))
+	}
+	return d, ru.Maxrss, size
+}
+
+// writeRandomTree writes size bytes of incompressible data in 64 MiB files
+// (the worst case: the archive is as big as the data).
+func writeRandomTree(b *testing.B, root string, size int64) {
+	b.Helper()
+	data := filepath.Join(root, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	r := newRandReader(3)
+	for i := 0; size > 0; i++ {
+		n := min(size, 64<<20)
+		f, err := os.Create(filepath.Join(data, fmt.Sprintf("blob-%03d", i)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyN(f, r, n); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+		size -= n
+	}
+}
+
+func dirSize(b *testing.B, root string) int64 {
+	b.Helper()
+	var n int64
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
