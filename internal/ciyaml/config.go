@@ -1,11 +1,18 @@
-// Package ciyaml reads a .gitlab-ci.yml into a pipeline definition.
+// Package ciyaml reads a .gitlab-ci.yml the way GitLab interprets it.
 //
-// It implements the keywords podrunner runs today (stages, default,
-// variables, image, services, tags, before_script, script, after_script,
-// when, allow_failure, timeout) and recognises the rest of GitLab's job
-// keywords: those are kept as raw YAML nodes (Job.Keys) with a warning so
-// the parser can grow keyword by keyword without changing its shape.
-// Messages follow GitLab's lint wording and carry file:line:col.
+// ParseWith composes the configuration like GitLab (YAML anchors,
+// aliases and merge keys as Ruby's Psych reads them; `include:` of files
+// of the same repository, deep-merged with the including file winning;
+// `extends` with GitLab's deep merge; `!reference` tags), validates every
+// keyword with GitLab's lint wording and file:line:col, expands
+// `parallel:` (number and matrix) and checks the needs/dependencies graph.
+// Config.Evaluate then applies workflow:rules, rules and only/except for
+// one pipeline (ref, source, variables, changed and existing files).
+//
+// Keywords GitLab has but podrunner does not run (coverage,
+// resource_group, trigger, pages, release, secrets, id_tokens, hooks, …)
+// are accepted with a warning (Config.Warnings). Expansion is bounded
+// (maxNodes) so hostile YAML fails fast instead of exhausting memory.
 package ciyaml
 
 import (

@@ -23,6 +23,7 @@ type Need struct {
 	// matrix is needs:parallel:matrix (encoded, to keep Need comparable);
 	// the parser resolves it to concrete job names.
 	matrix string
+	file   string // file of the need, for messages
 }
 
 // Retry is `retry:` (a number or {max, when, exit_codes}).

@@ -25,6 +25,7 @@ var errorFiles = map[string]string{
 	"ci/loop-a.yml":   "include: ci/loop-b.yml\n",
 	"ci/loop-b.yml":   "include: ci/loop-a.yml\n",
 	"ci/remote-2.yml": "include:\n  - project: g/p\n    file: x.yml\n",
+	"ci/needs.yml":    "inc-job:\n  script: x\n  needs: [ghost]\n",
 }
 
 // TestComposeAndValidationErrors asserts message and position of every
@@ -83,6 +84,7 @@ func TestComposeAndValidationErrors(t *testing.T) {
 		{"include empty", "include: [ci/empty.yml]\na:\n  script: x\n", "ci.yml:1:11: Local file `ci/empty.yml` is empty!"},
 		{"include loop", "include: ci/loop-a.yml\n", "ci/loop-b.yml:1:10: Include `ci/loop-a.yml` was already included!"},
 		{"include wildcard", "include: 'ci/*.yml'\n", "ci.yml:1:10: Included file `ci/*.yml`: wildcard paths are not supported"},
+		{"need error in included file", "include: ci/needs.yml\n", "ci/needs.yml:3:11: jobs:inc-job job: undefined need: ghost"},
 		{"error in included file", "include: ci/bad.yml\n", "ci/bad.yml:2:3: jobs:inc config contains unknown keys: scirpt"},
 		// extends and !reference
 		{"extends unknown", "a:\n  extends: .nope\n  script: x\n", "ci.yml:2:12: a: unknown keys in `extends` (.nope)"},

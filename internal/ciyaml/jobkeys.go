@@ -100,7 +100,7 @@ func (p *parser) needs(path string, v *yaml.Node) []Need {
 	out := []Need{}
 	seen := map[string]bool{}
 	for _, c := range r.Content {
-		n := Need{Artifacts: true, Pos: posOf(c)}
+		n := Need{Artifacts: true, Pos: posOf(c), file: p.fileOf(c)}
 		switch {
 		case isString(c):
 			n.Job = resolve(c).Value

@@ -209,7 +209,7 @@ func (p *parser) resolveNeeds(path string, j *Job, needs []Need, byName map[stri
 				}
 			}
 			if len(targets) == 0 {
-				p.errorf(posNode(n.Pos), "%s job: undefined need: %s", path, n.Job)
+				p.needErr(n, "%s job: undefined need: %s", path, n.Job)
 				continue
 			}
 		} else {
@@ -219,28 +219,30 @@ func (p *parser) resolveNeeds(path string, j *Job, needs []Need, byName map[stri
 			t := byName[name]
 			if t == nil {
 				if p.bridges[name] {
-					p.warnf(posNode(n.Pos), "%s: need %s is a trigger: or run: job, skipped by podrunner; the need is ignored", path, name)
+					p.warns = append(p.warns, &Error{File: n.file, Pos: n.Pos, Msg: fmt.Sprintf("%s: need %s is a trigger: or run: job, skipped by podrunner; the need is ignored", path, name)})
 					continue
 				}
 				if n.Optional {
-					out = append(out, Need{Job: name, Artifacts: n.Artifacts, Optional: true, Pos: n.Pos})
+					out = append(out, Need{Job: name, Artifacts: n.Artifacts, Optional: true, Pos: n.Pos, file: n.file})
 					continue
 				}
-				p.errorf(posNode(n.Pos), "%s job: undefined need: %s", path, name)
+				p.needErr(n, "%s job: undefined need: %s", path, name)
 				continue
 			}
 			if stageIdx(t) > stageIdx(j) {
-				p.errorf(posNode(n.Pos), "%s job: need %s is not defined in current or prior stages", path, name)
+				p.needErr(n, "%s job: need %s is not defined in current or prior stages", path, name)
 				continue
 			}
-			out = append(out, Need{Job: name, Artifacts: n.Artifacts, Optional: n.Optional, Pos: n.Pos})
+			out = append(out, Need{Job: name, Artifacts: n.Artifacts, Optional: n.Optional, Pos: n.Pos, file: n.file})
 		}
 	}
 	return out
 }
 
-// posNode wraps a position for errorf.
-func posNode(pos Pos) *yaml.Node { return &yaml.Node{Line: pos.Line, Column: pos.Col} }
+// needErr reports a problem of one need, in the need's file.
+func (p *parser) needErr(n Need, format string, args ...any) {
+	p.errs = append(p.errs, &Error{File: n.file, Pos: n.Pos, Msg: fmt.Sprintf(format, args...)})
+}
 
 // encodeMatrix keeps needs:parallel:matrix in a comparable Need.
 func encodeMatrix(m []map[string][]string) string {
