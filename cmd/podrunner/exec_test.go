@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/execview"
+	"github.com/podrunner/podrunner/internal/gitlabtest"
+)
+
+// runExecCmd runs `podrunner exec args…` in dir.
+func runExecCmd(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	old, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chdir(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(old)
+	var out, errb bytes.Buffer
+	code := execute(append([]string{"exec"}, args...), &out, &errb)
+	return code, out.String() + errb.String()
+}
+
+func TestExecFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	ci := "build:\n  script: [echo hi]\n"
+	if err := os.WriteFile(filepath.Join(dir, ".gitlab-ci.yml"), []byte(ci), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--executor", "docker"}, `--executor "docker": use "shell" or "kubernetes"`},
+		{[]string{"--concurrency", "0"}, "--concurrency 0: must be at least 1"},
+		{[]string{"--var", "NOEQUALS"}, `--var "NOEQUALS": use KEY=VALUE`},
+		{[]string{"--var", "=x"}, `--var "=x": use KEY=VALUE`},
+		{[]string{"--namespace", "ci"}, "--namespace is for --executor kubernetes"},
+		{[]string{"--image", "alpine"}, "--image is for --executor kubernetes"},
+		{[]string{"--kubeconfig", "/x"}, "--kubeconfig is for --executor kubernetes"},
+		{[]string{"--listen-address", "10.0.0.1"}, "--listen-address is for --executor kubernetes"},
+		{[]string{"--executor", "kubernetes", "--builds-dir", "/tmp/b"}, "--builds-dir is for --executor shell"},
+		{[]string{"--executor", "kubernetes", "--pull-policy", "sometimes"}, `--pull-policy "sometimes": use always, if-not-present or never`},
+		{[]string{"--executor", "kubernetes", "--listen-address", ":8080"}, "not only a port"},
+		{[]string{"--executor", "kubernetes", "--listen-address", "10.0.0.0/8"}, "use an address"},
+		{[]string{"--output", "fancy"}, `--output "fancy": use auto, live, plain or quiet`},
+		{[]string{"--job", " "}, "--job needs a job name"},
+		{[]string{"--cache-dir", ""}, "--cache-dir must not be empty"},
+		{[]string{"--job", "nosuch"}, `--job "nosuch": .gitlab-ci.yml has no such job (jobs: build)`},
+		{[]string{"--file", "missing.yml"}, "read CI file: open missing.yml: no such file or directory (run exec in the project directory, or name the file with --file)"},
+		{[]string{"extra"}, `unknown command "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out := runExecCmd(t, dir, tt.args...)
+			if code == 0 {
+				t.Fatalf("exit code 0, want an error; output:\n%s", out)
+			}
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("output lacks %q:\n%s", tt.want, out)
+			}
+		})
+	}
+}
+
+func TestExecYAMLErrorNamesFileAndPosition(t *testing.T) {
+	dir := t.TempDir()
+	ci := "build:\n  script: [echo hi]\n  scirpt: [oops]\n"
+	if err := os.WriteFile(filepath.Join(dir, "ci.yml"), []byte(ci), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runExecCmd(t, dir, "--file", "ci.yml")
+	if code == 0 {
+		t.Fatalf("exit code 0 for a bad CI file:\n%s", out)
+	}
+	if !strings.Contains(out, "ci.yml:") || !strings.Contains(out, "scirpt") {
+		t.Errorf("error does not name the file, position and key:\n%s", out)
+	}
+	if !strings.Contains(out, "ci.yml:3:") && !strings.Contains(out, "ci.yml:1:") {
+		t.Errorf("error has no line number:\n%s", out)
+	}
+}
+
+func TestListenHostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.5":      "10.0.0.5:0",
+		"10.0.0.5:8080": "10.0.0.5:8080",
+		"::1":           "[::1]:0",
+		"[fd00::1]:99":  "[fd00::1]:99",
+		"node.local":    "node.local:0",
+	} {
+		got, err := listenHostPort(in)
+		if err != nil || got != want {
+			t.Errorf("listenHostPort(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestRouteToRefusesLoopbackAndBadURLs(t *testing.T) {
+	if _, err := routeTo("https://127.0.0.1:6443"); err == nil || !strings.Contains(err.Error(), "--listen-address") {
+		t.Errorf("loopback API server: err = %v, want one asking for --listen-address", err)
+	}
+	if _, err := routeTo("not a url"); err == nil || !strings.Contains(err.Error(), "--listen-address") {
+		t.Errorf("bad URL: err = %v, want one asking for --listen-address", err)
+	}
+}
+
+func TestLogFileName(t *testing.T) {
+	for _, tt := range []struct {
+		job  execview.Job
+		want string
+	}{
+		{execview.Job{Name: "build", Attempt: 1}, "build"},
+		{execview.Job{Name: "test 1/3", Attempt: 1}, "test_1_3"},
+		{execview.Job{Name: "test: [linux, 1.26]", Attempt: 1}, "test___linux__1.26_"},
+		{execview.Job{Name: "flaky", Attempt: 2}, "flaky.attempt2"},
+		{execview.Job{Name: "..", Attempt: 1}, "job"},
+		{execview.Job{Name: "../../etc/passwd", Attempt: 1}, "_.._etc_passwd"},
+	} {
+		if got := logFileName(tt.job); got != tt.want {
+			t.Errorf("logFileName(%q, attempt %d) = %q, want %q", tt.job.Name, tt.job.Attempt, got, tt.want)
+		}
+	}
+}
+
+func TestLogStoreNumbersRunsAndSavesBothForms(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "logs")
+	s1, err := newLogStore(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := newLogStore(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(s1.dir) != "1" || filepath.Base(s2.dir) != "2" {
+		t.Fatalf("run directories %s, %s; want 1 and 2", s1.dir, s2.dir)
+	}
+	if target, err := os.Readlink(filepath.Join(base, "latest")); err != nil || target != "2" {
+		t.Errorf("latest -> %q (%v), want 2", target, err)
+	}
+	j := execview.Job{ID: 5, Name: "build", Attempt: 1}
+	raw := []byte("\x1b[32;1m$ make\x1b[0;m\nok\n")
+	if err := s2.save(j, raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.save(j, []byte("again")); err != nil { // saved once
+		t.Fatal(err)
+	}
+	// Another job whose name maps to the same file name.
+	if err := s2.save(execview.Job{ID: 6, Name: "build", Attempt: 1}, []byte("other\n")); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(s2.dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := read("build.log"); got != "$ make\nok\n" {
+		t.Errorf("build.log = %q", got)
+	}
+	if got := read("build.ansi.log"); got != string(raw) {
+		t.Errorf("build.ansi.log = %q", got)
+	}
+	if got := read("build-6.log"); got != "other\n" {
+		t.Errorf("build-6.log = %q", got)
+	}
+}
+
+func TestSnapshotLeavesOutStateDirAndIgnoredFiles(t *testing.T) {
+	dir := t.TempDir()
+	mustGitT(t, dir, "init", "-q", "-b", "feature")
+	write := func(name, data string) {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(".gitignore", "*.tmp\n")
+	write("committed.txt", "c")
+	mustGitT(t, dir, "add", "-A")
+	mustGitT(t, dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "x")
+	write("untracked.txt", "u")
+	write("ignored.tmp", "i")
+	write(".podrunner/cache/default/cache.zip", "z")
+	write(".podrunner/logs/1/build.log", "l")
+
+	repo := filepath.Join(t.TempDir(), "snap")
+	branch, err := snapshot(dir, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if branch != "feature" {
+		t.Errorf("branch %q, want feature (the work tree's)", branch)
+	}
+	files, err := gitOut(repo, "ls-files")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(files)
+	want := []string{".gitignore", "committed.txt", "untracked.txt"}
+	if !slices.Equal(got, want) {
+		t.Errorf("snapshot holds %v, want %v", got, want)
+	}
+}
+
+func mustGitT(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	if _, err := gitOut(dir, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeCoord replays pipeline snapshots, one per call.
+type fakeCoord struct {
+	views  []gitlabtest.PipelineView
+	traces map[int64][]byte
+	played []int64
+	calls  int
+}
+
+func (f *fakeCoord) Pipeline(int64) (gitlabtest.PipelineView, bool) {
+	v := f.views[min(f.calls, len(f.views)-1)]
+	f.calls++
+	return v, true
+}
+
+func (f *fakeCoord) Trace(id int64) []byte { return f.traces[id] }
+
+func (f *fakeCoord) Play(id int64) error {
+	f.played = append(f.played, id)
+	return nil
+}
+
+func TestFollowerSnapshotRetriesAndAllowFailure(t *testing.T) {
+	cfg, err := ciyaml.Parse(".gitlab-ci.yml", []byte(`
+stages: [build, test]
+build:
+  stage: build
+  script: [make]
+flaky:
+  stage: test
+  script: [./flaky]
+lint:
+  stage: test
+  allow_failure:
+    exit_codes: [3]
+  script: [lint]
+vet:
+  stage: test
+  allow_failure:
+    exit_codes: [3]
+  script: [vet]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	v := gitlabtest.PipelineView{ID: 1, Status: "success", Jobs: []gitlabtest.JobView{
+		{ID: 1, Name: "build", Stage: "build", Status: "success", StartedAt: at, FinishedAt: at.Add(time.Second)},
+		{ID: 2, Name: "flaky", Stage: "test", Status: "failed", ExitCode: 1, FailureReason: "script_failure"},
+		{ID: 3, Name: "lint", Stage: "test", Status: "failed", ExitCode: 3},
+		{ID: 4, Name: "vet", Stage: "test", Status: "failed", ExitCode: 4},
+		{ID: 5, Name: "flaky", Stage: "test", Status: "success"},
+	}}
+	f := &follower{cfg: cfg}
+	p := f.snapshot(v)
+	var got []string
+	for _, j := range p.Jobs {
+		got = append(got, strings.Join([]string{j.Name, j.Status, itoa(j.Attempt), boolStr(j.Retried, "retried"), boolStr(j.AllowFailure, "allowed")}, " "))
+	}
+	want := []string{
+		"build success 1 - -",
+		"flaky failed 1 retried -",
+		"flaky success 2 - -",
+		"lint failed 1 - allowed",
+		"vet failed 1 - -",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("jobs:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.Equal(p.Stages, cfg.Stages) {
+		t.Errorf("stages %v, want the file's %v", p.Stages, cfg.Stages)
+	}
+}
+
+func itoa(n int) string { return string(rune('0' + n)) }
+
+func boolStr(b bool, s string) string {
+	if b {
+		return s
+	}
+	return "-"
+}
+
+func TestFollowerPlaysNamedManualJobsAndSavesLogs(t *testing.T) {
+	cfg, err := ciyaml.Parse(".gitlab-ci.yml", []byte(`
+build:
+  stage: build
+  script: [make]
+deploy:
+  stage: deploy
+  when: manual
+  script: [ship]
+other:
+  stage: deploy
+  when: manual
+  script: [nope]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	build := gitlabtest.JobView{ID: 1, Name: "build", Stage: "build", Status: "success", StartedAt: at, FinishedAt: at}
+	coord := &fakeCoord{
+		traces: map[int64][]byte{1: []byte("built\n"), 2: []byte("shipped\n")},
+		views: []gitlabtest.PipelineView{
+			{ID: 1, Status: "success", Jobs: []gitlabtest.JobView{build,
+				{ID: 2, Name: "deploy", Stage: "deploy", Status: "manual"},
+				{ID: 3, Name: "other", Stage: "deploy", Status: "manual"}}},
+			{ID: 1, Status: "success", Jobs: []gitlabtest.JobView{build,
+				{ID: 2, Name: "deploy", Stage: "deploy", Status: "success", StartedAt: at, FinishedAt: at},
+				{ID: 3, Name: "other", Stage: "deploy", Status: "manual"}}},
+		},
+	}
+	logs, err := newLogStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	f := &follower{coord: coord, id: 1, cfg: cfg, view: execview.NewPlain(&out), logs: logs, play: []string{"deploy"}, errOut: &out}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	final, err := f.run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(coord.played, []int64{2}) {
+		t.Errorf("played %v, want only the named manual job 2", coord.played)
+	}
+	if final.Status != "success" {
+		t.Errorf("final status %q", final.Status)
+	}
+	if !strings.Contains(out.String(), "[deploy] shipped") || strings.Contains(out.String(), "job deploy: manual") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	if b, err := os.ReadFile(filepath.Join(logs.dir, "deploy.log")); err != nil || string(b) != "shipped\n" {
+		t.Errorf("deploy.log = %q, %v", b, err)
+	}
+}
