@@ -7,6 +7,8 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -353,5 +355,74 @@ func TestExtractCorrupt(t *testing.T) {
 	_, err = ExtractTarGz(context.Background(), strings.NewReader("not gzip"), t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "gzip") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestCheckDotenv(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     []string
+	}{
+		{"valid", "A=1\nB_2= spaced \nC=a=b", nil},
+		{"bad lines", "A=1\n\n# c\nnot a pair\nbad-key=1\nÜ=2\n", []string{"line 2: empty", "line 3: comments", "line 4: not KEY=VALUE", `line 5: key "bad-key"`, `line 6: key "Ü"`}},
+		{"size", "A=" + strings.Repeat("x", DotenvMaxSize) + "\n", []string{"the report is 5123 bytes"}},
+		{"count", func() string {
+			var b strings.Builder
+			for i := range DotenvMaxVariables + 1 {
+				fmt.Fprintf(&b, "V%d=1\n", i)
+			}
+			return b.String()
+		}(), []string{"the report has 21 variables"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := CheckDotenv(strings.NewReader(tt.in))
+			mustNo(t, err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("findings %q, want %q", got, tt.want)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tt.want[i]) {
+					t.Errorf("finding %q, want prefix %q", got[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestWriteGzipAndRaw(t *testing.T) {
+	root := tree(t, "r/a.xml", "r/b.xml", "r/dir/", "r/l -> a.xml")
+	var buf bytes.Buffer
+	st, err := WriteGzip(context.Background(), &buf, root, Spec{Paths: []string{"r"}})
+	mustNo(t, err)
+	if st.Files != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	zr, err := gzip.NewReader(&buf)
+	mustNo(t, err)
+	var members []string
+	for {
+		zr.Multistream(false)
+		b, err := io.ReadAll(zr)
+		mustNo(t, err)
+		members = append(members, zr.Name+"="+string(b))
+		if err := zr.Reset(&buf); err == io.EOF {
+			break
+		}
+	}
+	if want := []string{"r/a.xml=content of r/a.xml", "r/b.xml=content of r/b.xml"}; !reflect.DeepEqual(members, want) {
+		t.Errorf("members %q, want %q", members, want)
+	}
+
+	buf.Reset()
+	_, rel, err := WriteRaw(context.Background(), &buf, root, Spec{Paths: []string{"r/a.xml"}})
+	if err != nil || rel != "r/a.xml" || buf.String() != "content of r/a.xml" {
+		t.Errorf("raw: %q %q %v", rel, buf.String(), err)
+	}
+	if _, _, err := WriteRaw(context.Background(), io.Discard, root, Spec{Paths: []string{"r/*.xml"}}); !errors.Is(err, ErrRawMultiple) {
+		t.Errorf("raw of two files: %v", err)
+	}
+	if _, err := WriteGzip(context.Background(), io.Discard, root, Spec{Paths: []string{"r/dir"}}); !errors.Is(err, ErrNoFiles) {
+		t.Errorf("gzip of a directory only: %v", err)
 	}
 }
