@@ -208,3 +208,25 @@ j:
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestMergeKeyLikePsych: GitLab loads YAML with Ruby's Psych, where a
+// merge key overrides keys written before it and, in a list of merged
+// hashes, the first one wins.
+func TestMergeKeyLikePsych(t *testing.T) {
+	cfg, err := Parse("ci.yml", []byte(`
+.a: &a {stage: build, variables: {X: a}}
+.b: &b {stage: deploy, image: b}
+j:
+  stage: test
+  <<: [*a, *b]
+  image: own
+  script: x
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := cfg.Job("j")
+	if j.Stage != "build" || j.Image.Name != "own" || j.Variables[0].Value != "a" {
+		t.Errorf("stage %q image %q vars %+v", j.Stage, j.Image.Name, j.Variables)
+	}
+}

@@ -35,7 +35,7 @@ func (p *parser) parallel(path string, v *yaml.Node) *parallelSpec {
 	}
 	ps, ok := mapping(v)
 	if !ok {
-		p.errorf(v, "%s should be an integer or a hash", path)
+		p.errorf(v, "%s config should be an integer or a hash", path)
 		return nil
 	}
 	p.unknownKeys(path, v, ps, set("matrix"))
