@@ -27,7 +27,7 @@ func (p *parser) compose(doc *yaml.Node) (*yaml.Node, bool) {
 		return nil, false
 	}
 	n := 0
-	root = p.includes(root, p.file, map[string]bool{}, &n)
+	root = p.includes(root, p.file, &n)
 	if root == nil || len(p.errs) > 0 {
 		return nil, false
 	}
@@ -50,7 +50,7 @@ func (p *parser) expandErr(file string) bool {
 // includes resolves root's `include:` (root is a plain mapping) and
 // returns the merged tree: included files in order, the including file
 // last (it wins).
-func (p *parser) includes(root *yaml.Node, file string, seen map[string]bool, count *int) *yaml.Node {
+func (p *parser) includes(root *yaml.Node, file string, count *int) *yaml.Node {
 	m := omapOf(root)
 	inc, ok := m.get("include")
 	if !ok {
@@ -72,10 +72,8 @@ func (p *parser) includes(root *yaml.Node, file string, seen map[string]bool, co
 		if !ok {
 			return nil
 		}
-		if seen[name] {
-			p.errorf(e, "Include `%s` was already included!", name)
-			return nil
-		}
+		// A file may be included several times (GitLab merges it again);
+		// every inclusion counts, which also ends include loops.
 		*count++
 		if *count > maxIncludes {
 			p.errorf(e, "Maximum of %d nested includes are allowed!", maxIncludes)
@@ -85,8 +83,7 @@ func (p *parser) includes(root *yaml.Node, file string, seen map[string]bool, co
 		if sub == nil {
 			return nil
 		}
-		seen[name] = true
-		sub = p.includes(sub, name, seen, count)
+		sub = p.includes(sub, name, count)
 		if sub == nil {
 			return nil
 		}

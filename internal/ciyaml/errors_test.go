@@ -82,7 +82,7 @@ func TestComposeAndValidationErrors(t *testing.T) {
 		{"include extension", "include: ci/ok.json\n", "ci.yml:1:10: Included file `ci/ok.json` does not have YAML extension!"},
 		{"include bad yaml", "include:\n  local: ci/syntax.yml\n", "ci.yml:2:3: Included file `ci/syntax.yml` does not have valid YAML syntax!"},
 		{"include empty", "include: [ci/empty.yml]\na:\n  script: x\n", "ci.yml:1:11: Local file `ci/empty.yml` is empty!"},
-		{"include loop", "include: ci/loop-a.yml\n", "ci/loop-b.yml:1:10: Include `ci/loop-a.yml` was already included!"},
+		{"include loop", "include: ci/loop-a.yml\n", "ci/loop-b.yml:1:10: Maximum of 150 nested includes are allowed!"},
 		{"include wildcard", "include: 'ci/*.yml'\n", "ci.yml:1:10: Included file `ci/*.yml`: wildcard paths are not supported"},
 		{"need error in included file", "include: ci/needs.yml\n", "ci/needs.yml:3:11: jobs:inc-job job: undefined need: ghost"},
 		{"error in included file", "include: ci/bad.yml\n", "ci/bad.yml:2:3: jobs:inc config contains unknown keys: scirpt"},
@@ -97,6 +97,7 @@ func TestComposeAndValidationErrors(t *testing.T) {
 		{"reference circular", ".a:\n  script: !reference [.b, script]\n.b:\n  script: !reference [.a, script]\nj:\n  script: !reference [.a, script]\n",
 			"ci.yml:2:11: !reference [\".b\", \"script\"] is part of a circular chain"},
 		{"reference not a list", "j:\n  script: !reference x\n", "ci.yml:2:11: !reference should be an array of strings"},
+		{"default stage missing", "stages: [build]\nj:\n  script: x\n", "ci.yml:2:1: j job: chosen stage test does not exist; available stages are .pre, build, .post"},
 		// keyword values
 		{"retry too big", "j:\n  script: x\n  retry: 3\n", "ci.yml:3:10: jobs:j:retry config must be between 0 and 2"},
 		{"retry max", "j:\n  script: x\n  retry:\n    max: -1\n", "ci.yml:4:10: jobs:j:retry max must be between 0 and 2"},

@@ -290,7 +290,11 @@ func (p *parser) root(root *yaml.Node) *Config {
 	}
 	for _, j := range cfg.Jobs {
 		if !contains(cfg.Stages, j.Stage) {
-			p.errorf(j.Keys["stage"], "%s job: chosen stage %s does not exist; available stages are %s",
+			at := j.Keys["stage"]
+			if at == nil { // the default stage "test" is not in stages:
+				at = &yaml.Node{Line: j.Pos.Line, Column: j.Pos.Col}
+			}
+			p.errorf(at, "%s job: chosen stage %s does not exist; available stages are %s",
 				j.Name, j.Stage, strings.Join(cfg.Stages, ", "))
 		}
 	}
