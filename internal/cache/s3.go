@@ -110,7 +110,15 @@ func (s *S3) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	// before anything is extracted.
 	if _, err := obj.Stat(); err != nil {
 		obj.Close()
-		return nil, s.wrap("download", name, err)
+		err = s.wrap("download", name, err)
+		// Stat is a HEAD request: a 404 has no body to tell a missing
+		// bucket from a missing object.
+		if errors.Is(err, ErrNotFound) {
+			if ok, berr := s.client.BucketExists(ctx, s.bucket); berr == nil && !ok {
+				return nil, s.noBucket("download", name)
+			}
+		}
+		return nil, err
 	}
 	return obj, nil
 }
@@ -128,12 +136,16 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader) error {
 	return nil
 }
 
+func (s *S3) noBucket(op, name string) error {
+	return fmt.Errorf("%s %s: bucket %q does not exist on %s: create it or fix [runners.cache.s3] BucketName", op, s.Describe(name), s.bucket, s.endpoint)
+}
+
 // wrap turns S3 error codes into messages that say what to do.
 func (s *S3) wrap(op, name string, err error) error {
 	resp := minio.ToErrorResponse(err)
 	switch {
 	case resp.Code == "NoSuchBucket":
-		return fmt.Errorf("%s %s: bucket %q does not exist on %s: create it or fix [runners.cache.s3] BucketName", op, s.Describe(name), s.bucket, s.endpoint)
+		return s.noBucket(op, name)
 	case resp.Code == "NoSuchKey" || (op == "download" && resp.StatusCode == http.StatusNotFound):
 		return ErrNotFound
 	case resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch":

@@ -142,7 +142,7 @@ func start(bin, host, data string) (*Server, error) {
 	addr := l.Addr().String()
 	l.Close()
 	s := &Server{Address: addr, Dir: data, done: make(chan struct{}), log: &syncBuilder{}}
-	s.cmd = exec.Command(bin, "--port", addr, "posix", data)
+	s.cmd = exec.Command(bin, "--port", addr, "--quiet", "posix", data)
 	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	// Dies with the test binary, even when that one crashes.
