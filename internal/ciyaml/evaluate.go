@@ -15,22 +15,24 @@ import (
 // Variables of a matching workflow rule are prepended to every job's
 // Variables (they override global ones, job ones override them).
 //
-// Expressions see the global YAML variables, then the job's, then
-// env.Variables (which win). Jobs are copies in file order; the Config is
-// not changed. A kept job that needs a dropped job (not optional) is
+// Expressions see variables with GitLab's precedence (see scope): env
+// over job YAML over workflow over global YAML, nested references
+// expanded. Jobs are copies in file order; the Config is not changed. A kept job that needs a dropped job (not optional) is
 // GitLab's pipeline creation error.
 func (c *Config) Evaluate(env Env) ([]*Job, error) {
-	globals := map[string]string{}
+	raw := map[string]string{}
+	yaml := map[string]Variable{}
 	for _, v := range c.Variables {
-		globals[v.Key] = v.Value
+		raw[v.Key] = v.Value
+		yaml[v.Key] = v
 	}
 	var wfVars []Variable
 	if c.Workflow != nil {
-		lookup := chainLookup(env.Variables, globals)
+		sc := &scope{env: env.Variables, global: raw, yaml: yaml}
 		matched := false
 		for i := range c.Workflow {
 			r := &c.Workflow[i]
-			ok, err := ruleMatches(r, env, lookup)
+			ok, err := ruleMatches(r, env, sc.lookup)
 			if err != nil {
 				return nil, fmt.Errorf("workflow:rules: %w", err)
 			}
@@ -48,26 +50,26 @@ func (c *Config) Evaluate(env Env) ([]*Job, error) {
 			return nil, fmt.Errorf("%w", ErrFiltered)
 		}
 		for _, v := range wfVars {
-			globals[v.Key] = v.Value
+			yaml[v.Key] = v
 		}
 	}
 
 	var out []*Job
 	kept := map[string]bool{}
 	for _, j := range c.Jobs {
-		vars := map[string]string{}
-		for k, v := range globals {
-			vars[k] = v
+		jv := make(map[string]Variable, len(yaml)+len(j.Variables))
+		for k, v := range yaml {
+			jv[k] = v
 		}
 		for _, v := range j.Variables {
-			vars[v.Key] = v.Value
+			jv[v.Key] = v
 		}
-		lookup := chainLookup(env.Variables, vars)
+		sc := &scope{env: env.Variables, global: raw, yaml: jv}
 		nj := cloneJob(j)
 		if len(wfVars) > 0 {
 			nj.Variables = append(append([]Variable{}, wfVars...), nj.Variables...)
 		}
-		keep, err := applyConditions(nj, env, lookup)
+		keep, err := applyConditions(nj, env, sc.lookup)
 		if err != nil {
 			return nil, fmt.Errorf("%s job: %w", j.Name, err)
 		}
@@ -283,27 +285,63 @@ func refMatches(ref string, env Env) bool {
 	return pattern == env.Ref
 }
 
-// chainLookup looks a name up in the maps in order.
-func chainLookup(maps ...map[string]string) func(string) (string, bool) {
-	return func(name string) (string, bool) {
-		for _, m := range maps {
-			if v, ok := m[name]; ok {
-				return v, true
-			}
-		}
-		return "", false
-	}
+// maxExpandDepth bounds nested variable expansion ($A → $B → …).
+const maxExpandDepth = 10
+
+// scope resolves variables for expressions with GitLab's precedence:
+// pipeline, project and predefined variables (env) over job YAML
+// variables over workflow:rules variables over global YAML variables.
+// The coordinator's env also holds the global YAML variables; an env
+// value equal to the global YAML value is taken for that YAML variable,
+// so a job variable overrides it. YAML values are expanded ($VAR,
+// ${VAR}; $$ is a dollar) unless `expand: false`, as GitLab does for
+// nested variables in rules.
+type scope struct {
+	env    map[string]string
+	global map[string]string   // raw global YAML values
+	yaml   map[string]Variable // global < workflow < job
 }
 
-var varRefRe = regexp.MustCompile(`\$(\w+)|\$\{(\w+)\}`)
+func (s *scope) lookup(name string) (string, bool) { return s.get(name, 0) }
+
+func (s *scope) get(name string, depth int) (string, bool) {
+	yv, inYAML := s.yaml[name]
+	if ev, ok := s.env[name]; ok {
+		if g, isGlobal := s.global[name]; !inYAML || !isGlobal || g != ev {
+			return ev, true
+		}
+	}
+	if !inYAML {
+		return "", false
+	}
+	if !yv.Expand || depth >= maxExpandDepth || !strings.Contains(yv.Value, "$") {
+		return yv.Value, true
+	}
+	return expandString(yv.Value, func(n string) string {
+		v, _ := s.get(n, depth+1)
+		return v
+	}), true
+}
+
+var varRefRe = regexp.MustCompile(`\$\$|\$(\w+)|\$\{(\w+)\}`)
+
+// expandString replaces $VAR and ${VAR} (unknown ones become empty) and
+// $$ (a dollar).
+func expandString(s string, get func(string) string) string {
+	return varRefRe.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
+		return get(strings.Trim(m, "${}"))
+	})
+}
 
 // expandAll replaces $VAR and ${VAR} in paths (unknown ones become
 // empty), as GitLab does for changes and exists.
 func expandAll(paths []string, lookup func(string) (string, bool)) []string {
 	out := make([]string, len(paths))
 	for i, s := range paths {
-		out[i] = varRefRe.ReplaceAllStringFunc(s, func(m string) string {
-			name := strings.Trim(m, "${}")
+		out[i] = expandString(s, func(name string) string {
 			v, _ := lookup(name)
 			return v
 		})

@@ -230,3 +230,40 @@ j:
 		t.Errorf("stage %q image %q vars %+v", j.Stage, j.Image.Name, j.Variables)
 	}
 }
+
+func TestEvaluateVariablePrecedence(t *testing.T) {
+	cfg, err := Parse("ci.yml", []byte(`
+variables:
+  TARGET: staging
+  BASE: main
+  BRANCH_REF: refs/$BASE
+  RAW: {value: "$BASE", expand: false}
+job-override:
+  script: x
+  variables: {TARGET: prod}
+  rules:
+    - if: $TARGET == "prod"
+nested:
+  script: x
+  rules:
+    - if: $BRANCH_REF == "refs/main" && $RAW == "$BASE"
+pipeline-var-wins:
+  script: x
+  variables: {MODE: yaml}
+  rules:
+    - if: $MODE == "cli"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Like the coordinator: env holds predefined, global YAML and
+	// pipeline variables.
+	env := withVars(pushMain, "TARGET", "staging", "BASE", "main", "BRANCH_REF", "refs/$BASE", "RAW", "$BASE", "MODE", "cli")
+	jobs, err := cfg.Evaluate(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(jobs); !reflect.DeepEqual(got, []string{"job-override", "nested", "pipeline-var-wins"}) {
+		t.Errorf("jobs = %q", got)
+	}
+}
