@@ -1,0 +1,123 @@
+package gitlabtest
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/podrunner/podrunner/internal/ciyaml"
+)
+
+// gitIn runs git in dir with a fixed identity and returns its output.
+func gitIn(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=A", "GIT_AUTHOR_EMAIL=a@x", "GIT_COMMITTER_NAME=A", "GIT_COMMITTER_EMAIL=a@x", "GIT_CONFIG_GLOBAL=/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v %s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func writeFile(t *testing.T, dir, name, content string) {
+	t.Helper()
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jobNames(pl *Pipeline) []string {
+	var out []string
+	for n := range pl.Jobs {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestCreatePipelineFromRepository: includes come from the commit (or
+// the working copy with CIConfig), rules:changes from the push's diff,
+// workflow:rules filter the pipeline.
+func TestCreatePipelineFromRepository(t *testing.T) {
+	t.Parallel()
+	ci := `include:
+  - local: ci/extra.yml
+base:
+  script: x
+docs:
+  script: x
+  rules:
+    - changes: ["docs/**/*"]
+src:
+  script: x
+  rules:
+    - changes: ["src/**/*.go"]
+`
+	repo := makeRepo(t, ci)
+	writeFile(t, repo, "ci/extra.yml", "extra:\n  script: x\n")
+	gitIn(t, repo, "add", ".")
+	gitIn(t, repo, "commit", "-q", "-m", "extra")
+	before := gitIn(t, repo, "rev-parse", "HEAD")
+	writeFile(t, repo, "src/pkg/a.go", "package pkg\n")
+	gitIn(t, repo, "add", ".")
+	gitIn(t, repo, "commit", "-q", "-m", "src")
+
+	cfg, err := ciyaml.ParseWith(".gitlab-ci.yml", []byte(ci), ciyaml.ParseOptions{ReadFile: workingCopyReader(repo)})
+	if err != nil || cfg.Job("extra") == nil {
+		t.Skipf("ciyaml does not resolve include: local yet (%v)", err)
+	}
+	s := newServer(t, Options{})
+	if _, err := s.AddProject("group/demo", repo); err != nil {
+		t.Fatal(err)
+	}
+
+	pl, err := s.CreatePipelineWith("group/demo", PipelineOptions{BeforeSha: before})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(jobNames(pl), ","); got != "base,extra,src" {
+		t.Errorf("with a push diff: jobs %s, want base,extra,src", got)
+	}
+	// No before sha (a new branch): every rules:changes is true.
+	pl, err = s.CreatePipelineWith("group/demo", PipelineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(jobNames(pl), ","); got != "base,docs,extra,src" {
+		t.Errorf("without before sha: jobs %s", got)
+	}
+
+	// CIConfig reads includes from the working copy, uncommitted.
+	writeFile(t, repo, "ci/local.yml", "uncommitted:\n  script: x\n")
+	pl, err = s.CreatePipelineWith("group/demo", PipelineOptions{CIConfig: []byte("include: ci/local.yml\nmine:\n  script: x\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(jobNames(pl), ","); got != "mine,uncommitted" {
+		t.Errorf("CIConfig with a working-copy include: jobs %s", got)
+	}
+	// From the commit, the uncommitted file does not exist.
+	writeFile(t, repo, ".gitlab-ci.yml", "include: ci/local.yml\n")
+	gitIn(t, repo, "add", ".gitlab-ci.yml")
+	gitIn(t, repo, "commit", "-q", "-m", "include an uncommitted file")
+	if _, err := s.CreatePipelineWith("group/demo", PipelineOptions{}); err == nil {
+		t.Error("an include missing from the commit was read")
+	}
+
+	// workflow:rules filter the pipeline out.
+	_, err = s.CreatePipelineWith("group/demo", PipelineOptions{CIConfig: []byte(
+		"workflow:\n  rules:\n    - if: $CI_COMMIT_BRANCH == \"release\"\nt:\n  script: x\n")})
+	if !errors.Is(err, ciyaml.ErrFiltered) {
+		t.Errorf("filtered pipeline: %v", err)
+	}
+}
