@@ -121,3 +121,31 @@ src:
 		t.Errorf("filtered pipeline: %v", err)
 	}
 }
+
+// TestNeedsParallelJob: needing a parallel job waits for all its nodes,
+// each node gets CI_NODE_INDEX/CI_NODE_TOTAL.
+func TestNeedsParallelJob(t *testing.T) {
+	t.Parallel()
+	ci := "stages: [build, test]\nbuild:\n  stage: build\n  parallel: 2\n  script: x\nunit:\n  stage: test\n  needs: [build]\n  script: x\n"
+	cfg, err := ciyaml.Parse(".gitlab-ci.yml", []byte(ci))
+	if err != nil || len(cfg.Jobs) != 3 {
+		t.Skipf("ciyaml does not expand parallel yet (%v)", err)
+	}
+	s, c, tok := setup(t, Options{}, ci)
+	pl, err := s.CreatePipeline("group/demo", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.payload(c.requestJob(tok, "", nil))
+	if lastValue(p.Variables, "CI_NODE_INDEX") != "1" || lastValue(p.Variables, "CI_NODE_TOTAL") != "2" {
+		t.Errorf("node variables of %s: %s/%s", p.JobInfo.Name, lastValue(p.Variables, "CI_NODE_INDEX"), lastValue(p.Variables, "CI_NODE_TOTAL"))
+	}
+	c.update(p.ID, p.Token, "success", finalOK(""))
+	if got := statuses(s, pl.ID); got != "build 1/2=success build 2/2=pending unit=created" {
+		t.Fatalf("after one node: %s", got)
+	}
+	runJob(t, s, pl.ID, "build 2/2", StatusSuccess, "", 0)
+	if got := latest(t, s, pl.ID, "unit"); got.Status != StatusPending || strings.Join(got.Needs, ",") != "build 1/2,build 2/2" {
+		t.Errorf("unit = %s needs %v", got.Status, got.Needs)
+	}
+}
