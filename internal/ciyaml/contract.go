@@ -72,6 +72,9 @@ type Env struct {
 	Variables map[string]string
 	// Ref is the branch or tag name, RefType "branch" or "tag", Source
 	// CI_PIPELINE_SOURCE (push, web, schedule, merge_request_event …).
+	// Set RefType: jobs without rules or only run for branches and tags
+	// only (GitLab's default only: [branches, tags]), and not in
+	// merge_request_event pipelines.
 	Ref, RefType, Source string
 	// Changes reports whether a file matching one of the globs changed in
 	// the pipeline's push; nil means "always true" (GitLab's answer when
