@@ -267,3 +267,36 @@ pipeline-var-wins:
 		t.Errorf("jobs = %q", got)
 	}
 }
+
+func TestTriggerJobsSkipped(t *testing.T) {
+	cfg, err := Parse("ci.yml", []byte(`
+child:
+  stage: build
+  trigger:
+    include: child.yml
+after:
+  script: x
+  needs: [child]
+  dependencies: [child]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(cfg.Jobs); !reflect.DeepEqual(got, []string{"after"}) {
+		t.Fatalf("jobs = %q", got)
+	}
+	if j := cfg.Jobs[0]; len(j.Needs) != 0 || j.Needs == nil || len(j.Dependencies) != 0 {
+		t.Errorf("needs %+v dependencies %q", j.Needs, j.Dependencies)
+	}
+	var msgs []string
+	for _, w := range cfg.Warnings {
+		msgs = append(msgs, w.Error())
+	}
+	want := []string{
+		"ci.yml:2:1: jobs:child: trigger: and run: jobs are not supported by podrunner and are skipped",
+		"ci.yml:8:11: jobs:after: need child is a trigger: or run: job, skipped by podrunner; the need is ignored",
+	}
+	if !reflect.DeepEqual(msgs, want) {
+		t.Errorf("warnings:\n%s", strings.Join(msgs, "\n"))
+	}
+}

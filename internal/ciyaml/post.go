@@ -128,6 +128,7 @@ func (p *parser) finish(cfg *Config) {
 				c.Variables = append(c.Variables, Variable{Key: kv[0], Value: kv[1], Expand: true, Pos: j.Pos})
 			}
 			c.parallel = nil
+			c.Rules = append([]Rule(nil), j.Rules...) // resolved per instance below
 			jobs = append(jobs, &c)
 			expanded[j.Name] = append(expanded[j.Name], &c)
 		}
