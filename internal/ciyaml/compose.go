@@ -72,6 +72,9 @@ func (p *parser) includes(root *yaml.Node, file string, count *int) *yaml.Node {
 		if !ok {
 			return nil
 		}
+		if name == "" {
+			continue // excluded by include:rules
+		}
 		// A file may be included several times (GitLab merges it again);
 		// every inclusion counts, which also ends include loops.
 		*count++
@@ -113,8 +116,9 @@ func (p *parser) includes(root *yaml.Node, file string, count *int) *yaml.Node {
 }
 
 // includeTarget returns the repository path of one include entry.
+// An empty name with true means include:rules exclude the file.
 func (p *parser) includeTarget(e *yaml.Node) (string, bool) {
-	var loc *yaml.Node
+	var loc, rules *yaml.Node
 	switch {
 	case isString(e):
 		v := e.Value
@@ -132,9 +136,15 @@ func (p *parser) includeTarget(e *yaml.Node) (string, bool) {
 			case "remote", "template", "project", "component":
 				p.errorf(kv.KeyN, "include:%s is not supported by podrunner exec: only files of the same repository (include:local) can be included", kv.Key)
 				return "", false
-			case "rules", "inputs", "file", "ref", "cache", "integrity":
-				if kv.Key == "rules" || kv.Key == "inputs" {
-					p.warnf(kv.KeyN, "include:%s is not supported by podrunner exec and is ignored (the file is always included)", kv.Key)
+			case "rules":
+				if p.opts.IncludeEnv == nil {
+					p.warnf(kv.KeyN, "include:rules are not evaluated here and are ignored (the file is always included)")
+					continue
+				}
+				rules = kv.Value
+			case "inputs", "file", "ref", "cache", "integrity":
+				if kv.Key == "inputs" {
+					p.warnf(kv.KeyN, "include:inputs is not supported by podrunner exec and is ignored")
 				}
 			default:
 				p.errorf(kv.KeyN, "include config contains unknown keys: %s", kv.Key)
@@ -153,6 +163,9 @@ func (p *parser) includeTarget(e *yaml.Node) (string, bool) {
 		p.errorf(e, "Include config should be a string or a hash")
 		return "", false
 	}
+	if rules != nil && !p.includeRulesMatch(rules) {
+		return "", true
+	}
 	name := strings.TrimPrefix(path.Clean("/"+loc.Value), "/")
 	if strings.ContainsAny(name, "*?[") {
 		p.errorf(loc, "Included file `%s`: wildcard paths are not supported by podrunner exec; list the files", loc.Value)
@@ -163,6 +176,29 @@ func (p *parser) includeTarget(e *yaml.Node) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// includeRulesMatch evaluates include:rules (if, exists, changes, when:
+// always or never) in ParseOptions.IncludeEnv.
+func (p *parser) includeRulesMatch(v *yaml.Node) bool {
+	before := len(p.errs)
+	rules := p.rules("include:rules", v, []string{WhenAlways, WhenNever})
+	if len(p.errs) > before {
+		return false
+	}
+	env := *p.opts.IncludeEnv
+	sc := &scope{env: env.Variables}
+	for i := range rules {
+		ok, err := ruleMatches(&rules[i], env, sc.lookup)
+		if err != nil {
+			p.errorf(v, "include:rules: %v", err)
+			return false
+		}
+		if ok {
+			return rules[i].When != WhenNever
+		}
+	}
+	return false
 }
 
 func (p *parser) includeFile(at *yaml.Node, name string) *yaml.Node {

@@ -10,6 +10,12 @@ type ParseOptions struct {
 	// (and `include: <path>`); name is relative to the repository root,
 	// without a leading slash. Nil: includes are an error.
 	ReadFile func(name string) ([]byte, error)
+	// IncludeEnv evaluates `include:rules` (if, exists, changes) with its
+	// Variables (predefined and project ones: GitLab does not see the
+	// YAML's variables there), Exists and Changes. Nil: include rules are
+	// ignored with a warning and every file is included. (Addition to the
+	// first contract.)
+	IncludeEnv *Env
 }
 
 // Need is one entry of `needs:`.

@@ -300,3 +300,44 @@ after:
 		t.Errorf("warnings:\n%s", strings.Join(msgs, "\n"))
 	}
 }
+
+func TestIncludeRules(t *testing.T) {
+	files := memFS(map[string]string{
+		"ci/docker.yml":  "docker:\n  script: docker build .\n",
+		"ci/nightly.yml": "nightly:\n  script: echo\n",
+	})
+	doc := []byte(`
+include:
+  - local: ci/docker.yml
+    rules:
+      - exists: [Dockerfile]
+  - local: ci/nightly.yml
+    rules:
+      - if: $CI_PIPELINE_SOURCE == "schedule"
+        when: never
+      - if: $NIGHTLY
+main:
+  script: x
+`)
+	tests := []struct {
+		env  *Env
+		want []string
+	}{
+		{nil, []string{"docker", "nightly", "main"}},
+		{&Env{Variables: map[string]string{"NIGHTLY": "1"}}, []string{"nightly", "main"}},
+		{&Env{Variables: map[string]string{"NIGHTLY": "1", "CI_PIPELINE_SOURCE": "schedule"},
+			Exists: func([]string) (bool, error) { return true, nil }}, []string{"docker", "main"}},
+	}
+	for _, tt := range tests {
+		cfg, err := ParseWith("ci.yml", doc, ParseOptions{ReadFile: files, IncludeEnv: tt.env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(cfg.Jobs); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("env %+v: jobs %q, want %q", tt.env, got, tt.want)
+		}
+		if tt.env == nil && len(cfg.Warnings) != 2 {
+			t.Errorf("warnings = %v", cfg.Warnings)
+		}
+	}
+}
