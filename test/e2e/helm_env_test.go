@@ -15,7 +15,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/podrunner/podrunner/internal/gitlabtest"
 	"github.com/podrunner/podrunner/internal/helmchart"
@@ -51,16 +53,7 @@ type podEvent struct {
 func newHelmEnv(t *testing.T) *helmEnv {
 	t.Helper()
 	c := testcluster.Get(t)
-	root, err := helmchart.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
-	bin, err := helmchart.Install(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, root := helmBinary(t)
 	k8sPodrunnerImage(t)
 
 	suffix := make([]byte, 3)
@@ -112,6 +105,69 @@ func newHelmEnv(t *testing.T) *helmEnv {
 		}
 	})
 	return e
+}
+
+var (
+	helmOnce sync.Once
+	helmBin  string
+	helmRoot string
+	helmErr  error
+)
+
+// helmBinary returns the project's helm (hack/helm/install; the first
+// build takes minutes) and the repository root.
+func helmBinary(t *testing.T) (bin, root string) {
+	t.Helper()
+	helmOnce.Do(func() {
+		if helmRoot, helmErr = helmchart.RepoRoot(); helmErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+		defer cancel()
+		helmBin, helmErr = helmchart.Install(ctx, helmRoot)
+	})
+	if helmErr != nil {
+		t.Fatal(helmErr)
+	}
+	return helmBin, helmRoot
+}
+
+// helmTemplate renders the chart (release "gitlab-runner") with args.
+func helmTemplate(t *testing.T, bin, root string, args ...string) []helmchart.Doc {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command(bin, append([]string{"template", "gitlab-runner", helmchart.ChartPath}, args...)...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+dir, "HELM_CONFIG_HOME="+dir, "HELM_DATA_HOME="+dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, stderr.String())
+	}
+	docs, err := helmchart.Split(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return docs
+}
+
+// oneDoc decodes the only rendered object of kind.
+func oneDoc[T runtime.Object](t *testing.T, docs []helmchart.Doc, kind string) T {
+	t.Helper()
+	found := helmchart.Find(docs, kind, "")
+	if len(found) != 1 {
+		t.Fatalf("%d objects of kind %s rendered, want 1", len(found), kind)
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(found[0].YAML, nil, nil)
+	if err != nil {
+		t.Fatalf("decode %s: %v", kind, err)
+	}
+	v, ok := obj.(T)
+	if !ok {
+		t.Fatalf("%s decodes to %T", kind, obj)
+	}
+	return v
 }
 
 // helmCmd runs the project's helm against the cluster.

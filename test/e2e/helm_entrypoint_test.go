@@ -1,4 +1,4 @@
-package helmchart_test
+package e2e
 
 import (
 	"context"
@@ -17,16 +17,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
-// The chart's entrypoint, as rendered, outside Kubernetes: it registers with
-// the registration token from the Secret's files, runs, turns SIGTERM into
-// a graceful stop (the running job still succeeds) and unregisters.
-func TestEntrypointRegistersRunsAndUnregisters(t *testing.T) {
-	_, root := helm(t)
+// The chart's entrypoint, as rendered, outside Kubernetes (with the shell
+// executor): it registers with the registration token from the Secret's
+// files, runs, turns SIGTERM into a graceful stop (the running job still
+// succeeds) and unregisters. Here rather than in internal/helmchart because
+// it builds podrunner (slow); it runs with the e2e tests.
+func TestHelmEntrypointRegistersRunsAndUnregisters(t *testing.T) {
+	testcluster.Get(t) // only for PODRUNNER_E2E=1; the cluster is not used
+	bin, root := helmBinary(t)
 	dir := t.TempDir()
 	pr := filepath.Join(dir, "bin", "podrunner")
-	build := exec.Command("go", "build", "-o", pr, "./cmd/podrunner")
+	build := exec.Command("go", "build", "-trimpath", "-o", pr, "./cmd/podrunner")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -42,18 +46,18 @@ func TestEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 	}
 	t.Cleanup(func() { coord.Close() })
 	repo := filepath.Join(dir, "repo")
-	git(t, "", "init", "-q", "-b", "main", repo)
+	k8sGit(t, "", "init", "-q", "-b", "main", repo)
 	if err := os.WriteFile(filepath.Join(repo, ".gitlab-ci.yml"), []byte("x:\n  script: [true]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	git(t, repo, "add", "-A")
-	git(t, repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ci")
+	k8sGit(t, repo, "add", "-A")
+	k8sGit(t, repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ci")
 	if _, err := coord.AddProject("group/demo", repo); err != nil {
 		t.Fatal(err)
 	}
 
 	port := freePort(t)
-	docs := render(t, "--namespace", "ci",
+	docs := helmTemplate(t, bin, root, "--namespace", "ci",
 		"--set", "gitlabUrl="+coord.URL(),
 		"--set", "runnerRegistrationToken="+coord.RegistrationToken(),
 		"--set", "runners.executor=shell",
@@ -63,9 +67,9 @@ func TestEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 		"--set", fmt.Sprintf("metrics.port=%d", port),
 		"--set", "registrationRetries=2",
 	)
-	cm := one[*corev1.ConfigMap](t, docs, "ConfigMap")
-	sec := one[*corev1.Secret](t, docs, "Secret")
-	dep := one[*appsv1.Deployment](t, docs, "Deployment")
+	cm := oneDoc[*corev1.ConfigMap](t, docs, "ConfigMap")
+	sec := oneDoc[*corev1.Secret](t, docs, "Secret")
+	dep := oneDoc[*appsv1.Deployment](t, docs, "Deployment")
 	cmDir, secDir, cfgDir := filepath.Join(dir, "configmaps"), filepath.Join(dir, "secrets"), filepath.Join(dir, "config")
 	for d, files := range map[string]map[string][]byte{cmDir: bytesOf(cm.Data), secDir: sec.Data} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -120,7 +124,7 @@ func TestEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 	})
 
 	// Registered, and ready on the health endpoint.
-	waitUntil(t, "the runner to register and be ready", 60*time.Second, func() bool {
+	waitFor(t, "the runner to register and be ready", 60*time.Second, func() bool {
 		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health/ready", port))
 		if err != nil {
 			return false
@@ -140,7 +144,7 @@ func TestEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := pl.Jobs["long"]
-	waitUntil(t, "the job to start", 60*time.Second, func() bool { return strings.Contains(string(coord.Trace(id)), "started") })
+	waitFor(t, "the job to start", 60*time.Second, func() bool { return strings.Contains(string(coord.Trace(id)), "started") })
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -187,24 +191,4 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func git(t *testing.T, dir string, args ...string) {
-	t.Helper()
-	c := exec.Command("git", args...)
-	c.Dir = dir
-	if out, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
 }
