@@ -133,6 +133,12 @@ type Job struct {
 	// Environment is `environment:` (its name), for CI_ENVIRONMENT_NAME.
 	Environment   string
 	Interruptible bool
+	// InheritVariables is `inherit:variables`: nil, the job sees every
+	// global variable (Config.Variables); non-nil, only those named here
+	// (none when empty). Workflow variables prepended by Evaluate are
+	// filtered the same way. (Addition to the first contract: callers
+	// that merge Config.Variables must honour it.)
+	InheritVariables []string
 	// Rules, Only and Except are the job's conditions, applied by
 	// Config.Evaluate (nil when not given).
 	Rules        []Rule

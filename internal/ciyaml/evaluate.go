@@ -59,15 +59,23 @@ func (c *Config) Evaluate(env Env) ([]*Job, error) {
 	for _, j := range c.Jobs {
 		jv := make(map[string]Variable, len(yaml)+len(j.Variables))
 		for k, v := range yaml {
-			jv[k] = v
+			if j.InheritVariables == nil || contains(j.InheritVariables, k) {
+				jv[k] = v
+			}
 		}
 		for _, v := range j.Variables {
 			jv[v.Key] = v
 		}
 		sc := &scope{env: env.Variables, global: raw, yaml: jv}
 		nj := cloneJob(j)
-		if len(wfVars) > 0 {
-			nj.Variables = append(append([]Variable{}, wfVars...), nj.Variables...)
+		var inherited []Variable
+		for _, v := range wfVars {
+			if j.InheritVariables == nil || contains(j.InheritVariables, v.Key) {
+				inherited = append(inherited, v)
+			}
+		}
+		if len(inherited) > 0 {
+			nj.Variables = append(inherited, nj.Variables...)
 		}
 		keep, err := applyConditions(nj, env, sc.lookup)
 		if err != nil {
@@ -307,8 +315,13 @@ func (s *scope) lookup(name string) (string, bool) { return s.get(name, 0) }
 func (s *scope) get(name string, depth int) (string, bool) {
 	yv, inYAML := s.yaml[name]
 	if ev, ok := s.env[name]; ok {
-		if g, isGlobal := s.global[name]; !inYAML || !isGlobal || g != ev {
+		g, isGlobal := s.global[name]
+		if !isGlobal || g != ev {
 			return ev, true
+		}
+		if !inYAML {
+			// A global YAML variable the job does not inherit.
+			return "", false
 		}
 	}
 	if !inYAML {
@@ -364,6 +377,7 @@ func cloneJob(j *Job) *Job {
 		c.Needs = append([]Need{}, j.Needs...)
 	}
 	c.Dependencies = cloneStrings(j.Dependencies)
+	c.InheritVariables = cloneStrings(j.InheritVariables)
 	c.Retry.When = cloneStrings(j.Retry.When)
 	c.Retry.ExitCodes = append([]int(nil), j.Retry.ExitCodes...)
 	if j.Artifacts != nil {

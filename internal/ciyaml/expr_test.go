@@ -252,6 +252,11 @@ pipeline-var-wins:
   variables: {MODE: yaml}
   rules:
     - if: $MODE == "cli"
+no-inherit:
+  script: x
+  inherit: {variables: false}
+  rules:
+    - if: $TARGET == null && $MODE == "cli"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +268,7 @@ pipeline-var-wins:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := names(jobs); !reflect.DeepEqual(got, []string{"job-override", "nested", "pipeline-var-wins"}) {
+	if got := names(jobs); !reflect.DeepEqual(got, []string{"job-override", "nested", "pipeline-var-wins", "no-inherit"}) {
 		t.Errorf("jobs = %q", got)
 	}
 }

@@ -206,6 +206,9 @@ func renderJob(b *strings.Builder, j *Job) {
 	for _, v := range j.Variables {
 		line("variable", varString(v))
 	}
+	if j.InheritVariables != nil {
+		line("inherit variables", fmt.Sprintf("%q", j.InheritVariables))
+	}
 	if j.Needs != nil {
 		var ns []string
 		for _, n := range j.Needs {

@@ -407,12 +407,34 @@ func (p *parser) inheritDefault(path string, v *yaml.Node) func(string) bool {
 			}
 			return func(k string) bool { return contains(l, k) }
 		case "variables":
-			if r == nil || r.Tag != "!!bool" || r.Value != "true" {
-				p.warnf(kv.KeyN, "%s:inherit:variables is not supported by podrunner and is ignored (global variables are inherited)", path)
-			}
+			// Read by inheritVariables.
 		}
 	}
 	return all
+}
+
+// inheritVariables reads `inherit:variables`: nil inherits every global
+// variable, else only the listed ones (none for false).
+func (p *parser) inheritVariables(path string, v *yaml.Node) []string {
+	ps, _ := mapping(v)
+	for _, kv := range ps {
+		if kv.Key != "variables" {
+			continue
+		}
+		if r := resolve(kv.Value); r != nil && r.Tag == "!!bool" {
+			if r.Value == "true" || r.Value == "True" || r.Value == "TRUE" {
+				return nil
+			}
+			return []string{}
+		}
+		l, ok := p.stringList(kv.Value)
+		if !ok {
+			p.errorf(kv.Value, "%s:inherit variables should be a boolean value or an array of strings", path)
+			return nil
+		}
+		return l
+	}
+	return nil
 }
 
 func (p *parser) job(kv pair, def *defaults) *Job {
@@ -444,6 +466,9 @@ func (p *parser) job(kv pair, def *defaults) *Job {
 		}
 	}
 	inherit := p.inheritDefault(path, has["inherit"])
+	if v, ok := has["inherit"]; ok {
+		j.InheritVariables = p.inheritVariables(path, v)
+	}
 	if v, ok := has["stage"]; ok {
 		if isString(v) {
 			j.Stage = resolve(v).Value
