@@ -32,7 +32,9 @@ type Need struct {
 	file   string // file of the need, for messages
 }
 
-// Retry is `retry:` (a number or {max, when, exit_codes}).
+// Retry is `retry:` (a number or {max, when, exit_codes}). Empty When
+// retries any failure (GitLab's `always`); with ExitCodes, only failures
+// with those exit codes are retried.
 type Retry struct {
 	Max       int
 	When      []string
