@@ -83,6 +83,7 @@ type uploadFlags struct {
 	typ      string
 	name     string
 	expireIn string
+	level    string
 }
 
 func newArtifactsUploaderCmd() *cobra.Command {
@@ -107,6 +108,8 @@ func newArtifactsUploaderCmd() *cobra.Command {
 	fs.StringVar(&f.typ, "artifact-type", "archive", "archive, junit, dotenv …")
 	fs.StringVar(&f.name, "name", "", "name of the archive (without extension)")
 	fs.StringVar(&f.expireIn, "expire-in", "", "how long GitLab keeps the artifacts, e.g. \"1 week\"")
+	fs.StringVar(&f.level, "compression-level", "", "zip compression: fastest, fast, default, slow, slowest")
+	bindEnv(fs, "compression-level", "ARTIFACT_COMPRESSION_LEVEL")
 	return cmd
 }
 
@@ -137,7 +140,7 @@ func uploadArtifacts(ctx context.Context, cmd *cobra.Command, f *uploadFlags) er
 		return err
 	}
 	warn := func(msg string) { job.Warning(out, "%s", msg) }
-	spec := archive.Spec{Paths: f.paths, Exclude: f.exclude, Untracked: f.untrack, Warn: warn}
+	spec := archive.Spec{Paths: f.paths, Exclude: f.exclude, Untracked: f.untrack, CompressionLevel: f.level, Warn: warn}
 	files, err := archive.Select(ctx, dir, spec)
 	if err != nil {
 		return err

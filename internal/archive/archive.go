@@ -6,6 +6,7 @@ package archive
 import (
 	"archive/tar"
 	"archive/zip"
+	"compress/flate"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // Spec selects files under a root directory, as GitLab's artifacts:/cache:
@@ -24,6 +26,9 @@ type Spec struct {
 	Paths     []string
 	Exclude   []string
 	Untracked bool
+	// CompressionLevel of zip entries: fastest, fast, default (or
+	// empty), slow, slowest (GitLab Runner's ARTIFACT_COMPRESSION_LEVEL).
+	CompressionLevel string
 	// Warn, when set, receives non-fatal findings meant for the job log
 	// (a path matching nothing, a path outside the root, a file that
 	// vanished while archiving).
@@ -66,7 +71,14 @@ func WriteZip(ctx context.Context, w io.Writer, root string, s Spec) (Stats, err
 	if len(files) == 0 {
 		return Stats{}, ErrNoFiles
 	}
+	level, err := flateLevel(s.CompressionLevel)
+	if err != nil {
+		return Stats{}, err
+	}
 	zw := zip.NewWriter(w)
+	if level != flate.DefaultCompression {
+		zw.RegisterCompressor(zip.Deflate, pooledCompressor(level))
+	}
 	var st Stats
 	for _, rel := range files {
 		if err := ctx.Err(); err != nil {
@@ -228,6 +240,54 @@ func writeTarEntry(ctx context.Context, tw *tar.Writer, root, rel string, s Spec
 	}
 	st.Files++
 	return nil
+}
+
+// flateLevel maps GitLab Runner's ARTIFACT_COMPRESSION_LEVEL names.
+func flateLevel(name string) (int, error) {
+	switch name {
+	case "", "default":
+		return flate.DefaultCompression, nil
+	case "fastest":
+		return flate.BestSpeed, nil
+	case "fast":
+		return 3, nil
+	case "slow":
+		return 7, nil
+	case "slowest":
+		return flate.BestCompression, nil
+	}
+	return 0, fmt.Errorf("compression level %q: use fastest, fast, default, slow or slowest", name)
+}
+
+// flatePools keep one pool of compressors per level: a flate writer holds
+// about 1 MiB of state, too much to allocate per file.
+var flatePools sync.Map // int → *sync.Pool
+
+type pooledFlate struct {
+	*flate.Writer
+	pool *sync.Pool
+}
+
+func (p *pooledFlate) Close() error {
+	err := p.Writer.Close()
+	p.pool.Put(p.Writer)
+	return err
+}
+
+func pooledCompressor(level int) zip.Compressor {
+	v, _ := flatePools.LoadOrStore(level, &sync.Pool{})
+	pool := v.(*sync.Pool)
+	return func(w io.Writer) (io.WriteCloser, error) {
+		if fw, ok := pool.Get().(*flate.Writer); ok {
+			fw.Reset(w)
+			return &pooledFlate{fw, pool}, nil
+		}
+		fw, err := flate.NewWriter(w, level)
+		if err != nil {
+			return nil, err
+		}
+		return &pooledFlate{fw, pool}, nil
+	}
 }
 
 // ctxReader stops a long copy when the context ends.

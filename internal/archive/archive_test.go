@@ -426,3 +426,21 @@ func TestWriteGzipAndRaw(t *testing.T) {
 		t.Errorf("gzip of a directory only: %v", err)
 	}
 }
+
+func TestCompressionLevels(t *testing.T) {
+	root := tree(t, "a", "b")
+	for _, level := range []string{"", "fastest", "fast", "default", "slow", "slowest"} {
+		var buf bytes.Buffer
+		_, err := WriteZip(context.Background(), &buf, root, Spec{Paths: []string{"*"}, CompressionLevel: level})
+		mustNo(t, err)
+		dest := t.TempDir()
+		_, err = ExtractZip(context.Background(), bytes.NewReader(buf.Bytes()), int64(buf.Len()), dest)
+		mustNo(t, err)
+		if b, err := os.ReadFile(filepath.Join(dest, "b")); err != nil || string(b) != "content of b" {
+			t.Errorf("level %q: %q %v", level, b, err)
+		}
+	}
+	if _, err := WriteZip(context.Background(), io.Discard, root, Spec{Paths: []string{"*"}, CompressionLevel: "max"}); err == nil || !strings.Contains(err.Error(), `"max"`) {
+		t.Errorf("unknown level: %v", err)
+	}
+}

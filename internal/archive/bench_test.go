@@ -10,15 +10,19 @@ import (
 	"testing"
 )
 
-// benchTree writes size bytes in 4 MiB files under a new directory: half
-// random (incompressible), half text-like, as build outputs are.
+// benchFiles is the file count of every benchmark tree, so that trees
+// differ only in bytes.
+const benchFiles = 16
+
+// benchTree writes size bytes in benchFiles files under a new directory:
+// half random (incompressible), half text-like, as build outputs are.
 func benchTree(b *testing.B, size int64) string {
 	b.Helper()
 	root := b.TempDir()
-	const fileSize = 4 << 20
+	fileSize := size / benchFiles
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf := make([]byte, fileSize)
-	for i := int64(0); i*fileSize < size; i++ {
+	for i := int64(0); i < benchFiles; i++ {
 		if i%2 == 0 {
 			for j := range buf {
 				buf[j] = byte(rng.Uint32())
@@ -44,14 +48,18 @@ func benchTree(b *testing.B, size int64) string {
 //
 //	go test -run XXX -bench WriteZip -benchtime 1x ./internal/archive/
 func BenchmarkWriteZip(b *testing.B) {
-	for _, size := range []int64{16 << 20, 256 << 20} {
-		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+	for _, tc := range []struct {
+		size  int64
+		level string
+	}{{16 << 20, "default"}, {256 << 20, "default"}, {256 << 20, "fastest"}} {
+		size := tc.size
+		b.Run(fmt.Sprintf("%dMiB-%s", size>>20, tc.level), func(b *testing.B) {
 			root := benchTree(b, size)
 			b.SetBytes(size)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				st, err := WriteZip(context.Background(), io.Discard, root, Spec{Paths: []string{"out"}})
+				st, err := WriteZip(context.Background(), io.Discard, root, Spec{Paths: []string{"out"}, CompressionLevel: tc.level})
 				if err != nil || st.Bytes != size {
 					b.Fatalf("%+v %v", st, err)
 				}
