@@ -205,9 +205,6 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	if err := checkJobNames(cfg, o.file, o.jobs); err != nil {
 		return err
 	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintf(errOut, "WARNING: %s\n", w)
-	}
 
 	var kt *kubeTarget
 	if o.executor == config.ExecutorKubernetes {
@@ -304,6 +301,14 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	pl, err := coord.CreatePipelineWith(project, gitlabtest.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
 	if err != nil {
 		return pipelineError(o.file, branch, err)
+	}
+	// The coordinator's warnings, not the first parse's: it evaluates
+	// include:rules, which the first parse only warns about.
+	for _, w := range pl.Warnings {
+		if rest, ok := strings.CutPrefix(w, ".gitlab-ci.yml:"); ok {
+			w = o.file + ":" + rest
+		}
+		fmt.Fprintf(errOut, "WARNING: %s\n", w)
 	}
 	first, _ := coord.Pipeline(pl.ID)
 	if len(first.Jobs) == 0 {

@@ -113,8 +113,8 @@ func (f *follower) named(job string) bool {
 }
 
 // snapshot turns the coordinator's view into the view's: stages from the
-// CI file, allow_failure from the job definitions, and the attempts of
-// retried jobs (a retry is a new job of the same name) numbered.
+// CI file, and the attempts of retried jobs (a retry is a new job of the
+// same name) numbered.
 func (f *follower) snapshot(v gitlabtest.PipelineView) execview.Pipeline {
 	p := execview.Pipeline{ID: v.ID, Status: v.Status, Stages: f.cfg.Stages}
 	jobs := slices.Clone(v.Jobs)
@@ -138,19 +138,14 @@ func (f *follower) snapshot(v gitlabtest.PipelineView) execview.Pipeline {
 	seen := map[string]int{}
 	for _, j := range jobs {
 		seen[j.Name]++
-		ej := execview.Job{
+		// allow_failure as the coordinator evaluated it (rules, and
+		// exit_codes against the real exit code).
+		p.Jobs = append(p.Jobs, execview.Job{
 			ID: j.ID, Name: j.Name, Stage: j.Stage, Status: j.Status,
-			Attempt: seen[j.Name], Retried: seen[j.Name] < attempts[j.Name],
-			FailureReason: j.FailureReason, ExitCode: j.ExitCode,
-			Started: j.StartedAt, Finished: j.FinishedAt,
-		}
-		if d := f.cfg.Job(j.Name); d != nil {
-			ej.AllowFailure = d.AllowFailure
-			if len(d.AllowFailureExitCodes) > 0 {
-				ej.AllowFailure = j.Status == execview.StatusFailed && slices.Contains(d.AllowFailureExitCodes, j.ExitCode)
-			}
-		}
-		p.Jobs = append(p.Jobs, ej)
+			Attempt: seen[j.Name], Retried: j.Retried || seen[j.Name] < attempts[j.Name],
+			AllowFailure: j.AllowFailure, FailureReason: j.FailureReason, ExitCode: j.ExitCode,
+			Started: j.StartedAt, Finished: j.FinishedAt, ScheduledAt: j.ScheduledAt,
+		})
 	}
 	return p
 }

@@ -273,8 +273,8 @@ vet:
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	v := gitlabtest.PipelineView{ID: 1, Status: "success", Jobs: []gitlabtest.JobView{
 		{ID: 1, Name: "build", Stage: "build", Status: "success", StartedAt: at, FinishedAt: at.Add(time.Second)},
-		{ID: 2, Name: "flaky", Stage: "test", Status: "failed", ExitCode: 1, FailureReason: "script_failure"},
-		{ID: 3, Name: "lint", Stage: "test", Status: "failed", ExitCode: 3},
+		{ID: 2, Name: "flaky", Stage: "test", Status: "failed", ExitCode: 1, FailureReason: "script_failure", Retried: true},
+		{ID: 3, Name: "lint", Stage: "test", Status: "failed", ExitCode: 3, AllowFailure: true},
 		{ID: 4, Name: "vet", Stage: "test", Status: "failed", ExitCode: 4},
 		{ID: 5, Name: "flaky", Stage: "test", Status: "success"},
 	}}

@@ -174,6 +174,8 @@ func (l *Live) frame(p Pipeline, now time.Time) []string {
 				text += "  allowed to fail"
 			case j.Status == StatusManual:
 				text += "  (name it with --job to run it)"
+			case j.Status == StatusScheduled:
+				text += "  " + j.startsIn(now)
 			}
 			lines = append(lines, l.paint(code, l.fit(strings.TrimRight(text, " "))))
 		}
@@ -193,7 +195,7 @@ func symbol(j Job) (string, string) {
 		return "✖", red
 	case StatusRunning:
 		return "●", blue
-	case StatusPending:
+	case StatusPending, StatusScheduled:
 		return "○", ""
 	case StatusManual:
 		return "▶", dim

@@ -93,6 +93,11 @@ func (p *Plain) stateLine(j Job, now time.Time) string {
 		return prefix + "manual (not run: name it with --job " + j.Name + ")"
 	case StatusSkipped:
 		return prefix + "skipped"
+	case StatusScheduled:
+		if in := j.startsIn(now); in != "" {
+			return prefix + "scheduled (" + in + ")"
+		}
+		return prefix + "scheduled"
 	default:
 		if j.Started.IsZero() {
 			return prefix + j.Outcome()

@@ -24,6 +24,8 @@ const (
 	StatusCanceled  = "canceled"
 	StatusSkipped   = "skipped"
 	StatusManual    = "manual"
+	// StatusScheduled is a delayed job waiting for its start_in.
+	StatusScheduled = "scheduled"
 )
 
 // Job is one job (one attempt of it) as the views show it.
@@ -43,6 +45,16 @@ type Job struct {
 	ExitCode      int
 	Started       time.Time
 	Finished      time.Time
+	// ScheduledAt is when a delayed (scheduled) job starts.
+	ScheduledAt time.Time
+}
+
+// startsIn says when a scheduled job starts: "starts in 4.0s".
+func (j Job) startsIn(now time.Time) string {
+	if j.Status != StatusScheduled || j.ScheduledAt.IsZero() {
+		return ""
+	}
+	return "starts in " + FormatDuration(max(j.ScheduledAt.Sub(now), 0))
 }
 
 // Label names the job, with the attempt for retries: "flaky (attempt 2)".

@@ -315,3 +315,16 @@ func TestByStageOrder(t *testing.T) {
 		t.Errorf("stages %v, want build,test,extra (known stages in order, empty dropped, unknown last)", got)
 	}
 }
+
+func TestPlainScheduledJob(t *testing.T) {
+	var out bytes.Buffer
+	v := NewPlain(&out)
+	j := Job{ID: 1, Name: "later", Stage: "deploy", Status: StatusScheduled, Attempt: 1, ScheduledAt: at(5)}
+	v.Update(pipeline(StatusRunning, j), at(1))
+	j.Status, j.Started = StatusRunning, at(5)
+	v.Update(pipeline(StatusRunning, j), at(5))
+	want := "job later: scheduled (starts in 4.0s)\njob later: running\n"
+	if got := out.String(); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
