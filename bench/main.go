@@ -64,7 +64,7 @@ func main() {
 	fs.StringVar(&o.otherHelper, "runner-helper-image", "podrunner.local/podrunner:dev", "helper_image written for --runner-cmd's Kubernetes runner (empty: left out)")
 	fs.StringVar(&o.podrunner, "podrunner", "", "podrunner binary to measure (default: built from ./cmd/podrunner)")
 	fs.StringVar(&o.helperImage, "helper-image", "podrunner.local/podrunner:dev", "podrunner's helper_image (the agent) for the Kubernetes scenario")
-	fs.StringVar(&o.importHelp, "import-helper", "auto", "rebuild the helper image from the measured binary with hack/cluster/images: yes, no, auto (when root)")
+	fs.StringVar(&o.importHelp, "import-helper", "no", "yes: rebuild podrunner.local/podrunner:dev from the measured binary with hack/cluster/images (root; the e2e tests share that image)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default $KUBECONFIG); none: Kubernetes rows are skipped")
 	fs.StringVar(&o.nodeIP, "node-ip", "", "address of this machine pods reach (default $PODRUNNER_NODE_IP, then the node's InternalIP)")
 	fs.StringVar(&o.role, "role", "deploy/rbac/role.yaml", "the Role podrunner's ServiceAccount gets")
@@ -191,11 +191,7 @@ func (b *bench) kubernetes(ctx context.Context, bin string) {
 		progress("kubernetes: skipped: no cluster: %v", err)
 		return
 	}
-	imp := b.opts.importHelp == "yes" || (b.opts.importHelp == "auto" && os.Geteuid() == 0)
-	if _, err := os.Stat("hack/cluster/images"); err != nil && b.opts.importHelp == "auto" {
-		imp = false
-	}
-	if imp {
+	if b.opts.importHelp == "yes" {
 		progress("kubernetes: importing the helper image from %s", bin)
 		if err := importHelper(bin); err != nil {
 			b.fail("k8s", err)

@@ -139,7 +139,8 @@ func parseStatus(b []byte) (rss, hwm int64, err error) {
 }
 
 // shellConfig is a GitLab Runner config.toml for one shell runner.
-func shellConfig(w *world, concurrent int, runnerDir string) string {
+// extra lines go into the [[runners]] table.
+func shellConfig(w *world, concurrent int, runnerDir, extra string) string {
 	return fmt.Sprintf(`concurrent = %d
 
 [[runners]]
@@ -149,7 +150,7 @@ func shellConfig(w *world, concurrent int, runnerDir string) string {
   executor = "shell"
   builds_dir = %q
   cache_dir = %q
-`, concurrent, w.coord.URL(), w.token, filepath.Join(runnerDir, "builds"), filepath.Join(runnerDir, "cache"))
+%s`, concurrent, w.coord.URL(), w.token, filepath.Join(runnerDir, "builds"), filepath.Join(runnerDir, "cache"), extra)
 }
 
 // kubeConfig is a GitLab Runner config.toml for one Kubernetes runner,

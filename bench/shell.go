@@ -31,9 +31,9 @@ const shellStampScript = `  script:
 // runShellRunner starts the runner with a shell config for w and waits
 // until it long-polls; then one unmeasured job warms it (first clone,
 // first request).
-func (b *bench) runShellRunner(ctx context.Context, spec runnerSpec, w *world, concurrent int, warm bool) (*runnerProc, error) {
+func (b *bench) runShellRunner(ctx context.Context, spec runnerSpec, w *world, concurrent int, warm bool, extra ...string) (*runnerProc, error) {
 	rdir := filepath.Join(w.dir, "runner-"+spec.Label)
-	p, err := startRunner(spec, rdir, shellConfig(w, concurrent, rdir))
+	p, err := startRunner(spec, rdir, shellConfig(w, concurrent, rdir, strings.Join(extra, "")))
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,10 @@ func (b *bench) waitHeld(ctx context.Context, w *world, p *runnerProc) error {
 // polling; latency is the coordinator's queued → handed to the runner
 // (the moment it assigns the job in the answer to jobs/request).
 func (b *bench) pickup(ctx context.Context, spec runnerSpec) error {
-	w, err := newWorld(ctx, b.tmpDir("pickup-"+spec.Label), b.listenLocal, "j:\n  script: [\"true\"]\n", gitlabtest.Options{})
+	// No clone: what is measured ends when the job is handed over, and
+	// the loop needs the runner back in its long poll soon after.
+	ci := "j:\n  variables: {GIT_STRATEGY: none}\n  script: [\"true\"]\n"
+	w, err := newWorld(ctx, b.tmpDir("pickup-"+spec.Label), b.listenLocal, ci, gitlabtest.Options{})
 	if err != nil {
 		return err
 	}
@@ -158,9 +161,16 @@ const (
 )
 
 func traceCI(lines int) string {
-	// echo adds the newline; the pad fills the line to traceLineLen.
+	// print adds the newline; the pad fills the line to traceLineLen.
+	// awk, not `yes | head`: yes would die of SIGPIPE and fail the job
+	// under pipefail.
 	pad := strings.Repeat("x", traceLineLen-1-len(secretA)-len(secretB)-2)
-	return fmt.Sprintf("big:\n  script:\n    - yes \"$BENCH_SECRET_A %s $BENCH_SECRET_B\" | head -n %d\n    - echo bench-done\n", pad, lines)
+	return fmt.Sprintf(`big:
+  script:
+    - >-
+      awk -v n=%d 'BEGIN { l = ENVIRON["BENCH_SECRET_A"] " %s " ENVIRON["BENCH_SECRET_B"]; for (i = 0; i < n; i++) print l }'
+    - echo bench-done
+`, lines, pad)
 }
 
 // trace: one job printing 200 MiB through the runner.
@@ -180,7 +190,8 @@ func (b *bench) trace(ctx context.Context, spec runnerSpec) error {
 			return err
 		}
 	}
-	p, err := b.runShellRunner(ctx, spec, w, 1, false)
+	// output_limit (KiB): GitLab Runner's default, 4 MiB, would cut the log.
+	p, err := b.runShellRunner(ctx, spec, w, 1, false, "  output_limit = 1048576\n")
 	if err != nil {
 		return err
 	}
