@@ -138,4 +138,9 @@ func (b *bench) addAPIRows(runner, what string, d reqCounts, jobs int) {
 		b.rep.Add(runner, scAPI+", "+what, k, "req", nil, Val(d[k]/float64(jobs)))
 	}
 	b.rep.Add(runner, scAPI+", "+what, "total (pods, secrets, configmaps, events, serviceaccounts, services)", "req", nil, Val(sum/float64(jobs)))
+	// Each job or bare pod is one pod creation: more means someone else
+	// used the cluster meanwhile and is counted too.
+	if extra := d["POST pods"] - float64(jobs); extra > 0 {
+		b.note("%s, %s: %.0f pods were created by other clients meanwhile; their requests are in these counts", runner, what, extra)
+	}
 }
