@@ -240,7 +240,10 @@ func (b *bench) fail(what string, err error) {
 }
 
 func (b *bench) note(format string, args ...any) {
-	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf(format, args...))
+	n := fmt.Sprintf(format, args...)
+	if !contains(b.rep.Notes, n) {
+		b.rep.Notes = append(b.rep.Notes, n)
+	}
 }
 
 // n is a sample count, smaller with --quick.
