@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -88,6 +89,18 @@ func (t *cacheTarget) store() (cache.Store, string, error) {
 	return nil, "", errors.New("no cache given: use --file or --s3-object")
 }
 
+// helperMemoryLimit is the Go heap's soft limit in the cache helpers
+// (unless GOMEMLIMIT is set): the live heap is one upload part and a few
+// buffers, and without a limit the collector lets garbage grow to twice
+// that, which shows in the job pod's memory.
+const helperMemoryLimit = 24 << 20
+
+func limitMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(helperMemoryLimit)
+	}
+}
+
 // signalContext is cancelled on SIGTERM/SIGINT, so that a cancelled job
 // aborts an upload instead of leaving half of it behind.
 func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
@@ -106,6 +119,7 @@ func newCacheExtractorCmd() *cobra.Command {
 		Short: "restore a job cache into the project directory (called by job scripts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			limitMemory()
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			st, name, err := t.store()
@@ -144,6 +158,7 @@ func newCacheArchiverCmd() *cobra.Command {
 		Short: "save files of the project directory as a job cache (called by job scripts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			limitMemory()
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			if len(spec.Paths) == 0 && !spec.Untracked {

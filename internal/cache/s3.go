@@ -17,8 +17,8 @@ import (
 
 // DefaultPartSize is the multipart part size of uploads: the upload holds
 // one part in memory, and S3's 10,000 parts limit caps an archive at about
-// 156 GiB.
-const DefaultPartSize = 16 << 20
+// 78 GiB (GitLab Runner's presigned single PUT stops at 5 GB).
+const DefaultPartSize = 8 << 20
 
 // S3Config is how to reach an S3-compatible store.
 type S3Config struct {
