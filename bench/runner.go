@@ -139,10 +139,19 @@ func parseStatus(b []byte) (rss, hwm int64, err error) {
 }
 
 // shellConfig is a GitLab Runner config.toml for one shell runner.
-// extra lines go into the [[runners]] table.
+// extra lines go into the global section (lines without indentation) or
+// the [[runners]] table (indented lines).
 func shellConfig(w *world, concurrent int, runnerDir, extra string) string {
+	var global, local strings.Builder
+	for _, l := range strings.SplitAfter(extra, "\n") {
+		if strings.HasPrefix(l, " ") {
+			local.WriteString(l)
+		} else {
+			global.WriteString(l)
+		}
+	}
 	return fmt.Sprintf(`concurrent = %d
-
+%s
 [[runners]]
   name = "bench-shell"
   url = %q
@@ -150,7 +159,7 @@ func shellConfig(w *world, concurrent int, runnerDir, extra string) string {
   executor = "shell"
   builds_dir = %q
   cache_dir = %q
-%s`, concurrent, w.coord.URL(), w.token, filepath.Join(runnerDir, "builds"), filepath.Join(runnerDir, "cache"), extra)
+%s`, concurrent, global.String(), w.coord.URL(), w.token, filepath.Join(runnerDir, "builds"), filepath.Join(runnerDir, "cache"), local.String())
 }
 
 // kubeConfig is a GitLab Runner config.toml for one Kubernetes runner,
