@@ -251,7 +251,9 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := coord.Start(ctx); err != nil {
+	// Not ctx: on Ctrl-C the coordinator must still hear the runner
+	// report the aborted jobs; Close ends it.
+	if err := coord.Start(context.Background()); err != nil {
 		if kt != nil {
 			return fmt.Errorf("coordinator on %s: %w (choose an address of this machine with --listen-address)", kt.listen, err)
 		}
@@ -338,8 +340,11 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 
 	f := &follower{coord: coord, id: pl.ID, cfg: cfg, view: view, logs: logs, play: o.jobs, errOut: errOut}
 	final, werr := f.run(ctx)
-	view.Close()
 	if werr != nil {
+		// Interrupted: running jobs are aborted (reported failed, their
+		// pods deleted); a second Ctrl-C now ends exec at once.
+		stop()
+		fmt.Fprintln(errOut, "Interrupted: aborting the running jobs (Ctrl-C again to quit at once)")
 		m.Abort()
 	} else {
 		m.Stop()
@@ -348,8 +353,17 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 		werr = err
 	}
 	if werr != nil {
+		// The aborted jobs as the runner reported them, their logs saved.
+		if p, _, err := f.step(); err == nil {
+			final = p
+		}
+		view.Close()
+		if len(final.Jobs) > 0 {
+			execview.Summary(out, final, time.Now())
+		}
 		return werr
 	}
+	view.Close()
 	execview.Summary(out, final, time.Now())
 	if logs.dir != "" {
 		fmt.Fprintf(out, "Job logs: %s\n", logs.dir)

@@ -45,34 +45,16 @@ type follower struct {
 // run follows the pipeline and returns its final snapshot; on ctx's end
 // it returns what it has with an error.
 func (f *follower) run(ctx context.Context) (execview.Pipeline, error) {
-	f.sent, f.played = map[int64]int{}, map[int64]bool{}
 	tick := time.NewTicker(followInterval)
 	defer tick.Stop()
 	for {
-		v, ok := f.coord.Pipeline(f.id)
-		if !ok {
-			return execview.Pipeline{}, fmt.Errorf("pipeline %d vanished from the coordinator", f.id)
+		p, again, err := f.step()
+		if err != nil {
+			return p, err
 		}
-		p := f.snapshot(v)
-		if f.playNamed(p) {
-			continue // look again: the pipeline is running once more
+		if again {
+			continue
 		}
-		for _, j := range p.Jobs {
-			if j.Started.IsZero() {
-				continue
-			}
-			tr := f.coord.Trace(j.ID)
-			if n := f.sent[j.ID]; len(tr) > n {
-				f.view.Log(j, tr[n:])
-				f.sent[j.ID] = len(tr)
-			}
-			if j.Final() {
-				if err := f.logs.save(j, tr); err != nil {
-					fmt.Fprintf(f.errOut, "WARNING: save the log of job %s: %v\n", j.Label(), err)
-				}
-			}
-		}
-		f.view.Update(p, time.Now())
 		if execview.IsPipelineFinal(p.Status) {
 			return p, nil
 		}
@@ -82,6 +64,40 @@ func (f *follower) run(ctx context.Context) (execview.Pipeline, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// step looks at the pipeline once: it plays named manual jobs (again:
+// look once more at once), hands new log bytes and the snapshot to the
+// view, and saves the logs of finished jobs.
+func (f *follower) step() (p execview.Pipeline, again bool, err error) {
+	if f.sent == nil {
+		f.sent, f.played = map[int64]int{}, map[int64]bool{}
+	}
+	v, ok := f.coord.Pipeline(f.id)
+	if !ok {
+		return execview.Pipeline{}, false, fmt.Errorf("pipeline %d vanished from the coordinator", f.id)
+	}
+	p = f.snapshot(v)
+	if f.playNamed(p) {
+		return p, true, nil // the pipeline is running once more
+	}
+	for _, j := range p.Jobs {
+		if j.Started.IsZero() {
+			continue
+		}
+		tr := f.coord.Trace(j.ID)
+		if n := f.sent[j.ID]; len(tr) > n {
+			f.view.Log(j, tr[n:])
+			f.sent[j.ID] = len(tr)
+		}
+		if j.Final() {
+			if err := f.logs.save(j, tr); err != nil {
+				fmt.Fprintf(f.errOut, "WARNING: save the log of job %s: %v\n", j.Label(), err)
+			}
+		}
+	}
+	f.view.Update(p, time.Now())
+	return p, false, nil
 }
 
 // playNamed plays the manual jobs named with --job (the coordinator plays
