@@ -277,3 +277,38 @@ func TestExecConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// Ctrl-C aborts the running job, which the runner still reports (the
+// coordinator keeps listening), and exec ends with its summary.
+func TestExecInterrupt(t *testing.T) {
+	project, _ := execProject(t, "build:\n  stage: build\n  script:\n    - echo job-started\n    - sleep 120\n")
+	p := &proc{done: make(chan struct{})}
+	p.cmd = exec.Command(binary, "exec")
+	p.cmd.Dir = project
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	waitLog(t, p, "[build] job-started")
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := p.wait(t, time.Minute)
+	out := p.Log()
+	if err == nil {
+		t.Fatalf("exit code 0 after Ctrl-C:\n%s", out)
+	}
+	for _, want := range []string{"Interrupted: aborting the running jobs", "job build: failed", "Pipeline failed", "interrupted"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(project, ".podrunner", "logs", "1", "build.log")); err != nil {
+		t.Errorf("the aborted job's log was not saved: %v", err)
+	}
+}
