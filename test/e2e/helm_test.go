@@ -121,6 +121,13 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 	); len(miss) > 0 {
 		t.Errorf("manager log lacks %q:\n%s", miss, logs)
 	}
+	var story []string
+	for _, l := range strings.Split(logs, "\n") {
+		if regexp.MustCompile(`registered|received|Appending trace|Job succeeded|Submitting job|Removed job`).MatchString(l) {
+			story = append(story, l)
+		}
+	}
+	t.Logf("the manager's story of the jobs (kubectl logs %s):\n%s", first, strings.Join(story, "\n"))
 	for _, secret := range []string{regToken, firstToken} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the manager log shows a token")
