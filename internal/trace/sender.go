@@ -61,7 +61,7 @@ type SenderOptions struct {
 	// 10.
 	FinalRetryLimit int
 
-	Logger *slog.Logger // job story lines; never given the token
+	Logger *slog.Logger // job story lines, carrying the job's attributes (job id…); never given the token
 }
 
 // Sender streams a job's log to GitLab while the job runs and submits the
@@ -110,7 +110,7 @@ func NewSender(api API, src Source, opts SenderOptions) *Sender {
 	}
 	return &Sender{
 		api: api, src: src, opts: opts,
-		log:       log.With("job", opts.JobID),
+		log:       log,
 		interval:  opts.UpdateInterval,
 		canceling: make(chan struct{}),
 		aborted:   make(chan struct{}),

@@ -465,12 +465,17 @@ func TestSenderLogsStoryWithoutToken(t *testing.T) {
 	h := &recordHandler{}
 	var text bytes.Buffer
 	opts := fastOpts()
-	opts.Logger = slog.New(multiHandler{h, slog.NewTextHandler(&text, nil)})
+	opts.Logger = slog.New(multiHandler{h, slog.NewTextHandler(&text, nil)}).With("job", 42)
 	s := NewSender(f, b, opts)
 	if err := s.Finish(context.Background(), gitlab.UpdateJobRequest{State: gitlab.StateSuccess}); err != nil {
 		t.Fatal(err)
 	}
 	out := text.String()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Count(line, "job=42") != 1 {
+			t.Errorf("job attribute not exactly once: %s", line)
+		}
+	}
 	for _, want := range []string{"job=42", "sent-log=0-99", "status=202", "kind=final", "status=200", "checksum=crc32:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
