@@ -99,7 +99,7 @@ func TestCacheHelpersS3(t *testing.T) {
 		"--s3-bucket-location", "us-east-1", "--s3-insecure", "--s3-path-style=true"}
 	src, dest := t.TempDir(), t.TempDir()
 	writeTree(t, src, map[string]string{"deps/a": "A"})
-	code, out := runCLI(t, append(append([]string{"cache-archiver", "--dir", src, "--path", "deps"}, target...))...)
+	code, out := runCLI(t, append([]string{"cache-archiver", "--dir", src, "--path", "deps"}, target...)...)
 	if code != 0 || !strings.Contains(out, "Uploading cache to s3://helper/project/1/k") {
 		t.Fatalf("archive: exit %d\n%s", code, out)
 	}
@@ -112,7 +112,7 @@ func TestCacheHelpersS3(t *testing.T) {
 	// The credentials were consumed: set them again for the extractor.
 	t.Setenv(job.EnvCacheS3AccessKey, s3test.AccessKey)
 	t.Setenv(job.EnvCacheS3SecretKey, s3test.SecretKey)
-	code, out = runCLI(t, append(append([]string{"cache-extractor", "--dir", dest}, target...))...)
+	code, out = runCLI(t, append([]string{"cache-extractor", "--dir", dest}, target...)...)
 	if b, err := os.ReadFile(filepath.Join(dest, "deps", "a")); code != 0 || err != nil || string(b) != "A" {
 		t.Fatalf("extract: exit %d, %q %v\n%s", code, b, err, out)
 	}
