@@ -73,8 +73,11 @@ src:
 	gitIn(t, repo, "commit", "-q", "-m", "src")
 
 	cfg, err := ciyaml.ParseWith(".gitlab-ci.yml", []byte(ci), ciyaml.ParseOptions{ReadFile: workingCopyReader(repo)})
-	if err != nil || cfg.Job("extra") == nil {
-		t.Skipf("ciyaml does not resolve include: local yet (%v)", err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Job("extra") == nil {
+		t.Fatal("include: local not resolved: no job extra")
 	}
 	s := newServer(t, Options{})
 	if _, err := s.AddProject("group/demo", repo); err != nil {
@@ -128,8 +131,11 @@ func TestNeedsParallelJob(t *testing.T) {
 	t.Parallel()
 	ci := "stages: [build, test]\nbuild:\n  stage: build\n  parallel: 2\n  script: x\nunit:\n  stage: test\n  needs: [build]\n  script: x\n"
 	cfg, err := ciyaml.Parse(".gitlab-ci.yml", []byte(ci))
-	if err != nil || len(cfg.Jobs) != 3 {
-		t.Skipf("ciyaml does not expand parallel yet (%v)", err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Jobs) != 3 {
+		t.Fatalf("parallel: 2 not expanded: %d jobs", len(cfg.Jobs))
 	}
 	s, c, tok := setup(t, Options{}, ci)
 	pl, err := s.CreatePipeline("group/demo", "main")
