@@ -94,21 +94,32 @@ func WriteZip(ctx context.Context, w io.Writer, root string, s Spec) (Stats, err
 	return st, nil
 }
 
-func writeZipEntry(ctx context.Context, zw *zip.Writer, root, rel string, s Spec, st *Stats) error {
-	abs := filepath.Join(root, filepath.FromSlash(rel))
-	fi, err := os.Lstat(abs)
+// entryInfo stats a selected path for archiving; fi is nil when the
+// entry is skipped (it vanished, or it is neither a regular file, a
+// directory nor a symlink), with a warning for the job log.
+func entryInfo(root, rel string, s Spec) (abs string, fi fs.FileInfo, err error) {
+	abs = filepath.Join(root, filepath.FromSlash(rel))
+	fi, err = os.Lstat(abs)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			s.warn(fmt.Sprintf("%s: vanished while archiving; skipped", rel))
-			return nil
+			return abs, nil, nil
 		}
-		return fmt.Errorf("archive %s: %w", rel, err)
+		return abs, nil, fmt.Errorf("archive %s: %w", rel, err)
+	}
+	if mode := fi.Mode(); !mode.IsRegular() && !mode.IsDir() && mode&fs.ModeSymlink == 0 {
+		s.warn(fmt.Sprintf("%s: not a regular file, directory or symlink (%s); skipped", rel, mode.Type()))
+		return abs, nil, nil
+	}
+	return abs, fi, nil
+}
+
+func writeZipEntry(ctx context.Context, zw *zip.Writer, root, rel string, s Spec, st *Stats) error {
+	abs, fi, err := entryInfo(root, rel, s)
+	if err != nil || fi == nil {
+		return err
 	}
 	mode := fi.Mode()
-	if !mode.IsRegular() && !mode.IsDir() && mode&fs.ModeSymlink == 0 {
-		s.warn(fmt.Sprintf("%s: not a regular file, directory or symlink (%s); skipped", rel, mode.Type()))
-		return nil
-	}
 	hdr, err := zip.FileInfoHeader(fi)
 	if err != nil {
 		return fmt.Errorf("archive %s: %w", rel, err)
@@ -184,26 +195,16 @@ func WriteTarGz(ctx context.Context, w io.Writer, root string, s Spec) (Stats, e
 }
 
 func writeTarEntry(ctx context.Context, tw *tar.Writer, root, rel string, s Spec, st *Stats) error {
-	abs := filepath.Join(root, filepath.FromSlash(rel))
-	fi, err := os.Lstat(abs)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			s.warn(fmt.Sprintf("%s: vanished while archiving; skipped", rel))
-			return nil
-		}
-		return fmt.Errorf("archive %s: %w", rel, err)
+	abs, fi, err := entryInfo(root, rel, s)
+	if err != nil || fi == nil {
+		return err
 	}
 	mode := fi.Mode()
 	var link string
-	switch {
-	case mode.IsRegular(), mode.IsDir():
-	case mode&fs.ModeSymlink != 0:
+	if mode&fs.ModeSymlink != 0 {
 		if link, err = os.Readlink(abs); err != nil {
 			return fmt.Errorf("archive %s: %w", rel, err)
 		}
-	default:
-		s.warn(fmt.Sprintf("%s: not a regular file, directory or symlink (%s); skipped", rel, mode.Type()))
-		return nil
 	}
 	hdr, err := tar.FileInfoHeader(fi, link)
 	if err != nil {
