@@ -367,16 +367,7 @@ func (e *helmEnv) pipeline(ci string, timeout time.Duration) gitlabtest.Pipeline
 
 func (e *helmEnv) waitPipeline(id int64, timeout time.Duration) gitlabtest.PipelineView {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	v, err := e.coord.WaitPipeline(ctx, id)
-	if err != nil {
-		for _, j := range v.Jobs {
-			e.t.Logf("job %d %s: %s\n%s", j.ID, j.Name, j.Status, e.coord.Trace(j.ID))
-		}
-		e.t.Fatalf("pipeline %d: %v (status %q)", id, err, v.Status)
-	}
-	return v
+	return waitPipeline(e.t, e.coord, id, timeout)
 }
 
 // leftovers lists what of the release is still in the namespace.

@@ -301,14 +301,21 @@ func (e *k8sEnv) pipeline(opts gitlabtest.PipelineOptions, timeout time.Duration
 
 func (e *k8sEnv) waitPipeline(id int64, timeout time.Duration) gitlabtest.PipelineView {
 	e.t.Helper()
+	return waitPipeline(e.t, e.coord, id, timeout)
+}
+
+// waitPipeline waits for a pipeline to end; on timeout it logs every
+// job's trace and fails the test.
+func waitPipeline(t *testing.T, coord *gitlabtest.Server, id int64, timeout time.Duration) gitlabtest.PipelineView {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	v, err := e.coord.WaitPipeline(ctx, id)
+	v, err := coord.WaitPipeline(ctx, id)
 	if err != nil {
 		for _, j := range v.Jobs {
-			e.t.Logf("job %d %s: %s\n%s", j.ID, j.Name, j.Status, e.coord.Trace(j.ID))
+			t.Logf("job %d %s: %s\n%s", j.ID, j.Name, j.Status, coord.Trace(j.ID))
 		}
-		e.t.Fatalf("pipeline %d: %v (status %q)", id, err, v.Status)
+		t.Fatalf("pipeline %d: %v (status %q)", id, err, v.Status)
 	}
 	return v
 }
