@@ -106,7 +106,7 @@ func ExtractTarGz(ctx context.Context, r io.Reader, dest string) (Stats, error) 
 			ent.kind = kindSymlink
 		case tar.TypeLink:
 			ent.kind = kindHardlink
-		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archives use TypeRegA
+		case tar.TypeReg, tar.TypeRegA: //lint:ignore SA1019 archives of old tar writers still use TypeRegA
 			ent.kind = kindFile
 			ent.open = func() (io.ReadCloser, error) { return io.NopCloser(tr), nil }
 		default:

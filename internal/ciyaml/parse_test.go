@@ -152,7 +152,7 @@ func TestParseFull(t *testing.T) {
 	if !reflect.DeepEqual(tj.Script, []string{"echo nested", "echo deeper", "echo flat"}) {
 		t.Errorf("nested script = %q", tj.Script)
 	}
-	if tj.BeforeScript != nil && len(tj.BeforeScript) != 0 || len(tj.Tags) != 0 {
+	if len(tj.BeforeScript) != 0 || len(tj.Tags) != 0 {
 		t.Errorf("explicit empty lists must override default: %q %q", tj.BeforeScript, tj.Tags)
 	}
 	if tj.Stage != "test" || tj.When != WhenAlways || tj.AllowFailure || !reflect.DeepEqual(tj.AllowFailureExitCodes, []int{3, 4}) || tj.Timeout != 10*time.Minute {

@@ -122,7 +122,7 @@ func TestCertDirLookup(t *testing.T) {
 
 	// Only half of the client pair: ignored with a warning.
 	writeFile(t, filepath.Join(dir, "127.0.0.1.auth.crt"), client.certPEM)
-	c, logs := newTestClient(t, srv.URL, testRunnerToken, func(o *Options) { o.CertDir = dir })
+	_, logs := newTestClient(t, srv.URL, testRunnerToken, func(o *Options) { o.CertDir = dir })
 	if !strings.Contains(logs.String(), "auth.key") {
 		t.Errorf("no warning for a lone .auth.crt: %s", logs.String())
 	}

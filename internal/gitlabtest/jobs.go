@@ -325,7 +325,6 @@ func (s *Server) handlePatchTrace(w http.ResponseWriter, r *http.Request) {
 		writeMessage(w, http.StatusBadRequest, "400 Missing header Content-Range")
 		return
 	}
-	size := len(j.raw)
 	s.mu.Unlock()
 
 	// Read the body outside the lock; a slow client must not stall others.
@@ -343,7 +342,7 @@ func (s *Server) handlePatchTrace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := rubyToI(strings.SplitN(rng, "-", 2)[0])
-	size = len(j.raw)
+	size := len(j.raw)
 	if s.faults.take(&s.faults.f416) || start != int64(size) {
 		w.Header().Set("Range", fmt.Sprintf("0-%d", size))
 		writeMessage(w, http.StatusRequestedRangeNotSatisfiable, "416 Range Not Satisfiable")

@@ -150,16 +150,6 @@ func (j *jobState) processingOnRunner() bool {
 	return j.status == StatusRunning || j.status == StatusCanceling
 }
 
-// complete reports whether the job needs nothing more from a runner or
-// a timer (a manual job waits for a person, which may never come).
-func (j *jobState) complete() bool {
-	switch j.status {
-	case StatusSuccess, StatusFailed, StatusCanceled, StatusSkipped, StatusManual:
-		return true
-	}
-	return false
-}
-
 // finished reports whether the job reached a final status.
 func (j *jobState) finished() bool {
 	switch j.status {

@@ -229,12 +229,6 @@ func lastIndex(vars Variables, key string) int {
 	return -1
 }
 
-func placeholder(name, title, when, msg, shell string) Stage {
-	var w scriptWriter
-	w.warning("%s", msg)
-	return Stage{Name: name, Title: title, Kind: KindSystem, When: when, Script: w.finish(shell), AllowFailure: true}
-}
-
 // durationVar reads a Go duration ("10m") or plain seconds from a variable.
 func durationVar(vars Variables, key string, def time.Duration) (time.Duration, string) {
 	s := strings.TrimSpace(vars.Get(key))

@@ -65,10 +65,8 @@ func Run(ctx context.Context, c Cmd) (exitCode int, err error) {
 	if c.Output == nil {
 		c.Output = io.Discard
 	}
-	path := c.Path
-	if lp, err := exec.LookPath(c.Path); err == nil {
-		path = lp
-	} else {
+	path, err := exec.LookPath(c.Path)
+	if err != nil {
 		return -1, fmt.Errorf("find shell %q: %w", c.Path, err)
 	}
 	cmd := exec.Command(path, c.Args...)
