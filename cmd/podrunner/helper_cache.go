@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,7 +47,7 @@ func (t *cacheTarget) flags(cmd *cobra.Command) {
 	fs.StringVar(&t.s3.BucketLocation, "s3-bucket-location", "", "S3 region")
 	fs.BoolVar(&t.s3.Insecure, "s3-insecure", false, "use http instead of https")
 	fs.StringVar(&t.pathFlag, "s3-path-style", "", "true: path-style bucket URLs, false: virtual-host style; empty: automatic")
-	fs.StringVar(&t.s3.AuthenticationType, "s3-authentication-type", "", "access-key (the only one supported)")
+	fs.StringVar(&t.s3.AuthenticationType, "s3-authentication-type", "", "access-key (keys from $"+job.EnvCacheS3AccessKey+" and $"+job.EnvCacheS3SecretKey+") or iam (the AWS credential chain of the environment)")
 	fs.IntVar(&t.timeout, "timeout", job.DefaultCacheRequestTimeout, "minutes to wait for a response of the store")
 	fs.Int64Var(&t.partSize, "s3-part-size", 0, "multipart upload part size in bytes (memory held per upload)")
 	_ = fs.MarkHidden("s3-part-size")
@@ -66,9 +67,11 @@ func (t *cacheTarget) store() (cache.Store, string, error) {
 		}
 		return cache.Dir{Root: filepath.Dir(abs)}, filepath.Base(abs), nil
 	case t.object != "":
-		t.s3.AccessKey = os.Getenv(job.EnvCacheS3AccessKey)
-		t.s3.SecretKey = os.Getenv(job.EnvCacheS3SecretKey)
-		t.s3.SessionToken = os.Getenv(job.EnvCacheS3SessionToken)
+		if !strings.EqualFold(t.s3.AuthenticationType, "iam") {
+			t.s3.AccessKey = os.Getenv(job.EnvCacheS3AccessKey)
+			t.s3.SecretKey = os.Getenv(job.EnvCacheS3SecretKey)
+			t.s3.SessionToken = os.Getenv(job.EnvCacheS3SessionToken)
+		}
 		for _, k := range []string{job.EnvCacheS3AccessKey, job.EnvCacheS3SecretKey, job.EnvCacheS3SessionToken} {
 			os.Unsetenv(k)
 		}

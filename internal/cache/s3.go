@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -38,6 +39,7 @@ type S3 struct {
 	bucket   string
 	endpoint string
 	partSize int64
+	iam      bool // credentials from the environment
 }
 
 // NewS3 checks the settings and builds the client (no request is made).
@@ -73,7 +75,7 @@ func NewS3(c S3Config) (*S3, error) {
 		}
 	}
 	client, err := minio.New(endpoint, &minio.Options{
-		Creds:        credentials.NewStaticV4(c.AccessKey, c.SecretKey, c.SessionToken),
+		Creds:        s3Credentials(c.CacheS3, tr),
 		Secure:       secure,
 		Transport:    tr,
 		Region:       c.BucketLocation,
@@ -94,7 +96,37 @@ func NewS3(c S3Config) (*S3, error) {
 	if !secure {
 		scheme = "http"
 	}
-	return &S3{client: client, bucket: c.BucketName, endpoint: scheme + "://" + endpoint, partSize: part}, nil
+	return &S3{client: client, bucket: c.BucketName, endpoint: scheme + "://" + endpoint, partSize: part, iam: c.IAM()}, nil
+}
+
+// s3Credentials are the static keys, or for IAM the AWS chain of the
+// environment: AWS_ACCESS_KEY_ID/…, the shared credentials file, then
+// (credentials.IAM) a web identity token file (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE
+// and AWS_ROLE_ARN, exchanged at STS), ECS or EC2 instance metadata.
+// AWS_ENDPOINT_URL_STS (the AWS SDKs' variable) points the web identity
+// exchange at another STS endpoint.
+func s3Credentials(c job.CacheS3, tr http.RoundTripper) *credentials.Credentials {
+	if !c.IAM() {
+		return credentials.NewStaticV4(c.AccessKey, c.SecretKey, c.SessionToken)
+	}
+	iam := &credentials.IAM{Client: &http.Client{Transport: tr}}
+	if os.Getenv("AWS_WEB_IDENTITY_TOKEN_FILE") != "" {
+		iam.Endpoint = os.Getenv("AWS_ENDPOINT_URL_STS")
+	}
+	return credentials.NewChainCredentials([]credentials.Provider{
+		&credentials.EnvAWS{},
+		&credentials.FileAWSCredentials{},
+		iam,
+	})
+}
+
+func (s *S3) credentialsHint() string {
+	if s.iam {
+		return "check the AWS credentials of the environment ([runners.cache.s3] AuthenticationType = \"iam\": " +
+			"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN (IRSA), or the instance role) " +
+			"and that they may use the bucket"
+	}
+	return "check [runners.cache.s3] AccessKey and SecretKey"
 }
 
 // Describe returns s3://bucket/name.
@@ -149,7 +181,7 @@ func (s *S3) wrap(op, name string, err error) error {
 	case resp.Code == "NoSuchKey" || (op == "download" && resp.StatusCode == http.StatusNotFound):
 		return ErrNotFound
 	case resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch":
-		return fmt.Errorf("%s %s: %s: check [runners.cache.s3] AccessKey and SecretKey", op, s.Describe(name), resp.Message)
+		return fmt.Errorf("%s %s: %s: %s", op, s.Describe(name), resp.Message, s.credentialsHint())
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s %s: %w", op, s.Describe(name), err)
 	}

@@ -40,7 +40,8 @@ func TestNewS3Settings(t *testing.T) {
 		{"defaults", func(*S3Config) {}, ""},
 		{"scheme stripped", func(c *S3Config) { c.ServerAddress = "http://127.0.0.1:9000/" }, ""},
 		{"path", func(c *S3Config) { c.ServerAddress = "host/path" }, "host[:port]"},
-		{"iam", func(c *S3Config) { c.AuthenticationType = "iam" }, "not supported"},
+		{"iam", func(c *S3Config) { c.AuthenticationType = "iam" }, ""},
+		{"unknown auth", func(c *S3Config) { c.AuthenticationType = "oauth" }, "unknown"},
 		{"no secret", func(c *S3Config) { c.SecretKey = "" }, "SecretKey"},
 		{"small parts", func(c *S3Config) { c.PartSize = 1 << 20 }, "5 MiB"},
 	} {

@@ -29,15 +29,32 @@ type CacheStore struct {
 // CacheS3 is [runners.cache.s3]. The keys are handed to the helper through
 // its environment, never on its command line.
 type CacheS3 struct {
-	ServerAddress      string // host[:port]
-	BucketName         string
-	BucketLocation     string
-	Insecure           bool   // http instead of https
-	PathStyle          *bool  // nil: the client decides
-	AuthenticationType string // "access-key" ("" with an AccessKey); "iam" is not supported
+	ServerAddress  string // host[:port]
+	BucketName     string
+	BucketLocation string
+	Insecure       bool  // http instead of https
+	PathStyle      *bool // nil: the client decides
+	// AuthenticationType is "access-key" (AccessKey/SecretKey) or "iam"
+	// (credentials from the environment: AWS_* variables, a web identity
+	// token file as IRSA provides, instance metadata). Empty means
+	// access-key when an AccessKey is set, iam otherwise (GitLab Runner's
+	// rule).
+	AuthenticationType string
 	AccessKey          string
 	SecretKey          string
 	SessionToken       string
+}
+
+// IAM reports whether the credentials come from the environment rather
+// than from AccessKey/SecretKey.
+func (s *CacheS3) IAM() bool {
+	switch strings.ToLower(s.AuthenticationType) {
+	case "iam":
+		return true
+	case "":
+		return s.AccessKey == ""
+	}
+	return false
 }
 
 // Environment variables that carry the S3 credentials to the helper.
@@ -77,15 +94,13 @@ func (s *CacheStore) Validate() error {
 		return errors.New("[runners.cache.s3] BucketName is not set")
 	}
 	switch strings.ToLower(s.S3.AuthenticationType) {
-	case "access-key":
-	case "":
-		if s.S3.AccessKey == "" {
-			return errors.New("[runners.cache.s3] has no AccessKey: IAM authentication is not supported here; set AuthenticationType = \"access-key\", AccessKey and SecretKey")
-		}
+	case "access-key", "":
 	case "iam":
-		return errors.New("[runners.cache.s3] AuthenticationType \"iam\" is not supported here: use \"access-key\" with AccessKey and SecretKey")
 	default:
-		return fmt.Errorf("[runners.cache.s3] AuthenticationType %q is unknown: use \"access-key\"", s.S3.AuthenticationType)
+		return fmt.Errorf("[runners.cache.s3] AuthenticationType %q is unknown: use \"access-key\" or \"iam\"", s.S3.AuthenticationType)
+	}
+	if s.S3.IAM() {
+		return nil
 	}
 	if s.S3.AccessKey == "" || s.S3.SecretKey == "" {
 		return errors.New("[runners.cache.s3] AccessKey and SecretKey must both be set")
@@ -295,6 +310,10 @@ func (t cacheTarget) args(key string) (args, env []string, err error) {
 	}
 	if s3.PathStyle != nil {
 		args = append(args, "--s3-path-style="+strconv.FormatBool(*s3.PathStyle))
+	}
+	if s3.IAM() {
+		// The helper finds its credentials in its own environment.
+		return append(args, "--s3-authentication-type", "iam"), nil, nil
 	}
 	env = []string{EnvCacheS3AccessKey + "=" + quote(s3.AccessKey), EnvCacheS3SecretKey + "=" + quote(s3.SecretKey)}
 	if s3.SessionToken != "" {

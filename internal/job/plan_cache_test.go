@@ -157,8 +157,11 @@ func TestCacheStoreValidate(t *testing.T) {
 		{"access-key", s3(func(c *CacheS3) { c.AuthenticationType = "access-key" }), ""},
 		{"gcs", &CacheStore{Type: "gcs"}, "not supported"},
 		{"no bucket", s3(func(c *CacheS3) { c.BucketName = "" }), "BucketName"},
-		{"iam", s3(func(c *CacheS3) { c.AuthenticationType = "iam" }), "iam"},
-		{"implicit iam", s3(func(c *CacheS3) { c.AccessKey = "" }), "IAM"},
+		{"iam", s3(func(c *CacheS3) { c.AuthenticationType = "iam"; c.AccessKey, c.SecretKey = "", "" }), ""},
+		{"iam ignores keys", s3(func(c *CacheS3) { c.AuthenticationType = "IAM" }), ""},
+		// GitLab Runner: without keys the default is iam.
+		{"implicit iam", s3(func(c *CacheS3) { c.AccessKey, c.SecretKey = "", "" }), ""},
+		{"access-key without keys", s3(func(c *CacheS3) { c.AuthenticationType = "access-key"; c.AccessKey = "" }), "AccessKey and SecretKey"},
 		{"no secret", s3(func(c *CacheS3) { c.SecretKey = "" }), "SecretKey"},
 		{"unknown auth", s3(func(c *CacheS3) { c.AuthenticationType = "oauth" }), "unknown"},
 	} {
@@ -384,9 +387,9 @@ func TestCacheStagesEdgeCases(t *testing.T) {
 	}
 	// An unusable store: warning, local cache_dir (default /cache).
 	plan = cachePlan(t, []Cache{{Key: "k", Paths: []string{"a"}}}, ScriptOptions{HelperPath: helper,
-		CacheStore: &CacheStore{Type: "s3", S3: &CacheS3{BucketName: "b", AuthenticationType: "iam"}}})
+		CacheStore: &CacheStore{Type: "s3", S3: &CacheS3{BucketName: "b", AuthenticationType: "oauth"}}})
 	out := runStage(t, *stage(plan, StageRestoreCache))
-	if !strings.Contains(out, `AuthenticationType "iam" is not supported`) {
+	if !strings.Contains(out, `AuthenticationType "oauth" is unknown`) {
 		t.Errorf("no warning about the store:\n%s", out)
 	}
 	if calls := readCalls(t, log); len(calls) != 1 || !strings.Contains(calls[0], "--file /cache/group/demo/k/cache.tar.gz") {
@@ -409,5 +412,23 @@ func TestCacheStagesEdgeCases(t *testing.T) {
 		if out := runStage(t, *stage(plan, name)); !strings.Contains(out, "is disabled") {
 			t.Errorf("%s: no warning about the missing helper:\n%s", name, out)
 		}
+	}
+}
+
+// With AuthenticationType = "iam" the helper gets no key at all: it asks
+// the environment's credential chain itself.
+func TestCacheScriptsS3IAMPassesNoCredentials(t *testing.T) {
+	dir := t.TempDir()
+	helper, log := fakeHelper(t, dir)
+	store := &CacheStore{Type: "s3", S3: &CacheS3{ServerAddress: "127.0.0.1:9000", BucketName: "bkt", AuthenticationType: "iam",
+		AccessKey: "AKIDIGNORED", SecretKey: "ignored-secret"}}
+	plan := cachePlan(t, []Cache{{Key: "k", Paths: []string{"a"}}}, ScriptOptions{HelperPath: helper, CacheStore: store})
+	runStage(t, *stage(plan, StageRestoreCache))
+	calls := readCalls(t, log)
+	if len(calls) != 1 || !strings.Contains(calls[0], "--s3-authentication-type iam") {
+		t.Fatalf("helper calls %q, want one with --s3-authentication-type iam", calls)
+	}
+	if strings.Contains(calls[0], "AKIDIGNORED") || strings.Contains(calls[0], "ignored-secret") {
+		t.Errorf("keys passed with iam: %s", calls[0])
 	}
 }

@@ -88,8 +88,34 @@ func TestCacheRoundTripLocalDir(t *testing.T) {
 func TestCacheRoundTripS3(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Start(t, "127.0.0.1")
+	testCacheRoundTripS3(t, srv, nil, fmt.Sprintf(`      AuthenticationType = "access-key"
+      AccessKey = %q
+      SecretKey = %q
+`, s3test.AccessKey, s3test.SecretKey))
+}
+
+// TestCacheRoundTripS3IAM: AuthenticationType = "iam" with no key in
+// config.toml; the cache helper of each job takes its credentials from
+// the environment it inherits, a web identity token file exchanged at STS
+// (IRSA's shape).
+func TestCacheRoundTripS3IAM(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t, "127.0.0.1")
+	sts := s3test.StartSTS(t, "arn:aws:iam::123456789012:role/ci-cache", "irsa-token-acceptance")
+	env := []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent"}
+	for k, v := range sts.Env() {
+		env = append(env, k+"="+v)
+	}
+	testCacheRoundTripS3(t, srv, env, "      AuthenticationType = \"iam\"\n")
+	if sts.Calls() == 0 {
+		t.Error("no credentials were taken from STS")
+	}
+}
+
+func testCacheRoundTripS3(t *testing.T, srv *s3test.Server, extraEnv []string, auth string) {
 	srv.CreateBucket(t, "runner-cache")
 	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e.extraEnv = extraEnv
 	e.runConfig(e.config(1, fmt.Sprintf(`  cache_dir = %q
   [runners.cache]
     Type = "s3"
@@ -99,10 +125,7 @@ func TestCacheRoundTripS3(t *testing.T) {
       BucketName = "runner-cache"
       BucketLocation = "us-east-1"
       Insecure = true
-      AuthenticationType = "access-key"
-      AccessKey = %q
-      SecretKey = %q
-`, filepath.Join(e.dir, "cache"), srv.Address, s3test.AccessKey, s3test.SecretKey)))
+%s`, filepath.Join(e.dir, "cache"), srv.Address, auth)))
 	first, second := runCachePipelines(t, e)
 	objs := srv.Objects(t, "runner-cache")
 	if len(objs) != 1 || !strings.HasPrefix(objs[0], "ci/runner/") || !strings.Contains(objs[0], "/project/") ||

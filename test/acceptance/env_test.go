@@ -45,6 +45,9 @@ type env struct {
 	coord   *gitlabtest.Server
 	project string
 	token   string
+	// extraEnv is added to the environment of the podrunner processes
+	// (and so of the shell executor's jobs).
+	extraEnv []string
 }
 
 const projectPath = "group/demo"
@@ -138,6 +141,9 @@ func (e *env) start(args ...string) *proc {
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Dir = e.dir
+	if len(e.extraEnv) > 0 {
+		p.cmd.Env = append(os.Environ(), e.extraEnv...)
+	}
 	p.cmd.Stdout = p
 	p.cmd.Stderr = p
 	if err := p.cmd.Start(); err != nil {
