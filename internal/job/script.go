@@ -146,7 +146,9 @@ func (w *scriptWriter) finish(shell string) string {
 	b.WriteString("if (set -o pipefail) 2>/dev/null; then set -o pipefail; fi\n")
 	b.WriteString("set -o errexit\n")
 	b.WriteString("set +o noclobber\n")
-	b.WriteString(": | eval " + quote(w.b.String()) + "\n")
+	// The subshell: under errexit, bash 5.2 reports 1 instead of the failing
+	// command's status when eval itself is the pipeline's last element.
+	b.WriteString(": | (eval " + quote(w.b.String()) + ")\n")
 	b.WriteString("exit 0\n")
 	return b.String()
 }

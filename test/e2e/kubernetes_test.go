@@ -251,3 +251,37 @@ big:
 		t.Errorf("%d pods created for a refused job", n)
 	}
 }
+
+// TestKubernetesExitCodes: in a pod as on the shell executor, GitLab gets
+// the failing command's exit code (the pipeline passes only when each
+// job's allow_failure:exit_codes matches it).
+func TestKubernetesExitCodes(t *testing.T) {
+	t.Parallel()
+	e := newK8sEnv(t, `
+external-exit:
+  script: ["sh -c 'exit 7'", "echo never"]
+  allow_failure: {exit_codes: [7]}
+not-found:
+  script: ["no-such-command-podrunner", "echo never"]
+  allow_failure: {exit_codes: [127]}
+signal-killed:
+  script: ["sh -c 'kill -9 $$'", "echo never"]
+  allow_failure: {exit_codes: [137]}
+`, k8sOptions{})
+	v := e.pipeline(gitlabtest.PipelineOptions{}, 3*time.Minute)
+	want := map[string]int{"external-exit": 7, "not-found": 127, "signal-killed": 137}
+	for _, j := range v.Jobs {
+		tr := string(e.coord.Trace(j.ID))
+		if j.Status != gitlabtest.StatusFailed || j.FailureReason != "script_failure" || j.ExitCode != want[j.Name] || !j.AllowFailure {
+			t.Errorf("%s: %s %s exit %d allowed %v, want failed script_failure exit %d allowed:\n%s",
+				j.Name, j.Status, j.FailureReason, j.ExitCode, j.AllowFailure, want[j.Name], tr)
+		}
+		if strings.Contains(tr, "\nnever") {
+			t.Errorf("%s: a command after the failing one ran", j.Name)
+		}
+	}
+	if v.Status != gitlabtest.StatusSuccess {
+		t.Errorf("pipeline %s, want success", v.Status)
+	}
+	e.waitNoPods()
+}
