@@ -221,7 +221,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	m, err := runner.New(settings, runner.Options{
 		Logger: log, SystemID: sysID, Version: v.Version, Revision: v.Revision, Metrics: metrics,
-		MaxBuilds: o.maxBuilds, WaitTimeout: o.waitTimeout,
+		MaxBuilds: o.maxBuilds, WaitTimeout: o.waitTimeout, UntilStopped: o.watch,
 	})
 	if err != nil {
 		return configError(o.configFile, err)

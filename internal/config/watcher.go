@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -115,6 +116,12 @@ func (w *Watcher) check(force bool) {
 	w.pending = false
 	w.modTime, w.size = st.ModTime(), st.Size()
 	w.mu.Unlock()
+	if empty, err := isEmptyFile(w.path); err == nil && empty {
+		// Editors and config management truncate before they write: an
+		// empty file is a rewrite in progress, not "no runners".
+		log.Warn("config file is empty, keeping the previous config until it has content")
+		return
+	}
 	cfg, warnings, err := Load(w.path)
 	for _, wr := range warnings {
 		log.Warn("config warning", "warning", wr.String())
@@ -130,4 +137,13 @@ func (w *Watcher) check(force bool) {
 	if w.opts.OnChange != nil {
 		w.opts.OnChange(cfg, warnings)
 	}
+}
+
+// isEmptyFile reports whether path holds nothing but white space.
+func isEmptyFile(path string) (bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	return len(bytes.TrimSpace(b)) == 0, nil
 }

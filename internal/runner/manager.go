@@ -68,6 +68,10 @@ type Options struct {
 	// WaitTimeout stops the manager when no job arrived for that long
 	// (run-single --wait-timeout); 0 waits forever.
 	WaitTimeout time.Duration
+	// UntilStopped keeps Run running with no runner configured, until
+	// Stop, Abort or the context (podrunner run: a config.toml without
+	// runners yet waits for one to be registered).
+	UntilStopped bool
 }
 
 const defaultCheckInterval = 3 * time.Second
@@ -162,6 +166,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	if m.opts.WaitTimeout > 0 {
 		m.pollers.Add(1)
 		go m.watchIdle()
+	}
+	if m.opts.UntilStopped {
+		m.pollers.Add(1)
+		go func() {
+			defer m.pollers.Done()
+			<-m.pollCtx.Done()
+		}()
 	}
 	m.pollers.Wait()
 	m.running.Wait()

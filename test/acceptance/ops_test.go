@@ -167,3 +167,42 @@ test:
 		t.Fatalf("exec output shows a job token:\n%s", out)
 	}
 }
+
+// TestEmptyConfigWaits: an empty config.toml (at start, or truncated while
+// running, as editors and config management do before writing) is neither
+// "zero runners" nor a reason to exit: the service keeps running (an exit
+// with status 0 would defeat Restart=on-failure) and takes the runners
+// once the file has them.
+func TestEmptyConfigWaits(t *testing.T) {
+	e := newEnv(t, "x:\n  script: [echo empty-config-ok]\n", gitlabtest.Options{})
+	good := e.config(1, "")
+	path := filepath.Join(e.dir, "config.toml")
+	p := e.runConfig("")
+	waitLog(t, p, "No runners in the configuration")
+	time.Sleep(1100 * time.Millisecond) // a new mtime second
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := e.pipeline(time.Minute)
+	if v.Status != "success" {
+		t.Fatalf("first pipeline %s", v.Status)
+	}
+
+	// Truncated while running: ignored, the runner keeps its runners.
+	time.Sleep(1100 * time.Millisecond)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, "config file is empty")
+	select {
+	case <-p.done:
+		t.Fatalf("podrunner exited (%v) on an empty config.toml", p.err)
+	default:
+	}
+	v = e.pipeline(time.Minute)
+	if v.Status != "success" {
+		t.Fatalf("pipeline after the truncation: %s", v.Status)
+	}
+	contains(t, e.coord.Trace(v.Jobs[0].ID), "empty-config-ok")
+}
