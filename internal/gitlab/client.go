@@ -55,7 +55,16 @@ type Options struct {
 	// ArtifactRetryWait is the wait between artifact upload/download tries
 	// (1 s when zero).
 	ArtifactRetryWait time.Duration
+	// JobRequestTimeout bounds one jobs/request call (retries included);
+	// DefaultJobRequestTimeout when zero.
+	JobRequestTimeout time.Duration
 }
+
+// DefaultJobRequestTimeout: GitLab (Workhorse) holds a jobs/request long
+// poll for at most 50 s; a request without an answer well after that is
+// stuck in something between (a proxy), and costs one poll, not the
+// transport's 10 minutes.
+const DefaultJobRequestTimeout = 90 * time.Second
 
 // Endpoint names used as the metrics "endpoint" label.
 const (
@@ -143,6 +152,9 @@ func NewClient(creds Credentials, opts Options) (*Client, error) {
 	}
 	if opts.ConnectionMaxAge == 0 {
 		opts.ConnectionMaxAge = defaultConnectionMaxAge
+	}
+	if opts.JobRequestTimeout <= 0 {
+		opts.JobRequestTimeout = DefaultJobRequestTimeout
 	}
 	if opts.ArtifactRetryWait <= 0 {
 		opts.ArtifactRetryWait = time.Second

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -19,9 +20,12 @@ type jobRequestBody struct {
 
 // RequestJob calls POST jobs/request, echoing the last X-GitLab-Last-Update.
 // GitLab holds the request open (long polling) until a job or its timeout;
-// ctx bounds the wait.
+// ctx and Options.JobRequestTimeout bound the wait.
 func (c *Client) RequestJob(ctx context.Context, systemID string) RequestJobResult {
 	res := RequestJobResult{Status: JobFailed, Healthy: true}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.opts.JobRequestTimeout)
+	defer cancel()
 	src, err := jsonBody(jobRequestBody{Info: c.info, Token: c.creds.Token, SystemID: systemID, LastUpdate: c.LastUpdate()})
 	if err != nil {
 		res.Err = fmt.Errorf("request job: %w", err)
@@ -38,6 +42,10 @@ func (c *Client) RequestJob(ctx context.Context, systemID string) RequestJobResu
 		acceptJSON:  true,
 	})
 	if err != nil {
+		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %v (GitLab answers a long poll within 50 s): "+
+				"check proxies or load balancers between the runner and GitLab: %w", c.opts.JobRequestTimeout, err)
+		}
 		res.Err = fmt.Errorf("request job: %w", err)
 		return res
 	}

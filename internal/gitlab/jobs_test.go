@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -91,6 +92,34 @@ func TestRequestJobConnectionErrorIsHealthyFailure(t *testing.T) {
 	res := c.RequestJob(context.Background(), "s")
 	if res.Status != JobFailed || !res.Healthy || res.Err == nil || res.StatusCode != 0 {
 		t.Fatalf("got %+v", res)
+	}
+}
+
+// TestRequestJobHungServerCostsOnePoll: a proxy that never answers
+// jobs/request must not blind the runner for the transport's 10 minutes.
+func TestRequestJobHungServerCostsOnePoll(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, _ := newTestClient(t, srv.URL, testRunnerToken, func(o *Options) { o.JobRequestTimeout = 300 * time.Millisecond })
+	done := make(chan RequestJobResult, 1)
+	go func() { done <- c.RequestJob(context.Background(), "s") }()
+	select {
+	case res := <-done:
+		if res.Status != JobFailed || !res.Healthy || res.Err == nil || !strings.Contains(res.Err.Error(), "no answer within 300ms") {
+			t.Fatalf("got %+v", res)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a timing assertion
+		t.Fatal("RequestJob still waiting after a minute on a hung server")
+	}
+	if DefaultJobRequestTimeout <= 50*time.Second {
+		t.Errorf("DefaultJobRequestTimeout %v must exceed GitLab's 50 s long poll", DefaultJobRequestTimeout)
 	}
 }
 
