@@ -111,7 +111,8 @@ func (c *Client) ConfirmJob(ctx context.Context, jobID int64, jobToken string) U
 
 // UpdateJob calls PUT jobs/:id with the job token. The result follows
 // GitLab Runner's order: Job-Status canceled/failed or 403 → abort, 200,
-// 202, 412, 404 → abort, anything else → failed.
+// 202, 412, 404 → abort, anything else → failed — except that a Job-Status
+// equal to the state sent is GitLab confirming it, not ending the job.
 func (c *Client) UpdateJob(ctx context.Context, jobID int64, jobToken string, req UpdateJobRequest) UpdateResult {
 	res := UpdateResult{State: UpdateFailed}
 	src, err := jsonBody(updateBody{
@@ -145,7 +146,7 @@ func (c *Client) UpdateJob(ctx context.Context, jobID int64, jobToken string, re
 	res.CancelRequested = st == "canceling"
 	res.UpdateInterval = parseUpdateInterval(resp.Header.Get(headerUpdateInterval))
 	switch {
-	case abortStatus(st):
+	case abortStatus(st) && st != string(req.State):
 		res.State = UpdateAbort
 		res.Err = fmt.Errorf("update job %d: GitLab reports the job %s (Job-Status)", jobID, st)
 	case resp.StatusCode == http.StatusForbidden:

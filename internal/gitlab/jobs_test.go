@@ -167,12 +167,17 @@ func TestUpdateJob(t *testing.T) {
 		interval  time.Duration
 		wantErr   bool
 		forbidden bool
+		sent      JobState // the state sent; StateFailed when ""
 	}{
 		{name: "200", answer: answer{status: 200}, state: UpdateSucceeded},
 		{name: "200 running", answer: answer{status: 200, header: map[string]string{"Job-Status": "running"}}, state: UpdateSucceeded},
 		{name: "200 canceling", answer: answer{status: 200, header: map[string]string{"Job-Status": "canceling"}}, state: UpdateSucceeded, cancel: true},
 		{name: "200 canceled", answer: answer{status: 200, header: map[string]string{"Job-Status": "canceled"}}, state: UpdateAbort, wantErr: true},
-		{name: "200 failed", answer: answer{status: 200, header: map[string]string{"Job-Status": "failed"}}, state: UpdateAbort, wantErr: true},
+		// GitLab answers a final update with the state it now holds: the
+		// one sent is an acceptance, any other means GitLab ended the job.
+		{name: "200 failed as sent", answer: answer{status: 200, header: map[string]string{"Job-Status": "failed"}}, state: UpdateSucceeded},
+		{name: "200 failed, running sent", answer: answer{status: 200, header: map[string]string{"Job-Status": "failed"}}, state: UpdateAbort, wantErr: true, sent: StateRunning},
+		{name: "200 failed, success sent", answer: answer{status: 200, header: map[string]string{"Job-Status": "failed"}}, state: UpdateAbort, wantErr: true, sent: StateSuccess},
 		{name: "202 canceled wins", answer: answer{status: 202, header: map[string]string{"Job-Status": "Canceled"}}, state: UpdateAbort, wantErr: true},
 		{name: "202", answer: answer{status: 202}, state: UpdateAcceptedNotComplete},
 		{name: "412", answer: answer{status: 412}, state: UpdateTraceValidationFailed},
@@ -195,7 +200,11 @@ func TestUpdateJob(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := serveAnswer(t, tt.answer)
 			c, _ := newTestClient(t, f.srv.URL, testRunnerToken)
-			res := c.UpdateJob(context.Background(), 4711, testJobToken, UpdateJobRequest{State: StateFailed, FailureReason: "script_failure", ExitCode: 3, Checksum: "crc32:1a2b3c4d", Bytesize: 12})
+			sent := tt.sent
+			if sent == "" {
+				sent = StateFailed
+			}
+			res := c.UpdateJob(context.Background(), 4711, testJobToken, UpdateJobRequest{State: sent, FailureReason: "script_failure", ExitCode: 3, Checksum: "crc32:1a2b3c4d", Bytesize: 12})
 			if res.State != tt.state || res.CancelRequested != tt.cancel || res.UpdateInterval != tt.interval {
 				t.Fatalf("got state %v cancel %v interval %v (err %v); want %v %v %v", res.State, res.CancelRequested, res.UpdateInterval, res.Err, tt.state, tt.cancel, tt.interval)
 			}
