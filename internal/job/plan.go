@@ -294,7 +294,8 @@ type Result struct {
 //     job_execution_timeout.
 //   - ctx cancelled (abort): no further stage runs; Result.Aborted is set,
 //     with reason job_execution_timeout if ctx's deadline passed, else
-//     job_canceled (the runner may override it).
+//     job_canceled (the runner may override it). The "ERROR: Job failed"
+//     line is left to the caller when ctx was cancelled with a cause.
 //   - A StageRunner error is runner_system_failure.
 func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trace io.Writer, run StageRunner) Result {
 	now := time.Now
@@ -448,7 +449,11 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 			reason = ReasonJobExecutionTimeout
 			msg = "execution took longer than the job timeout"
 		}
-		Error(trace, "Job failed: %s", msg)
+		// A canceller that gave a cause (the runner shutting down) knows
+		// better what happened and writes the job's last line itself.
+		if cause := context.Cause(ctx); cause == ctx.Err() {
+			Error(trace, "Job failed: %s", msg)
+		}
 		return Result{FailureReason: reason, Aborted: true, Err: context.Cause(ctx)}
 	}
 	switch res.FailureReason {

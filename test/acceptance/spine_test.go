@@ -350,6 +350,11 @@ work:
 		if j.Status != "failed" || j.FailureReason != "runner_system_failure" {
 			t.Fatalf("job %s (%s) after SIGTERM; want failed runner_system_failure", j.Status, j.FailureReason)
 		}
+		// One final line, naming the real cause (not "canceled" too).
+		tr := string(e.coord.Trace(id))
+		if n := strings.Count(tr, "ERROR: Job failed"); n != 1 || !strings.Contains(tr, "the runner was shut down") {
+			t.Errorf("%d 'ERROR: Job failed' lines, want one saying the runner was shut down:\n%s", n, tr)
+		}
 	})
 }
 
