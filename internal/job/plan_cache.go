@@ -54,8 +54,9 @@ const (
 	CachePolicyPullPush = "pull-push"
 )
 
-// CacheArchiveName is the file name of a cache in the local cache_dir.
-const CacheArchiveName = "cache.tar.gz"
+// CacheArchiveName is the file name of a cache in the local cache_dir,
+// GitLab Runner's.
+const CacheArchiveName = "cache.zip"
 
 // DefaultCacheDir is cache_dir when the runner sets none (GitLab Runner's
 // default on Kubernetes).
@@ -150,7 +151,7 @@ func CacheObjectName(s *CacheStore, shortToken string, projectID int64, key stri
 }
 
 // CacheFile is where a cache key is kept in the local cache_dir:
-// <dir>/<project path>/<key>/cache.tar.gz. key must be sanitized.
+// <dir>/<project path>/<key>/cache.zip (GitLab Runner's layout). key must be sanitized.
 func CacheFile(dir, projectPath string, projectID int64, key string) (string, error) {
 	proj := strings.Trim(path.Clean("/"+projectPath), "/")
 	if proj == "" || proj == "." {

@@ -76,14 +76,14 @@ func TestCacheObjectName(t *testing.T) {
 
 func TestCacheFile(t *testing.T) {
 	got, err := CacheFile("/cache", "group/demo", 7, "k/sub")
-	if err != nil || got != "/cache/group/demo/k/sub/cache.tar.gz" {
+	if err != nil || got != "/cache/group/demo/k/sub/cache.zip" {
 		t.Errorf("got %q, %v", got, err)
 	}
 	got, err = CacheFile("/cache", "", 7, "k")
-	if err != nil || got != "/cache/project-7/k/cache.tar.gz" {
+	if err != nil || got != "/cache/project-7/k/cache.zip" {
 		t.Errorf("no project path: got %q, %v", got, err)
 	}
-	if got, err := CacheFile("/cache", "../../etc", 7, "k"); err != nil || got != "/cache/etc/k/cache.tar.gz" {
+	if got, err := CacheFile("/cache", "../../etc", 7, "k"); err != nil || got != "/cache/etc/k/cache.zip" {
 		t.Errorf("escaping project path: got %q, %v", got, err)
 	}
 	if _, err := CacheFile("/cache", "g/p", 7, "../../x"); err == nil {
@@ -183,7 +183,7 @@ func fakeHelper(t *testing.T, dir string) (helper, log string) {
 [ "$2" = --help ] && exit 0
 printf '%s|secret=%s\n' "$*" "${PODRUNNER_CACHE_S3_SECRET_KEY:-}" >> ` + log + `
 for k in $FAIL_KEYS; do
-  case "$*" in *"/$k/cache.tar.gz"*|*"/$k "*) echo "cache not found" >&2; exit 1;; esac
+  case "$*" in *"/$k/cache.zip"*|*"/$k "*) echo "cache not found" >&2; exit 1;; esac
 done
 exit 0
 `
@@ -258,9 +258,9 @@ func TestRestoreCacheScriptTriesKeysInOrder(t *testing.T) {
 	out := runStage(t, *st, "FAIL_KEYS=main-key fb1")
 	calls := readCalls(t, log)
 	want := []string{
-		"cache-extractor --file /c/group/demo/main-key/cache.tar.gz --timeout 10|secret=",
-		"cache-extractor --file /c/group/demo/fb1/cache.tar.gz --timeout 10|secret=",
-		"cache-extractor --file /c/group/demo/fb2/cache.tar.gz --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/main-key/cache.zip --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/fb1/cache.zip --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/fb2/cache.zip --timeout 10|secret=",
 	}
 	if !slices.Equal(calls, want) {
 		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
@@ -341,9 +341,9 @@ func TestArchiveCacheStagesPolicyAndWhen(t *testing.T) {
 	}
 	out := runStage(t, *ok, "FAIL_KEYS=broken")
 	if calls := readCalls(t, log); !slices.Equal(calls, []string{
-		"cache-archiver --file /c/group/demo/ok/cache.tar.gz --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/both/cache.tar.gz --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/broken/cache.tar.gz --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/ok/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/broken/cache.zip --path a --timeout 10|secret=",
 	}) {
 		t.Errorf("on success, helper calls:\n%s", strings.Join(calls, "\n"))
 	}
@@ -355,8 +355,8 @@ func TestArchiveCacheStagesPolicyAndWhen(t *testing.T) {
 	os.Remove(log)
 	runStage(t, *fail)
 	if calls := readCalls(t, log); !slices.Equal(calls, []string{
-		"cache-archiver --file /c/group/demo/fail/cache.tar.gz --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/both/cache.tar.gz --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/fail/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10|secret=",
 	}) {
 		t.Errorf("on failure, helper calls:\n%s", strings.Join(calls, "\n"))
 	}
@@ -389,7 +389,7 @@ func TestCacheStagesEdgeCases(t *testing.T) {
 	if !strings.Contains(out, `AuthenticationType "iam" is not supported`) {
 		t.Errorf("no warning about the store:\n%s", out)
 	}
-	if calls := readCalls(t, log); len(calls) != 1 || !strings.Contains(calls[0], "--file /cache/group/demo/k/cache.tar.gz") {
+	if calls := readCalls(t, log); len(calls) != 1 || !strings.Contains(calls[0], "--file /cache/group/demo/k/cache.zip") {
 		t.Errorf("calls %q", calls)
 	}
 	// A bad key or policy: a warning, the other caches still work.

@@ -80,8 +80,8 @@ func TestCacheRoundTripLocalDir(t *testing.T) {
 		}
 		return nil
 	})
-	if len(files) != 1 || !strings.HasPrefix(files[0], projectPath+"/deps-main") || !strings.HasSuffix(files[0], "/cache.tar.gz") {
-		t.Errorf("cache dir holds %q, want one %s/deps-main…/cache.tar.gz", files, projectPath)
+	if len(files) != 1 || !strings.HasPrefix(files[0], projectPath+"/deps-main") || !strings.HasSuffix(files[0], "/cache.zip") {
+		t.Errorf("cache dir holds %q, want one %s/deps-main…/cache.zip", files, projectPath)
 	}
 }
 
