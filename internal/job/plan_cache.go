@@ -203,7 +203,7 @@ type cacheEntry struct {
 // <job name>/<ref>; fallback keys are the entry's fallback_keys and then
 // CACHE_FALLBACK_KEY, which must not name a protected cache.
 func resolveCache(c Cache, p *Payload, vars Variables) (*cacheEntry, error) {
-	e := &cacheEntry{paths: c.Paths, untracked: c.Untracked}
+	e := &cacheEntry{paths: expandPaths(c.Paths, vars), untracked: c.Untracked}
 	var err error
 	if e.policy, err = cachePolicy(c.Policy, vars); err != nil {
 		return nil, err

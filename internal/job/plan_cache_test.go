@@ -411,3 +411,18 @@ func TestCacheStagesEdgeCases(t *testing.T) {
 		}
 	}
 }
+
+// TestCachePathsExpandVariables: GitLab expands variables in cache:paths
+// as in artifacts:paths (issue #13: `paths: [$CACHEDIR/**.txt]` cached
+// nothing). Undefined variables expand to nothing, as in artifacts.
+func TestCachePathsExpandVariables(t *testing.T) {
+	dir := t.TempDir()
+	helper, log := fakeHelper(t, dir)
+	plan := cachePlan(t, []Cache{{Key: "k", Paths: []string{"$CACHEDIR/**.txt", "${CACHEDIR}/x", "lit/$NOPE/y"}}},
+		ScriptOptions{HelperPath: helper, CacheDir: "/c"}, Variable{Key: "CACHEDIR", Value: "deps", Public: true})
+	runStage(t, *stage(plan, StageArchiveCache))
+	want := []string{"cache-archiver --file /c/group/demo/k/cache.zip --path deps/**.txt --path deps/x --path lit//y --timeout 10|secret="}
+	if calls := readCalls(t, log); !slices.Equal(calls, want) {
+		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+}
