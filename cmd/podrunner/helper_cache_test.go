@@ -117,3 +117,31 @@ func TestCacheHelpersS3(t *testing.T) {
 		t.Fatalf("extract: exit %d, %q %v\n%s", code, b, err, out)
 	}
 }
+
+// TestCacheArchiverCompressionLevel: CACHE_COMPRESSION_LEVEL (GitLab
+// Runner's variable) sets the zip compression of the cache.
+func TestCacheArchiverCompressionLevel(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"deps/a": strings.Repeat("compressible ", 10000)})
+	sizes := map[string]int64{}
+	for _, level := range []string{"fastest", "slowest"} {
+		t.Setenv("CACHE_COMPRESSION_LEVEL", level)
+		file := filepath.Join(t.TempDir(), job.CacheArchiveName)
+		if code, out := runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "deps"); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", level, code, out)
+		}
+		fi, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[level] = fi.Size()
+	}
+	if sizes["slowest"] >= sizes["fastest"] {
+		t.Errorf("slowest %d bytes, fastest %d: the level was not applied", sizes["slowest"], sizes["fastest"])
+	}
+	t.Setenv("CACHE_COMPRESSION_LEVEL", "turbo")
+	code, out := runCLI(t, "cache-archiver", "--file", filepath.Join(t.TempDir(), "c.zip"), "--dir", src, "--path", "deps")
+	if code == 0 || !strings.Contains(out, `compression level "turbo"`) {
+		t.Errorf("bad level: exit %d\n%s", code, out)
+	}
+}
