@@ -8,6 +8,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -165,6 +166,23 @@ func CacheFile(dir, projectPath string, projectID int64, key string) (string, er
 	return full, nil
 }
 
+// cacheProjectPath is the project's directory below cache_dir as GitLab
+// Runner names it (Build.ProjectSlug): the path of the repository URL
+// without ".git" — the project's full path, plus the relative URL root of
+// a GitLab served below one. "" (CacheFile then uses project-<id>) when
+// the URL has no host or a path with "..".
+func cacheProjectPath(p *Payload) string {
+	u, err := url.Parse(p.GitInfo.RepoURL)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	slug := path.Clean(strings.TrimSuffix(u.Path, ".git"))
+	if slug == "." || slug == "/" || strings.Contains(slug, "..") {
+		return ""
+	}
+	return slug
+}
+
 // cachePolicy expands and checks cache:policy (empty: pull-push).
 func cachePolicy(raw string, vars Variables) (string, error) {
 	p := strings.TrimSpace(vars.ExpandValue(raw))
@@ -276,7 +294,7 @@ func newCacheTarget(p *Payload, vars Variables, opts ScriptOptions) (cacheTarget
 // assignments (credentials) to put before the command.
 func (t cacheTarget) args(key string) (args, env []string, err error) {
 	if t.store == nil {
-		f, err := CacheFile(t.dir, t.p.JobInfo.ProjectFullPath, t.p.JobInfo.ProjectID, key)
+		f, err := CacheFile(t.dir, cacheProjectPath(t.p), t.p.JobInfo.ProjectID, key)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -218,6 +218,7 @@ func cachePlan(t *testing.T, caches []Cache, opts ScriptOptions, extra ...Variab
 	p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
 	p.JobInfo.ProjectID = 42
 	p.JobInfo.ProjectFullPath = "group/demo"
+	p.GitInfo.RepoURL = "https://gitlab-ci-token:tok@example.com/group/demo.git"
 	p.Cache = caches
 	dir := t.TempDir()
 	vars, err := BuildVariables(p, RunnerEnv{BuildsDir: dir, ProjectDir: dir, RunnerToken: "glrt-abcdefghijklmnop"})
@@ -424,5 +425,31 @@ func TestCachePathsExpandVariables(t *testing.T) {
 	want := []string{"cache-archiver --file /c/group/demo/k/cache.zip --path deps/**.txt --path deps/x --path lit//y --timeout 10|secret="}
 	if calls := readCalls(t, log); !slices.Equal(calls, want) {
 		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestCacheProjectPath: the directory below cache_dir is GitLab Runner's
+// Build.ProjectSlug (the repository URL's path without .git, project-<id>
+// when unusable), so both runners find each other's caches.
+func TestCacheProjectPath(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"https://gitlab-ci-token:x@gitlab.example.com/group/sub/demo.git", "/group/sub/demo"},
+		{"https://gitlab.example.com/gitlab/group/demo.git", "/gitlab/group/demo"}, // relative URL root kept
+		{"http://127.0.0.1:8080/group/demo", "/group/demo"},
+		{"https://gitlab.example.com/a/../../etc.git", "/etc"},
+		{"https://gitlab.example.com/a/..x/b.git", ""},
+		{"/group/demo.git", ""}, // no host
+		{"https://gitlab.example.com/", ""},
+		{"://bad", ""},
+	} {
+		p := testPayload()
+		p.GitInfo.RepoURL = tc.url
+		if got := cacheProjectPath(p); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.url, got, tc.want)
+		}
+	}
+	f, err := CacheFile("/cache", "", 7, "k")
+	if err != nil || f != "/cache/project-7/k/cache.zip" {
+		t.Errorf("unusable URL: %q %v", f, err)
 	}
 }
