@@ -131,8 +131,10 @@ func newCacheExtractorCmd() *cobra.Command {
 			start := time.Now()
 			stats, n, err := cache.Extract(ctx, st, name, dir)
 			if errors.Is(err, cache.ErrNotFound) {
-				// Non-zero, so that the script tries the next key.
-				return fmt.Errorf("no cache at %s", st.Describe(name))
+				// A warning, as GitLab Runner's; non-zero, so that the
+				// script tries the next key.
+				job.Warning(out, "no cache at %s", st.Describe(name))
+				return quietExit{code: 1}
 			}
 			if err != nil {
 				return err
@@ -171,9 +173,11 @@ func newCacheArchiverCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Uploading cache to %s\n", st.Describe(name))
 			start := time.Now()
+			spec.Warn = func(msg string) { job.Warning(out, "%s", msg) }
 			res, err := cache.Archive(ctx, st, name, dir, spec, maxSize)
 			if errors.Is(err, archive.ErrNoFiles) {
-				fmt.Fprintln(out, "WARNING: no matching files: nothing cached (the paths are relative to the project directory)")
+				// The paths' own warnings (with each pattern) said why.
+				fmt.Fprintln(out, "No files to cache: the stored cache (if any) is kept")
 				return nil
 			}
 			if err != nil {
