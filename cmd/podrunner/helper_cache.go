@@ -178,7 +178,7 @@ func newCacheArchiverCmd() *cobra.Command {
 			if errors.Is(err, archive.ErrNoFiles) {
 				// The paths' own warnings (with each pattern) said why.
 				fmt.Fprintln(out, "No files to cache: the stored cache (if any) is kept")
-				return nil
+				return quietExit{code: job.CacheArchiverNoFiles}
 			}
 			if err != nil {
 				return err

@@ -61,7 +61,7 @@ func TestCacheHelpersLocalFile(t *testing.T) {
 	before, _ := os.ReadFile(file)
 	code, out = runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "nope/**")
 	after, _ := os.ReadFile(file)
-	if code != 0 || !strings.Contains(out, "nope/**: no matching files") || !bytes.Equal(before, after) {
+	if code != job.CacheArchiverNoFiles || !strings.Contains(out, "nope/**: no matching files") || !bytes.Equal(before, after) {
 		t.Errorf("no matching files: exit %d, archive kept %v\n%s", code, bytes.Equal(before, after), out)
 	}
 	// Over --max-size: failure, archive kept.

@@ -55,6 +55,11 @@ const (
 	CachePolicyPullPush = "pull-push"
 )
 
+// CacheArchiverNoFiles is the exit code of cache-archiver when no file
+// matched the paths: nothing was stored, which is neither "Created cache"
+// nor "Failed to create cache".
+const CacheArchiverNoFiles = 3
+
 // CacheArchiveName is the file name of a cache in the local cache_dir,
 // GitLab Runner's.
 const CacheArchiveName = "cache.zip"
@@ -463,7 +468,10 @@ func archiveCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell st
 				w.helperIf(env, helper, args...)
 				w.notice("Created cache")
 				w.line("else")
+				// $? is still the helper's exit status here.
+				w.linef("case $? in %d) ;; *)", CacheArchiverNoFiles)
 				w.warning("Failed to create cache")
+				w.line(";; esac")
 				w.line("fi")
 			}
 		})

@@ -174,7 +174,8 @@ func TestCacheStoreValidate(t *testing.T) {
 
 // fakeHelper writes a helper that logs its arguments and the S3 secret it
 // was given, fails for keys listed in $FAIL_KEYS (a substring match on the
-// arguments) and succeeds otherwise.
+// arguments), exits CacheArchiverNoFiles for keys in $NOFILES_KEYS and
+// succeeds otherwise.
 func fakeHelper(t *testing.T, dir string) (helper, log string) {
 	t.Helper()
 	helper = filepath.Join(dir, "helper")
@@ -184,6 +185,9 @@ func fakeHelper(t *testing.T, dir string) (helper, log string) {
 printf '%s|secret=%s\n' "$*" "${PODRUNNER_CACHE_S3_SECRET_KEY:-}" >> ` + log + `
 for k in $FAIL_KEYS; do
   case "$*" in *"/$k/cache.zip"*|*"/$k "*) echo "cache not found" >&2; exit 1;; esac
+done
+for k in $NOFILES_KEYS; do
+  case "$*" in *"/$k/cache.zip"*|*"/$k "*) echo "No files to cache"; exit 3;; esac
 done
 exit 0
 `
@@ -451,5 +455,26 @@ func TestCacheProjectPath(t *testing.T) {
 	f, err := CacheFile("/cache", "", 7, "k")
 	if err != nil || f != "/cache/project-7/k/cache.zip" {
 		t.Errorf("unusable URL: %q %v", f, err)
+	}
+}
+
+// TestArchiveCacheNothingToCache: when no file matched, the stage says
+// neither "Created cache" nor "Failed to create cache" (issue #13: the
+// log contradicted itself).
+func TestArchiveCacheNothingToCache(t *testing.T) {
+	if CacheArchiverNoFiles != 3 {
+		t.Fatalf("the fake helper below exits 3, CacheArchiverNoFiles is %d", CacheArchiverNoFiles)
+	}
+	dir := t.TempDir()
+	helper, _ := fakeHelper(t, dir)
+	plan := cachePlan(t, []Cache{{Key: "empty", Paths: []string{"a"}}, {Key: "full", Paths: []string{"a"}}},
+		ScriptOptions{HelperPath: helper, CacheDir: "/c"})
+	out := runStage(t, *stage(plan, StageArchiveCache), "NOFILES_KEYS=empty")
+	if strings.Count(out, "Created cache") != 1 || strings.Contains(out, "Failed to create cache") || !strings.Contains(out, "No files to cache") {
+		t.Errorf("want one \"Created cache\" (for full) and no failure:\n%s", out)
+	}
+	out = runStage(t, *stage(plan, StageArchiveCache), "FAIL_KEYS=empty")
+	if !strings.Contains(out, "Failed to create cache") {
+		t.Errorf("a failed upload must still warn:\n%s", out)
 	}
 }
