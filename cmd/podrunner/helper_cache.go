@@ -134,8 +134,10 @@ func newCacheExtractorCmd() *cobra.Command {
 			start := time.Now()
 			stats, n, err := cache.Extract(ctx, st, name, dir)
 			if errors.Is(err, cache.ErrNotFound) {
-				// Non-zero, so that the script tries the next key.
-				return fmt.Errorf("no cache at %s", st.Describe(name))
+				// A warning, as GitLab Runner's; non-zero, so that the
+				// script tries the next key.
+				job.Warning(out, "no cache at %s", st.Describe(name))
+				return quietExit{code: 1}
 			}
 			if err != nil {
 				return err
@@ -174,10 +176,12 @@ func newCacheArchiverCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Uploading cache to %s\n", st.Describe(name))
 			start := time.Now()
+			spec.Warn = func(msg string) { job.Warning(out, "%s", msg) }
 			res, err := cache.Archive(ctx, st, name, dir, spec, maxSize)
 			if errors.Is(err, archive.ErrNoFiles) {
-				fmt.Fprintln(out, "WARNING: no matching files: nothing cached (the paths are relative to the project directory)")
-				return nil
+				// The paths' own warnings (with each pattern) said why.
+				fmt.Fprintln(out, "No files to cache: the stored cache (if any) is kept")
+				return quietExit{code: job.CacheArchiverNoFiles}
 			}
 			if err != nil {
 				return err
@@ -193,6 +197,8 @@ func newCacheArchiverCmd() *cobra.Command {
 	fs.StringArrayVar(&spec.Exclude, "exclude", nil, "glob to leave out; repeatable")
 	fs.BoolVar(&spec.Untracked, "untracked", false, "cache the files git does not track")
 	fs.Int64Var(&maxSize, "max-size", 0, "do not upload an archive bigger than this many bytes (0: no limit)")
+	fs.StringVar(&spec.CompressionLevel, "compression-level", "", "zip compression: fastest, fast, default, slow, slowest")
+	bindEnv(fs, "compression-level", "CACHE_COMPRESSION_LEVEL")
 	return cmd
 }
 

@@ -37,7 +37,8 @@ func TestCacheHelpersLocalFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "group", "p", "key", job.CacheArchiveName)
 
 	code, out := runCLI(t, "cache-extractor", "--file", file, "--dir", dest)
-	if code == 0 || !strings.Contains(out, "no cache at "+file) {
+	// A cold cache is a warning, as in GitLab Runner, never an ERROR.
+	if code == 0 || !strings.Contains(out, "WARNING: no cache at "+file) || strings.Contains(out, "ERROR") {
 		t.Fatalf("missing cache: exit %d\n%s", code, out)
 	}
 	code, out = runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "deps")
@@ -60,7 +61,7 @@ func TestCacheHelpersLocalFile(t *testing.T) {
 	before, _ := os.ReadFile(file)
 	code, out = runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "nope/**")
 	after, _ := os.ReadFile(file)
-	if code != 0 || !strings.Contains(out, "no matching files") || !bytes.Equal(before, after) {
+	if code != job.CacheArchiverNoFiles || !strings.Contains(out, "nope/**: no matching files") || !bytes.Equal(before, after) {
 		t.Errorf("no matching files: exit %d, archive kept %v\n%s", code, bytes.Equal(before, after), out)
 	}
 	// Over --max-size: failure, archive kept.
@@ -79,8 +80,8 @@ func TestCacheHelpersUsage(t *testing.T) {
 		{[]string{"cache-extractor"}, "use --file or --s3-object"},
 		{[]string{"cache-extractor", "--file", "x", "--s3-object", "y"}, "not both"},
 		{[]string{"cache-archiver", "--file", "x"}, "give --path or --untracked"},
-		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "b"}, "AccessKey"},
-		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "b", "--s3-authentication-type", "iam"}, "not supported"},
+		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "bkt", "--s3-authentication-type", "access-key"}, "AccessKey"},
+		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "bkt", "--s3-authentication-type", "oauth"}, "unknown"},
 		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "b", "--s3-path-style", "maybe"}, "true or false"},
 	} {
 		code, out := runCLI(t, tc.args...)
@@ -115,5 +116,33 @@ func TestCacheHelpersS3(t *testing.T) {
 	code, out = runCLI(t, append([]string{"cache-extractor", "--dir", dest}, target...)...)
 	if b, err := os.ReadFile(filepath.Join(dest, "deps", "a")); code != 0 || err != nil || string(b) != "A" {
 		t.Fatalf("extract: exit %d, %q %v\n%s", code, b, err, out)
+	}
+}
+
+// TestCacheArchiverCompressionLevel: CACHE_COMPRESSION_LEVEL (GitLab
+// Runner's variable) sets the zip compression of the cache.
+func TestCacheArchiverCompressionLevel(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"deps/a": strings.Repeat("compressible ", 10000)})
+	sizes := map[string]int64{}
+	for _, level := range []string{"fastest", "slowest"} {
+		t.Setenv("CACHE_COMPRESSION_LEVEL", level)
+		file := filepath.Join(t.TempDir(), job.CacheArchiveName)
+		if code, out := runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "deps"); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", level, code, out)
+		}
+		fi, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[level] = fi.Size()
+	}
+	if sizes["slowest"] >= sizes["fastest"] {
+		t.Errorf("slowest %d bytes, fastest %d: the level was not applied", sizes["slowest"], sizes["fastest"])
+	}
+	t.Setenv("CACHE_COMPRESSION_LEVEL", "turbo")
+	code, out := runCLI(t, "cache-archiver", "--file", filepath.Join(t.TempDir(), "c.zip"), "--dir", src, "--path", "deps")
+	if code == 0 || !strings.Contains(out, `compression level "turbo"`) {
+		t.Errorf("bad level: exit %d\n%s", code, out)
 	}
 }

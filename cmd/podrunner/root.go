@@ -41,11 +41,21 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(context.Background()); err != nil {
+		var q quietExit
+		if errors.As(err, &q) {
+			return q.code
+		}
 		fmt.Fprintf(stderr, "ERROR: %v\n", err)
 		return 1
 	}
 	return 0
 }
+
+// quietExit ends a command with a non-zero code after it already told the
+// user why (as a warning: a missing cache is not an error).
+type quietExit struct{ code int }
+
+func (q quietExit) Error() string { return fmt.Sprintf("exit status %d", q.code) }
 
 func newRootCmd() *cobra.Command {
 	g := &globalOptions{}

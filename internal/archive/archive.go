@@ -1,6 +1,7 @@
 // Package archive selects files of a job's directory (paths globs with
 // `**`, exclude, untracked) and streams them into or out of archives
-// (zip for GitLab artifacts, tar+gzip for caches) in constant memory.
+// (zip for GitLab artifacts and caches; tar+gzip caches of earlier
+// podrunner versions are still read) in constant memory.
 package archive
 
 import (
@@ -166,6 +167,9 @@ func writeZipEntry(ctx context.Context, zw *zip.Writer, root, rel string, s Spec
 }
 
 // WriteTarGz streams a gzip-compressed tar of the selected files to w.
+// Caches are zip now (GitLab Runner's format, and faster: see
+// BenchmarkCacheFormat); this writer stays for that benchmark and for
+// tests of the reader of podrunner's earlier tar.gz caches.
 func WriteTarGz(ctx context.Context, w io.Writer, root string, s Spec) (Stats, error) {
 	files, err := selectFiles(ctx, root, s)
 	if err != nil {

@@ -67,3 +67,64 @@ func BenchmarkWriteZip(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCacheFormat compares the cache formats on the same tree: zip
+// (GitLab Runner's, the default) and tar.gz (podrunner's former one), each
+// written to a file and extracted from it, as the cache helpers do.
+//
+//	go test -run XXX -bench CacheFormat -benchtime 3x ./internal/archive/
+func BenchmarkCacheFormat(b *testing.B) {
+	const size = 64 << 20
+	root := benchTree(b, size)
+	spec := Spec{Paths: []string{"out"}}
+	ctx := context.Background()
+	formats := []struct {
+		name    string
+		write   func(io.Writer) (Stats, error)
+		extract func(f *os.File, size int64, dest string) (Stats, error)
+	}{
+		{"zip", func(w io.Writer) (Stats, error) { return WriteZip(ctx, w, root, spec) },
+			func(f *os.File, n int64, dest string) (Stats, error) { return ExtractZip(ctx, f, n, dest) }},
+		{"targz", func(w io.Writer) (Stats, error) { return WriteTarGz(ctx, w, root, spec) },
+			func(f *os.File, _ int64, dest string) (Stats, error) { return ExtractTarGz(ctx, f, dest) }},
+	}
+	for _, ft := range formats {
+		archivePath := filepath.Join(b.TempDir(), "cache")
+		b.Run(ft.name+"/write", func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				f, err := os.Create(archivePath)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st, err := ft.write(f); err != nil || st.Bytes != size {
+					b.Fatalf("%+v %v", st, err)
+				}
+				f.Close()
+			}
+			fi, err := os.Stat(archivePath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(fi.Size())/size, "ratio")
+		})
+		b.Run(ft.name+"/extract", func(b *testing.B) {
+			b.SetBytes(size)
+			f, err := os.Open(archivePath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			fi, _ := f.Stat()
+			for b.Loop() {
+				dest := b.TempDir()
+				if _, err := f.Seek(0, io.SeekStart); err != nil {
+					b.Fatal(err)
+				}
+				if st, err := ft.extract(f, fi.Size(), dest); err != nil || st.Bytes != size {
+					b.Fatalf("%+v %v", st, err)
+				}
+			}
+		})
+	}
+}

@@ -2,10 +2,12 @@ package cache
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/podrunner/podrunner/internal/archive"
@@ -21,8 +23,10 @@ type ArchiveResult struct {
 	Size int64 // compressed bytes stored
 }
 
-// Archive streams a tar.gz of the files of root selected by spec into st
-// under name, without a temporary copy: the archive is written into a pipe
+// Archive streams a zip of the files of root selected by spec into st
+// under name, laid out as GitLab Runner's cache-archiver writes it (entries
+// relative to root, directories, symlinks and Unix modes kept), without a
+// temporary copy: the archive is written into a pipe
 // the store reads from. maxSize > 0 stops (and does not store) an archive
 // that grows bigger. archive.ErrNoFiles: nothing matched and nothing was
 // stored.
@@ -38,7 +42,7 @@ func Archive(ctx context.Context, st Store, name, root string, spec archive.Spec
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		stats, werr = archive.WriteTarGz(ctx, pw, root, spec)
+		stats, werr = archive.WriteZip(ctx, pw, root, spec)
 		pw.CloseWithError(werr) // nil: EOF
 	}()
 	// finish stops the writer (if the store stopped reading early) and
@@ -99,18 +103,48 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Extract streams the archive stored under name into dest. ErrNotFound
-// when there is none.
+// Extract restores the archive stored under name into dest. ErrNotFound
+// when there is none. A zip needs random access: a remote archive is
+// spooled to a temporary file (removed after), never held in memory; a
+// local one is read in place. tar.gz archives of podrunner before it
+// wrote GitLab Runner's format are still restored (same object names).
 func Extract(ctx context.Context, st Store, name, dest string) (archive.Stats, int64, error) {
 	rc, err := st.Get(ctx, name)
 	if err != nil {
 		return archive.Stats{}, 0, err
 	}
 	defer rc.Close()
-	cr := &countingReader{r: rc}
-	stats, err := archive.ExtractTarGz(ctx, cr, dest)
-	if err != nil {
-		return stats, cr.n, fmt.Errorf("extract %s: %w", st.Describe(name), err)
+	f, ok := rc.(*os.File)
+	if !ok {
+		tmp, err := os.CreateTemp("", "podrunner-cache-*.zip")
+		if err != nil {
+			return archive.Stats{}, 0, fmt.Errorf("download %s: temporary file: %w", st.Describe(name), err)
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		if _, err := io.Copy(tmp, ctxReader{ctx, rc}); err != nil {
+			return archive.Stats{}, 0, fmt.Errorf("download %s: %w", st.Describe(name), err)
+		}
+		f = tmp
 	}
-	return stats, cr.n, nil
+	fi, err := f.Stat()
+	if err != nil {
+		return archive.Stats{}, 0, fmt.Errorf("read %s: %w", st.Describe(name), err)
+	}
+	size := fi.Size()
+	var magic [4]byte
+	n, _ := f.ReadAt(magic[:], 0)
+	var stats archive.Stats
+	switch {
+	case n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		stats, err = archive.ExtractTarGz(ctx, io.NewSectionReader(f, 0, size), dest)
+	case n == 4 && (bytes.Equal(magic[:], []byte("PK\x03\x04")) || bytes.Equal(magic[:], []byte("PK\x05\x06"))):
+		stats, err = archive.ExtractZip(ctx, f, size, dest)
+	default:
+		return archive.Stats{}, size, fmt.Errorf("extract %s: not a zip archive (%d bytes); delete it, the next job writes a new one", st.Describe(name), size)
+	}
+	if err != nil {
+		return stats, size, fmt.Errorf("extract %s: %w", st.Describe(name), err)
+	}
+	return stats, size, nil
 }

@@ -41,21 +41,21 @@ func TestFromConfig(t *testing.T) {
 func TestDirRoundTripAndAtomicity(t *testing.T) {
 	ctx := context.Background()
 	d := Dir{Root: t.TempDir()}
-	if _, err := d.Get(ctx, "a/b/cache.tar.gz"); !errors.Is(err, ErrNotFound) {
+	if _, err := d.Get(ctx, "a/b/cache.zip"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing: %v, want ErrNotFound", err)
 	}
-	if err := d.Put(ctx, "a/b/cache.tar.gz", strings.NewReader("one")); err != nil {
+	if err := d.Put(ctx, "a/b/cache.zip", strings.NewReader("one")); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, d, "a/b/cache.tar.gz"); got != "one" {
+	if got := read(t, d, "a/b/cache.zip"); got != "one" {
 		t.Fatalf("got %q", got)
 	}
 	// A broken stream leaves the previous archive and no temporary file.
 	broken := io.MultiReader(strings.NewReader("two-partial"), errReader{errors.New("boom")})
-	if err := d.Put(ctx, "a/b/cache.tar.gz", broken); err == nil || !strings.Contains(err.Error(), "boom") {
+	if err := d.Put(ctx, "a/b/cache.zip", broken); err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("broken put: %v", err)
 	}
-	if got := read(t, d, "a/b/cache.tar.gz"); got != "one" {
+	if got := read(t, d, "a/b/cache.zip"); got != "one" {
 		t.Fatalf("after a failed put: %q", got)
 	}
 	entries, _ := os.ReadDir(filepath.Join(d.Root, "a", "b"))
@@ -177,7 +177,7 @@ func testArchiveRoundTrip(t *testing.T, st Store, name string) {
 }
 
 func TestArchiveRoundTripDir(t *testing.T) {
-	testArchiveRoundTrip(t, Dir{Root: t.TempDir()}, "group/demo/key/cache.tar.gz")
+	testArchiveRoundTrip(t, Dir{Root: t.TempDir()}, "group/demo/key/cache.zip")
 }
 
 func TestExtractRefusesGarbage(t *testing.T) {

@@ -1,6 +1,6 @@
 // Package cache keeps job caches between pipelines: in a local directory
 // (shell executor, a PVC or host path on Kubernetes) or in an S3-compatible
-// store, streamed as tar.gz in bounded memory both ways.
+// store, as zip archives in GitLab Runner's layout, in bounded memory both ways.
 package cache
 
 import (

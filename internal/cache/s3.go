@@ -160,7 +160,7 @@ func (s *S3) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 func (s *S3) Put(ctx context.Context, name string, r io.Reader) error {
 	_, err := s.client.PutObject(ctx, s.bucket, name, r, -1, minio.PutObjectOptions{
 		PartSize:    uint64(s.partSize),
-		ContentType: "application/gzip",
+		ContentType: "application/zip",
 	})
 	if err != nil {
 		return s.wrap("upload", name, err)

@@ -100,11 +100,11 @@ func uploadArtifactsStages(p *Payload, vars Variables, opts ScriptOptions, shell
 			}
 			n++
 			args := []string{"artifacts-uploader", "--url", artifactsURL(vars, opts), "--id", strconv.FormatInt(p.ID, 10)}
-			for _, path := range a.Paths {
-				args = append(args, "--path", vars.ExpandValue(path))
+			for _, path := range expandPaths(a.Paths, vars) {
+				args = append(args, "--path", path)
 			}
-			for _, ex := range a.Exclude {
-				args = append(args, "--exclude", vars.ExpandValue(ex))
+			for _, ex := range expandPaths(a.Exclude, vars) {
+				args = append(args, "--exclude", ex)
 			}
 			if a.Untracked {
 				args = append(args, "--untracked")
@@ -159,4 +159,14 @@ func hasDependencies(p *Payload) bool {
 		}
 	}
 	return false
+}
+
+// expandPaths expands the job's variables in artifacts: and cache: paths
+// (GitLab expands both, e.g. `paths: [$CACHEDIR/**.txt]`).
+func expandPaths(paths []string, vars Variables) []string {
+	out := make([]string, 0, len(paths))
+	for _, p := range paths {
+		out = append(out, vars.ExpandValue(p))
+	}
+	return out
 }

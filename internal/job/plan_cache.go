@@ -8,6 +8,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -71,8 +72,14 @@ const (
 	CachePolicyPullPush = "pull-push"
 )
 
-// CacheArchiveName is the file name of a cache in the local cache_dir.
-const CacheArchiveName = "cache.tar.gz"
+// CacheArchiverNoFiles is the exit code of cache-archiver when no file
+// matched the paths: nothing was stored, which is neither "Created cache"
+// nor "Failed to create cache".
+const CacheArchiverNoFiles = 3
+
+// CacheArchiveName is the file name of a cache in the local cache_dir,
+// GitLab Runner's.
+const CacheArchiveName = "cache.zip"
 
 // DefaultCacheDir is cache_dir when the runner sets none (GitLab Runner's
 // default on Kubernetes).
@@ -165,7 +172,7 @@ func CacheObjectName(s *CacheStore, shortToken string, projectID int64, key stri
 }
 
 // CacheFile is where a cache key is kept in the local cache_dir:
-// <dir>/<project path>/<key>/cache.tar.gz. key must be sanitized.
+// <dir>/<project path>/<key>/cache.zip (GitLab Runner's layout). key must be sanitized.
 func CacheFile(dir, projectPath string, projectID int64, key string) (string, error) {
 	proj := strings.Trim(path.Clean("/"+projectPath), "/")
 	if proj == "" || proj == "." {
@@ -177,6 +184,23 @@ func CacheFile(dir, projectPath string, projectID int64, key string) (string, er
 		return "", fmt.Errorf("cache key %q: computed cache path outside of the project's cache directory; remove ../ from the key", key)
 	}
 	return full, nil
+}
+
+// cacheProjectPath is the project's directory below cache_dir as GitLab
+// Runner names it (Build.ProjectSlug): the path of the repository URL
+// without ".git" — the project's full path, plus the relative URL root of
+// a GitLab served below one. "" (CacheFile then uses project-<id>) when
+// the URL has no host or a path with "..".
+func cacheProjectPath(p *Payload) string {
+	u, err := url.Parse(p.GitInfo.RepoURL)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	slug := path.Clean(strings.TrimSuffix(u.Path, ".git"))
+	if slug == "." || slug == "/" || strings.Contains(slug, "..") {
+		return ""
+	}
+	return slug
 }
 
 // cachePolicy expands and checks cache:policy (empty: pull-push).
@@ -217,7 +241,7 @@ type cacheEntry struct {
 // <job name>/<ref>; fallback keys are the entry's fallback_keys and then
 // CACHE_FALLBACK_KEY, which must not name a protected cache.
 func resolveCache(c Cache, p *Payload, vars Variables) (*cacheEntry, error) {
-	e := &cacheEntry{paths: c.Paths, untracked: c.Untracked}
+	e := &cacheEntry{paths: expandPaths(c.Paths, vars), untracked: c.Untracked}
 	var err error
 	if e.policy, err = cachePolicy(c.Policy, vars); err != nil {
 		return nil, err
@@ -290,7 +314,7 @@ func newCacheTarget(p *Payload, vars Variables, opts ScriptOptions) (cacheTarget
 // assignments (credentials) to put before the command.
 func (t cacheTarget) args(key string) (args, env []string, err error) {
 	if t.store == nil {
-		f, err := CacheFile(t.dir, t.p.JobInfo.ProjectFullPath, t.p.JobInfo.ProjectID, key)
+		f, err := CacheFile(t.dir, cacheProjectPath(t.p), t.p.JobInfo.ProjectID, key)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -463,7 +487,10 @@ func archiveCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell st
 				w.helperIf(env, helper, args...)
 				w.notice("Created cache")
 				w.line("else")
+				// $? is still the helper's exit status here.
+				w.linef("case $? in %d) ;; *)", CacheArchiverNoFiles)
 				w.warning("Failed to create cache")
+				w.line(";; esac")
 				w.line("fi")
 			}
 		})

@@ -76,14 +76,14 @@ func TestCacheObjectName(t *testing.T) {
 
 func TestCacheFile(t *testing.T) {
 	got, err := CacheFile("/cache", "group/demo", 7, "k/sub")
-	if err != nil || got != "/cache/group/demo/k/sub/cache.tar.gz" {
+	if err != nil || got != "/cache/group/demo/k/sub/cache.zip" {
 		t.Errorf("got %q, %v", got, err)
 	}
 	got, err = CacheFile("/cache", "", 7, "k")
-	if err != nil || got != "/cache/project-7/k/cache.tar.gz" {
+	if err != nil || got != "/cache/project-7/k/cache.zip" {
 		t.Errorf("no project path: got %q, %v", got, err)
 	}
-	if got, err := CacheFile("/cache", "../../etc", 7, "k"); err != nil || got != "/cache/etc/k/cache.tar.gz" {
+	if got, err := CacheFile("/cache", "../../etc", 7, "k"); err != nil || got != "/cache/etc/k/cache.zip" {
 		t.Errorf("escaping project path: got %q, %v", got, err)
 	}
 	if _, err := CacheFile("/cache", "g/p", 7, "../../x"); err == nil {
@@ -177,7 +177,8 @@ func TestCacheStoreValidate(t *testing.T) {
 
 // fakeHelper writes a helper that logs its arguments and the S3 secret it
 // was given, fails for keys listed in $FAIL_KEYS (a substring match on the
-// arguments) and succeeds otherwise.
+// arguments), exits CacheArchiverNoFiles for keys in $NOFILES_KEYS and
+// succeeds otherwise.
 func fakeHelper(t *testing.T, dir string) (helper, log string) {
 	t.Helper()
 	helper = filepath.Join(dir, "helper")
@@ -186,7 +187,10 @@ func fakeHelper(t *testing.T, dir string) (helper, log string) {
 [ "$2" = --help ] && exit 0
 printf '%s|secret=%s\n' "$*" "${PODRUNNER_CACHE_S3_SECRET_KEY:-}" >> ` + log + `
 for k in $FAIL_KEYS; do
-  case "$*" in *"/$k/cache.tar.gz"*|*"/$k "*) echo "cache not found" >&2; exit 1;; esac
+  case "$*" in *"/$k/cache.zip"*|*"/$k "*) echo "cache not found" >&2; exit 1;; esac
+done
+for k in $NOFILES_KEYS; do
+  case "$*" in *"/$k/cache.zip"*|*"/$k "*) echo "No files to cache"; exit 3;; esac
 done
 exit 0
 `
@@ -221,6 +225,7 @@ func cachePlan(t *testing.T, caches []Cache, opts ScriptOptions, extra ...Variab
 	p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
 	p.JobInfo.ProjectID = 42
 	p.JobInfo.ProjectFullPath = "group/demo"
+	p.GitInfo.RepoURL = "https://gitlab-ci-token:tok@example.com/group/demo.git"
 	p.Cache = caches
 	dir := t.TempDir()
 	vars, err := BuildVariables(p, RunnerEnv{BuildsDir: dir, ProjectDir: dir, RunnerToken: "glrt-abcdefghijklmnop"})
@@ -261,9 +266,9 @@ func TestRestoreCacheScriptTriesKeysInOrder(t *testing.T) {
 	out := runStage(t, *st, "FAIL_KEYS=main-key fb1")
 	calls := readCalls(t, log)
 	want := []string{
-		"cache-extractor --file /c/group/demo/main-key/cache.tar.gz --timeout 10|secret=",
-		"cache-extractor --file /c/group/demo/fb1/cache.tar.gz --timeout 10|secret=",
-		"cache-extractor --file /c/group/demo/fb2/cache.tar.gz --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/main-key/cache.zip --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/fb1/cache.zip --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/fb2/cache.zip --timeout 10|secret=",
 	}
 	if !slices.Equal(calls, want) {
 		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
@@ -344,9 +349,9 @@ func TestArchiveCacheStagesPolicyAndWhen(t *testing.T) {
 	}
 	out := runStage(t, *ok, "FAIL_KEYS=broken")
 	if calls := readCalls(t, log); !slices.Equal(calls, []string{
-		"cache-archiver --file /c/group/demo/ok/cache.tar.gz --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/both/cache.tar.gz --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/broken/cache.tar.gz --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/ok/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/broken/cache.zip --path a --timeout 10|secret=",
 	}) {
 		t.Errorf("on success, helper calls:\n%s", strings.Join(calls, "\n"))
 	}
@@ -358,8 +363,8 @@ func TestArchiveCacheStagesPolicyAndWhen(t *testing.T) {
 	os.Remove(log)
 	runStage(t, *fail)
 	if calls := readCalls(t, log); !slices.Equal(calls, []string{
-		"cache-archiver --file /c/group/demo/fail/cache.tar.gz --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/both/cache.tar.gz --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/fail/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10|secret=",
 	}) {
 		t.Errorf("on failure, helper calls:\n%s", strings.Join(calls, "\n"))
 	}
@@ -392,7 +397,7 @@ func TestCacheStagesEdgeCases(t *testing.T) {
 	if !strings.Contains(out, `AuthenticationType "oauth" is unknown`) {
 		t.Errorf("no warning about the store:\n%s", out)
 	}
-	if calls := readCalls(t, log); len(calls) != 1 || !strings.Contains(calls[0], "--file /cache/group/demo/k/cache.tar.gz") {
+	if calls := readCalls(t, log); len(calls) != 1 || !strings.Contains(calls[0], "--file /cache/group/demo/k/cache.zip") {
 		t.Errorf("calls %q", calls)
 	}
 	// A bad key or policy: a warning, the other caches still work.
@@ -430,5 +435,67 @@ func TestCacheScriptsS3IAMPassesNoCredentials(t *testing.T) {
 	}
 	if strings.Contains(calls[0], "AKIDIGNORED") || strings.Contains(calls[0], "ignored-secret") {
 		t.Errorf("keys passed with iam: %s", calls[0])
+	}
+}
+
+// TestCachePathsExpandVariables: GitLab expands variables in cache:paths
+// as in artifacts:paths (issue #13: `paths: [$CACHEDIR/**.txt]` cached
+// nothing). Undefined variables expand to nothing, as in artifacts.
+func TestCachePathsExpandVariables(t *testing.T) {
+	dir := t.TempDir()
+	helper, log := fakeHelper(t, dir)
+	plan := cachePlan(t, []Cache{{Key: "k", Paths: []string{"$CACHEDIR/**.txt", "${CACHEDIR}/x", "lit/$NOPE/y"}}},
+		ScriptOptions{HelperPath: helper, CacheDir: "/c"}, Variable{Key: "CACHEDIR", Value: "deps", Public: true})
+	runStage(t, *stage(plan, StageArchiveCache))
+	want := []string{"cache-archiver --file /c/group/demo/k/cache.zip --path deps/**.txt --path deps/x --path lit//y --timeout 10|secret="}
+	if calls := readCalls(t, log); !slices.Equal(calls, want) {
+		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestCacheProjectPath: the directory below cache_dir is GitLab Runner's
+// Build.ProjectSlug (the repository URL's path without .git, project-<id>
+// when unusable), so both runners find each other's caches.
+func TestCacheProjectPath(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"https://gitlab-ci-token:x@gitlab.example.com/group/sub/demo.git", "/group/sub/demo"},
+		{"https://gitlab.example.com/gitlab/group/demo.git", "/gitlab/group/demo"}, // relative URL root kept
+		{"http://127.0.0.1:8080/group/demo", "/group/demo"},
+		{"https://gitlab.example.com/a/../../etc.git", "/etc"},
+		{"https://gitlab.example.com/a/..x/b.git", ""},
+		{"/group/demo.git", ""}, // no host
+		{"https://gitlab.example.com/", ""},
+		{"://bad", ""},
+	} {
+		p := testPayload()
+		p.GitInfo.RepoURL = tc.url
+		if got := cacheProjectPath(p); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.url, got, tc.want)
+		}
+	}
+	f, err := CacheFile("/cache", "", 7, "k")
+	if err != nil || f != "/cache/project-7/k/cache.zip" {
+		t.Errorf("unusable URL: %q %v", f, err)
+	}
+}
+
+// TestArchiveCacheNothingToCache: when no file matched, the stage says
+// neither "Created cache" nor "Failed to create cache" (issue #13: the
+// log contradicted itself).
+func TestArchiveCacheNothingToCache(t *testing.T) {
+	if CacheArchiverNoFiles != 3 {
+		t.Fatalf("the fake helper below exits 3, CacheArchiverNoFiles is %d", CacheArchiverNoFiles)
+	}
+	dir := t.TempDir()
+	helper, _ := fakeHelper(t, dir)
+	plan := cachePlan(t, []Cache{{Key: "empty", Paths: []string{"a"}}, {Key: "full", Paths: []string{"a"}}},
+		ScriptOptions{HelperPath: helper, CacheDir: "/c"})
+	out := runStage(t, *stage(plan, StageArchiveCache), "NOFILES_KEYS=empty")
+	if strings.Count(out, "Created cache") != 1 || strings.Contains(out, "Failed to create cache") || !strings.Contains(out, "No files to cache") {
+		t.Errorf("want one \"Created cache\" (for full) and no failure:\n%s", out)
+	}
+	out = runStage(t, *stage(plan, StageArchiveCache), "FAIL_KEYS=empty")
+	if !strings.Contains(out, "Failed to create cache") {
+		t.Errorf("a failed upload must still warn:\n%s", out)
 	}
 }

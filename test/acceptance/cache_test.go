@@ -1,6 +1,7 @@
 package acceptance
 
 import (
+	"archive/zip"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -80,8 +81,22 @@ func TestCacheRoundTripLocalDir(t *testing.T) {
 		}
 		return nil
 	})
-	if len(files) != 1 || !strings.HasPrefix(files[0], projectPath+"/deps-main") || !strings.HasSuffix(files[0], "/cache.tar.gz") {
-		t.Errorf("cache dir holds %q, want one %s/deps-main…/cache.tar.gz", files, projectPath)
+	if len(files) != 1 || !strings.HasPrefix(files[0], projectPath+"/deps-main") || !strings.HasSuffix(files[0], "/cache.zip") {
+		t.Errorf("cache dir holds %q, want one %s/deps-main…/cache.zip", files, projectPath)
+		return
+	}
+	// GitLab Runner's format: a zip of paths relative to the project.
+	zr, err := zip.OpenReader(filepath.Join(cacheDir, files[0]))
+	if err != nil {
+		t.Fatalf("cache is not a zip: %v", err)
+	}
+	defer zr.Close()
+	var names []string
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+	}
+	if strings.Join(names, " ") != "deps/ deps/stamp" {
+		t.Errorf("cache.zip entries %q, want [deps/ deps/stamp]", names)
 	}
 }
 
@@ -142,4 +157,48 @@ func testCacheRoundTripS3(t *testing.T, srv *s3test.Server, extraEnv []string, a
 			}
 		}
 	}
+}
+
+// cacheVarsPipeline: variables in cache:paths are expanded as in
+// artifacts:paths (issue #13): `$CACHEDIR/**.txt` is deps/**.txt, where
+// `**` not alone in a segment is `*` (doublestar, as in GitLab Runner), so
+// deps/a.txt is cached and neither deps/sub/b.txt nor deps/c.bin.
+const cacheVarsPipeline = `
+variables:
+  CACHEDIR: deps
+
+build:
+  script:
+    - echo "restored=$(cat deps/a.txt 2>/dev/null || echo none)"
+    - echo "others=$(find . -name b.txt -o -name c.bin | wc -l)"
+    - mkdir -p deps/sub
+    - echo "a-$CI_PIPELINE_ID" > deps/a.txt
+    - echo "b-$CI_PIPELINE_ID" > deps/sub/b.txt
+    - echo "not cached" > deps/c.bin
+  cache:
+    key: vars
+    paths: [$CACHEDIR/**.txt]
+`
+
+func TestCachePathsWithVariables(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, cacheVarsPipeline, gitlabtest.Options{})
+	cacheDir := filepath.Join(e.dir, "cache")
+	e.runConfig(e.config(1, fmt.Sprintf("  cache_dir = %q\n", cacheDir)))
+	first := e.pipeline(3 * time.Minute)
+	if first.Status != "success" {
+		t.Fatalf("first pipeline: %s\n%s", first.Status, e.coord.Trace(jobByName(t, first, "build").ID))
+	}
+	tr := e.coord.Trace(jobByName(t, first, "build").ID)
+	contains(t, tr, "restored=none", "Created cache")
+	if strings.Contains(string(tr), "no matching files") {
+		t.Errorf("$CACHEDIR was not expanded:\n%s", tr)
+	}
+	second := e.pipeline(3 * time.Minute)
+	if second.Status != "success" {
+		t.Fatalf("second pipeline: %s", second.Status)
+	}
+	tr = e.coord.Trace(jobByName(t, second, "build").ID)
+	// others=0: nothing outside $CACHEDIR/**.txt was cached.
+	contains(t, tr, fmt.Sprintf("restored=a-%d", first.ID), "others=0")
 }

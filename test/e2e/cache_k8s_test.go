@@ -140,7 +140,7 @@ func TestKubernetesCacheHostPath(t *testing.T) {
 		}
 		return nil
 	})
-	if len(files) != 1 || !strings.HasPrefix(files[0], e.project+"/deps") || !strings.HasSuffix(files[0], "/cache.tar.gz") {
-		t.Errorf("host cache dir holds %q, want one %s/deps…/cache.tar.gz", files, e.project)
+	if len(files) != 1 || !strings.HasPrefix(files[0], e.project+"/deps") || !strings.HasSuffix(files[0], "/cache.zip") {
+		t.Errorf("host cache dir holds %q, want one %s/deps…/cache.zip", files, e.project)
 	}
 }
