@@ -327,7 +327,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	served := make(chan error, 1)
 	go func() {
 		served <- serve(context.Background(), log, serveOptions{
-			cfg: rcfg, workingDir: work, noSignals: true,
+			cfg: rcfg, workingDir: work, noSignals: true, checkInterval: execCheckInterval,
 			ready: func(m *runner.Manager) { mgrReady <- m },
 		})
 	}()
@@ -382,6 +382,14 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	}
 	return errPipelineFailed
 }
+
+// execCheckInterval replaces check_interval's 3 s for exec. A request loop
+// whose last_update went stale (it just took a job, or another loop did)
+// gets an immediate empty answer and then sleeps check_interval before it
+// long-polls again; while all loops sleep, a job that just became pending
+// waits (3 s between stages of a needs/stage chain). The coordinator is in
+// this process, so polling it this often costs nothing.
+const execCheckInterval = 20 * time.Millisecond
 
 // podCacheDir is cache_dir inside the job pods.
 const podCacheDir = "/podrunner-cache"
