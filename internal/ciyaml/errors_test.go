@@ -116,6 +116,9 @@ func TestComposeAndValidationErrors(t *testing.T) {
 			"ci.yml:5:7: jobs:j:parallel:matrix config generates too many jobs (maximum is 200)"},
 		{"matrix not a list", "j:\n  script: x\n  parallel:\n    matrix: {A: b}\n", "ci.yml:4:13: jobs:j:parallel:matrix config should be an array of hashes"},
 		{"environment", "j:\n  script: x\n  environment: [a]\n", "ci.yml:3:16: jobs:j:environment config should be a hash or a string"},
+		// Entry::Environment: ALLOWED_ACTIONS and Environment.deployment_tiers.
+		{"environment action", "j:\n  script: x\n  environment: {name: e, action: deploy}\n", "ci.yml:3:34: jobs:j:environment action should be start, stop, prepare, verify, or access"},
+		{"environment tier", "j:\n  script: x\n  environment: {name: e, deployment_tier: prod}\n", "ci.yml:3:43: jobs:j:environment deployment tier must be one of production, staging, testing, development, other"},
 		{"interruptible", "j:\n  script: x\n  interruptible: yes please\n", "ci.yml:3:18: jobs:j interruptible should be a boolean value"},
 		{"need to a later parallel job", "a:\n  script: x\n  needs: [b]\nb:\n  stage: deploy\n  script: y\n  parallel: 2\n",
 			"ci.yml:3:11: jobs:a job: need b 1/2 is not defined in current or prior stages"},

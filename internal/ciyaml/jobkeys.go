@@ -458,27 +458,54 @@ func (p *parser) cacheKey(path string, v *yaml.Node, ca *Cache) {
 	ca.Key = ""
 }
 
-func (p *parser) environment(path string, v *yaml.Node) string {
+func (p *parser) environment(path string, v *yaml.Node, j *Job) {
 	if isString(v) {
-		return resolve(v).Value
+		j.Environment = resolve(v).Value
+		return
 	}
 	ps, ok := mapping(v)
 	if !ok {
 		p.errorf(v, "%s:environment config should be a hash or a string", path)
-		return ""
+		return
 	}
 	p.unknownKeys(path+":environment", v, ps, envKeys)
+	named := false
 	for _, kv := range ps {
-		if kv.Key == "name" {
-			if isString(kv.Value) {
-				return resolve(kv.Value).Value
+		val := resolve(kv.Value)
+		switch kv.Key {
+		case "name":
+			named = true
+			if !isString(kv.Value) {
+				p.errorf(kv.Value, "%s:environment name should be a string", path)
+				continue
 			}
-			p.errorf(kv.Value, "%s:environment name should be a string", path)
-			return ""
+			j.Environment = val.Value
+		case "url":
+			if !isString(kv.Value) {
+				p.errorf(kv.Value, "%s:environment url should be a string", path)
+				continue
+			}
+			j.EnvironmentURL = val.Value
+		case "action":
+			// Entry::Environment: ALLOWED_ACTIONS.
+			switch a := val.Value; a {
+			case "start", "stop", "prepare", "verify", "access":
+				j.EnvironmentAction = a
+			default:
+				p.errorf(kv.Value, "%s:environment action should be start, stop, prepare, verify, or access", path)
+			}
+		case "deployment_tier":
+			switch t := val.Value; t {
+			case "production", "staging", "testing", "development", "other":
+				j.EnvironmentTier = t
+			default:
+				p.errorf(kv.Value, "%s:environment deployment tier must be one of production, staging, testing, development, other", path)
+			}
 		}
 	}
-	p.errorf(v, "%s:environment name can't be blank", path)
-	return ""
+	if !named {
+		p.errorf(v, "%s:environment name can't be blank", path)
+	}
 }
 
 // expression parses an `if:` or `only: variables` entry.

@@ -546,7 +546,7 @@ func (p *parser) job(kv pair, def *defaults) *Job {
 		j.Interruptible, _ = p.boolVal(path, "interruptible", v)
 	}
 	if v, ok := has["environment"]; ok {
-		j.Environment = p.environment(path, v)
+		p.environment(path, v, j)
 	}
 	if v, ok := has["variables"]; ok {
 		j.Variables = p.variables(path+":variables", v, false)

@@ -79,6 +79,24 @@ func (s *Server) SetProjectVariable(project string, v ProjectVariable) error {
 	return nil
 }
 
+// SetDefaultBranch sets the project's default branch (CI_DEFAULT_BRANCH;
+// pipelines on it run on a protected ref). GitLab takes the first pushed
+// branch; exec names the repository's own default, which its one-branch
+// snapshot may not hold.
+func (s *Server) SetDefaultBranch(project, branch string) error {
+	if branch == "" {
+		return fmt.Errorf("default branch of %s: empty name", project)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projects[project]
+	if p == nil {
+		return fmt.Errorf("project %s not found", project)
+	}
+	p.defaultBranch = branch
+	return nil
+}
+
 // SetProjectTimeout sets the project's default job timeout.
 func (s *Server) SetProjectTimeout(project string, d time.Duration) error {
 	s.mu.Lock()
