@@ -47,6 +47,7 @@ type execOptions struct {
 	helperImage   string
 	pullPolicy    string
 	listenAddress string
+	defaultBranch string
 }
 
 func newExecCmd() *cobra.Command {
@@ -82,6 +83,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs.StringVar(&o.executor, "executor", config.ExecutorShell, "executor: shell or kubernetes")
 	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs (repeatable); plays a manual job")
 	fs.StringArrayVar(&o.vars, "var", nil, "pipeline variable KEY=VALUE (repeatable)")
+	fs.StringVar(&o.defaultBranch, "default-branch", "", "the project's default branch, the only protected one (default: origin/HEAD, init.defaultBranch, main or master)")
 	fs.IntVar(&o.concurrency, "concurrency", runtime.NumCPU(), "jobs run at once")
 	fs.StringVar(&o.cacheDir, "cache-dir", filepath.Join(execStateDir, "cache"), "where job caches are kept between runs (kubernetes: a hostPath on the node)")
 	fs.StringVar(&o.logsDir, "logs-dir", filepath.Join(execStateDir, "logs"), "where job logs are saved, one directory per run")
@@ -90,7 +92,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (builds, coordinator data) afterwards")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (kubernetes; default $KUBECONFIG or ~/.kube/config)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of the job pods (kubernetes; default: the kubeconfig context's, else \"default\")")
-	fs.StringVar(&o.image, "image", "alpine:latest", "image of jobs without `image:` (kubernetes)")
+	fs.StringVar(&o.image, "image", "alpine:latest", "image of jobs that name no image: keyword (kubernetes)")
 	fs.StringVar(&o.helperImage, "helper-image", "", "image holding the podrunner helper (kubernetes; default: the executor's)")
 	fs.StringVar(&o.pullPolicy, "pull-policy", "if-not-present", "image pull policy: always, if-not-present or never (kubernetes)")
 	fs.StringVar(&o.listenAddress, "listen-address", "", "address the coordinator listens on, which pods must reach (kubernetes; default: "+
@@ -262,6 +264,13 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	defer coord.Close()
 	project := "local/" + slug(filepath.Base(wd))
 	if _, err := coord.AddProject(project, repo); err != nil {
+		return err
+	}
+	defBranch := o.defaultBranch
+	if defBranch == "" {
+		defBranch = defaultBranch(wd, branch)
+	}
+	if err := coord.SetDefaultBranch(project, defBranch); err != nil {
 		return err
 	}
 	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "podrunner exec", RunUntagged: true})

@@ -363,3 +363,86 @@ other:
 		t.Errorf("deploy.log = %q, %v", b, err)
 	}
 }
+
+// TestDefaultBranch: exec takes the project's default branch from the
+// repository, as GitLab has it from the first push and the remote's HEAD
+// names it; the checked-out branch is the default only when nothing else
+// says so.
+func TestDefaultBranch(t *testing.T) {
+	t.Setenv("GIT_CONFIG_GLOBAL", "/dev/null") // no init.defaultBranch of this machine
+	commit := func(dir string) {
+		mustGitT(t, dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "x")
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dir string)
+		want  string
+	}{
+		{"no repository", func(t *testing.T, dir string) {}, "feature/x"},
+		{"origin/HEAD wins", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "main")
+			commit(dir)
+			mustGitT(t, dir, "update-ref", "refs/remotes/origin/trunk", "HEAD")
+			mustGitT(t, dir, "symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/trunk")
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "trunk"},
+		{"existing main while on a feature branch", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "main")
+			commit(dir)
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "main"},
+		{"existing master", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "master")
+			commit(dir)
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "master"},
+		{"init.defaultBranch that exists", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "develop")
+			mustGitT(t, dir, "config", "init.defaultBranch", "develop")
+			commit(dir)
+			mustGitT(t, dir, "branch", "main")
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "develop"},
+		{"the only branch", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "feature/x")
+			commit(dir)
+		}, "feature/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tt.setup(t, dir)
+			if got := defaultBranch(dir, "feature/x"); got != tt.want {
+				t.Errorf("defaultBranch = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSnapshotKeepsHeadMessage: CI_COMMIT_MESSAGE/_TITLE are HEAD's, so
+// rules on the commit message can be tried locally.
+func TestSnapshotKeepsHeadMessage(t *testing.T) {
+	dir := t.TempDir()
+	mustGitT(t, dir, "init", "-q", "-b", "main")
+	mustGitT(t, dir, "-c", "user.name=Ann", "-c", "user.email=ann@example.com", "commit", "-q", "--allow-empty", "-m", "fix: thing [skip deploy]", "-m", "body")
+	repo := filepath.Join(t.TempDir(), "snap")
+	if _, err := snapshot(dir, repo); err != nil {
+		t.Fatal(err)
+	}
+	got, err := gitOut(repo, "log", "-1", "--format=%an <%ae>|%B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Ann <ann@example.com>|fix: thing [skip deploy]\n\nbody"; got != want {
+		t.Errorf("snapshot commit = %q, want %q", got, want)
+	}
+}
+
+// TestExecHelpNamesImageFlag: pflag takes a back-quoted word of a usage
+// as the flag's value name; --image must read "--image string".
+func TestExecHelpNamesImageFlag(t *testing.T) {
+	code, out := runExecCmd(t, t.TempDir(), "--help")
+	if code != 0 || !strings.Contains(out, "--image string") || strings.Contains(out, "--image image:") {
+		t.Errorf("exit %d; help does not show --image string:\n%s", code, out)
+	}
+}

@@ -63,7 +63,7 @@ func TestGuessTier(t *testing.T) {
 }
 
 // TestPredefinedVariablesOfGitLab: the environment variables
-// (Ci::Build#persisted_environment_variables), the container registry's
+// (Ci::Build#persisted_environment_variables; name and url expanded), the container registry's
 // and the Dependency Proxy's (credentials are the job token, masked), and
 // the instance's SSH and template registry host.
 func TestPredefinedVariablesOfGitLab(t *testing.T) {
@@ -71,8 +71,8 @@ func TestPredefinedVariablesOfGitLab(t *testing.T) {
 	ci := `deploy:
   script: [x]
   environment:
-    name: review/Feature-X
-    url: https://x.example.com
+    name: review/$CI_COMMIT_REF_NAME-Feature
+    url: https://$CI_COMMIT_REF_SLUG.example.com
     action: prepare
 `
 	s, c, tok := setup(t, Options{}, ci)
@@ -89,7 +89,7 @@ func TestPredefinedVariablesOfGitLab(t *testing.T) {
 	host := strings.TrimPrefix(s.URL(), "http://")
 	hostname := host[:strings.LastIndex(host, ":")]
 	for k, want := range map[string]string{
-		"CI_ENVIRONMENT_NAME": "review/Feature-X", "CI_ENVIRONMENT_URL": "https://x.example.com",
+		"CI_ENVIRONMENT_NAME": "review/main-Feature", "CI_ENVIRONMENT_URL": "https://main.example.com",
 		"CI_ENVIRONMENT_ACTION": "prepare", "CI_ENVIRONMENT_TIER": "development",
 		"CI_REGISTRY": hostname + ":5050", "CI_REGISTRY_IMAGE": hostname + ":5050/group/demo",
 		"CI_REGISTRY_USER": "gitlab-ci-token", "CI_REGISTRY_PASSWORD": p.Token,
@@ -104,8 +104,8 @@ func TestPredefinedVariablesOfGitLab(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], want)
 		}
 	}
-	if !strings.HasPrefix(got["CI_ENVIRONMENT_SLUG"], "review-feature-x-") {
-		t.Errorf("CI_ENVIRONMENT_SLUG = %q, want review-feature-x- and a suffix", got["CI_ENVIRONMENT_SLUG"])
+	if !strings.HasPrefix(got["CI_ENVIRONMENT_SLUG"], "review-main-featu-") {
+		t.Errorf("CI_ENVIRONMENT_SLUG = %q, want review-main-featu- and a suffix", got["CI_ENVIRONMENT_SLUG"])
 	}
 	for _, k := range []string{"CI_REGISTRY_PASSWORD", "CI_DEPENDENCY_PROXY_PASSWORD"} {
 		if !masked[k] {

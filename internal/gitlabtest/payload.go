@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -173,24 +174,7 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	pub("CI_BUILD_NAME", d.Name)
 	pub("CI_BUILD_STAGE", d.Stage)
 
-	if d.Environment != "" {
-		// Ci::Build#persisted_environment_variables.
-		pub("CI_ENVIRONMENT_NAME", d.Environment)
-		pub("CI_ENVIRONMENT_SLUG", environmentSlug(d.Environment))
-		if d.EnvironmentURL != "" {
-			pub("CI_ENVIRONMENT_URL", d.EnvironmentURL)
-		}
-		action := d.EnvironmentAction
-		if action == "" {
-			action = "start"
-		}
-		pub("CI_ENVIRONMENT_ACTION", action)
-		tier := d.EnvironmentTier
-		if tier == "" {
-			tier = guessTier(d.Environment)
-		}
-		pub("CI_ENVIRONMENT_TIER", tier)
-	}
+	envAt := len(vs) // the environment's variables go here, once the rest can expand its name
 	// Registry and Dependency Proxy credentials are the job token.
 	vs = append(vs, job.Variable{Key: "CI_REGISTRY_USER", Value: "gitlab-ci-token", Public: true},
 		job.Variable{Key: "CI_REGISTRY_PASSWORD", Value: j.token, Masked: true},
@@ -218,7 +202,34 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	}
 	vs = append(vs, projectVarsFor(p, c)...)
 	vs = append(vs, pl.vars...)
+	if d.Environment != "" {
+		vs = slices.Insert(vs, envAt, environmentVars(d, vs)...)
+	}
 	return vs
+}
+
+// environmentVars are Ci::Build#persisted_environment_variables: name and
+// url expanded with the job's other variables, as GitLab does.
+func environmentVars(d *ciyaml.Job, vs job.Variables) []job.Variable {
+	var out []job.Variable
+	pub := func(k, v string) { out = append(out, job.Variable{Key: k, Value: v, Public: true}) }
+	name := vs.ExpandValue(d.Environment)
+	pub("CI_ENVIRONMENT_NAME", name)
+	pub("CI_ENVIRONMENT_SLUG", environmentSlug(name))
+	if d.EnvironmentURL != "" {
+		pub("CI_ENVIRONMENT_URL", vs.ExpandValue(d.EnvironmentURL))
+	}
+	action := d.EnvironmentAction
+	if action == "" {
+		action = "start"
+	}
+	pub("CI_ENVIRONMENT_ACTION", action)
+	tier := d.EnvironmentTier
+	if tier == "" {
+		tier = guessTier(name)
+	}
+	pub("CI_ENVIRONMENT_TIER", tier)
+	return out
 }
 
 // projectVarsFor are the project CI/CD variables a pipeline gets: never
