@@ -149,3 +149,43 @@ func TestDefaultBranchDecidesProtection(t *testing.T) {
 		t.Error("git_info.protected is not false on a feature branch")
 	}
 }
+
+// TestInheritVariablesAtRunTime: inherit:variables false gives the job no
+// global variable, a list only those named (GitLab's inherit keyword);
+// the job's own variables stay.
+func TestInheritVariablesAtRunTime(t *testing.T) {
+	t.Parallel()
+	ci := `variables:
+  A: a
+  B: b
+none:
+  inherit: {variables: false}
+  variables: {OWN: o}
+  script: [x]
+some:
+  inherit: {variables: [B]}
+  script: [x]
+all:
+  script: [x]
+`
+	s, c, tok := setup(t, Options{}, ci)
+	if _, err := s.CreatePipeline("group/demo", "main"); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"none": "A= B= OWN=o", "some": "A= B=b OWN=", "all": "A=a B=b OWN="}
+	for range 3 {
+		p := c.payload(c.requestJob(tok, "", nil))
+		got := map[string]string{}
+		for _, v := range p.Variables {
+			got[v.Key] = v.Value
+		}
+		line := "A=" + got["A"] + " B=" + got["B"] + " OWN=" + got["OWN"]
+		if line != want[p.JobInfo.Name] {
+			t.Errorf("job %s: %s, want %s", p.JobInfo.Name, line, want[p.JobInfo.Name])
+		}
+		delete(want, p.JobInfo.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("jobs not handed out: %v", want)
+	}
+}

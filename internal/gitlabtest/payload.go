@@ -190,6 +190,10 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	// YAML: global, then the job's (job wins; rule variables are in the
 	// job's).
 	for _, v := range pl.cfg.Variables {
+		// inherit:variables false or a list (Ci::Build#yaml_variables).
+		if d.InheritVariables != nil && !slices.Contains(d.InheritVariables, v.Key) {
+			continue
+		}
 		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
 	}
 	for _, v := range d.Variables {
