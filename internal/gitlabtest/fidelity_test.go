@@ -189,3 +189,49 @@ all:
 		t.Errorf("jobs not handed out: %v", want)
 	}
 }
+
+// TestIncludeRulesAndVariablesInLocalPaths: include:rules are evaluated
+// with the pipeline's variables, and include:local paths expand the
+// pipeline's (predefined, project, pipeline) variables, not the YAML's
+// (GitLab docs, "Use variables with include"); unknown ones stay as they
+// are (ExpandVariables.expand_existing).
+func TestIncludeRulesAndVariablesInLocalPaths(t *testing.T) {
+	t.Parallel()
+	ci := `variables:
+  YAMLVAR: yaml
+include:
+  - local: ci/$CI_DEFAULT_BRANCH.yml
+  - local: ci/$FLAVOUR.yml
+  - local: ci/never.yml
+    rules:
+      - if: $CI_COMMIT_BRANCH == "nope"
+  - local: ci/when-var.yml
+    rules:
+      - if: $FLAVOUR == "blue"
+  - local: ci/yaml-$YAMLVAR.yml
+    rules:
+      - if: $YAMLVAR == "yaml"
+base:
+  script: [x]
+`
+	repo := makeRepo(t, ci)
+	for name, job := range map[string]string{
+		"ci/main.yml": "from-default-branch", "ci/blue.yml": "from-pipeline-var", "ci/never.yml": "never",
+		"ci/when-var.yml": "from-rule", "ci/yaml-yaml.yml": "from-yaml-var",
+	} {
+		writeFile(t, repo, name, job+":\n  script: [x]\n")
+	}
+	gitIn(t, repo, "add", ".")
+	gitIn(t, repo, "commit", "-q", "-m", "includes")
+	s := newServer(t, Options{})
+	if _, err := s.AddProject("group/demo", repo); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := s.CreatePipelineWith("group/demo", PipelineOptions{Ref: "main", Variables: []ProjectVariable{{Key: "FLAVOUR", Value: "blue"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(jobNames(pl), " "), "base from-default-branch from-pipeline-var from-rule"; got != want {
+		t.Errorf("jobs %q, want %q (never.yml and the YAML-variable include left out)", got, want)
+	}
+}
