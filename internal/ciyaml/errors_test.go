@@ -48,7 +48,9 @@ func TestComposeAndValidationErrors(t *testing.T) {
 		{"need self", "a:\n  script: x\n  needs: [a]\n", "ci.yml:3:10: The pipeline has circular dependencies"},
 		{"duplicate need", "a:\n  script: x\nb:\n  script: x\n  needs: [a, a]\n",
 			"ci.yml:5:14: b has the following needs duplicated: a."},
-		{"needs not a list", "a:\n  script: x\n  needs: a\n", "ci.yml:3:10: jobs:a:needs config can only be a string, a hash or an array"},
+		{"needs not a list", "a:\n  script: x\n  needs: a\n", "ci.yml:3:10: jobs:a:needs config can only be a Hash or an Array"},
+		// Entry::Rules validates presence: an empty list is an error.
+		{"rules empty", "a:\n  script: x\n  rules: []\n", "ci.yml:3:10: jobs:a:rules config can't be blank"},
 		{"need unknown key", "a:\n  script: x\nb:\n  script: x\n  needs:\n    - job: a\n      artifact: false\n",
 			"ci.yml:7:7: jobs:b:needs:need config contains unknown keys: artifact"},
 		{"undefined dependency", "a:\n  script: x\n  dependencies: [nope]\n", "ci.yml:3:17: jobs:a job: undefined dependency: nope"},

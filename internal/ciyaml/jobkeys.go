@@ -90,16 +90,24 @@ func (p *parser) needs(path string, v *yaml.Node) []Need {
 	if isNull(v) {
 		return []Need{}
 	}
-	if r == nil || r.Kind != yaml.SequenceNode {
-		p.errorf(v, "%s:needs config can only be a string, a hash or an array", path)
+	// Entry::Needs: a hash (one need) or an array, whose nested arrays
+	// (from !reference) are flattened.
+	var items []*yaml.Node
+	switch {
+	case r != nil && r.Kind == yaml.MappingNode:
+		items = []*yaml.Node{v}
+	case r != nil && r.Kind == yaml.SequenceNode:
+		items = flattenSeq(r)
+	default:
+		p.errorf(v, "%s:needs config can only be a Hash or an Array", path)
 		return []Need{}
 	}
-	if len(r.Content) > 50 {
+	if len(items) > 50 {
 		p.errorf(v, "%s:needs config has too many entries (maximum 50)", path)
 	}
 	out := []Need{}
 	seen := map[string]bool{}
-	for _, c := range r.Content {
+	for _, c := range items {
 		n := Need{Artifacts: true, Pos: posOf(c), file: p.fileOf(c)}
 		switch {
 		case isString(c):
@@ -522,6 +530,20 @@ func (p *parser) expression(path string, v *yaml.Node) *Expr {
 	return e
 }
 
+// flattenSeq is a sequence's items with nested sequences (from !reference)
+// flattened at any depth, as GitLab flattens rules and needs.
+func flattenSeq(seq *yaml.Node) []*yaml.Node {
+	var out []*yaml.Node
+	for _, c := range seq.Content {
+		if rc := resolve(c); rc != nil && rc.Kind == yaml.SequenceNode {
+			out = append(out, flattenSeq(rc)...)
+		} else {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // rules reads `rules:`; nested lists (from !reference) are flattened.
 func (p *parser) rules(path string, v *yaml.Node, allowedWhen []string) []Rule {
 	r := resolve(v)
@@ -529,13 +551,12 @@ func (p *parser) rules(path string, v *yaml.Node, allowedWhen []string) []Rule {
 		p.errorf(v, "%s config should be an array of hashes", path)
 		return nil
 	}
-	var items []*yaml.Node
-	for _, c := range r.Content {
-		if rc := resolve(c); rc != nil && rc.Kind == yaml.SequenceNode {
-			items = append(items, rc.Content...)
-		} else {
-			items = append(items, c)
-		}
+	// Entry::Rules: present (`rules: []` is an error), nested arrays from
+	// !reference flattened at any depth.
+	items := flattenSeq(r)
+	if len(r.Content) == 0 {
+		p.errorf(v, "%s config can't be blank", path)
+		return nil
 	}
 	out := []Rule{}
 	rpath := path + ":rule"
