@@ -49,6 +49,11 @@ func TestComposeAndValidationErrors(t *testing.T) {
 		{"duplicate need", "a:\n  script: x\nb:\n  script: x\n  needs: [a, a]\n",
 			"ci.yml:5:14: b has the following needs duplicated: a."},
 		{"needs not a list", "a:\n  script: x\n  needs: a\n", "ci.yml:3:10: jobs:a:needs config can only be a Hash or an Array"},
+		// $[[ ]] interpolation is refused with one error, never run as text.
+		{"inputs in a script", "spec:\n  inputs:\n    x:\n---\na:\n  script: echo $[[ inputs.x ]]\n",
+			"ci.yml:6:11: `$[[ ... ]]` interpolation (spec:inputs, include:inputs, CI/CD components) is not supported by podrunner exec: replace it with the values (or variables) for a local run"},
+		{"inputs in a job name", "build-$[[ inputs.env ]]:\n  script: x\n",
+			"ci.yml:1:1: `$[[ ... ]]` interpolation (spec:inputs, include:inputs, CI/CD components) is not supported by podrunner exec: replace it with the values (or variables) for a local run"},
 		// Entry::Rules validates presence: an empty list is an error.
 		{"rules empty", "a:\n  script: x\n  rules: []\n", "ci.yml:3:10: jobs:a:rules config can't be blank"},
 		{"need unknown key", "a:\n  script: x\nb:\n  script: x\n  needs:\n    - job: a\n      artifact: false\n",
