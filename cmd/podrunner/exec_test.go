@@ -133,6 +133,25 @@ func TestLogFileName(t *testing.T) {
 	}
 }
 
+// TestLogFileNameOfLongMatrixJob: a name beyond what a file system holds
+// (255 bytes) is cut and keeps a hash, so the log is saved and two long
+// names differing only at the end keep different files.
+func TestLogFileNameOfLongMatrixJob(t *testing.T) {
+	long := "test: [" + strings.Repeat("linux-amd64-with-a-long-toolchain-name, ", 10)
+	a, b := logFileName(execview.Job{Name: long + "a]", Attempt: 3}), logFileName(execview.Job{Name: long + "b]", Attempt: 1})
+	if len(a)+len("-1234567890.ansi.log") > 255 || len(b) > 255 {
+		t.Errorf("names too long: %d and %d bytes", len(a), len(b))
+	}
+	if a == b || !strings.HasSuffix(a, ".attempt3") {
+		t.Errorf("names %q and %q: want different names, the first ending in .attempt3", a, b)
+	}
+	dir := t.TempDir()
+	st := &logStore{dir: dir, saved: map[int64]bool{}, names: map[string]int64{}}
+	if err := st.save(execview.Job{ID: 1, Name: long + "a]", Attempt: 1}, []byte("log\n")); err != nil {
+		t.Errorf("save: %v", err)
+	}
+}
+
 func TestLogStoreNumbersRunsAndSavesBothForms(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "logs")
 	s1, err := newLogStore(base)
