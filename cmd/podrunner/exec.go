@@ -311,16 +311,18 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	}
 	pl, err := coord.CreatePipelineWith(project, gitlabtest.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
 	if err != nil {
+		// The coordinator has no warnings to give then: the first parse's
+		// say why (trigger jobs skipped, so no jobs left).
+		var ws []string
+		for _, w := range cfg.Warnings {
+			ws = append(ws, w.Error())
+		}
+		printWarnings(errOut, o.file, ws)
 		return pipelineError(o.file, branch, err)
 	}
 	// The coordinator's warnings, not the first parse's: it evaluates
 	// include:rules, which the first parse only warns about.
-	for _, w := range pl.Warnings {
-		if rest, ok := strings.CutPrefix(w, ".gitlab-ci.yml:"); ok {
-			w = o.file + ":" + rest
-		}
-		fmt.Fprintf(errOut, "WARNING: %s\n", w)
-	}
+	printWarnings(errOut, o.file, pl.Warnings)
 	first, _ := coord.Pipeline(pl.ID)
 	if len(first.Jobs) == 0 {
 		return fmt.Errorf("%s: no jobs to run for branch %s: every job was left out by rules, only/except or --job", o.file, branch)
@@ -399,6 +401,16 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 // waits (3 s between stages of a needs/stage chain). The coordinator is in
 // this process, so polling it this often costs nothing.
 const execCheckInterval = 20 * time.Millisecond
+
+// printWarnings prints the CI file's warnings under the name it was given.
+func printWarnings(w io.Writer, file string, warnings []string) {
+	for _, m := range warnings {
+		if rest, ok := strings.CutPrefix(m, ".gitlab-ci.yml:"); ok {
+			m = file + ":" + rest
+		}
+		fmt.Fprintf(w, "WARNING: %s\n", m)
+	}
+}
 
 // podCacheDir is cache_dir inside the job pods.
 const podCacheDir = "/podrunner-cache"

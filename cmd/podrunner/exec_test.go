@@ -465,3 +465,19 @@ func TestExecHelpNamesImageFlag(t *testing.T) {
 		t.Errorf("exit %d; help does not show --image string:\n%s", code, out)
 	}
 }
+
+// TestExecTriggerOnlyPipelineSaysWhy: a pipeline of trigger: jobs only has
+// no jobs exec can run (GitLab: "No stages / jobs for this pipeline"); the
+// warning that trigger jobs are skipped must still be shown.
+func TestExecTriggerOnlyPipelineSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	ci := "child:\n  trigger:\n    include: child.yml\n"
+	if err := os.WriteFile(filepath.Join(dir, ".gitlab-ci.yml"), []byte(ci), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runExecCmd(t, dir, "--output", "plain")
+	if code == 0 || !strings.Contains(out, "trigger: and run: jobs are not supported by podrunner and are skipped") ||
+		!strings.Contains(out, "No stages / jobs for this pipeline") {
+		t.Errorf("exit %d, output lacks the trigger warning or the reason:\n%s", code, out)
+	}
+}
