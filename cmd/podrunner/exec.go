@@ -47,6 +47,7 @@ type execOptions struct {
 	helperImage   string
 	pullPolicy    string
 	listenAddress string
+	defaultBranch string
 }
 
 func newExecCmd() *cobra.Command {
@@ -82,6 +83,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs.StringVar(&o.executor, "executor", config.ExecutorShell, "executor: shell or kubernetes")
 	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs (repeatable); plays a manual job")
 	fs.StringArrayVar(&o.vars, "var", nil, "pipeline variable KEY=VALUE (repeatable)")
+	fs.StringVar(&o.defaultBranch, "default-branch", "", "the project's default branch, the only protected one (default: origin/HEAD, init.defaultBranch, main or master)")
 	fs.IntVar(&o.concurrency, "concurrency", runtime.NumCPU(), "jobs run at once")
 	fs.StringVar(&o.cacheDir, "cache-dir", filepath.Join(execStateDir, "cache"), "where job caches are kept between runs (kubernetes: a hostPath on the node)")
 	fs.StringVar(&o.logsDir, "logs-dir", filepath.Join(execStateDir, "logs"), "where job logs are saved, one directory per run")
@@ -90,7 +92,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (builds, coordinator data) afterwards")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (kubernetes; default $KUBECONFIG or ~/.kube/config)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of the job pods (kubernetes; default: the kubeconfig context's, else \"default\")")
-	fs.StringVar(&o.image, "image", "alpine:latest", "image of jobs without `image:` (kubernetes)")
+	fs.StringVar(&o.image, "image", "alpine:latest", "image of jobs that name no image: keyword (kubernetes)")
 	fs.StringVar(&o.helperImage, "helper-image", "", "image holding the podrunner helper (kubernetes; default: the executor's)")
 	fs.StringVar(&o.pullPolicy, "pull-policy", "if-not-present", "image pull policy: always, if-not-present or never (kubernetes)")
 	fs.StringVar(&o.listenAddress, "listen-address", "", "address the coordinator listens on, which pods must reach (kubernetes; default: "+
@@ -264,6 +266,13 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	if _, err := coord.AddProject(project, repo); err != nil {
 		return err
 	}
+	defBranch := o.defaultBranch
+	if defBranch == "" {
+		defBranch = defaultBranch(wd, branch)
+	}
+	if err := coord.SetDefaultBranch(project, defBranch); err != nil {
+		return err
+	}
 	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "podrunner exec", RunUntagged: true})
 
 	rc := &config.Runner{
@@ -302,16 +311,18 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	}
 	pl, err := coord.CreatePipelineWith(project, gitlabtest.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
 	if err != nil {
+		// The coordinator has no warnings to give then: the first parse's
+		// say why (trigger jobs skipped, so no jobs left).
+		var ws []string
+		for _, w := range cfg.Warnings {
+			ws = append(ws, w.Error())
+		}
+		printWarnings(errOut, o.file, ws)
 		return pipelineError(o.file, branch, err)
 	}
 	// The coordinator's warnings, not the first parse's: it evaluates
 	// include:rules, which the first parse only warns about.
-	for _, w := range pl.Warnings {
-		if rest, ok := strings.CutPrefix(w, ".gitlab-ci.yml:"); ok {
-			w = o.file + ":" + rest
-		}
-		fmt.Fprintf(errOut, "WARNING: %s\n", w)
-	}
+	printWarnings(errOut, o.file, pl.Warnings)
 	first, _ := coord.Pipeline(pl.ID)
 	if len(first.Jobs) == 0 {
 		return fmt.Errorf("%s: no jobs to run for branch %s: every job was left out by rules, only/except or --job", o.file, branch)
@@ -327,7 +338,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	served := make(chan error, 1)
 	go func() {
 		served <- serve(context.Background(), log, serveOptions{
-			cfg: rcfg, workingDir: work, noSignals: true,
+			cfg: rcfg, workingDir: work, noSignals: true, checkInterval: execCheckInterval,
 			ready: func(m *runner.Manager) { mgrReady <- m },
 		})
 	}()
@@ -381,6 +392,24 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 		return fmt.Errorf("pipeline blocked by manual job %s: run it with --job %s", strings.Join(manual, ", "), firstOr(manual, "NAME"))
 	}
 	return errPipelineFailed
+}
+
+// execCheckInterval replaces check_interval's 3 s for exec. A request loop
+// whose last_update went stale (it just took a job, or another loop did)
+// gets an immediate empty answer and then sleeps check_interval before it
+// long-polls again; while all loops sleep, a job that just became pending
+// waits (3 s between stages of a needs/stage chain). The coordinator is in
+// this process, so polling it this often costs nothing.
+const execCheckInterval = 20 * time.Millisecond
+
+// printWarnings prints the CI file's warnings under the name it was given.
+func printWarnings(w io.Writer, file string, warnings []string) {
+	for _, m := range warnings {
+		if rest, ok := strings.CutPrefix(m, ".gitlab-ci.yml:"); ok {
+			m = file + ":" + rest
+		}
+		fmt.Fprintf(w, "WARNING: %s\n", m)
+	}
 }
 
 // podCacheDir is cache_dir inside the job pods.

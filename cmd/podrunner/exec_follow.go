@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -224,6 +226,8 @@ func (s *logStore) save(j execview.Job, trace []byte) error {
 	return os.WriteFile(filepath.Join(s.dir, name+".ansi.log"), trace, 0o644)
 }
 
+const maxLogBase = 200
+
 // logFileName is a file name for the job: characters a path cannot hold
 // (parallel jobs are named "test 1/3") become "_"; retries get
 // ".attempt<N>".
@@ -240,6 +244,13 @@ func logFileName(j execview.Job) string {
 	name := strings.TrimLeft(b.String(), ".")
 	if name == "" {
 		name = "job"
+	}
+	// File names hold 255 bytes; long matrix names are cut and keep a hash
+	// of the whole name, leaving room for the suffixes added here and by
+	// save ("-<id>", ".ansi.log").
+	if len(name) > maxLogBase {
+		sum := sha256.Sum256([]byte(j.Name))
+		name = name[:maxLogBase-11] + "-" + hex.EncodeToString(sum[:5])
 	}
 	if j.Attempt > 1 {
 		name += ".attempt" + strconv.Itoa(j.Attempt)

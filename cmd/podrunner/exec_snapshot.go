@@ -57,11 +57,54 @@ func snapshot(dir, repo string) (string, error) {
 	if _, err := gitOut(repo, "add", "-A"); err != nil {
 		return "", err
 	}
-	if _, err := gitOut(repo, "-c", "user.name=podrunner exec", "-c", "user.email=exec@podrunner.local",
-		"commit", "-q", "--allow-empty", "-m", "podrunner exec snapshot"); err != nil {
+	// HEAD's message and author, so rules on CI_COMMIT_MESSAGE/_TITLE
+	// and CI_COMMIT_AUTHOR can be tried locally.
+	name, email, msg := "podrunner exec", "exec@podrunner.local", "podrunner exec snapshot"
+	if head, err := gitOut(dir, "log", "-1", "--format=%an%x00%ae%x00%B", "HEAD"); err == nil {
+		if f := strings.SplitN(head, "\x00", 3); len(f) == 3 && f[0] != "" && f[1] != "" && strings.TrimSpace(f[2]) != "" {
+			name, email, msg = f[0], f[1], f[2]
+		}
+	}
+	if _, err := gitOut(repo, "-c", "user.name="+name, "-c", "user.email="+email,
+		"commit", "-q", "--allow-empty", "--cleanup=verbatim", "-m", msg); err != nil {
 		return "", err
 	}
 	return branch, nil
+}
+
+// defaultBranch is the project's default branch as the repository at dir
+// knows it: origin/HEAD (the remote's default), else init.defaultBranch or
+// main/master when such a branch exists, else the only local branch (GitLab
+// makes the first pushed branch the default), else init.defaultBranch,
+// else current (a directory without a repository, or one new branch).
+func defaultBranch(dir, current string) string {
+	if ref, err := gitOut(dir, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"); err == nil {
+		if b, ok := strings.CutPrefix(ref, "origin/"); ok && b != "" {
+			return b
+		}
+	}
+	configured, _ := gitOut(dir, "config", "init.defaultBranch")
+	exists := func(b string) bool {
+		if b == "" {
+			return false
+		}
+		_, err := gitOut(dir, "rev-parse", "-q", "--verify", "refs/heads/"+b)
+		return err == nil
+	}
+	for _, b := range []string{configured, "main", "master"} {
+		if exists(b) {
+			return b
+		}
+	}
+	if out, err := gitOut(dir, "for-each-ref", "--format=%(refname:short)", "refs/heads/"); err == nil {
+		if bs := strings.Fields(out); len(bs) == 1 {
+			return bs[0]
+		}
+	}
+	if configured != "" {
+		return configured
+	}
+	return current
 }
 
 func listFiles(dir string) ([]string, error) {

@@ -133,6 +133,25 @@ func TestLogFileName(t *testing.T) {
 	}
 }
 
+// TestLogFileNameOfLongMatrixJob: a name beyond what a file system holds
+// (255 bytes) is cut and keeps a hash, so the log is saved and two long
+// names differing only at the end keep different files.
+func TestLogFileNameOfLongMatrixJob(t *testing.T) {
+	long := "test: [" + strings.Repeat("linux-amd64-with-a-long-toolchain-name, ", 10)
+	a, b := logFileName(execview.Job{Name: long + "a]", Attempt: 3}), logFileName(execview.Job{Name: long + "b]", Attempt: 1})
+	if len(a)+len("-1234567890.ansi.log") > 255 || len(b) > 255 {
+		t.Errorf("names too long: %d and %d bytes", len(a), len(b))
+	}
+	if a == b || !strings.HasSuffix(a, ".attempt3") {
+		t.Errorf("names %q and %q: want different names, the first ending in .attempt3", a, b)
+	}
+	dir := t.TempDir()
+	st := &logStore{dir: dir, saved: map[int64]bool{}, names: map[string]int64{}}
+	if err := st.save(execview.Job{ID: 1, Name: long + "a]", Attempt: 1}, []byte("log\n")); err != nil {
+		t.Errorf("save: %v", err)
+	}
+}
+
 func TestLogStoreNumbersRunsAndSavesBothForms(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "logs")
 	s1, err := newLogStore(base)
@@ -361,5 +380,104 @@ other:
 	}
 	if b, err := os.ReadFile(filepath.Join(logs.dir, "deploy.log")); err != nil || string(b) != "shipped\n" {
 		t.Errorf("deploy.log = %q, %v", b, err)
+	}
+}
+
+// TestDefaultBranch: exec takes the project's default branch from the
+// repository, as GitLab has it from the first push and the remote's HEAD
+// names it; the checked-out branch is the default only when nothing else
+// says so.
+func TestDefaultBranch(t *testing.T) {
+	t.Setenv("GIT_CONFIG_GLOBAL", "/dev/null") // no init.defaultBranch of this machine
+	commit := func(dir string) {
+		mustGitT(t, dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "x")
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dir string)
+		want  string
+	}{
+		{"no repository", func(t *testing.T, dir string) {}, "feature/x"},
+		{"origin/HEAD wins", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "main")
+			commit(dir)
+			mustGitT(t, dir, "update-ref", "refs/remotes/origin/trunk", "HEAD")
+			mustGitT(t, dir, "symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/trunk")
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "trunk"},
+		{"existing main while on a feature branch", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "main")
+			commit(dir)
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "main"},
+		{"existing master", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "master")
+			commit(dir)
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "master"},
+		{"init.defaultBranch that exists", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "develop")
+			mustGitT(t, dir, "config", "init.defaultBranch", "develop")
+			commit(dir)
+			mustGitT(t, dir, "branch", "main")
+			mustGitT(t, dir, "checkout", "-q", "-b", "feature/x")
+		}, "develop"},
+		{"the only branch", func(t *testing.T, dir string) {
+			mustGitT(t, dir, "init", "-q", "-b", "feature/x")
+			commit(dir)
+		}, "feature/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tt.setup(t, dir)
+			if got := defaultBranch(dir, "feature/x"); got != tt.want {
+				t.Errorf("defaultBranch = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSnapshotKeepsHeadMessage: CI_COMMIT_MESSAGE/_TITLE are HEAD's, so
+// rules on the commit message can be tried locally.
+func TestSnapshotKeepsHeadMessage(t *testing.T) {
+	dir := t.TempDir()
+	mustGitT(t, dir, "init", "-q", "-b", "main")
+	mustGitT(t, dir, "-c", "user.name=Ann", "-c", "user.email=ann@example.com", "commit", "-q", "--allow-empty", "-m", "fix: thing [skip deploy]", "-m", "body")
+	repo := filepath.Join(t.TempDir(), "snap")
+	if _, err := snapshot(dir, repo); err != nil {
+		t.Fatal(err)
+	}
+	got, err := gitOut(repo, "log", "-1", "--format=%an <%ae>|%B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Ann <ann@example.com>|fix: thing [skip deploy]\n\nbody"; got != want {
+		t.Errorf("snapshot commit = %q, want %q", got, want)
+	}
+}
+
+// TestExecHelpNamesImageFlag: pflag takes a back-quoted word of a usage
+// as the flag's value name; --image must read "--image string".
+func TestExecHelpNamesImageFlag(t *testing.T) {
+	code, out := runExecCmd(t, t.TempDir(), "--help")
+	if code != 0 || !strings.Contains(out, "--image string") || strings.Contains(out, "--image image:") {
+		t.Errorf("exit %d; help does not show --image string:\n%s", code, out)
+	}
+}
+
+// TestExecTriggerOnlyPipelineSaysWhy: a pipeline of trigger: jobs only has
+// no jobs exec can run (GitLab: "No stages / jobs for this pipeline"); the
+// warning that trigger jobs are skipped must still be shown.
+func TestExecTriggerOnlyPipelineSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	ci := "child:\n  trigger:\n    include: child.yml\n"
+	if err := os.WriteFile(filepath.Join(dir, ".gitlab-ci.yml"), []byte(ci), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runExecCmd(t, dir, "--output", "plain")
+	if code == 0 || !strings.Contains(out, "trigger: and run: jobs are not supported by podrunner and are skipped") ||
+		!strings.Contains(out, "No stages / jobs for this pipeline") {
+		t.Errorf("exit %d, output lacks the trigger warning or the reason:\n%s", code, out)
 	}
 }

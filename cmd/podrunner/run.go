@@ -173,6 +173,9 @@ type serveOptions struct {
 	ready func(*runner.Manager)
 	// noSignals leaves signal handling to the caller (exec).
 	noSignals bool
+	// checkInterval, when set, overrides check_interval below its
+	// one-second granularity (exec).
+	checkInterval time.Duration
 }
 
 // serve runs the runner manager until it stops: SIGQUIT stops taking jobs
@@ -215,6 +218,9 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	settings, err := runner.FromConfig(o.cfg, build)
 	if err != nil {
 		return configError(o.configFile, err)
+	}
+	if o.checkInterval > 0 {
+		settings.CheckInterval = o.checkInterval
 	}
 	if len(settings.Runners) == 0 {
 		log.Warn("No runners in the configuration: register one with `podrunner register`; waiting for config changes")

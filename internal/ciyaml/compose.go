@@ -166,13 +166,29 @@ func (p *parser) includeTarget(e *yaml.Node) (string, bool) {
 	if rules != nil && !p.includeRulesMatch(rules) {
 		return "", true
 	}
-	name := strings.TrimPrefix(path.Clean("/"+loc.Value), "/")
+	value := loc.Value
+	if strings.Contains(value, "$") {
+		if p.opts.IncludeEnv == nil {
+			p.warnf(loc, "Included file `%s` names variables, which are only known when the pipeline is created; left out here", value)
+			return "", true
+		}
+		// VariablesExpander: ExpandVariables.expand_existing with the
+		// pipeline's variables (not the YAML's); unknown ones stay.
+		vars := p.opts.IncludeEnv.Variables
+		value = varRefRe.ReplaceAllStringFunc(value, func(m string) string {
+			if v, ok := vars[strings.Trim(m, "${}")]; ok && m != "$$" {
+				return v
+			}
+			return m
+		})
+	}
+	name := strings.TrimPrefix(path.Clean("/"+value), "/")
 	if strings.ContainsAny(name, "*?[") {
-		p.errorf(loc, "Included file `%s`: wildcard paths are not supported by podrunner exec; list the files", loc.Value)
+		p.errorf(loc, "Included file `%s`: wildcard paths are not supported by podrunner exec; list the files", value)
 		return "", false
 	}
 	if ext := path.Ext(name); ext != ".yml" && ext != ".yaml" {
-		p.errorf(loc, "Included file `%s` does not have YAML extension!", loc.Value)
+		p.errorf(loc, "Included file `%s` does not have YAML extension!", value)
 		return "", false
 	}
 	return name, true

@@ -131,8 +131,11 @@ type Job struct {
 	ParallelOf           string
 	NodeIndex, NodeTotal int
 	// Environment is `environment:` (its name), for CI_ENVIRONMENT_NAME.
-	Environment   string
-	Interruptible bool
+	Environment string
+	// EnvironmentURL, EnvironmentAction and EnvironmentTier are
+	// environment:url, :action and :deployment_tier (empty when not set).
+	EnvironmentURL, EnvironmentAction, EnvironmentTier string
+	Interruptible                                      bool
 	// InheritVariables is `inherit:variables`: nil, the job sees every
 	// global variable (Config.Variables); non-nil, only those named here
 	// (none when empty). Workflow variables prepended by Evaluate are

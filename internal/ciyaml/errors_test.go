@@ -48,7 +48,14 @@ func TestComposeAndValidationErrors(t *testing.T) {
 		{"need self", "a:\n  script: x\n  needs: [a]\n", "ci.yml:3:10: The pipeline has circular dependencies"},
 		{"duplicate need", "a:\n  script: x\nb:\n  script: x\n  needs: [a, a]\n",
 			"ci.yml:5:14: b has the following needs duplicated: a."},
-		{"needs not a list", "a:\n  script: x\n  needs: a\n", "ci.yml:3:10: jobs:a:needs config can only be a string, a hash or an array"},
+		{"needs not a list", "a:\n  script: x\n  needs: a\n", "ci.yml:3:10: jobs:a:needs config can only be a Hash or an Array"},
+		// $[[ ]] interpolation is refused with one error, never run as text.
+		{"inputs in a script", "spec:\n  inputs:\n    x:\n---\na:\n  script: echo $[[ inputs.x ]]\n",
+			"ci.yml:6:11: `$[[ ... ]]` interpolation (spec:inputs, include:inputs, CI/CD components) is not supported by podrunner exec: replace it with the values (or variables) for a local run"},
+		{"inputs in a job name", "build-$[[ inputs.env ]]:\n  script: x\n",
+			"ci.yml:1:1: `$[[ ... ]]` interpolation (spec:inputs, include:inputs, CI/CD components) is not supported by podrunner exec: replace it with the values (or variables) for a local run"},
+		// Entry::Rules validates presence: an empty list is an error.
+		{"rules empty", "a:\n  script: x\n  rules: []\n", "ci.yml:3:10: jobs:a:rules config can't be blank"},
 		{"need unknown key", "a:\n  script: x\nb:\n  script: x\n  needs:\n    - job: a\n      artifact: false\n",
 			"ci.yml:7:7: jobs:b:needs:need config contains unknown keys: artifact"},
 		{"undefined dependency", "a:\n  script: x\n  dependencies: [nope]\n", "ci.yml:3:17: jobs:a job: undefined dependency: nope"},
@@ -116,6 +123,9 @@ func TestComposeAndValidationErrors(t *testing.T) {
 			"ci.yml:5:7: jobs:j:parallel:matrix config generates too many jobs (maximum is 200)"},
 		{"matrix not a list", "j:\n  script: x\n  parallel:\n    matrix: {A: b}\n", "ci.yml:4:13: jobs:j:parallel:matrix config should be an array of hashes"},
 		{"environment", "j:\n  script: x\n  environment: [a]\n", "ci.yml:3:16: jobs:j:environment config should be a hash or a string"},
+		// Entry::Environment: ALLOWED_ACTIONS and Environment.deployment_tiers.
+		{"environment action", "j:\n  script: x\n  environment: {name: e, action: deploy}\n", "ci.yml:3:34: jobs:j:environment action should be start, stop, prepare, verify, or access"},
+		{"environment tier", "j:\n  script: x\n  environment: {name: e, deployment_tier: prod}\n", "ci.yml:3:43: jobs:j:environment deployment tier must be one of production, staging, testing, development, other"},
 		{"interruptible", "j:\n  script: x\n  interruptible: yes please\n", "ci.yml:3:18: jobs:j interruptible should be a boolean value"},
 		{"need to a later parallel job", "a:\n  script: x\n  needs: [b]\nb:\n  stage: deploy\n  script: y\n  parallel: 2\n",
 			"ci.yml:3:11: jobs:a job: need b 1/2 is not defined in current or prior stages"},

@@ -81,25 +81,20 @@ func lexExpr(s string) ([]token, error) {
 			toks = append(toks, token{kind: tRParen, text: ")"})
 			i++
 		case c == '$':
+			// GitLab's Lexeme::Variable is /\$(?<name>\w+)/: ${VAR} is no
+			// variable in an expression (only in scripts and paths).
 			j := i + 1
-			braced := j < len(s) && s[j] == '{'
-			if braced {
-				j++
-			}
 			start := j
 			for j < len(s) && isNameByte(s[j]) {
 				j++
 			}
 			if j == start {
+				if j < len(s) && s[j] == '{' {
+					return nil, fmt.Errorf("unknown lexeme at %q: write $VAR, not ${VAR}, in expressions", s[i:])
+				}
 				return nil, fmt.Errorf("invalid variable at %q", s[i:])
 			}
 			name := s[start:j]
-			if braced {
-				if j >= len(s) || s[j] != '}' {
-					return nil, fmt.Errorf("unterminated ${ at %q", s[i:])
-				}
-				j++
-			}
 			toks = append(toks, token{kind: tVar, text: name})
 			i = j
 		case c == '"' || c == '\'':

@@ -19,7 +19,6 @@ func TestExpressions(t *testing.T) {
 	}{
 		{`$BRANCH == "main"`, true},
 		{`$BRANCH == 'main'`, true},
-		{`${BRANCH} == "main"`, true},
 		{`"main" == $BRANCH`, true},
 		{`$BRANCH != "main"`, false},
 		{`$BRANCH`, true},
@@ -78,7 +77,8 @@ func TestExpressions(t *testing.T) {
 
 func TestExpressionSyntaxErrors(t *testing.T) {
 	for _, s := range []string{
-		``, `$`, `${A`, `${}`, `$A ==`, `== $A`, `$A = "b"`, `$A == "b`, `$A =~ /x`, `$A =~ /(/`,
+		// ${A}: GitLab's lexer knows only $A (Lexeme::Variable).
+		``, `$`, `${A`, `${}`, `${A} == "b"`, `$A ==`, `== $A`, `$A = "b"`, `$A == "b`, `$A =~ /x`, `$A =~ /(/`,
 		`$A =~ /x/g`, `($A`, `$A)`, `$A $B`, `$A == $B == $C`, `$A && `, `|| $A`,
 		`nullx`, `$A & $B`, strings.Repeat("(", 60) + "$A" + strings.Repeat(")", 60),
 	} {

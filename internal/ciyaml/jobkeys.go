@@ -90,16 +90,24 @@ func (p *parser) needs(path string, v *yaml.Node) []Need {
 	if isNull(v) {
 		return []Need{}
 	}
-	if r == nil || r.Kind != yaml.SequenceNode {
-		p.errorf(v, "%s:needs config can only be a string, a hash or an array", path)
+	// Entry::Needs: a hash (one need) or an array, whose nested arrays
+	// (from !reference) are flattened.
+	var items []*yaml.Node
+	switch {
+	case r != nil && r.Kind == yaml.MappingNode:
+		items = []*yaml.Node{v}
+	case r != nil && r.Kind == yaml.SequenceNode:
+		items = flattenSeq(r)
+	default:
+		p.errorf(v, "%s:needs config can only be a Hash or an Array", path)
 		return []Need{}
 	}
-	if len(r.Content) > 50 {
+	if len(items) > 50 {
 		p.errorf(v, "%s:needs config has too many entries (maximum 50)", path)
 	}
 	out := []Need{}
 	seen := map[string]bool{}
-	for _, c := range r.Content {
+	for _, c := range items {
 		n := Need{Artifacts: true, Pos: posOf(c), file: p.fileOf(c)}
 		switch {
 		case isString(c):
@@ -458,27 +466,54 @@ func (p *parser) cacheKey(path string, v *yaml.Node, ca *Cache) {
 	ca.Key = ""
 }
 
-func (p *parser) environment(path string, v *yaml.Node) string {
+func (p *parser) environment(path string, v *yaml.Node, j *Job) {
 	if isString(v) {
-		return resolve(v).Value
+		j.Environment = resolve(v).Value
+		return
 	}
 	ps, ok := mapping(v)
 	if !ok {
 		p.errorf(v, "%s:environment config should be a hash or a string", path)
-		return ""
+		return
 	}
 	p.unknownKeys(path+":environment", v, ps, envKeys)
+	named := false
 	for _, kv := range ps {
-		if kv.Key == "name" {
-			if isString(kv.Value) {
-				return resolve(kv.Value).Value
+		val := resolve(kv.Value)
+		switch kv.Key {
+		case "name":
+			named = true
+			if !isString(kv.Value) {
+				p.errorf(kv.Value, "%s:environment name should be a string", path)
+				continue
 			}
-			p.errorf(kv.Value, "%s:environment name should be a string", path)
-			return ""
+			j.Environment = val.Value
+		case "url":
+			if !isString(kv.Value) {
+				p.errorf(kv.Value, "%s:environment url should be a string", path)
+				continue
+			}
+			j.EnvironmentURL = val.Value
+		case "action":
+			// Entry::Environment: ALLOWED_ACTIONS.
+			switch a := val.Value; a {
+			case "start", "stop", "prepare", "verify", "access":
+				j.EnvironmentAction = a
+			default:
+				p.errorf(kv.Value, "%s:environment action should be start, stop, prepare, verify, or access", path)
+			}
+		case "deployment_tier":
+			switch t := val.Value; t {
+			case "production", "staging", "testing", "development", "other":
+				j.EnvironmentTier = t
+			default:
+				p.errorf(kv.Value, "%s:environment deployment tier must be one of production, staging, testing, development, other", path)
+			}
 		}
 	}
-	p.errorf(v, "%s:environment name can't be blank", path)
-	return ""
+	if !named {
+		p.errorf(v, "%s:environment name can't be blank", path)
+	}
 }
 
 // expression parses an `if:` or `only: variables` entry.
@@ -495,6 +530,20 @@ func (p *parser) expression(path string, v *yaml.Node) *Expr {
 	return e
 }
 
+// flattenSeq is a sequence's items with nested sequences (from !reference)
+// flattened at any depth, as GitLab flattens rules and needs.
+func flattenSeq(seq *yaml.Node) []*yaml.Node {
+	var out []*yaml.Node
+	for _, c := range seq.Content {
+		if rc := resolve(c); rc != nil && rc.Kind == yaml.SequenceNode {
+			out = append(out, flattenSeq(rc)...)
+		} else {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // rules reads `rules:`; nested lists (from !reference) are flattened.
 func (p *parser) rules(path string, v *yaml.Node, allowedWhen []string) []Rule {
 	r := resolve(v)
@@ -502,13 +551,12 @@ func (p *parser) rules(path string, v *yaml.Node, allowedWhen []string) []Rule {
 		p.errorf(v, "%s config should be an array of hashes", path)
 		return nil
 	}
-	var items []*yaml.Node
-	for _, c := range r.Content {
-		if rc := resolve(c); rc != nil && rc.Kind == yaml.SequenceNode {
-			items = append(items, rc.Content...)
-		} else {
-			items = append(items, c)
-		}
+	// Entry::Rules: present (`rules: []` is an error), nested arrays from
+	// !reference flattened at any depth.
+	items := flattenSeq(r)
+	if len(r.Content) == 0 {
+		p.errorf(v, "%s config can't be blank", path)
+		return nil
 	}
 	out := []Rule{}
 	rpath := path + ":rule"

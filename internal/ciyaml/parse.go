@@ -176,10 +176,33 @@ func (p *parser) document(data []byte) (*yaml.Node, error) {
 	if isNull(root) {
 		return nil, ErrorList{{File: p.file, Msg: "Please provide content of .gitlab-ci.yml"}}
 	}
+	// GitLab interpolates $[[ inputs.x ]] (spec:inputs, include:inputs,
+	// components) before anything else; without it the text would reach
+	// scripts and job names as is, so refuse the file instead.
+	if n := findInterpolation(root, 0); n != nil {
+		return nil, ErrorList{{File: p.file, Pos: posOf(n), Msg: "`$[[ ... ]]` interpolation (spec:inputs, include:inputs, CI/CD components) " +
+			"is not supported by podrunner exec: replace it with the values (or variables) for a local run"}}
+	}
 	if r := resolve(root); r == nil || r.Kind != yaml.MappingNode {
 		return nil, ErrorList{{File: p.file, Pos: posOf(root), Msg: "Invalid configuration format"}}
 	}
 	return root, nil
+}
+
+// findInterpolation returns the first key or scalar holding "$[[".
+func findInterpolation(n *yaml.Node, depth int) *yaml.Node {
+	if n == nil || depth > 100 {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$[[") {
+		return n
+	}
+	for _, c := range n.Content {
+		if f := findInterpolation(c, depth+1); f != nil {
+			return f
+		}
+	}
+	return nil
 }
 
 // offsetPos converts a byte offset of data to a 1-based line and column.
@@ -546,7 +569,7 @@ func (p *parser) job(kv pair, def *defaults) *Job {
 		j.Interruptible, _ = p.boolVal(path, "interruptible", v)
 	}
 	if v, ok := has["environment"]; ok {
-		j.Environment = p.environment(path, v)
+		p.environment(path, v, j)
 	}
 	if v, ok := has["variables"]; ok {
 		j.Variables = p.variables(path+":variables", v, false)

@@ -177,7 +177,9 @@ func (p *parser) finish(cfg *Config) {
 					for _, nd := range j.Needs {
 						inNeeds = inNeeds || nd.Job == n
 					}
-					if j.Needs != nil && !inNeeds {
+					// Entry::Job checks dependencies against needs only when
+					// needs are present: `needs: []` with dependencies is valid.
+					if len(j.Needs) > 0 && !inNeeds {
 						p.errorf(j.Keys["dependencies"], "%s dependencies the %s should be part of needs", path, d)
 						continue
 					}

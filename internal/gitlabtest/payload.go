@@ -1,9 +1,13 @@
 package gitlabtest
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"math/big"
+	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -170,10 +174,12 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	pub("CI_BUILD_NAME", d.Name)
 	pub("CI_BUILD_STAGE", d.Stage)
 
-	if d.Environment != "" {
-		pub("CI_ENVIRONMENT_NAME", d.Environment)
-		pub("CI_ENVIRONMENT_ACTION", "start")
-	}
+	envAt := len(vs) // the environment's variables go here, once the rest can expand its name
+	// Registry and Dependency Proxy credentials are the job token.
+	vs = append(vs, job.Variable{Key: "CI_REGISTRY_USER", Value: "gitlab-ci-token", Public: true},
+		job.Variable{Key: "CI_REGISTRY_PASSWORD", Value: j.token, Masked: true},
+		job.Variable{Key: "CI_DEPENDENCY_PROXY_USER", Value: "gitlab-ci-token", Public: true},
+		job.Variable{Key: "CI_DEPENDENCY_PROXY_PASSWORD", Value: j.token, Masked: true})
 	s.projectPipelineVars(pl, pub)
 
 	// Runner.
@@ -184,6 +190,10 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	// YAML: global, then the job's (job wins; rule variables are in the
 	// job's).
 	for _, v := range pl.cfg.Variables {
+		// inherit:variables false or a list (Ci::Build#yaml_variables).
+		if d.InheritVariables != nil && !slices.Contains(d.InheritVariables, v.Key) {
+			continue
+		}
 		vs = append(vs, job.Variable{Key: v.Key, Value: v.Value, Public: true, Raw: !v.Expand})
 	}
 	for _, v := range d.Variables {
@@ -196,7 +206,34 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	}
 	vs = append(vs, projectVarsFor(p, c)...)
 	vs = append(vs, pl.vars...)
+	if d.Environment != "" {
+		vs = slices.Insert(vs, envAt, environmentVars(d, vs)...)
+	}
 	return vs
+}
+
+// environmentVars are Ci::Build#persisted_environment_variables: name and
+// url expanded with the job's other variables, as GitLab does.
+func environmentVars(d *ciyaml.Job, vs job.Variables) []job.Variable {
+	var out []job.Variable
+	pub := func(k, v string) { out = append(out, job.Variable{Key: k, Value: v, Public: true}) }
+	name := vs.ExpandValue(d.Environment)
+	pub("CI_ENVIRONMENT_NAME", name)
+	pub("CI_ENVIRONMENT_SLUG", environmentSlug(name))
+	if d.EnvironmentURL != "" {
+		pub("CI_ENVIRONMENT_URL", vs.ExpandValue(d.EnvironmentURL))
+	}
+	action := d.EnvironmentAction
+	if action == "" {
+		action = "start"
+	}
+	pub("CI_ENVIRONMENT_ACTION", action)
+	tier := d.EnvironmentTier
+	if tier == "" {
+		tier = guessTier(name)
+	}
+	pub("CI_ENVIRONMENT_TIER", tier)
+	return out
 }
 
 // projectVarsFor are the project CI/CD variables a pipeline gets: never
@@ -260,6 +297,80 @@ func (s *Server) serverVars(pub func(k, v string)) {
 	pub("GITLAB_FEATURES", "")
 	pub("CI_API_V4_URL", srv.String()+"/api/v4")
 	pub("CI_API_GRAPHQL_URL", srv.String()+"/api/graphql")
+	pub("CI_SERVER_SHELL_SSH_HOST", host)
+	pub("CI_SERVER_SHELL_SSH_PORT", "22")
+	pub("CI_TEMPLATE_REGISTRY_HOST", "registry.gitlab.com")
+	pub("CI_REGISTRY", s.registryHost())
+	pub("CI_DEPENDENCY_PROXY_SERVER", dependencyProxyServer(srv))
+}
+
+// registryHost is the container registry's host:port: Omnibus' default
+// registry on the instance's own host listens on 5050. Nothing serves it
+// here; jobs only see the names GitLab would give them.
+func (s *Server) registryHost() string {
+	return net.JoinHostPort(s.serverURL().Hostname(), "5050")
+}
+
+// dependencyProxyServer is Gitlab.host_with_port: the port only when it is
+// not the scheme's default.
+func dependencyProxyServer(srv *url.URL) string {
+	if p := srv.Port(); p != "" && p != map[string]string{"http": "80", "https": "443"}[srv.Scheme] {
+		return srv.Hostname() + ":" + p
+	}
+	return srv.Hostname()
+}
+
+// environmentSlug is Gitlab::Slug::Environment: lowercase letters, digits
+// and single dashes, starting with a letter; a name that is longer than 24
+// characters or changed by these rules is cut to 17 and gets a 6-character
+// suffix from its SHA-256, so different names keep different slugs.
+func environmentSlug(name string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(name) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	slug := b.String()
+	if slug == "" || slug[0] < 'a' || slug[0] > 'z' {
+		slug = "env-" + slug
+	}
+	for strings.Contains(slug, "--") {
+		slug = strings.ReplaceAll(slug, "--", "-")
+	}
+	if len(slug) <= 24 && slug == name {
+		return strings.TrimSuffix(slug, "-")
+	}
+	slug = slug[:min(17, len(slug))]
+	if !strings.HasSuffix(slug, "-") {
+		slug += "-"
+	}
+	sum := sha256.Sum256([]byte(name))
+	b36 := new(big.Int).SetBytes(sum[:]).Text(36)
+	return slug + b36[max(0, len(b36)-6):]
+}
+
+// guessTier is Environment#guess_tier, the tier of an environment without
+// deployment_tier, from its name; the first matching rule wins.
+func guessTier(name string) string {
+	for _, t := range tierGuesses {
+		if t.re.MatchString(name) {
+			return t.tier
+		}
+	}
+	return "other"
+}
+
+var tierGuesses = []struct {
+	re   *regexp.Regexp
+	tier string
+}{
+	{regexp.MustCompile(`(?i)(dev|review|trunk)`), "development"},
+	{regexp.MustCompile(`(?i)(test|tst|int|ac(ce|)pt|qa|qc|control|quality)`), "testing"},
+	{regexp.MustCompile(`(?i)(st(a|)g|mod(e|)l|pre|demo|non)`), "staging"},
+	{regexp.MustCompile(`(?i)(pr(o|)d|live)`), "production"},
 }
 
 // projectPipelineVars are the project's, the pipeline's and the commit's
@@ -284,6 +395,11 @@ func (s *Server) projectPipelineVars(pl *pipeline, pub func(k, v string)) {
 	pub("CI_PROJECT_CLASSIFICATION_LABEL", "")
 	pub("CI_DEFAULT_BRANCH", p.defaultBranch)
 	pub("CI_CONFIG_PATH", ".gitlab-ci.yml")
+	// Ci::Build#container_registry_variables and dependency_proxy_variables.
+	pub("CI_REGISTRY_IMAGE", s.registryHost()+"/"+strings.ToLower(p.fullPath))
+	proxy := dependencyProxyServer(s.serverURL())
+	pub("CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX", proxy+"/"+strings.SplitN(p.fullPath, "/", 2)[0]+"/dependency_proxy/containers")
+	pub("CI_DEPENDENCY_PROXY_DIRECT_GROUP_IMAGE_PREFIX", proxy+"/"+strings.ToLower(projectNamespace(p.fullPath))+"/dependency_proxy/containers")
 
 	// Pipeline and commit.
 	pub("CI_PIPELINE_IID", strconv.FormatInt(pl.iid, 10))

@@ -79,6 +79,24 @@ func (s *Server) SetProjectVariable(project string, v ProjectVariable) error {
 	return nil
 }
 
+// SetDefaultBranch sets the project's default branch (CI_DEFAULT_BRANCH;
+// pipelines on it run on a protected ref). GitLab takes the first pushed
+// branch; exec names the repository's own default, which its one-branch
+// snapshot may not hold.
+func (s *Server) SetDefaultBranch(project, branch string) error {
+	if branch == "" {
+		return fmt.Errorf("default branch of %s: empty name", project)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projects[project]
+	if p == nil {
+		return fmt.Errorf("project %s not found", project)
+	}
+	p.defaultBranch = branch
+	return nil
+}
+
 // SetProjectTimeout sets the project's default job timeout.
 func (s *Server) SetProjectTimeout(project string, d time.Duration) error {
 	s.mu.Lock()
@@ -175,10 +193,6 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 	} else {
 		readFile = workingCopyReader(p.source)
 	}
-	cfg, err := ciyaml.ParseWith(".gitlab-ci.yml", data, ciyaml.ParseOptions{ReadFile: readFile})
-	if err != nil {
-		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
-	}
 	source := o.Source
 	if source == "" {
 		source = "push"
@@ -186,7 +200,7 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 
 	s.mu.Lock()
 	pl := &pipeline{
-		id: s.newID("pipeline"), project: p, cfg: cfg, commit: c, source: source,
+		id: s.newID("pipeline"), project: p, cfg: &ciyaml.Config{}, commit: c, source: source,
 		status: StatusCreated, createdAt: time.Now(), done: make(chan struct{}),
 	}
 	p.nextIID++
@@ -194,16 +208,26 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 	for _, v := range o.Variables {
 		pl.vars = append(pl.vars, job.Variable{Key: v.Key, Value: v.Value, Masked: v.Masked, File: v.File, Raw: v.Raw})
 	}
-	env := ciyaml.Env{Variables: s.pipelineEnvLocked(pl), Ref: c.ref, RefType: c.refType, Source: source}
+	// include:rules and include paths see the pipeline's variables
+	// without the YAML's (GitLab reads includes before the YAML).
+	incEnv := ciyaml.Env{Variables: s.pipelineEnvLocked(pl), Ref: c.ref, RefType: c.refType, Source: source}
 	s.mu.Unlock()
-
-	env.Exists = s.existsFunc(p, c.sha)
+	incEnv.Exists = s.existsFunc(p, c.sha)
 	if !isZeroSha(c.beforeSha) {
-		env.Changes, err = s.changesFunc(p, c.beforeSha, c.sha)
+		incEnv.Changes, err = s.changesFunc(p, c.beforeSha, c.sha)
 		if err != nil {
 			return nil, err
 		}
 	}
+	cfg, err := ciyaml.ParseWith(".gitlab-ci.yml", data, ciyaml.ParseOptions{ReadFile: readFile, IncludeEnv: &incEnv})
+	if err != nil {
+		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
+	}
+	s.mu.Lock()
+	pl.cfg = cfg
+	env := ciyaml.Env{Variables: s.pipelineEnvLocked(pl), Ref: c.ref, RefType: c.refType, Source: source}
+	s.mu.Unlock()
+	env.Exists, env.Changes = incEnv.Exists, incEnv.Changes
 	evaluate := s.evaluate
 	if evaluate == nil {
 		evaluate = (*ciyaml.Config).Evaluate

@@ -77,7 +77,7 @@ release:
 
 // execProject writes a project directory (no git repository: exec takes
 // the files as they are) and a sync directory outside it.
-func execProject(t *testing.T, ci string) (project, sync string) {
+func execProject(t testing.TB, ci string) (project, sync string) {
 	t.Helper()
 	root := t.TempDir()
 	project, sync = filepath.Join(root, "project"), filepath.Join(root, "sync")
@@ -94,7 +94,7 @@ func execProject(t *testing.T, ci string) (project, sync string) {
 
 // runExec runs `podrunner exec args…` in dir (stdout not a terminal: the
 // plain output) and returns its exit code and output.
-func runExec(t *testing.T, dir string, args ...string) (int, string) {
+func runExec(t testing.TB, dir string, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
