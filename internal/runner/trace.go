@@ -43,10 +43,13 @@ func (t *jobTrace) Start(ctx context.Context)  { t.sender.Start(ctx) }
 func (t *jobTrace) Canceling() <-chan struct{} { return t.sender.Canceling() }
 func (t *jobTrace) Aborted() <-chan struct{}   { return t.sender.Aborted() }
 
-// Finish flushes the masker's held bytes and submits the final state.
+// Finish flushes the masker's held bytes and submits the final state; the
+// state is submitted even when the flush failed, so the job is never left
+// running in GitLab.
 func (t *jobTrace) Finish(ctx context.Context, final gitlab.UpdateJobRequest) error {
-	if err := t.Trace.Finish(); err != nil {
+	ferr := t.Trace.Finish()
+	if err := t.sender.Finish(ctx, final); err != nil {
 		return err
 	}
-	return t.sender.Finish(ctx, final)
+	return ferr
 }

@@ -292,9 +292,10 @@ func (s *Sender) Finish(ctx context.Context, final gitlab.UpdateJobRequest) erro
 
 	s.interval = s.opts.UpdateInterval // as GitLab Runner: reset for the final update
 	backoff := s.opts.RetryBackoff
-	rejections, withoutRest := 0, false
+	var rej refusals
+	withoutRest := false
 	for attempt := 1; ; attempt++ {
-		err := s.finalUpdate(ctx, final, withoutRest, &rejections)
+		err := s.finalUpdate(ctx, final, withoutRest, &rej)
 		if err == nil {
 			return nil
 		}
@@ -304,12 +305,12 @@ func (s *Sender) Finish(ctx context.Context, final gitlab.UpdateJobRequest) erro
 		if ctx.Err() != nil {
 			return fmt.Errorf("submit final state %q of job %d: stopped before GitLab confirmed it: %w (last error: %v)", final.State, s.opts.JobID, ctx.Err(), err)
 		}
-		if !withoutRest && rejections >= s.opts.FinalTraceRejections {
+		if !withoutRest && rej.exhausted(s.opts.FinalTraceRejections) {
 			// Deliver the state with the log GitLab has rather than
 			// never: without a checksum GitLab does not validate it.
 			withoutRest = true
 			s.log.Error("The job log could not be sent completely; submitting the final state with the part GitLab has",
-				"sent-bytes", s.sent, "rejections", rejections, "error", err)
+				"sent-bytes", s.sent, "error", err)
 			continue
 		}
 		if s.opts.FinalRetryLimit > 0 && attempt >= s.opts.FinalRetryLimit {
@@ -324,16 +325,26 @@ func (s *Sender) Finish(ctx context.Context, final gitlab.UpdateJobRequest) erro
 }
 
 // errTraceRejected marks a final attempt that failed because GitLab
-// refused the log or it could not be read (counted in rejections).
+// refused the log or it could not be read.
 var errTraceRejected = errors.New("job log refused")
+
+// refusals counts, during Finish, 416s since the last accepted PATCH (a
+// lost answer or a lost tail is followed by one; a broken server never
+// accepts again), every 412 (each one means resending the whole log) and
+// read errors of the stored log.
+type refusals struct{ since416, total412, reads int }
+
+func (r *refusals) exhausted(limit int) bool {
+	return r.since416 >= limit || r.total412 >= limit || r.reads >= limit
+}
 
 // finalUpdate is one attempt: PATCH everything, PUT the final state,
 // repeating on 202 (after an interval). A 412 (GitLab dropped its copy:
-// resend from byte 0), a 416 or an unreadable log counts in rejections
-// and ends the attempt once the count reaches the bound. withoutRest
+// resend from byte 0), a 416 or an unreadable log counts in rej and ends
+// the attempt once the count reaches the bound. withoutRest
 // submits the state alone, leaving GitLab's log as it is.
-func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest, withoutRest bool, rejections *int) error {
-	rejected := func() bool { *rejections++; return *rejections >= s.opts.FinalTraceRejections }
+func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest, withoutRest bool, rej *refusals) error {
+	limit := s.opts.FinalTraceRejections
 	for {
 		size, sum := s.src.Snapshot()
 	send:
@@ -341,10 +352,11 @@ func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest,
 			res := s.patch(ctx, size)
 			switch res.State {
 			case gitlab.PatchSucceeded:
+				rej.since416 = 0
 			case gitlab.PatchNotFound:
 				break send // GitLab will not take more log; submit the state anyway
 			case gitlab.PatchRangeMismatch:
-				if rejected() {
+				if rej.since416++; rej.exhausted(limit) {
 					return fmt.Errorf("%w: GitLab keeps answering 416 (range mismatch) to the log at %d", errTraceRejected, s.sent)
 				}
 				if !sleep(ctx, s.interval) {
@@ -354,7 +366,7 @@ func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest,
 				return fmt.Errorf("%w: %v", ErrAborted, res.Err)
 			case gitlab.PatchFailed:
 				if errors.Is(res.Err, errReadLog) {
-					rejected()
+					rej.reads++
 					return fmt.Errorf("%w: %w", errTraceRejected, res.Err)
 				}
 				return fmt.Errorf("send job log: %w", orUnknown(res.Err))
@@ -373,7 +385,7 @@ func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest,
 		case gitlab.UpdateAcceptedNotComplete:
 		case gitlab.UpdateTraceValidationFailed:
 			s.sent = 0
-			if rejected() || withoutRest {
+			if rej.total412++; rej.exhausted(limit) || withoutRest {
 				return fmt.Errorf("%w: GitLab keeps answering 412 (checksum mismatch) to the final update", errTraceRejected)
 			}
 		case gitlab.UpdateAbort:
