@@ -43,13 +43,10 @@ func (t *jobTrace) Start(ctx context.Context)  { t.sender.Start(ctx) }
 func (t *jobTrace) Canceling() <-chan struct{} { return t.sender.Canceling() }
 func (t *jobTrace) Aborted() <-chan struct{}   { return t.sender.Aborted() }
 
-// Finish flushes the masker's held bytes and submits the final state; the
-// state is submitted even when the flush failed, so the job is never left
-// running in GitLab.
+// Finish flushes the masker's held bytes and submits the final state. A
+// failed flush does not stop the state (the job must not stay running in
+// GitLab): the buffer writes its own failures into the log.
 func (t *jobTrace) Finish(ctx context.Context, final gitlab.UpdateJobRequest) error {
-	ferr := t.Trace.Finish()
-	if err := t.sender.Finish(ctx, final); err != nil {
-		return err
-	}
-	return ferr
+	_ = t.Trace.Finish()
+	return t.sender.Finish(ctx, final)
 }
