@@ -64,3 +64,28 @@ func BenchmarkParseManyRunners(b *testing.B) {
 		})
 	}
 }
+
+// TestHugeValuesAreClippedInErrors: a bad value of any size gives a short
+// error that still names the key, the line and the value's start.
+func TestHugeValuesAreClippedInErrors(t *testing.T) {
+	huge := strings.Repeat("ü", 500_000) // 1 MB
+	runner := "[[runners]]\nname = \"r\"\nurl = \"https://gitlab.example.com\"\ntoken = \"glrt-x\"\nexecutor = \"shell\"\n"
+	for _, tc := range []struct{ name, doc string }{
+		{"log_level", "log_level = \"" + huge + "\"\n"},
+		{"url", strings.Replace(runner, "https://gitlab.example.com", "ftp://"+huge, 1)},
+		{"shell", runner + "shell = \"" + huge + "\"\n"},
+		{"environment", runner + "environment = [\"" + huge + "\"]\n"},
+		{"duration", "connection_max_age = \"" + huge + "\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Parse([]byte(tc.doc), "config.toml")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if len(msg) > 1000 || !strings.Contains(msg, "üüü") || !strings.Contains(msg, "bytes)") || !strings.Contains(msg, "config.toml:") {
+				t.Fatalf("error of %d bytes: %.300s", len(msg), msg)
+			}
+		})
+	}
+}
