@@ -198,8 +198,15 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 		return fmt.Errorf("read CI file: %w (run exec in the project directory, or name the file with --file)", err)
 	}
 	// Parse here first: errors then name the user's file, with line and column.
+	// os.Root: an included file (or a symlink on its way) must not lead
+	// outside the project.
+	projectRoot, err := os.OpenRoot(wd)
+	if err != nil {
+		return fmt.Errorf("open project directory: %w", err)
+	}
+	defer projectRoot.Close()
 	cfg, err := ciyaml.ParseWith(o.file, ciYAML, ciyaml.ParseOptions{ReadFile: func(name string) ([]byte, error) {
-		return os.ReadFile(filepath.Join(wd, filepath.FromSlash(name)))
+		return projectRoot.ReadFile(filepath.FromSlash(name))
 	}})
 	if err != nil {
 		return err

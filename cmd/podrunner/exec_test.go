@@ -438,6 +438,45 @@ func TestDefaultBranch(t *testing.T) {
 	}
 }
 
+// TestExecIncludeLocalStaysInProject: `include: local` naming a symlink
+// to a file outside the project, or a path through `..`, is refused as
+// GitLab refuses a file the repository does not hold.
+func TestExecIncludeLocalStaysInProject(t *testing.T) {
+	outside := t.TempDir()
+	secret := "leaked:\n  script: [echo outside]\n"
+	if err := os.WriteFile(filepath.Join(outside, "secret.yml"), []byte(secret), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, include string }{
+		{"symlink to a file outside", "link.yml"},
+		{"symlinked directory outside", "linkdir/secret.yml"},
+		{"dot-dot", "../" + filepath.Base(outside) + "/secret.yml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parent := filepath.Dir(outside)
+			dir, err := os.MkdirTemp(parent, "project-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			ci := "include:\n  - local: " + tc.include + "\nbuild:\n  script: [echo hi]\n"
+			if err := os.WriteFile(filepath.Join(dir, ".gitlab-ci.yml"), []byte(ci), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(outside, "secret.yml"), filepath.Join(dir, "link.yml")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(dir, "linkdir")); err != nil {
+				t.Fatal(err)
+			}
+			code, out := runExecCmd(t, dir, "--job", "leaked")
+			if code == 0 || !strings.Contains(out, "` does not exist!") || strings.Contains(out, "outside") {
+				t.Fatalf("exit code %d; want the include refused:\n%s", code, out)
+			}
+		})
+	}
+}
+
 // TestSnapshotKeepsHeadMessage: CI_COMMIT_MESSAGE/_TITLE are HEAD's, so
 // rules on the commit message can be tried locally.
 func TestSnapshotKeepsHeadMessage(t *testing.T) {

@@ -310,9 +310,14 @@ func downloadArtifacts(ctx context.Context, cmd *cobra.Command, conn *artifactsC
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	size, err := io.Copy(tmp, body)
+	// A download that never ends must not fill the disk.
+	limit := archive.DefaultLimits.MaxBytes
+	size, err := io.Copy(tmp, io.LimitReader(body, limit+1))
 	if err != nil {
 		return fmt.Errorf("artifacts of %s: download: %w", what, err)
+	}
+	if size > limit {
+		return fmt.Errorf("artifacts of %s: download: more than %d bytes: %w", what, limit, archive.ErrTooLarge)
 	}
 	st, err := archive.ExtractZip(ctx, tmp, size, dir)
 	if err != nil {

@@ -179,9 +179,9 @@ type serveOptions struct {
 }
 
 // serve runs the runner manager until it stops: SIGQUIT stops taking jobs
-// and waits for running ones; SIGTERM/SIGINT abort running jobs, each
-// reported failed, within shutdown_timeout; a second such signal exits at
-// once; SIGHUP reloads config.toml.
+// and waits for running ones; SIGTERM/SIGINT (before or after SIGQUIT)
+// abort running jobs, each reported failed, within shutdown_timeout; any
+// signal but SIGHUP after that exits at once; SIGHUP reloads config.toml.
 func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	wd := o.workingDir
 	if wd == "" {
@@ -295,7 +295,10 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 		defer signal.Stop(sigs)
 		goAux(func() {
-			stopping := false
+			// SIGQUIT finishes jobs; SIGTERM/SIGINT (also after SIGQUIT,
+			// the usual escalation of supervisors) aborts and reports
+			// them; only a signal after that exits at once.
+			quitting, aborting := false, false
 			for {
 				select {
 				case <-runCtx.Done():
@@ -307,15 +310,17 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 							log.Info("SIGHUP: reloading configuration")
 							watcher.Reload()
 						}
-					case stopping && sig != syscall.SIGQUIT:
-						log.Error("Second signal: exiting at once", "signal", sig.String())
+					case aborting:
+						log.Error("Another signal while aborting: exiting at once; running jobs may stay running in GitLab", "signal", sig.String())
 						os.Exit(1)
 					case sig == syscall.SIGQUIT:
-						stopping = true
-						log.Info("SIGQUIT: finishing running jobs, then exiting")
-						m.Stop()
+						if !quitting {
+							quitting = true
+							log.Info("SIGQUIT: finishing running jobs, then exiting")
+							m.Stop()
+						}
 					default:
-						stopping = true
+						aborting = true
 						log.Warn("Signal received: aborting running jobs", "signal", sig.String())
 						m.Abort()
 					}

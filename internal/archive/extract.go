@@ -28,6 +28,7 @@ func ExtractZip(ctx context.Context, r io.ReaderAt, size int64, dest string) (St
 		return Stats{}, err
 	}
 	defer x.close()
+	x.compressed = func() int64 { return size }
 	for _, f := range zr.File {
 		if err := ctx.Err(); err != nil {
 			return x.st, err
@@ -76,7 +77,8 @@ func readZipLink(f *zip.File) (string, error) {
 // ExtractTarGz unpacks a gzip-compressed tar stream into dest, refusing
 // entries that escape dest.
 func ExtractTarGz(ctx context.Context, r io.Reader, dest string) (Stats, error) {
-	gz, err := gzip.NewReader(r)
+	cr := &countingReader{r: r}
+	gz, err := gzip.NewReader(cr)
 	if err != nil {
 		return Stats{}, fmt.Errorf("read gzip: %w", err)
 	}
@@ -86,6 +88,7 @@ func ExtractTarGz(ctx context.Context, r io.Reader, dest string) (Stats, error) 
 		return Stats{}, err
 	}
 	defer x.close()
+	x.compressed = func() int64 { return cr.n }
 	tr := tar.NewReader(gz)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -142,6 +145,48 @@ type entry struct {
 type extractor struct {
 	root *os.Root
 	st   Stats
+	// compressed is the archive's size read so far, for the ratio cap.
+	compressed func() int64
+	limits     Limits
+}
+
+// Limits bound what an archive may unpack to, so that a small hostile
+// archive cannot fill the disk: never more than MaxBytes, and past
+// FreeBytes never more than MaxRatio times the compressed size.
+type Limits struct {
+	MaxBytes  int64
+	FreeBytes int64
+	MaxRatio  int64
+}
+
+// DefaultLimits are generous: deflate itself cannot exceed about 1032:1,
+// and real artifacts and caches stay far below 200:1 past the first GiB.
+var DefaultLimits = Limits{MaxBytes: 64 << 30, FreeBytes: 1 << 30, MaxRatio: 200}
+
+// ErrTooLarge is wrapped when an archive unpacks to more than Limits allow.
+var ErrTooLarge = errors.New("archive unpacks to more than allowed")
+
+func (l Limits) allowed(compressed int64) int64 {
+	return min(l.MaxBytes, max(l.FreeBytes, l.MaxRatio*compressed))
+}
+
+// capped fails a file's copy as soon as the archive's total would pass
+// the limits.
+type capped struct {
+	r       io.Reader
+	x       *extractor
+	written int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.written += int64(n)
+	comp := c.x.compressed()
+	if l := c.x.limits; c.x.st.Bytes+c.written > l.allowed(comp) {
+		return n, fmt.Errorf("%w: more than %d bytes from a %d-byte archive (limits: %d bytes in all, and %d times the archive past %d bytes); the archive is corrupt or hostile",
+			ErrTooLarge, l.allowed(comp), comp, l.MaxBytes, l.MaxRatio, l.FreeBytes)
+	}
+	return n, err
 }
 
 func newExtractor(dest string) (*extractor, error) {
@@ -152,7 +197,7 @@ func newExtractor(dest string) (*extractor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dest, err)
 	}
-	return &extractor{root: root}, nil
+	return &extractor{root: root, limits: DefaultLimits}, nil
 }
 
 func (x *extractor) close() { _ = x.root.Close() }
@@ -265,7 +310,7 @@ func (x *extractor) writeFile(ctx context.Context, name string, e entry) (int64,
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(f, ctxReader{ctx, rc})
+	n, err := io.Copy(f, &capped{r: ctxReader{ctx, rc}, x: x})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -283,4 +328,15 @@ func (x *extractor) writeFile(ctx context.Context, name string, e entry) (int64,
 		_ = x.root.Chtimes(name, e.mtime, e.mtime)
 	}
 	return n, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -18,6 +18,28 @@ type keyIndex struct {
 	byLine map[int][]posKey
 	// kvs lists every key = value in document order.
 	kvs []kvPos
+	pos positions
+}
+
+// positions turns byte offsets into line and column (1-based, column in
+// bytes, as go-toml's Shape) in O(log lines): Shape counts from the start
+// of the document on every call, which made indexing quadratic.
+type positions struct{ lineStarts []int }
+
+func newPositions(data []byte) positions {
+	starts := []int{0}
+	for i, c := range data {
+		if c == '\n' {
+			starts = append(starts, i+1)
+		}
+	}
+	return positions{lineStarts: starts}
+}
+
+func (ps positions) at(r unstable.Range) (line, col int) {
+	off := int(r.Offset)
+	i := sort.SearchInts(ps.lineStarts, off+1) - 1 // last start <= off
+	return i + 1, off - ps.lineStarts[i] + 1
 }
 
 type kvPos struct {
@@ -52,7 +74,7 @@ func indexKey(path string, i int) string { return path + "[" + strconv.Itoa(i) +
 // best effort: on a syntax error it returns what it saw so far (the
 // decoder reports the error itself).
 func buildIndex(data []byte) (idx *keyIndex) {
-	idx = &keyIndex{lines: map[string]int{}, byLine: map[int][]posKey{}}
+	idx = &keyIndex{lines: map[string]int{}, byLine: map[int][]posKey{}, pos: newPositions(data)}
 	defer func() {
 		// The unstable parser documents panics on misuse; never let a bad
 		// document crash the runner because of the index.
@@ -110,8 +132,8 @@ func (idx *keyIndex) keyValue(p *unstable.Parser, table string, kv *unstable.Nod
 	}
 	idx.add(p, path, first)
 	if first != nil {
-		sh := p.Shape(first.Raw)
-		idx.kvs = append(idx.kvs, kvPos{path: path, line: sh.Start.Line, col: sh.Start.Column, parts: parts, raw: append([]byte(nil), p.Raw(kv.Raw)...)})
+		line, col := idx.pos.at(first.Raw)
+		idx.kvs = append(idx.kvs, kvPos{path: path, line: line, col: col, parts: parts, raw: append([]byte(nil), p.Raw(kv.Raw)...)})
 	}
 	idx.value(p, path, kv.Value())
 }
@@ -147,11 +169,11 @@ func (idx *keyIndex) add(p *unstable.Parser, path string, n *unstable.Node) {
 	if n == nil {
 		return
 	}
-	sh := p.Shape(n.Raw)
+	line, col := idx.pos.at(n.Raw)
 	if _, seen := idx.lines[path]; !seen {
-		idx.lines[path] = sh.Start.Line
+		idx.lines[path] = line
 	}
-	idx.byLine[sh.Start.Line] = append(idx.byLine[sh.Start.Line], posKey{col: sh.Start.Column, path: path})
+	idx.byLine[line] = append(idx.byLine[line], posKey{col: col, path: path})
 }
 
 func (idx *keyIndex) sort() {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	toml "github.com/pelletier/go-toml/v2"
 )
@@ -179,7 +180,7 @@ func (p *parser) warn(key string, line int, format string, args ...any) {
 	if line == 0 && p.idx != nil {
 		line = p.idx.line(key)
 	}
-	p.warnings = append(p.warnings, Warning{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+	p.warnings = append(p.warnings, Warning{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, clipArgs(args)...)})
 }
 
 func (p *parser) fail(key, format string, args ...any) {
@@ -187,5 +188,38 @@ func (p *parser) fail(key, format string, args ...any) {
 	if p.idx != nil {
 		line = p.idx.line(key)
 	}
-	p.errs = append(p.errs, &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+	p.errs = append(p.errs, &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, clipArgs(args)...)})
+}
+
+// maxShown bounds a value echoed in a message: the file and line say
+// where it is, and a huge value must not make a huge error.
+const maxShown = 120
+
+// clip shortens a long value for a message, saying how long it was.
+func clip(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	cut := maxShown
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+}
+
+func clipArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = clip(v)
+		case []byte:
+			out[i] = clip(string(v))
+		case error:
+			out[i] = clip(v.Error())
+		default:
+			out[i] = a
+		}
+	}
+	return out
 }

@@ -25,13 +25,16 @@ func NormalizeURL(raw string) (normalized string, legacyCI bool, err error) {
 	}
 	u, perr := url.Parse(s)
 	if perr != nil {
-		return "", false, fmt.Errorf("invalid URL %q: %v", raw, perr)
+		if ue, ok := perr.(*url.Error); ok {
+			perr = ue.Err // url.Error repeats the whole URL
+		}
+		return "", false, fmt.Errorf("invalid URL %q: %v", clip(raw), perr)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", false, fmt.Errorf("invalid URL %q: the scheme must be http or https (e.g. https://gitlab.example.com)", raw)
+		return "", false, fmt.Errorf("invalid URL %q: the scheme must be http or https (e.g. https://gitlab.example.com)", clip(raw))
 	}
 	if u.Host == "" {
-		return "", false, fmt.Errorf("invalid URL %q: no host (e.g. https://gitlab.example.com)", raw)
+		return "", false, fmt.Errorf("invalid URL %q: no host (e.g. https://gitlab.example.com)", clip(raw))
 	}
 	return s, legacyCI, nil
 }
@@ -158,7 +161,7 @@ func (p *parser) validate(c *Config) error {
 func checkListenAddress(a string) error {
 	if _, _, err := net.SplitHostPort(a); err != nil {
 		if _, _, err2 := net.SplitHostPort(a + ":" + DefaultMetricsPort); err2 != nil {
-			return fmt.Errorf("invalid address %q: use host:port, e.g. \":9252\"", a)
+			return fmt.Errorf("invalid address %q: use host:port, e.g. \":9252\"", clip(a))
 		}
 	}
 	return nil
@@ -225,10 +228,10 @@ func (p *parser) validateRunner(key string, r *Runner) {
 func CheckEnvEntry(e string) error {
 	k, _, ok := strings.Cut(e, "=")
 	if !ok {
-		return fmt.Errorf("invalid entry %q: use \"KEY=VALUE\"", e)
+		return fmt.Errorf("invalid entry %q: use \"KEY=VALUE\"", clip(e))
 	}
 	if !envKeyRe.MatchString(k) {
-		return fmt.Errorf("invalid entry %q: the variable name before \"=\" must be non-empty and without spaces", e)
+		return fmt.Errorf("invalid entry %q: the variable name before \"=\" must be non-empty and without spaces", clip(e))
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ func unmarshalWith(s valueSetter, raw []byte) error {
 }
 
 func valueErr(raw []byte, format string, args ...any) error {
-	return &valueError{raw: raw, msg: fmt.Sprintf(format, args...)}
+	return &valueError{raw: raw, msg: fmt.Sprintf(format, clipArgs(args)...)}
 }
 
 func tomlKind(v any) string {

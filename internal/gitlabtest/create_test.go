@@ -155,3 +155,28 @@ func TestNeedsParallelJob(t *testing.T) {
 		t.Errorf("unit = %s needs %v", got.Status, got.Needs)
 	}
 }
+
+// TestWorkingCopyReaderStaysInRepository: a symlink in the working copy
+// does not lead an include outside it (GitLab reads the committed link,
+// never its target).
+func TestWorkingCopyReaderStaysInRepository(t *testing.T) {
+	outside := t.TempDir()
+	writeFile(t, outside, "secret.yml", "leaked:\n  script: x\n")
+	repo := t.TempDir()
+	writeFile(t, repo, "inside.yml", "ok:\n  script: x\n")
+	if err := os.Symlink(filepath.Join(outside, "secret.yml"), filepath.Join(repo, "link.yml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(repo, "dir")); err != nil {
+		t.Fatal(err)
+	}
+	read := workingCopyReader(repo)
+	if _, err := read("inside.yml"); err != nil {
+		t.Fatalf("file inside: %v", err)
+	}
+	for _, name := range []string{"link.yml", "dir/secret.yml", "../" + filepath.Base(outside) + "/secret.yml"} {
+		if data, err := read(name); err == nil {
+			t.Errorf("read(%q) = %q, want an error", name, data)
+		}
+	}
+}

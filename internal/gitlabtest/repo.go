@@ -39,7 +39,14 @@ func workingCopyReader(dir string) func(string) ([]byte, error) {
 		if rel == "" || !filepath.IsLocal(filepath.FromSlash(rel)) {
 			return nil, fmt.Errorf("file %s is outside the repository", name)
 		}
-		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(rel)))
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return nil, fmt.Errorf("open the working copy: %w", err)
+		}
+		defer root.Close()
+		// Through root: a symlink must not lead outside the repository
+		// (GitLab reads a committed symlink as its target's name).
+		data, err := root.ReadFile(filepath.FromSlash(rel))
 		if err != nil {
 			return nil, fmt.Errorf("read %s from the working copy: %w", rel, err)
 		}

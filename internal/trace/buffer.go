@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"unicode/utf8"
 )
@@ -19,6 +20,7 @@ var ErrClosed = errors.New("trace buffer closed")
 
 const (
 	ansiBoldYellow = "\x1b[33;1m"
+	ansiBoldRed    = "\x1b[31;1m"
 	ansiReset      = "\x1b[0;m"
 )
 
@@ -45,7 +47,13 @@ type Buffer struct {
 	limit    int64
 	exceeded bool
 	closed   bool
-	err      error // sticky write error of the file
+	// broken: the file could not be written (full disk…). The log then
+	// is the file's first durable bytes plus tail, a line saying what is
+	// missing; later output is dropped so the job and its final update
+	// go on.
+	broken  bool
+	durable int64
+	tail    []byte
 }
 
 // NewBuffer creates a Buffer backed by a new file in dir (os.TempDir() when
@@ -70,36 +78,63 @@ func (b *Buffer) Write(p []byte) (int, error) {
 	if b.closed {
 		return 0, ErrClosed
 	}
-	if b.err != nil {
-		return 0, b.err
-	}
-	if b.exceeded || len(p) == 0 {
+	if b.exceeded || b.broken || len(p) == 0 {
 		return len(p), nil
 	}
 	if room := b.limit - b.size; int64(len(p)) > room {
-		if err := b.store(truncateUTF8(p, room)); err != nil {
-			return 0, err
-		}
+		b.store(truncateUTF8(p, room))
 		b.exceeded = true
-		if err := b.store([]byte(LimitNotice(b.limit))); err != nil {
-			return 0, err
-		}
+		b.store([]byte(LimitNotice(b.limit)))
 		return len(p), nil
 	}
-	if err := b.store(p); err != nil {
-		return 0, err
-	}
+	b.store(p)
 	return len(p), nil
 }
 
-func (b *Buffer) store(p []byte) error {
+func (b *Buffer) store(p []byte) {
+	if b.broken {
+		return
+	}
 	if _, err := b.w.Write(p); err != nil {
-		b.err = fmt.Errorf("write trace buffer file: %w", err)
-		return b.err
+		b.breakDown(err)
+		return
 	}
 	b.crc = crc32.Update(b.crc, crc32.IEEETable, p)
 	b.size += int64(len(p))
-	return nil
+}
+
+// breakDown switches to the broken state after a write error of the file:
+// the log keeps the bytes that reached the file and ends with a line
+// naming the error.
+func (b *Buffer) breakDown(werr error) {
+	b.broken = true
+	// The file is only appended to, so its offset is what reached it.
+	durable, err := b.file.Seek(0, io.SeekCurrent)
+	if err != nil {
+		durable = 0
+	}
+	durable = min(durable, b.size)
+	crc, err := crc32Of(io.NewSectionReader(b.file, 0, durable))
+	if err != nil {
+		durable, crc = 0, 0
+	}
+	msg := werr.Error()
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	b.durable = durable
+	b.tail = fmt.Appendf(nil, "\n%sERROR: the runner could not store the job log (%s): output after byte %d is missing%s\n",
+		ansiBoldRed, strings.ToValidUTF8(msg, "\uFFFD"), durable, ansiReset)
+	b.crc = crc32.Update(crc, crc32.IEEETable, b.tail)
+	b.size = durable + int64(len(b.tail))
+}
+
+func crc32Of(r io.Reader) (uint32, error) {
+	h := crc32.NewIEEE()
+	if _, err := io.Copy(h, r); err != nil {
+		return 0, err
+	}
+	return h.Sum32(), nil
 }
 
 // truncateUTF8 cuts p to at most n bytes without splitting a UTF-8 sequence.
@@ -159,20 +194,46 @@ func (b *Buffer) ReadAt(p []byte, off int64) (int, error) {
 		b.mu.Unlock()
 		return 0, ErrClosed
 	}
-	if err := b.w.Flush(); err != nil {
-		b.err = fmt.Errorf("write trace buffer file: %w", err)
-		b.mu.Unlock()
-		return 0, b.err
+	if !b.broken {
+		if err := b.w.Flush(); err != nil {
+			b.breakDown(err)
+		}
 	}
 	size := b.size
 	f := b.file
+	var tail []byte
+	if b.broken {
+		// Read the durable part from the file, the rest from the tail
+		// (never changed once set).
+		tail = b.tail
+		size = b.durable
+	}
 	b.mu.Unlock()
 	if off < 0 {
 		return 0, fmt.Errorf("read trace buffer at negative offset %d", off)
 	}
 	if off >= size {
+		if tail != nil && off < size+int64(len(tail)) {
+			n := copy(p, tail[off-size:])
+			if n < len(p) {
+				return n, io.EOF
+			}
+			return n, nil
+		}
 		return 0, io.EOF
 	}
+	if tail != nil && int64(len(p)) > size-off {
+		n, err := b.readFile(f, p[:size-off], off, size)
+		if err != nil {
+			return n, err
+		}
+		m, err := b.ReadAt(p[n:], size)
+		return n + m, err
+	}
+	return b.readFile(f, p, off, size)
+}
+
+func (b *Buffer) readFile(f *os.File, p []byte, off, size int64) (int, error) {
 	want := len(p)
 	if int64(want) > size-off {
 		p = p[:size-off]

@@ -30,6 +30,9 @@ type Source interface {
 // revoked (403/404). The final state cannot be submitted any more.
 var ErrAborted = errors.New("GitLab aborted the job")
 
+// errReadLog marks a failure to read the stored log (not GitLab's fault).
+var errReadLog = errors.New("read job log")
+
 // Defaults follow GitLab Runner.
 const (
 	DefaultUpdateInterval    = 3 * time.Second
@@ -41,6 +44,9 @@ const (
 	// goes up to 60 min; a minute keeps the final state flowing soon after
 	// GitLab recovers.
 	DefaultMaxRetryBackoff = time.Minute
+	// DefaultFinalTraceRejections: an honest GitLab refuses a resumed log
+	// once or twice at most.
+	DefaultFinalTraceRejections = 10
 )
 
 // SenderOptions configure a Sender. Zero durations and limits mean the
@@ -60,6 +66,12 @@ type SenderOptions struct {
 	// never be lost. GitLab Runner's job_status_final_update_retry_limit is
 	// 10.
 	FinalRetryLimit int
+	// FinalTraceRejections bounds how often GitLab may refuse the log
+	// during Finish (416 range mismatch, 412 checksum mismatch) or the log
+	// may be unreadable before the final state is submitted without the
+	// unsent rest, so a broken server or disk cannot hold the job
+	// forever; 0 means DefaultFinalTraceRejections.
+	FinalTraceRejections int
 
 	Logger *slog.Logger // job story lines, carrying the job's attributes (job id…); never given the token
 }
@@ -103,6 +115,9 @@ func NewSender(api API, src Source, opts SenderOptions) *Sender {
 	}
 	if opts.MaxRetryBackoff <= 0 {
 		opts.MaxRetryBackoff = DefaultMaxRetryBackoff
+	}
+	if opts.FinalTraceRejections <= 0 {
+		opts.FinalTraceRejections = DefaultFinalTraceRejections
 	}
 	log := opts.Logger
 	if log == nil {
@@ -186,7 +201,7 @@ func (s *Sender) patch(ctx context.Context, size int64) gitlab.PatchResult {
 	n := int(min(int64(len(s.chunk)), size-start))
 	n, err := s.src.ReadAt(s.chunk[:n], start)
 	if n == 0 || (err != nil && !errors.Is(err, io.EOF)) {
-		err = fmt.Errorf("read job log at %d of %d bytes: %w", start, size, orUnknown(err))
+		err = fmt.Errorf("%w at %d of %d bytes: %w", errReadLog, start, size, orUnknown(err))
 		s.log.Error("read job log for sending", "error", err)
 		return gitlab.PatchResult{State: gitlab.PatchFailed, Err: err}
 	}
@@ -277,8 +292,10 @@ func (s *Sender) Finish(ctx context.Context, final gitlab.UpdateJobRequest) erro
 
 	s.interval = s.opts.UpdateInterval // as GitLab Runner: reset for the final update
 	backoff := s.opts.RetryBackoff
+	var rej refusals
+	withoutRest := false
 	for attempt := 1; ; attempt++ {
-		err := s.finalUpdate(ctx, final)
+		err := s.finalUpdate(ctx, final, withoutRest, &rej)
 		if err == nil {
 			return nil
 		}
@@ -287,6 +304,14 @@ func (s *Sender) Finish(ctx context.Context, final gitlab.UpdateJobRequest) erro
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("submit final state %q of job %d: stopped before GitLab confirmed it: %w (last error: %v)", final.State, s.opts.JobID, ctx.Err(), err)
+		}
+		if !withoutRest && rej.exhausted(s.opts.FinalTraceRejections) {
+			// Deliver the state with the log GitLab has rather than
+			// never: without a checksum GitLab does not validate it.
+			withoutRest = true
+			s.log.Error("The job log could not be sent completely; submitting the final state with the part GitLab has",
+				"sent-bytes", s.sent, "error", err)
+			continue
 		}
 		if s.opts.FinalRetryLimit > 0 && attempt >= s.opts.FinalRetryLimit {
 			return fmt.Errorf("submit final state %q of job %d: gave up after %d attempts: %w", final.State, s.opts.JobID, attempt, err)
@@ -299,30 +324,60 @@ func (s *Sender) Finish(ctx context.Context, final gitlab.UpdateJobRequest) erro
 	}
 }
 
+// errTraceRejected marks a final attempt that failed because GitLab
+// refused the log or it could not be read.
+var errTraceRejected = errors.New("job log refused")
+
+// refusals counts, during Finish, 416s since the last accepted PATCH (a
+// lost answer or a lost tail is followed by one; a broken server never
+// accepts again), every 412 (each one means resending the whole log) and
+// read errors of the stored log.
+type refusals struct{ since416, total412, reads int }
+
+func (r *refusals) exhausted(limit int) bool {
+	return r.since416 >= limit || r.total412 >= limit || r.reads >= limit
+}
+
 // finalUpdate is one attempt: PATCH everything, PUT the final state,
-// repeating on 202 (after an interval) and 412 (whole trace from byte 0).
-func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest) error {
+// repeating on 202 (after an interval). A 412 (GitLab dropped its copy:
+// resend from byte 0), a 416 or an unreadable log counts in rej and ends
+// the attempt once the count reaches the bound. withoutRest
+// submits the state alone, leaving GitLab's log as it is.
+func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest, withoutRest bool, rej *refusals) error {
+	limit := s.opts.FinalTraceRejections
 	for {
 		size, sum := s.src.Snapshot()
 	send:
-		for s.sent < size {
+		for !withoutRest && s.sent < size {
 			res := s.patch(ctx, size)
 			switch res.State {
 			case gitlab.PatchSucceeded:
+				rej.since416 = 0
 			case gitlab.PatchNotFound:
 				break send // GitLab will not take more log; submit the state anyway
 			case gitlab.PatchRangeMismatch:
+				if rej.since416++; rej.exhausted(limit) {
+					return fmt.Errorf("%w: GitLab keeps answering 416 (range mismatch) to the log at %d", errTraceRejected, s.sent)
+				}
 				if !sleep(ctx, s.interval) {
 					return ctx.Err()
 				}
 			case gitlab.PatchAbort:
 				return fmt.Errorf("%w: %v", ErrAborted, res.Err)
+			case gitlab.PatchFailed:
+				if errors.Is(res.Err, errReadLog) {
+					rej.reads++
+					return fmt.Errorf("%w: %w", errTraceRejected, res.Err)
+				}
+				return fmt.Errorf("send job log: %w", orUnknown(res.Err))
 			default:
 				return fmt.Errorf("send job log: %w", orUnknown(res.Err))
 			}
 		}
 		req := final
-		req.Checksum, req.Bytesize = sum, size
+		if !withoutRest {
+			req.Checksum, req.Bytesize = sum, size
+		}
 		res := s.update(ctx, req, "final")
 		switch res.State {
 		case gitlab.UpdateSucceeded:
@@ -330,6 +385,9 @@ func (s *Sender) finalUpdate(ctx context.Context, final gitlab.UpdateJobRequest)
 		case gitlab.UpdateAcceptedNotComplete:
 		case gitlab.UpdateTraceValidationFailed:
 			s.sent = 0
+			if rej.total412++; rej.exhausted(limit) || withoutRest {
+				return fmt.Errorf("%w: GitLab keeps answering 412 (checksum mismatch) to the final update", errTraceRejected)
+			}
 		case gitlab.UpdateAbort:
 			return fmt.Errorf("%w: %v", ErrAborted, res.Err)
 		default:

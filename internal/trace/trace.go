@@ -31,6 +31,7 @@ type Trace struct {
 	opts    Options
 	buf     *Buffer
 	masker  *Masker
+	fix     *validUTF8 // in front of masker
 	streams map[*Stream]struct{}
 	done    bool
 }
@@ -43,6 +44,7 @@ func New(opts Options) (*Trace, error) {
 	}
 	t := &Trace{opts: opts, buf: buf, streams: map[*Stream]struct{}{}}
 	t.masker = t.newMasker(buf)
+	t.fix = &validUTF8{w: t.masker}
 	return t, nil
 }
 
@@ -51,7 +53,7 @@ func (t *Trace) newMasker(w io.Writer) *Masker {
 	return NewMasker(w, values, t.opts.MaskPrefixes)
 }
 
-// Write masks p into the buffer. After Finish it is dropped (the final
+// Write masks p into the buffer, invalid UTF-8 replaced by U+FFFD. After Finish it is dropped (the final
 // checksum has been taken) but reported as written.
 func (t *Trace) Write(p []byte) (int, error) {
 	t.mu.Lock()
@@ -59,7 +61,7 @@ func (t *Trace) Write(p []byte) (int, error) {
 	if t.done {
 		return len(p), nil
 	}
-	return t.masker.Write(p)
+	return t.fix.Write(p)
 }
 
 // WriteString writes s (runner messages, section markers).
@@ -75,6 +77,7 @@ type Stream struct {
 	t      *Trace
 	mu     sync.Mutex
 	masker *Masker
+	fix    *validUTF8 // in front of masker
 	closed bool
 }
 
@@ -84,6 +87,7 @@ func (t *Trace) NewStream() *Stream {
 	defer t.mu.Unlock()
 	s := &Stream{t: t}
 	s.masker = t.newMasker(t.buf)
+	s.fix = &validUTF8{w: s.masker}
 	if t.done {
 		s.closed = true
 	} else {
@@ -92,14 +96,14 @@ func (t *Trace) NewStream() *Stream {
 	return s
 }
 
-// Write masks p into the trace buffer.
+// Write masks p into the trace buffer, invalid UTF-8 replaced by U+FFFD.
 func (s *Stream) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return len(p), nil
 	}
-	return s.masker.Write(p)
+	return s.fix.Write(p)
 }
 
 // Close emits the stream's held tail.
@@ -113,7 +117,11 @@ func (s *Stream) Close() error {
 	s.t.mu.Lock()
 	delete(s.t.streams, s)
 	s.t.mu.Unlock()
-	return s.masker.Flush()
+	ferr := s.fix.Flush()
+	if err := s.masker.Flush(); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // Finish emits every held tail (of Write and of open streams) so the buffer
@@ -136,6 +144,9 @@ func (t *Trace) Finish() error {
 	defer t.mu.Unlock()
 	if !t.done {
 		t.done = true
+		if err := t.fix.Flush(); err != nil && firstErr == nil {
+			firstErr = err
+		}
 		if err := t.masker.Flush(); err != nil && firstErr == nil {
 			firstErr = err
 		}

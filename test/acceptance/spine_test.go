@@ -356,6 +356,27 @@ work:
 			t.Errorf("%d 'ERROR: Job failed' lines, want one saying the runner was shut down:\n%s", n, tr)
 		}
 	})
+	// Supervisors escalate SIGQUIT to SIGTERM: the job must still end
+	// reported, not be left running in GitLab.
+	t.Run("SIGTERM after SIGQUIT reports the job failed before exiting", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, strings.Replace(ci, "sleep 4", "sleep 60", 1), gitlabtest.Options{})
+		p := e.runConfig(e.config(1, ""))
+		pl, err := e.coord.CreatePipeline(projectPath, "main")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := pl.Jobs["work"]
+		waitTrace(t, e, id, "started")
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		waitLog(t, p, "SIGQUIT: finishing running jobs")
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.wait(t, time.Minute)
+		j, _ := e.coord.Job(id)
+		if j.Status != "failed" || j.FailureReason != "runner_system_failure" {
+			t.Fatalf("job %s (%s) after SIGQUIT then SIGTERM; want failed runner_system_failure\n%s", j.Status, j.FailureReason, p.Log())
+		}
+	})
 }
 
 func TestBadConfig(t *testing.T) {
