@@ -208,7 +208,7 @@ func (e *Executor) Close() error {
 	if stop != nil {
 		left := 0
 		for _, pod := range w.listPods() {
-			if podOwner(pod) == e.systemID {
+			if podOwner(pod) == e.systemID && pod.DeletionTimestamp == nil {
 				left++
 			}
 		}
