@@ -50,7 +50,8 @@ type Options struct {
 	RunnerToken string
 	RunnerName  string
 	// SystemID is this manager's system_id: the owner of the pods it
-	// creates or claims. A random one when empty.
+	// creates or claims. When empty, one is made as for a runner without
+	// a config file (config.NewSystemID).
 	SystemID string
 	Logger   *slog.Logger
 	// RESTConfig overrides the connection settings of Config (tests).
