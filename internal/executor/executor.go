@@ -20,6 +20,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"github.com/podrunner/podrunner/internal/job"
@@ -57,6 +58,11 @@ type Result struct {
 	// ExitCode is the exit code of the failed user script, 0 otherwise.
 	ExitCode int
 }
+
+// ErrHandedOver (wrapped) from Run means another runner manager now owns
+// the job and reports it: the runner must send neither more log nor a final
+// state for it.
+var ErrHandedOver = errors.New("the job was taken over by another runner manager")
 
 // Executor runs jobs.
 type Executor interface {

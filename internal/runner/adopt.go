@@ -10,16 +10,24 @@ import (
 	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
-// adopter is an executor whose jobs survive a restart of the runner: their
-// state lives in the cluster (the Kubernetes executor).
+// adopter is an executor whose jobs survive a restart of the runner and
+// can be taken over by another manager of the same token: their state
+// lives in the cluster (the Kubernetes executor).
 type adopter interface {
 	Adopt(ctx context.Context) ([]kubernetes.Adoptable, error)
+	Claim(ctx context.Context, a *kubernetes.Adoptable) error
 	ResumeJob(ctx context.Context, a kubernetes.Adoptable, j *executor.Job) (executor.Result, error)
 	Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]string, error)
 }
 
-// cleanupInterval is how often leftover pods of ended jobs are looked for.
-const cleanupInterval = 5 * time.Minute
+// cleanupInterval is how often leftover pods of ended jobs are looked for;
+// takeoverInterval how often pods of dead managers are. With the
+// executor's 15 s lease, a dead manager's jobs are taken over at most
+// 15 s + 2 × 5 s after its last lease renewal.
+const (
+	cleanupInterval  = 5 * time.Minute
+	takeoverInterval = 5 * time.Second
+)
 
 // adoptAll continues the jobs of this runner that were running when it
 // stopped, and deletes the leftovers of the others. It runs before the
@@ -30,54 +38,109 @@ func (m *Manager) adoptAll(ctx context.Context, st *runnerState) {
 	if !ok {
 		return
 	}
-	log := m.log.With("runner", r.ShortToken)
 	actx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	found, err := ad.Adopt(actx)
-	if err != nil {
-		log.Error("Looking for the pods of running jobs failed; they are not adopted", "error", err)
-		return
-	}
-	resumed := map[int64]bool{}
-	for _, a := range found {
-		p := a.Payload
-		jlog := log.With("job", a.JobID, "pod", a.PodName)
-		// Is the job still running in GitLab? A keep-alive says so.
-		res := r.API.UpdateJob(actx, p.ID, p.Token, gitlab.UpdateJobRequest{State: gitlab.StateRunning})
-		if res.State != gitlab.UpdateSucceeded {
-			jlog.Info("Not adopting the pod of a job that has ended in GitLab", "answer", res.State.String())
-			continue
-		}
-		slot := a.Slot
-		if !m.slots.take(slot) {
-			var err error
-			if slot, err = m.slots.acquire(actx); err != nil {
-				jlog.Error("No slot free to adopt the job", "error", err)
-				continue
-			}
-		}
-		limitSlot, err := st.limit.acquire(actx)
-		if err != nil {
-			m.slots.release(slot)
-			continue
-		}
-		resumed[p.ID] = true
-		jlog.Info("Adopting the running job of an earlier runner process")
-		a := a
-		m.startJobWith(st, r, slot, limitSlot, func() { m.resumeJob(st, r, ad, a, slot, jlog) })
-	}
+	resumed, _ := m.adoptPass(actx, st, r, ad, true)
 	if _, err := ad.Cleanup(actx, func(id int64) bool { return resumed[id] || m.hasJob(id) }); err != nil {
-		log.Warn("Cleaning up leftover pods failed", "error", err)
+		m.log.Warn("Cleaning up leftover pods failed", "runner", r.ShortToken, "error", err)
 	}
 }
 
-// cleanupLoop deletes leftover pods periodically until the loops stop.
+// adoptPass resumes the jobs Adopt offers (this manager's from an earlier
+// process, or a dead manager's) that still run in GitLab, each once it is
+// claimed; ended ones are claimed for Cleanup. With wait it waits for free
+// slots (at start); otherwise a job without a free slot is left for a
+// later pass or another manager. It returns the jobs it resumed and
+// whether an ended job's pod was claimed.
+func (m *Manager) adoptPass(ctx context.Context, st *runnerState, r *Runner, ad adopter, wait bool) (resumed map[int64]bool, ended bool) {
+	log := m.log.With("runner", r.ShortToken)
+	resumed = map[int64]bool{}
+	found, err := ad.Adopt(ctx)
+	if err != nil {
+		log.Error("Looking for the pods of running jobs failed; they are not adopted", "error", err)
+		return resumed, false
+	}
+	for _, a := range found {
+		if m.hasJob(a.JobID) {
+			continue // run by this process (an executor replaced by a reload)
+		}
+		p := a.Payload
+		jlog := log.With("job", a.JobID, "pod", a.PodName, "previous_owner", a.Owner)
+		// Is the job still running in GitLab? A keep-alive says so.
+		res := r.API.UpdateJob(ctx, p.ID, p.Token, gitlab.UpdateJobRequest{State: gitlab.StateRunning})
+		if res.State != gitlab.UpdateSucceeded {
+			jlog.Info("Not adopting the pod of a job that has ended in GitLab", "answer", res.State.String())
+			if err := ad.Claim(ctx, &a); err == nil {
+				ended = true
+			}
+			continue
+		}
+		slot, limitSlot, ok := m.adoptSlots(ctx, st, a.Slot, wait)
+		if !ok {
+			jlog.Info("No slot free to adopt the job; it is left for later or another manager")
+			continue
+		}
+		if err := ad.Claim(ctx, &a); err != nil {
+			m.slots.release(slot)
+			st.limit.release(limitSlot)
+			if kubernetes.IsClaimLost(err) {
+				jlog.Info("Another manager adopted the job first")
+			} else {
+				jlog.Warn("Claiming the job's pod failed", "error", err)
+			}
+			continue
+		}
+		if a.Owner == m.opts.SystemID {
+			jlog.Info("Adopting the running job of an earlier runner process")
+		} else {
+			jlog.Warn("Taking over the running job of a manager whose lease expired")
+		}
+		resumed[p.ID] = true
+		a := a
+		m.startJobWith(st, r, slot, limitSlot, func() { m.resumeJob(st, r, ad, a, slot, jlog) })
+	}
+	return resumed, ended
+}
+
+// adoptSlots takes a concurrency slot (the pod's own when free) and a
+// slot of the runner's limit; without wait it does not block.
+func (m *Manager) adoptSlots(ctx context.Context, st *runnerState, want int, wait bool) (slot, limitSlot int, ok bool) {
+	if !wait {
+		// A done context makes acquire answer at once.
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		ctx = done
+	}
+	slot = want
+	if !m.slots.take(slot) {
+		var err error
+		if slot, err = m.slots.acquire(ctx); err != nil {
+			return 0, 0, false
+		}
+	}
+	limitSlot, err := st.limit.acquire(ctx)
+	if err != nil {
+		m.slots.release(slot)
+		return 0, 0, false
+	}
+	return slot, limitSlot, true
+}
+
+// cleanupLoop deletes leftover pods periodically and takes over the jobs
+// of dead managers more often, until the loops stop.
 func (m *Manager) cleanupLoop(ctx context.Context, st *runnerState) {
 	defer m.pollers.Done()
-	for sleep(ctx, cleanupInterval) {
+	lastCleanup := time.Now()
+	for sleep(ctx, takeoverInterval) {
 		r := st.cfg.Load()
-		if ad, ok := r.Executor.(adopter); ok {
-			if _, err := ad.Cleanup(ctx, m.hasJob); err != nil {
+		ad, ok := r.Executor.(adopter)
+		if !ok {
+			continue
+		}
+		resumed, ended := m.adoptPass(ctx, st, r, ad, false)
+		if ended || time.Since(lastCleanup) >= cleanupInterval {
+			lastCleanup = time.Now()
+			if _, err := ad.Cleanup(ctx, func(id int64) bool { return resumed[id] || m.hasJob(id) }); err != nil {
 				m.log.Warn("Cleaning up leftover pods failed", "runner", r.ShortToken, "error", err)
 			}
 		}
@@ -107,9 +170,13 @@ func (m *Manager) resumeJob(st *runnerState, r *Runner, ad adopter, a kubernetes
 	}
 	defer tr.Close()
 	tr.Start(m.jobsCtx)
-	result := m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
+	result, handedOver := m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
 		j.Slot = slot
 		return ad.ResumeJob(ctx, a, j)
 	})
+	if handedOver {
+		m.handOver(tr, log)
+		return
+	}
 	m.finish(r, p, js, tr, result, log)
 }

@@ -131,7 +131,7 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 		}), nil
 	case config.ExecutorKubernetes:
 		return kubernetes.New(kubernetes.Options{
-			Config: rc.Kubernetes, RunnerToken: rc.Token, RunnerName: rc.Name, Logger: log,
+			Config: rc.Kubernetes, RunnerToken: rc.Token, RunnerName: rc.Name, SystemID: b.SystemID, Logger: log,
 			Shell: rc.Shell, Environment: rc.Environment,
 			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,

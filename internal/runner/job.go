@@ -119,11 +119,16 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed: canceled before it started\x1b[0;m\n")
 		result = executor.Result{FailureReason: "job_canceled"}
 	default:
-		result = m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
+		var handedOver bool
+		result, handedOver = m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
 			j.Slot = slot
 			j.Preamble = []byte(header)
 			return r.Executor.Run(ctx, j)
 		})
+		if handedOver {
+			m.handOver(tr, log)
+			return
+		}
 	}
 	m.finish(r, p, js, tr, result, log)
 }
@@ -182,9 +187,17 @@ func (m *Manager) confirmJob(r *Runner, p *job.Payload, log *slog.Logger) (gitla
 	}
 }
 
+// handOver drops a job another manager took over: no more log, no final
+// state from this one.
+func (m *Manager) handOver(tr *jobTrace, log *slog.Logger) {
+	tr.Drop()
+	log.Warn("Another runner manager took the job over; this one stops reporting it")
+}
+
 // runExecutor runs the job through the executor (run) and turns every
-// way it can end into a result.
-func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log *slog.Logger, run func(context.Context, *executor.Job) (executor.Result, error)) executor.Result {
+// way it can end into a result; handedOver is true when another manager
+// took the job over (nothing may be reported then).
+func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log *slog.Logger, run func(context.Context, *executor.Job) (executor.Result, error)) (res executor.Result, handedOver bool) {
 	projectSlot := st.projectSlot(p.JobInfo.ProjectID)
 	defer st.releaseProjectSlot(p.JobInfo.ProjectID, projectSlot)
 
@@ -208,19 +221,22 @@ func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log
 		Trace:          tr,
 		GracefulCancel: tr.Canceling(),
 	})
+	if errors.Is(err, executor.ErrHandedOver) {
+		return executor.Result{}, true
+	}
 	switch cause := context.Cause(jobCtx); {
 	case errors.Is(cause, errShutdown):
 		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): the runner was shut down while the job was running\x1b[0;m\n")
-		return executor.Result{FailureReason: "runner_system_failure"}
+		return executor.Result{FailureReason: "runner_system_failure"}, false
 	case errors.Is(cause, errAbortedByGitLab):
-		return executor.Result{FailureReason: "job_canceled"}
+		return executor.Result{FailureReason: "job_canceled"}, false
 	}
 	if err != nil {
 		log.Error("Executor failed", "error", err)
 		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): %v\x1b[0;m\n", err)
-		return executor.Result{FailureReason: "runner_system_failure"}
+		return executor.Result{FailureReason: "runner_system_failure"}, false
 	}
-	return res
+	return res, false
 }
 
 // failWithoutTrace reports a job failed when not even its log can be made.

@@ -293,3 +293,33 @@ func TestUnhealthyRunnerStopsAsking(t *testing.T) {
 		t.Fatalf("requests = %d; want 3 (unhealthy_requests_limit) then a pause", api.requests)
 	}
 }
+
+// A job another manager took over is neither failed nor reported: no
+// final update, no error in its log.
+func TestHandedOverJobIsNotReported(t *testing.T) {
+	api := newFakeAPI(payload(9, ""))
+	ex := fakeExec{run: func(ctx context.Context, j *executor.Job) (executor.Result, error) {
+		io.WriteString(j.Trace, "part one\n")
+		return executor.Result{}, fmt.Errorf("pod p: %w", executor.ErrHandedOver)
+	}}
+	m := newTestManager(t, api, ex, Options{MaxBuilds: 1})
+	done := make(chan struct{})
+	go func() { m.Run(context.Background()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		m.Abort()
+		<-done
+		t.Fatal("the manager did not stop after its one job")
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	for _, u := range api.updates[9] {
+		if u.State != gitlab.StateRunning {
+			t.Fatalf("a handed-over job was reported %q", u.State)
+		}
+	}
+	if tr := api.traces[9]; tr != nil && strings.Contains(tr.String(), "ERROR") {
+		t.Fatalf("a handed-over job's log got an error:\n%s", tr)
+	}
+}

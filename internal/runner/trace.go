@@ -43,6 +43,10 @@ func (t *jobTrace) Start(ctx context.Context)  { t.sender.Start(ctx) }
 func (t *jobTrace) Canceling() <-chan struct{} { return t.sender.Canceling() }
 func (t *jobTrace) Aborted() <-chan struct{}   { return t.sender.Aborted() }
 
+// Drop stops streaming the log without a final state (another manager
+// took the job over).
+func (t *jobTrace) Drop() { t.sender.Stop() }
+
 // Finish flushes the masker's held bytes and submits the final state. A
 // failed flush does not stop the state (the job must not stay running in
 // GitLab): the buffer writes its own failures into the log.

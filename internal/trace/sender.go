@@ -271,6 +271,19 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// Stop ends the periodic loop (and waits for it) without sending anything
+// more: another process reports the job now. Finish fails after it.
+func (s *Sender) Stop() {
+	s.mu.Lock()
+	stop, done := s.stop, s.done
+	s.finishing = true
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
 // Finish stops the periodic loop (and waits for it), sends the rest of the
 // log and submits final (its Checksum and Bytesize are filled from the
 // source). It retries with exponential backoff until GitLab confirms, ctx

@@ -153,6 +153,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 		Config:      kc,
 		RunnerToken: e.token,
 		RunnerName:  "e2e-k8s",
+		SystemID:    "s_e2ek8s00001",
 		Logger:      log,
 		RESTConfig:  e.rest,
 	})

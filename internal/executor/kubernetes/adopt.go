@@ -1,25 +1,28 @@
 package kubernetes
 
 // Adoption: a runner that restarts finds the pods of its jobs and carries
-// on with them instead of failing them.
+// on with them instead of failing them; a manager also takes over the
+// pods of another manager of the same token whose Lease expired (owner.go).
 //
 // What the runner must do (internal/runner):
 //
-//  1. At start, before asking GitLab for new jobs, call Adopt. For each
-//     Adoptable, ask GitLab whether the job still runs (PUT /jobs/:id with
-//     state "running" and the payload's job token: 200 = still running,
+//  1. At start, before asking GitLab for new jobs, and then periodically,
+//     call Adopt. For each Adoptable whose job the runner does not run,
+//     ask GitLab whether the job still runs (PUT /jobs/:id with state
+//     "running" and the payload's job token: 200 = still running,
 //     403 = canceled or gone).
 //  2. For each running one: take a concurrency slot (a.Slot when free),
-//     open the job's trace as for a new job (masking from a.Payload), and
-//     run ResumeJob(ctx, a, j) in the job goroutine exactly as Run would
-//     be run. ResumeJob writes the whole trace again from byte 0
+//     Claim it (skip it when another manager won), open the job's trace
+//     as for a new job (masking from a.Payload), and run
+//     ResumeJob(ctx, a, j) in the job goroutine exactly as Run would be
+//     run. For an ended one, Claim it so that Cleanup deletes it. ResumeJob writes the whole trace again from byte 0
 //     (a.TracePrefix, then the agent's log from offset 0), so the trace
 //     sender must resume at GitLab's offset (the first PATCH gets a 416
 //     with the Range GitLab holds, or the runner sends from offset 0 and
 //     GitLab ignores the overlap); the bytes are identical, so the CRC of
 //     the final update matches.
 //  3. Call Cleanup(ctx, keep) with keep returning true only for jobs being
-//     resumed or run: every other pod of this runner is deleted (its job
+//     resumed or run: every other pod this manager owns is deleted (its job
 //     ended in GitLab or cannot be continued). Call Cleanup again
 //     periodically (e.g. every few minutes) to catch leftovers.
 
@@ -45,7 +48,8 @@ import (
 	"github.com/podrunner/podrunner/internal/job"
 )
 
-// Adoptable is a pod of this runner found running a job.
+// Adoptable is a pod of this runner found running a job, owned by this
+// manager or by a dead one.
 type Adoptable struct {
 	PodName string
 	JobID   int64
@@ -56,6 +60,12 @@ type Adoptable struct {
 	TracePrefix []byte
 	// Slot is the pod's concurrent-<n>.
 	Slot int
+	// Owner is the system id owning the pod when Adopt saw it: this
+	// manager's, or a dead manager's ("" for pods that name none).
+	Owner string
+
+	claims  int64
+	claimed bool
 
 	uid         string
 	created     time.Time
@@ -66,8 +76,10 @@ type Adoptable struct {
 
 var slotInName = regexp.MustCompile(`-concurrent-(\d+)-[a-z0-9]+$`)
 
-// Adopt lists this runner's job pods (not the ones this executor runs
-// right now) with what is needed to continue them. Pods that cannot be
+// Adopt lists the job pods of this runner token that this manager may
+// continue: its own (not the ones this executor runs right now) and those
+// of managers whose Lease expired, with what is needed to continue them.
+// Pods being finished (AnnotationFinal) are left out. Pods that cannot be
 // continued (no Secret, unreadable payload) are left out and logged;
 // Cleanup deletes them.
 func (e *Executor) Adopt(ctx context.Context) ([]Adoptable, error) {
@@ -76,9 +88,22 @@ func (e *Executor) Adopt(ctx context.Context) ([]Adoptable, error) {
 		return nil, err
 	}
 	var out []Adoptable
+	dead := map[string]bool{}
 	for _, pod := range w.listPods() {
-		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil {
+		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil || pod.Annotations[AnnotationFinal] != "" {
 			continue
+		}
+		if owner := podOwner(pod); owner != e.systemID {
+			d, ok := dead[owner]
+			if !ok {
+				if d, err = e.leases.expired(ctx, owner); err != nil {
+					e.log.Warn("cannot tell whether a manager is alive; its pods stay with it", "manager", owner, "err", err)
+				}
+				dead[owner] = d
+			}
+			if !d {
+				continue
+			}
 		}
 		a, err := e.adoptable(ctx, pod)
 		if err != nil {
@@ -133,6 +158,7 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, e
 	}
 	return Adoptable{
 		PodName: pod.Name, JobID: p.ID, Payload: &p, TracePrefix: prefix, Slot: slot,
+		Owner: podOwner(pod), claims: claimCount(pod),
 		uid: string(pod.UID), created: pod.CreationTimestamp.Time,
 		agentToken: spec.Token, agentPort: port, secretOwned: owned,
 	}, nil
@@ -144,6 +170,9 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, e
 func (e *Executor) ResumeJob(ctx context.Context, a Adoptable, j *executor.Job) (executor.Result, error) {
 	if a.agentToken == "" {
 		return executor.Result{}, errors.New("resume job: the Adoptable does not come from Adopt")
+	}
+	if !a.claimed {
+		return executor.Result{}, errors.New("resume job: the pod was not claimed (Claim)")
 	}
 	w, err := e.podWatch(ctx)
 	if err != nil {
@@ -163,11 +192,12 @@ func (e *Executor) ResumeJob(ctx context.Context, a Adoptable, j *executor.Job) 
 	r := &jobRun{
 		e: e, log: e.log.With("job", a.JobID, "pod", a.PodName, "adopted", true), trace: tr, watch: w,
 		pod: a.PodName, token: a.agentToken, port: a.agentPort, cancel: j.GracefulCancel, started: started,
-		secretName: a.PodName, secretOwned: a.secretOwned,
+		secretName: a.PodName, secretOwned: a.secretOwned, claims: a.claims,
 	}
 	sub, unsubscribe := w.subscribe(a.PodName)
 	defer unsubscribe()
 	r.sub = sub
+	sub.own(a.claims)
 	e.setActive(a.PodName, true)
 	defer e.setActive(a.PodName, false)
 	defer r.cleanup()
@@ -177,14 +207,16 @@ func (e *Executor) ResumeJob(ctx context.Context, a Adoptable, j *executor.Job) 
 			return r.failed(DeletedFailure(a.PodName)), nil
 		}
 	}
-	r.log.Info("resuming job")
-	return r.follow(ctx)
+	r.log.Info("resuming job", "previous_owner", a.Owner)
+	return r.followOwned(ctx)
 }
 
-// Cleanup deletes this runner's pods whose job is not kept (keep gets the
-// job id from the pod's label), except the ones this executor is running,
-// and Secrets of this runner whose pod is gone. It returns the names of
-// the deleted pods.
+// Cleanup deletes the pods this manager owns whose job is not kept (keep
+// gets the job id from the pod's label), except the ones this executor is
+// running, pods a dead manager left while sending their final update, and
+// Secrets of this runner whose pod is gone (this manager's, or a dead
+// manager's). Other managers' pods are never touched. It returns the
+// names of the deleted pods.
 func (e *Executor) Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]string, error) {
 	w, err := e.podWatch(ctx)
 	if err != nil {
@@ -196,6 +228,13 @@ func (e *Executor) Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]
 		pods[pod.Name] = true
 		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil {
 			continue
+		}
+		if owner := podOwner(pod); owner != e.systemID {
+			// Nobody claims a pod marked final: its dead owner's
+			// leftover is removed here.
+			if pod.Annotations[AnnotationFinal] == "" || !e.ownerDead(ctx, owner) {
+				continue
+			}
 		}
 		id, _ := strconv.ParseInt(pod.Labels[LabelJobID], 10, 64)
 		if id != 0 && keep != nil && keep(id) {
@@ -222,8 +261,21 @@ func (e *Executor) Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]
 		if pods[owner] || e.isActive(owner) || time.Since(s.CreationTimestamp.Time) < 5*time.Minute {
 			continue
 		}
+		if m := s.Labels[LabelSystemID]; m != e.systemID && !e.ownerDead(ctx, m) {
+			continue
+		}
 		e.log.Info("deleting leftover secret", "secret", s.Name)
 		e.deleteSecret(s.Name)
 	}
 	return deleted, nil
+}
+
+// ownerDead reports whether manager systemID's Lease expired (errors
+// count as alive).
+func (e *Executor) ownerDead(ctx context.Context, systemID string) bool {
+	dead, err := e.leases.expired(ctx, systemID)
+	if err != nil {
+		e.log.Debug("cannot tell whether a manager is alive", "manager", systemID, "err", err)
+	}
+	return dead
 }

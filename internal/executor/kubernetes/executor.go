@@ -49,7 +49,11 @@ type Options struct {
 	// (labels, pod names, CI_RUNNER_SHORT_TOKEN).
 	RunnerToken string
 	RunnerName  string
-	Logger      *slog.Logger
+	// SystemID is this manager's system_id: the owner of the pods it
+	// creates or claims. When empty, one is made as for a runner without
+	// a config file (config.NewSystemID).
+	SystemID string
+	Logger   *slog.Logger
 	// RESTConfig overrides the connection settings of Config (tests).
 	RESTConfig *rest.Config
 	// Clientset overrides RESTConfig (unit tests with a fake clientset).
@@ -99,10 +103,15 @@ type Executor struct {
 	grace     time.Duration
 	pollLimit time.Duration
 	newAgent  func(baseURL, token string) agentAPI
+	systemID  string
+	leases    *leaseObserver
+	// afterClaimRead runs between a claim's read and its update (tests).
+	afterClaimRead func()
 
 	mu     sync.Mutex
 	watch  *podWatch
 	stop   chan struct{}
+	keeper *leaseKeeper
 	closed bool
 	active map[string]bool // pods this executor is running or resuming
 }
@@ -142,6 +151,16 @@ func New(opts Options) (*Executor, error) {
 	if ns == "" {
 		ns = "default"
 	}
+	systemID := opts.SystemID
+	if systemID == "" {
+		var err error
+		if systemID, err = config.NewSystemID(); err != nil {
+			return nil, err
+		}
+	}
+	if LabelValue(systemID) != systemID {
+		return nil, fmt.Errorf("kubernetes executor: system id %q is not a valid label value", systemID)
+	}
 	image := opts.AgentImage
 	if image == "" {
 		image = cfg.HelperImage
@@ -173,19 +192,28 @@ func New(opts Options) (*Executor, error) {
 	e := &Executor{
 		opts: opts, cfg: cfg, cs: cs, ns: ns, short: short, log: log.With("executor", "kubernetes", "namespace", ns),
 		image: image, port: port, grace: grace, pollLimit: poll, active: map[string]bool{},
+		systemID: systemID, leases: newLeaseObserver(cs, ns, short),
 	}
 	e.newAgent = func(baseURL, token string) agentAPI { return newAgentClient(baseURL, token, hc) }
 	return e, nil
 }
 
-// Close stops the informers and waits for them. Jobs still running lose
-// their pod updates: call it after the last Run returned.
+// Close stops renewing the lease (deleting it when no pod of this
+// manager is left) and stops the informers and waits for them. Jobs still
+// running lose their pod updates: call it after the last Run returned.
 func (e *Executor) Close() error {
 	e.mu.Lock()
-	w, stop := e.watch, e.stop
-	e.watch, e.stop, e.closed = nil, nil, true
+	w, stop, keeper := e.watch, e.stop, e.keeper
+	e.watch, e.stop, e.keeper, e.closed = nil, nil, nil, true
 	e.mu.Unlock()
 	if stop != nil {
+		left := 0
+		for _, pod := range w.listPods() {
+			if podOwner(pod) == e.systemID && pod.DeletionTimestamp == nil {
+				left++
+			}
+		}
+		keeper.close(left == 0)
 		close(stop)
 		w.shutdown()
 	}
@@ -214,6 +242,9 @@ func (e *Executor) podWatch(ctx context.Context) (*podWatch, error) {
 		w.shutdown()
 		return nil, fmt.Errorf("watch pods in namespace %s: %w", e.ns, err)
 	}
+	// The lease exists before this manager claims or creates a pod.
+	e.keeper = newLeaseKeeper(e.cs, e.ns, e.short, e.systemID, e.log)
+	e.keeper.start(sctx)
 	e.watch, e.stop = w, stop
 	return w, nil
 }
@@ -250,6 +281,8 @@ type jobRun struct {
 	// owner: then it is deleted explicitly.
 	secretName  string
 	secretOwned bool
+	// claims is the pod's claim count under which this manager owns it.
+	claims int64
 	// registryName is the job's image pull Secret, if it has one.
 	registryName  string
 	registryOwned bool
@@ -318,6 +351,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	sub, unsubscribe := w.subscribe(pod.Name)
 	defer unsubscribe()
 	r.sub = sub
+	sub.own(0)
 	e.setActive(pod.Name, true)
 	defer e.setActive(pod.Name, false)
 
@@ -369,7 +403,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		r.registryOwned = r.setOwner(ctx, registry.Name, created)
 	}
 	log.Info("pod created", "after", time.Since(started))
-	return r.follow(ctx)
+	return r.followOwned(ctx)
 }
 
 // podRequest gathers what BuildPod needs: variables and plan for a job
@@ -427,7 +461,7 @@ func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
 	}
 	return PodRequest{
 		Config: e.cfg, Payload: p, Variables: vars, Plan: plan,
-		RunnerShortToken: e.short, RunnerName: e.opts.RunnerName, Slot: j.Slot, Namespace: e.ns,
+		RunnerShortToken: e.short, RunnerName: e.opts.RunnerName, SystemID: e.systemID, Slot: j.Slot, Namespace: e.ns,
 		AgentImage: e.image, AgentPort: e.port, AgentToken: hex.EncodeToString(tok),
 		Mask: job.MaskFor(p, vars), Files: files, CloneURL: e.opts.CloneURL,
 	}, nil
@@ -525,6 +559,10 @@ func (r *jobRun) setOwner(ctx context.Context, name string, pod *corev1.Pod) boo
 // it) and the Secret when it has no owner. It runs on a fresh context:
 // an aborted job must still be cleaned up.
 func (r *jobRun) cleanup() {
+	if r.sub != nil && r.sub.handedOver() {
+		r.log.Info("another manager took the job over; its pod stays")
+		return
+	}
 	r.e.deletePod(r.pod)
 	if !r.secretOwned {
 		r.e.deleteSecret(r.secretName)
@@ -597,6 +635,29 @@ func (r *jobRun) classify() (*corev1.Pod, *Failure) {
 		return nil, nil
 	}
 	return pod, Classify(pod, r.watch.podEvents(pod.Name, pod.UID))
+}
+
+// followOwned is follow while this manager owns the pod: when another
+// manager takes it over, following stops (without touching the agent or
+// the pod) and the error is executor.ErrHandedOver.
+func (r *jobRun) followOwned(ctx context.Context) (executor.Result, error) {
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-r.sub.lost:
+			cancel()
+		case <-fctx.Done():
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	res, err := r.follow(fctx)
+	if r.sub.handedOver() {
+		r.log.Warn("another manager took the job over; this manager stops following it")
+		return executor.Result{}, fmt.Errorf("pod %s: %w", r.pod, executor.ErrHandedOver)
+	}
+	return res, err
 }
 
 // follow waits for the pod to run, streams the agent's log and returns
@@ -776,6 +837,11 @@ func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error)
 			}
 			continue
 		case <-ctx.Done():
+			if r.sub.handedOver() {
+				// The new owner follows the agent now: leave it alone.
+				_ = waitPump(0)
+				return abortResult(ctx), nil
+			}
 			actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 			if err := api.Abort(actx); err != nil {
 				r.log.Debug("agent abort failed", "err", err)
@@ -856,6 +922,13 @@ func (r *jobRun) finish(ctx context.Context, api agentAPI) (executor.Result, err
 		return executor.Result{}, fmt.Errorf("result of pod %s: %w", r.pod, err)
 	}
 	res := executor.Result{Success: st.Result.Success, FailureReason: st.Result.FailureReason, ExitCode: st.Result.ExitCode}
+	// Only the manager that marks the pod final reports the job.
+	if err := r.e.fence(ctx, r.pod, r.claims); errors.Is(err, executor.ErrHandedOver) {
+		r.sub.markLost()
+		return executor.Result{}, err
+	} else if err != nil {
+		r.log.Warn("cannot mark the pod final; reporting the job anyway", "err", err)
+	}
 	if err := callAgent(ctx, "ack", api.Ack); err != nil {
 		r.log.Warn("agent ack failed; the agent exits after its grace period", "err", err)
 	}

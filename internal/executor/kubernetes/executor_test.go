@@ -577,7 +577,8 @@ func TestAdoptResumeAndCleanup(t *testing.T) {
 	}
 	h.agent.write("first part\n")
 
-	ex2, err := New(Options{Config: h.ex.cfg, RunnerToken: testToken, Clientset: h.cs})
+	// The restarted manager: the same system id.
+	ex2, err := New(Options{Config: h.ex.cfg, RunnerToken: testToken, SystemID: h.ex.systemID, Clientset: h.cs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,6 +600,9 @@ func TestAdoptResumeAndCleanup(t *testing.T) {
 		t.Fatalf("cleanup deleted %v (%v)", del, err)
 	}
 
+	if err := ex2.Claim(context.Background(), &a); err != nil {
+		t.Fatal(err)
+	}
 	tr2 := &syncBuffer{}
 	ch2 := make(chan runOut, 1)
 	go func() {
@@ -618,7 +622,7 @@ func TestAdoptResumeAndCleanup(t *testing.T) {
 
 func TestCleanupDeletesUnwantedPods(t *testing.T) {
 	cs := fake.NewClientset()
-	ex, err := New(Options{Config: &config.Kubernetes{Namespace: testNS}, RunnerToken: testToken, Clientset: cs})
+	ex, err := New(Options{Config: &config.Kubernetes{Namespace: testNS}, RunnerToken: testToken, SystemID: "s_aaaaaaaaaaaa", Clientset: cs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -627,12 +631,17 @@ func TestCleanupDeletesUnwantedPods(t *testing.T) {
 	for i, id := range []string{"1", "2"} {
 		_, err := cs.CoreV1().Pods(testNS).Create(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 			Name: fmt.Sprintf("runner-%s-project-1-concurrent-%d-x", short, i), Namespace: testNS,
-			Labels: map[string]string{LabelManaged: "true", LabelRunner: short, LabelJobID: id},
+			Labels: map[string]string{LabelManaged: "true", LabelRunner: short, LabelJobID: id, LabelSystemID: "s_aaaaaaaaaaaa"},
 		}}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Another manager's pod of the same token is not touched either.
+	_, _ = cs.CoreV1().Pods(testNS).Create(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+		Name: "other-manager", Namespace: testNS,
+		Labels: map[string]string{LabelManaged: "true", LabelRunner: short, LabelJobID: "4", LabelSystemID: "s_bbbbbbbbbbbb"},
+	}}, metav1.CreateOptions{})
 	// Another runner's pod is never touched.
 	_, _ = cs.CoreV1().Pods(testNS).Create(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 		Name: "other", Namespace: testNS, Labels: map[string]string{LabelManaged: "true", LabelRunner: "someone", LabelJobID: "3"},

@@ -143,9 +143,11 @@ type MetaInput struct {
 	PodName    string
 	ShortToken string
 	RunnerName string
-	Slot       int
-	Payload    *job.Payload
-	Variables  job.Variables
+	// SystemID is the owning manager's system_id (no label when empty).
+	SystemID  string
+	Slot      int
+	Payload   *job.Payload
+	Variables job.Variables
 }
 
 // Labels returns the labels podrunner and GitLab Runner put on a job's pod
@@ -177,6 +179,9 @@ func Labels(in MetaInput) map[string]string {
 		gitlabProjectPrefix + "root-namespace": publicValue(v, "CI_PROJECT_ROOT_NAMESPACE"),
 		gitlabManagerPrefix + "name":           in.RunnerName,
 		gitlabManagerPrefix + "id-short":       in.ShortToken,
+	}
+	if in.SystemID != "" {
+		l[LabelSystemID] = in.SystemID
 	}
 	if p.JobInfo.NamespaceID != 0 && l[gitlabProjectPrefix+"namespace-id"] == "" {
 		l[gitlabProjectPrefix+"namespace-id"] = strconv.FormatInt(p.JobInfo.NamespaceID, 10)

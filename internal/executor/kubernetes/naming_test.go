@@ -122,7 +122,7 @@ func TestLabelsAreValid(t *testing.T) {
 	p := podTestPayload()
 	p.JobInfo.Name = "a very long job name that goes well beyond sixty-three characters of label"
 	p.GitInfo.Ref = "refs/merge-requests/1/head"
-	l := Labels(MetaInput{PodName: "n", ShortToken: "abcdefghi", RunnerName: "my runner", Slot: 1, Payload: p,
+	l := Labels(MetaInput{PodName: "n", ShortToken: "abcdefghi", RunnerName: "my runner", SystemID: "s_0123456789ab", Slot: 1, Payload: p,
 		Variables: job.Variables{{Key: "CI_PROJECT_NAMESPACE", Value: "secret-ns"}}})
 	for k, v := range l {
 		if len(validation.IsQualifiedName(k)) > 0 || len(validation.IsValidLabelValue(v)) > 0 {
@@ -135,6 +135,9 @@ func TestLabelsAreValid(t *testing.T) {
 	// A non-public variable never reaches a label.
 	if l["project.runner.gitlab.com/namespace"] != "" {
 		t.Errorf("non-public CI_PROJECT_NAMESPACE in labels: %q", l["project.runner.gitlab.com/namespace"])
+	}
+	if l[LabelSystemID] != "s_0123456789ab" || LabelSystemID != "manager.runner.gitlab.com/system-id" {
+		t.Errorf("owner label %s=%q", LabelSystemID, l[LabelSystemID])
 	}
 	if l["job.runner.gitlab.com/pod"] != "runner-abcdefghi-project-12-concurrent-1" {
 		t.Errorf("pod label %q", l["job.runner.gitlab.com/pod"])

@@ -53,7 +53,9 @@ type PodRequest struct {
 
 	RunnerShortToken string
 	RunnerName       string
-	Slot             int
+	// SystemID is the manager's system_id, the pod's owner.
+	SystemID string
+	Slot     int
 	// Namespace is where the runner puts pods; "" means Config.Namespace.
 	// An allowed KUBERNETES_NAMESPACE_OVERWRITE wins over both.
 	Namespace string
@@ -164,7 +166,7 @@ func (b *podBuilder) fail(err error) {
 
 func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.Pod, error) {
 	req, cfg := b.req, b.cfg
-	meta := MetaInput{PodName: name, ShortToken: req.RunnerShortToken, RunnerName: req.RunnerName, Slot: req.Slot, Payload: req.Payload, Variables: req.Variables}
+	meta := MetaInput{PodName: name, ShortToken: req.RunnerShortToken, RunnerName: req.RunnerName, SystemID: req.SystemID, Slot: req.Slot, Payload: req.Payload, Variables: req.Variables}
 
 	prefix, err := maskedPrefix(req.TracePrefix, req.Mask)
 	if err != nil {

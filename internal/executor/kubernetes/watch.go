@@ -48,6 +48,46 @@ type podSub struct {
 	mu      sync.Mutex
 	pod     *corev1.Pod
 	deleted bool
+	// claims is the claim count under which this manager owns the pod;
+	// lost is closed once the pod shows a later claim (another manager
+	// took it over). Set by own.
+	owning   bool
+	claims   int64
+	lost     chan struct{}
+	lostOnce sync.Once
+}
+
+// own starts watching the pod's ownership: lost is closed when the pod
+// shows a claim count above claims.
+func (s *podSub) own(claims int64) {
+	s.mu.Lock()
+	s.owning, s.claims = true, claims
+	pod := s.pod
+	s.mu.Unlock()
+	if pod != nil {
+		s.checkOwner(pod)
+	}
+}
+
+func (s *podSub) checkOwner(pod *corev1.Pod) {
+	s.mu.Lock()
+	taken := s.owning && claimCount(pod) > s.claims
+	s.mu.Unlock()
+	if taken {
+		s.markLost()
+	}
+}
+
+func (s *podSub) markLost() { s.lostOnce.Do(func() { close(s.lost) }) }
+
+// handedOver reports whether another manager took the pod over.
+func (s *podSub) handedOver() bool {
+	select {
+	case <-s.lost:
+		return true
+	default:
+		return false
+	}
 }
 
 // snapshot returns the latest pod seen (nil before the informer saw it)
@@ -153,11 +193,15 @@ func (w *podWatch) podChanged(obj any, deleted bool) {
 	}
 	s.mu.Lock()
 	// A pod recreated under the same name is not ours (names are random).
-	if s.pod == nil || s.pod.UID == pod.UID {
+	same := s.pod == nil || s.pod.UID == pod.UID
+	if same {
 		s.pod = pod
 		s.deleted = s.deleted || deleted
 	}
 	s.mu.Unlock()
+	if same {
+		s.checkOwner(pod)
+	}
 	s.wake()
 }
 
@@ -173,7 +217,7 @@ func (w *podWatch) wake(name string) {
 // subscribe registers interest in a pod by name; call before creating it
 // so no update is missed. The returned cancel func must be called.
 func (w *podWatch) subscribe(name string) (*podSub, func()) {
-	s := &podSub{name: name, notify: make(chan struct{}, 1)}
+	s := &podSub{name: name, notify: make(chan struct{}, 1), lost: make(chan struct{})}
 	w.mu.Lock()
 	w.subs[name] = s
 	w.mu.Unlock()
