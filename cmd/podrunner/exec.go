@@ -81,7 +81,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs := cmd.Flags()
 	fs.StringVarP(&o.file, "file", "f", ".gitlab-ci.yml", "CI file, relative to the current directory")
 	fs.StringVar(&o.executor, "executor", config.ExecutorShell, "executor: shell or kubernetes")
-	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs (repeatable); plays a manual job")
+	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs or takes artifacts from (repeatable); plays a manual job")
 	fs.StringArrayVar(&o.vars, "var", nil, "pipeline variable KEY=VALUE (repeatable)")
 	fs.StringVar(&o.defaultBranch, "default-branch", "", "the project's default branch, the only protected one (default: origin/HEAD, init.defaultBranch, main or master)")
 	fs.IntVar(&o.concurrency, "concurrency", runtime.NumCPU(), "jobs run at once")
