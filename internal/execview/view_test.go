@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
@@ -326,5 +327,21 @@ func TestPlainScheduledJob(t *testing.T) {
 	want := "job later: scheduled (starts in 4.0s)\njob later: running\n"
 	if got := out.String(); got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestSummaryCutsLongNames: a long matrix name is cut in the middle (its
+// distinguishing end kept) so the columns stay on screen.
+func TestSummaryCutsLongNames(t *testing.T) {
+	long := "integration: [" + strings.Repeat("x", 80) + ", postgres-16]"
+	var out bytes.Buffer
+	Summary(&out, pipeline(StatusSuccess, Job{ID: 1, Name: long, Stage: "test", Status: StatusSuccess, Attempt: 1, Started: at(0), Finished: at(1)}), at(2))
+	for _, l := range strings.Split(out.String(), "\n") {
+		if n := utf8.RuneCountInString(l); n > 2+10+1+maxJobW+1+7+1+8+2+5 {
+			t.Errorf("line of %d characters: %q", n, l)
+		}
+	}
+	if !strings.Contains(out.String(), "integration: [xxx") || !strings.Contains(out.String(), "…") || !strings.Contains(out.String(), "postgres-16]") {
+		t.Errorf("summary does not keep the name's start and end:\n%s", out.String())
 	}
 }
