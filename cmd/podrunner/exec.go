@@ -81,7 +81,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs := cmd.Flags()
 	fs.StringVarP(&o.file, "file", "f", ".gitlab-ci.yml", "CI file, relative to the current directory")
 	fs.StringVar(&o.executor, "executor", config.ExecutorShell, "executor: shell or kubernetes")
-	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs (repeatable); plays a manual job")
+	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs or takes artifacts from (repeatable); plays a manual job")
 	fs.StringArrayVar(&o.vars, "var", nil, "pipeline variable KEY=VALUE (repeatable)")
 	fs.StringVar(&o.defaultBranch, "default-branch", "", "the project's default branch, the only protected one (default: origin/HEAD, init.defaultBranch, main or master)")
 	fs.IntVar(&o.concurrency, "concurrency", runtime.NumCPU(), "jobs run at once")
@@ -330,6 +330,11 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	// The coordinator's warnings, not the first parse's: it evaluates
 	// include:rules, which the first parse only warns about.
 	printWarnings(errOut, o.file, pl.Warnings)
+	if o.executor == config.ExecutorShell {
+		for _, w := range shellIgnores(cfg, pl.Jobs) {
+			fmt.Fprintf(errOut, "WARNING: %s\n", w)
+		}
+	}
 	first, _ := coord.Pipeline(pl.ID)
 	if len(first.Jobs) == 0 {
 		return fmt.Errorf("%s: no jobs to run for branch %s: every job was left out by rules, only/except or --job", o.file, branch)
@@ -408,6 +413,30 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 // waits (3 s between stages of a needs/stage chain). The coordinator is in
 // this process, so polling it this often costs nothing.
 const execCheckInterval = 20 * time.Millisecond
+
+// shellIgnores says, once per job of the pipeline, which image and
+// services the shell executor does not use (it runs scripts on this
+// machine), so a job that passes here is not taken for one that passes in
+// its image.
+func shellIgnores(cfg *ciyaml.Config, inPipeline map[string]int64) []string {
+	var out []string
+	for _, j := range cfg.Jobs {
+		if _, ok := inPipeline[j.Name]; !ok {
+			continue
+		}
+		var what []string
+		if j.Image != nil && j.Image.Name != "" {
+			what = append(what, "image "+j.Image.Name)
+		}
+		for _, sv := range j.Services {
+			what = append(what, "service "+sv.Name)
+		}
+		if len(what) > 0 {
+			out = append(out, fmt.Sprintf("job %s: %s not used by the shell executor (--executor kubernetes runs them)", j.Name, strings.Join(what, ", ")))
+		}
+	}
+	return out
+}
 
 // printWarnings prints the CI file's warnings under the name it was given.
 func printWarnings(w io.Writer, file string, warnings []string) {

@@ -83,22 +83,28 @@ func (f *follower) step() (p execview.Pipeline, again bool, err error) {
 	if f.playNamed(p) {
 		return p, true, nil // the pipeline is running once more
 	}
-	for _, j := range p.Jobs {
-		if j.Started.IsZero() {
-			continue
-		}
-		tr := f.coord.Trace(j.ID)
-		if n := f.sent[j.ID]; len(tr) > n {
-			f.view.Log(j, tr[n:])
-			f.sent[j.ID] = len(tr)
-		}
-		if j.Final() {
-			if err := f.logs.save(j, tr); err != nil {
-				fmt.Fprintf(f.errOut, "WARNING: save the log of job %s: %v\n", j.Label(), err)
+	// The logs of jobs that ended, then the states, then the logs of
+	// running jobs: a job's lines never precede the end of a job it needs.
+	logs := func(final bool) {
+		for _, j := range p.Jobs {
+			if j.Started.IsZero() || j.Final() != final {
+				continue
+			}
+			tr := f.coord.Trace(j.ID)
+			if n := f.sent[j.ID]; len(tr) > n {
+				f.view.Log(j, tr[n:])
+				f.sent[j.ID] = len(tr)
+			}
+			if final {
+				if err := f.logs.save(j, tr); err != nil {
+					fmt.Fprintf(f.errOut, "WARNING: save the log of job %s: %v\n", j.Label(), err)
+				}
 			}
 		}
 	}
+	logs(true)
 	f.view.Update(p, time.Now())
+	logs(false)
 	return p, false, nil
 }
 

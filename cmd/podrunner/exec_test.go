@@ -520,3 +520,28 @@ func TestExecTriggerOnlyPipelineSaysWhy(t *testing.T) {
 		t.Errorf("exit %d, output lacks the trigger warning or the reason:\n%s", code, out)
 	}
 }
+
+// TestShellIgnoresImageAndServices: the shell executor runs scripts on
+// this machine; image: and services: (GitLab Runner's shell executor
+// ignores them too) are named once per job of the pipeline.
+func TestShellIgnoresImageAndServices(t *testing.T) {
+	cfg, err := ciyaml.Parse("ci.yml", []byte(`default:
+  image: alpine:3.20
+build:
+  services: [redis:7]
+  script: [x]
+plain:
+  image: ""
+  script: [x]
+skipped:
+  script: [x]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := shellIgnores(cfg, map[string]int64{"build": 1, "plain": 2})
+	want := []string{"job build: image alpine:3.20, service redis:7 not used by the shell executor (--executor kubernetes runs them)"}
+	if !slices.Equal(got, want) {
+		t.Errorf("shellIgnores = %q, want %q", got, want)
+	}
+}

@@ -183,6 +183,12 @@ func (p *parser) includeTarget(e *yaml.Node) (string, bool) {
 		})
 	}
 	name := strings.TrimPrefix(path.Clean("/"+value), "/")
+	if name != strings.TrimPrefix(value, "/") {
+		// GitLab reads the path as written (a leading "/" aside): no
+		// file of the repository is called ./x.yml or a/../x.yml.
+		p.errorf(loc, "Local file `%s` does not exist!", value)
+		return "", false
+	}
 	if strings.ContainsAny(name, "*?[") {
 		p.errorf(loc, "Included file `%s`: wildcard paths are not supported by podrunner exec; list the files", value)
 		return "", false

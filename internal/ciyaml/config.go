@@ -152,6 +152,7 @@ type Job struct {
 
 	allowFailureSet bool
 	parallel        *parallelSpec
+	matrixVars      map[string]string // a parallel:matrix instance's own variables
 }
 
 // Image is `image:` or one entry of `services:`.

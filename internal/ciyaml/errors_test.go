@@ -54,6 +54,8 @@ func TestComposeAndValidationErrors(t *testing.T) {
 			"ci.yml:6:11: `$[[ ... ]]` interpolation (spec:inputs, include:inputs, CI/CD components) is not supported by podrunner exec: replace it with the values (or variables) for a local run"},
 		{"inputs in a job name", "build-$[[ inputs.env ]]:\n  script: x\n",
 			"ci.yml:1:1: `$[[ ... ]]` interpolation (spec:inputs, include:inputs, CI/CD components) is not supported by podrunner exec: replace it with the values (or variables) for a local run"},
+		// Local files are read at the path as written: ./ is not stripped.
+		{"include dot slash", "include: ./ci/ok.yml\na:\n  script: x\n", "ci.yml:1:10: Local file `./ci/ok.yml` does not exist!"},
 		// Entry::Rules validates presence: an empty list is an error.
 		{"rules empty", "a:\n  script: x\n  rules: []\n", "ci.yml:3:10: jobs:a:rules config can't be blank"},
 		{"need unknown key", "a:\n  script: x\nb:\n  script: x\n  needs:\n    - job: a\n      artifact: false\n",

@@ -2,6 +2,7 @@ package ciyaml
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +52,50 @@ func TestValidGitLabConfigurationsAccepted(t *testing.T) {
 			}
 			if tt.rules >= 0 && len(j.Rules) != tt.rules {
 				t.Errorf("%d rules, want %d", len(j.Rules), tt.rules)
+			}
+		})
+	}
+}
+
+const matrixJob = "build:\n  stage: build\n  script: x\n  parallel:\n    matrix:\n      - OS: [linux, mac]\n        ARCH: [amd64]\n"
+
+// TestMatrixNeeds follows GitLab's Normalizer: needs:parallel:matrix names
+// one node per combination ("build: [amd64, linux]"); it must name an
+// instance with all its matrix variables, an error names the node, and an
+// optional need naming nothing is dropped.
+func TestMatrixNeeds(t *testing.T) {
+	tests := []struct {
+		name, need string
+		want       []string // needs, or nil with wantErr
+		wantErr    string
+	}{
+		{"full selector", "    - job: build\n      parallel:\n        matrix:\n          - OS: linux\n            ARCH: amd64\n",
+			[]string{"build: [linux, amd64]"}, ""},
+		{"no such node", "    - job: build\n      parallel:\n        matrix:\n          - OS: nope\n            ARCH: amd64\n",
+			nil, "jobs:test job: undefined need: build: [amd64, nope]"},
+		{"partial selector names no job", "    - job: build\n      parallel:\n        matrix:\n          - OS: linux\n",
+			nil, "jobs:test job: undefined need: build: [linux]"},
+		{"optional need naming nothing is dropped", "    - job: build\n      optional: true\n      parallel:\n        matrix:\n          - OS: nope\n            ARCH: amd64\n",
+			[]string{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("ci.yml", []byte(matrixJob+"test:\n  script: y\n  needs:\n"+tt.need))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []string{}
+			for _, n := range cfg.Job("test").Needs {
+				got = append(got, n.Job)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("needs %q, want %q", got, tt.want)
 			}
 		})
 	}

@@ -3,6 +3,8 @@ package ciyaml
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -124,8 +126,10 @@ func (p *parser) finish(cfg *Config) {
 			c.ParallelOf = j.Name
 			c.NodeIndex, c.NodeTotal = i+1, len(insts)
 			c.Variables = append([]Variable(nil), j.Variables...)
+			c.matrixVars = map[string]string{}
 			for _, kv := range in.vars {
 				c.Variables = append(c.Variables, Variable{Key: kv[0], Value: kv[1], Expand: true, Pos: j.Pos})
+				c.matrixVars[kv[0]] = kv[1]
 			}
 			c.parallel = nil
 			c.Rules = append([]Rule(nil), j.Rules...) // resolved per instance below
@@ -205,15 +209,31 @@ func (p *parser) resolveNeeds(path string, j *Job, needs []Need, byName map[stri
 	out := []Need{}
 	for _, n := range needs {
 		var targets []string
-		if ins, ok := expanded[n.Job]; ok && byName[n.Job] == nil {
-			for _, in := range ins {
-				if n.matrix == "" || matrixSelects(n.matrix, in) {
-					targets = append(targets, in.Name)
+		if n.matrix != "" {
+			// GitLab's Normalizer turns needs:parallel:matrix into one node
+			// name per combination, which must name an instance exactly
+			// (all its matrix variables; a partial selector names none);
+			// an optional one that names nothing is dropped.
+			for _, sel := range matrixSelectors(n.matrix) {
+				var hit *Job
+				for _, in := range expanded[n.Job] {
+					if maps.Equal(in.matrixVars, sel) {
+						hit = in
+					}
+				}
+				switch {
+				case hit != nil:
+					targets = append(targets, hit.Name)
+				case !n.Optional:
+					p.needErr(n, "%s job: undefined need: %s", path, selectorName(n.Job, sel))
 				}
 			}
 			if len(targets) == 0 {
-				p.needErr(n, "%s job: undefined need: %s", path, n.Job)
 				continue
+			}
+		} else if ins, ok := expanded[n.Job]; ok && byName[n.Job] == nil {
+			for _, in := range ins {
+				targets = append(targets, in.Name)
 			}
 		} else {
 			targets = []string{n.Job}
@@ -256,28 +276,39 @@ func encodeMatrix(m []map[string][]string) string {
 	return string(b)
 }
 
-func matrixSelects(enc string, j *Job) bool {
+// matrixSelectors expands an encoded needs:parallel:matrix into one
+// variable set per combination of its values.
+func matrixSelectors(enc string) []map[string]string {
 	var m []map[string][]string
 	if json.Unmarshal([]byte(enc), &m) != nil {
-		return false
+		return nil
 	}
-	vars := map[string]string{}
-	for _, v := range j.Variables {
-		vars[v.Key] = v.Value
-	}
+	var out []map[string]string
 	for _, e := range m {
-		ok := true
-		for k, vals := range e {
-			if !contains(vals, vars[k]) {
-				ok = false
-				break
+		combos := []map[string]string{{}}
+		for _, k := range slices.Sorted(maps.Keys(e)) {
+			var next []map[string]string
+			for _, c := range combos {
+				for _, v := range e[k] {
+					nc := maps.Clone(c)
+					nc[k] = v
+					next = append(next, nc)
+				}
 			}
+			combos = next
 		}
-		if ok {
-			return true
-		}
+		out = append(out, combos...)
 	}
-	return false
+	return out
+}
+
+// selectorName is the node name GitLab gives a matrix need: "build: [a, b]".
+func selectorName(job string, sel map[string]string) string {
+	var vals []string
+	for _, k := range slices.Sorted(maps.Keys(sel)) {
+		vals = append(vals, sel[k])
+	}
+	return job + ": [" + strings.Join(vals, ", ") + "]"
 }
 
 // checkCycles rejects needs that form a loop (possible within a stage).

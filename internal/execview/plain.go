@@ -30,7 +30,11 @@ func NewPlain(w io.Writer) *Plain {
 // Log prints the complete lines of data, prefixed with the job's label;
 // an unfinished last line waits for the rest (or for the job's end).
 func (p *Plain) Log(j Job, data []byte) {
-	if p.Quiet || len(data) == 0 {
+	if len(data) == 0 {
+		return
+	}
+	p.running(j)
+	if p.Quiet {
 		return
 	}
 	p.jobs[j.ID] = j
@@ -57,28 +61,47 @@ func (p *Plain) writeLines(j Job, b []byte) {
 
 // Update prints a line for every job whose status changed, then the
 // pipeline's status once it is final.
+// Jobs that ended come first: a job that needs one may start in the
+// same snapshot, and its "running" must not precede the producer's end.
 func (p *Plain) Update(pl Pipeline, now time.Time) {
-	for _, g := range pl.ByStage() {
-		for _, j := range g.Jobs {
-			if p.seen[j.ID] == j.Status {
-				continue
-			}
-			p.seen[j.ID] = j.Status
-			if j.Final() {
-				if rest := p.partial[j.ID]; len(rest) > 0 {
-					p.writeLines(j, append(rest, '\n'))
-					delete(p.partial, j.ID)
+	for _, final := range []bool{true, false} {
+		for _, g := range pl.ByStage() {
+			for _, j := range g.Jobs {
+				if j.Final() != final || p.seen[j.ID] == j.Status {
+					continue
 				}
-			}
-			line := p.stateLine(j, now)
-			if line != "" {
-				fmt.Fprintln(p.w, line)
+				if final {
+					p.running(j) // it may have started and ended between snapshots
+					if rest := p.partial[j.ID]; len(rest) > 0 {
+						p.writeLines(j, append(rest, '\n'))
+						delete(p.partial, j.ID)
+					}
+				}
+				p.seen[j.ID] = j.Status
+				if line := p.stateLine(j, now); line != "" {
+					fmt.Fprintln(p.w, line)
+				}
 			}
 		}
 	}
 	if IsPipelineFinal(pl.Status) && p.status != pl.Status {
 		p.status = pl.Status
 		fmt.Fprintf(p.w, "pipeline: %s\n", pl.Status)
+	}
+}
+
+// running prints a started job's "running" line once, before its log or
+// its end.
+func (p *Plain) running(j Job) {
+	if j.Started.IsZero() {
+		return
+	}
+	switch p.seen[j.ID] {
+	case StatusRunning, StatusCanceling:
+		return
+	case "", StatusCreated, StatusPending, StatusScheduled, StatusManual:
+		p.seen[j.ID] = StatusRunning
+		fmt.Fprintf(p.w, "job %s: running\n", j.Label())
 	}
 }
 

@@ -19,7 +19,7 @@ func Summary(w io.Writer, p Pipeline, now time.Time) {
 	for _, g := range groups {
 		stageW = max(stageW, utf8.RuneCountInString(g.Stage))
 		for _, j := range g.Jobs {
-			jobW = max(jobW, utf8.RuneCountInString(j.Name))
+			jobW = max(jobW, utf8.RuneCountInString(shortName(j.Name)))
 			statusW = max(statusW, utf8.RuneCountInString(j.StatusText()))
 		}
 	}
@@ -40,10 +40,26 @@ func Summary(w io.Writer, p Pipeline, now time.Time) {
 			} else if j.AllowFailure && j.Status != StatusManual {
 				notes = append(notes, "allow_failure")
 			}
-			line := fmt.Sprintf("  %-*s %-*s %-*s %8s  %s", stageW, g.Stage, jobW, j.Name, statusW, j.StatusText(), dur, strings.Join(notes, ", "))
+			line := fmt.Sprintf("  %-*s %-*s %-*s %8s  %s", stageW, g.Stage, jobW, shortName(j.Name), statusW, j.StatusText(), dur, strings.Join(notes, ", "))
 			b.WriteString(strings.TrimRight(line, " ") + "\n")
 		}
 	}
 	fmt.Fprintf(&b, "\nPipeline %s\n", p.Status)
 	io.WriteString(w, b.String())
+}
+
+// maxJobW bounds the JOB column: a long matrix name would push status and
+// duration off the screen. The logs keep the whole name.
+const maxJobW = 60
+
+// shortName cuts a name longer than maxJobW in its middle, keeping its
+// start and its end (where matrix values differ).
+func shortName(name string) string {
+	r := []rune(name)
+	if len(r) <= maxJobW {
+		return name
+	}
+	head := maxJobW * 2 / 3
+	tail := maxJobW - head - 1
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }

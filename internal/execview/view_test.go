@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
@@ -99,7 +100,8 @@ func TestPlainQuietAndRetries(t *testing.T) {
 	second := Job{ID: 4, Name: "flaky", Stage: "test", Status: StatusRunning, Attempt: 2, Started: at(1.5)}
 	v.Log(first, []byte("boom\n"))
 	v.Update(pipeline(StatusRunning, first, second), at(2))
-	want := "job flaky: failed (script_failure, exit code 1) [retried] (1.0s)\njob flaky (attempt 2): running\n"
+	// A job that started and ended between two snapshots still says it ran.
+	want := "job flaky: running\njob flaky: failed (script_failure, exit code 1) [retried] (1.0s)\njob flaky (attempt 2): running\n"
 	if got := out.String(); got != want {
 		t.Errorf("plain output:\n%q\nwant:\n%q", got, want)
 	}
@@ -326,5 +328,41 @@ func TestPlainScheduledJob(t *testing.T) {
 	want := "job later: scheduled (starts in 4.0s)\njob later: running\n"
 	if got := out.String(); got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestSummaryCutsLongNames: a long matrix name is cut in the middle (its
+// distinguishing end kept) so the columns stay on screen.
+func TestSummaryCutsLongNames(t *testing.T) {
+	long := "integration: [" + strings.Repeat("x", 80) + ", postgres-16]"
+	var out bytes.Buffer
+	Summary(&out, pipeline(StatusSuccess, Job{ID: 1, Name: long, Stage: "test", Status: StatusSuccess, Attempt: 1, Started: at(0), Finished: at(1)}), at(2))
+	for _, l := range strings.Split(out.String(), "\n") {
+		if n := utf8.RuneCountInString(l); n > 2+10+1+maxJobW+1+7+1+8+2+5 {
+			t.Errorf("line of %d characters: %q", n, l)
+		}
+	}
+	if !strings.Contains(out.String(), "integration: [xxx") || !strings.Contains(out.String(), "…") || !strings.Contains(out.String(), "postgres-16]") {
+		t.Errorf("summary does not keep the name's start and end:\n%s", out.String())
+	}
+}
+
+// TestPlainOrderFollowsNeeds: in one snapshot where a producer ended and
+// the job needing it started (listed first, same stage), the producer's
+// end comes first; every job that ran says "running" before its end.
+func TestPlainOrderFollowsNeeds(t *testing.T) {
+	var out bytes.Buffer
+	v := NewPlain(&out)
+	consumer := Job{ID: 2, Name: "consumer", Stage: "test", Status: StatusPending, Attempt: 1}
+	producer := Job{ID: 1, Name: "producer", Stage: "test", Status: StatusPending, Attempt: 1}
+	v.Update(pipeline(StatusRunning, consumer, producer), at(0))
+	producer.Status, producer.Started, producer.Finished = StatusSuccess, at(0.1), at(0.4)
+	consumer.Status, consumer.Started = StatusRunning, at(0.5)
+	v.Log(producer, []byte("made it\n"))
+	v.Update(pipeline(StatusRunning, consumer, producer), at(0.6))
+	v.Log(consumer, []byte("using it\n"))
+	want := "job producer: running\n[producer] made it\njob producer: success (0.3s)\njob consumer: running\n[consumer] using it\n"
+	if got := out.String(); got != want {
+		t.Errorf("plain output:\n%s\nwant:\n%s", got, want)
 	}
 }

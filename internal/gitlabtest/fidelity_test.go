@@ -235,3 +235,51 @@ base:
 		t.Errorf("jobs %q, want %q (never.yml and the YAML-variable include left out)", got, want)
 	}
 }
+
+// TestSelectedJobsKeepTheirProducers: --job X also runs the jobs X takes
+// artifacts from (Ci::BuildDependencies#local): those in dependencies:,
+// else, for a stage-ordered job, the earlier stages' jobs with artifacts;
+// jobs X neither needs nor downloads from stay out.
+func TestSelectedJobsKeepTheirProducers(t *testing.T) {
+	t.Parallel()
+	ci := `stages: [build, test, deploy]
+bin:
+  stage: build
+  script: [x]
+  artifacts: {paths: [bin/]}
+docs:
+  stage: build
+  script: [x]
+  artifacts: {paths: [docs/]}
+lint:
+  stage: build
+  script: [x]
+unit:
+  stage: test
+  script: [x]
+package:
+  stage: deploy
+  script: [x]
+  dependencies: [bin]
+report:
+  stage: deploy
+  script: [x]
+`
+	s, _, _ := setup(t, Options{}, ci)
+	for _, tt := range []struct {
+		job, want string
+	}{
+		{"package", "bin package"},
+		{"report", "bin docs report"},
+		{"unit", "bin docs unit"},
+		{"bin", "bin"},
+	} {
+		pl, err := s.CreatePipelineWith("group/demo", PipelineOptions{Jobs: []string{tt.job}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(jobNames(pl), " "); got != tt.want {
+			t.Errorf("--job %s runs %q, want %q", tt.job, got, tt.want)
+		}
+	}
+}

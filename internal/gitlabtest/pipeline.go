@@ -236,7 +236,7 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 	if err != nil {
 		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
 	}
-	defs, played, err := selectJobs(defs, o.Jobs)
+	defs, played, err := selectJobs(defs, cfg.Stages, o.Jobs)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline for %s at %s: %w", projectPath, ref, err)
 	}
@@ -284,9 +284,12 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 }
 
 // selectJobs keeps the named jobs (all nodes of a parallel job when named
-// by its base name) and, transitively, the jobs they need. Named jobs are
-// played: a named manual or delayed job runs at once.
-func selectJobs(defs []*ciyaml.Job, names []string) ([]*ciyaml.Job, map[*ciyaml.Job]bool, error) {
+// by its base name) and, transitively, the jobs they need and the jobs
+// they take artifacts from (Ci::BuildDependencies: those named in
+// dependencies:, else, for a job without needs, every earlier-stage job
+// that keeps artifacts). Named jobs are played: a named manual or delayed
+// job runs at once.
+func selectJobs(defs []*ciyaml.Job, stages []string, names []string) ([]*ciyaml.Job, map[*ciyaml.Job]bool, error) {
 	played := map[*ciyaml.Job]bool{}
 	if len(names) == 0 {
 		return defs, played, nil
@@ -312,12 +315,10 @@ func selectJobs(defs []*ciyaml.Job, names []string) ([]*ciyaml.Job, map[*ciyaml.
 	for len(queue) > 0 {
 		d := queue[0]
 		queue = queue[1:]
-		for _, need := range d.Needs {
-			for _, o := range defs {
-				if matchesName(o, need.Job) && !keep[o] {
-					keep[o] = true
-					queue = append(queue, o)
-				}
+		for _, o := range defs {
+			if !keep[o] && (needsJob(d, o) || producesFor(d, o, stages)) {
+				keep[o] = true
+				queue = append(queue, o)
 			}
 		}
 	}
@@ -328,6 +329,19 @@ func selectJobs(defs []*ciyaml.Job, names []string) ([]*ciyaml.Job, map[*ciyaml.
 		}
 	}
 	return out, played, nil
+}
+
+func needsJob(d, o *ciyaml.Job) bool {
+	return slices.ContainsFunc(d.Needs, func(n ciyaml.Need) bool { return matchesName(o, n.Job) })
+}
+
+// producesFor reports whether d, run in the same pipeline, would download
+// o's artifacts.
+func producesFor(d, o *ciyaml.Job, stages []string) bool {
+	if d.Dependencies != nil {
+		return slices.ContainsFunc(d.Dependencies, func(n string) bool { return matchesName(o, n) })
+	}
+	return d.Needs == nil && o.Artifacts != nil && slices.Index(stages, o.Stage) < slices.Index(stages, d.Stage)
 }
 
 // resolveNeeds expands needs: to the jobs present (parallel jobs by their
