@@ -100,6 +100,12 @@ later:
 	if !strings.Contains(tr, "Waiting for pod "+e.ns+"/") || !strings.Contains(tr, "unschedulable: 0/1 nodes are available") {
 		t.Errorf("the trace does not show the wait:\n%s", tr)
 	}
+	for _, l := range strings.Split(tr, "\n") {
+		if strings.Contains(l, "Waiting for pod ") {
+			t.Logf("trace: %s", l)
+		}
+	}
+	t.Logf("job took %v", j.FinishedAt.Sub(j.StartedAt))
 	if n := strings.Count(tr, "Waiting for pod "+e.ns+"/"); n > 3 {
 		t.Errorf("%d wait lines for one unchanged state:\n%s", n, tr)
 	}

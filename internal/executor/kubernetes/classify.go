@@ -142,7 +142,8 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		if e := lastEvent(events, "FailedScheduling", ""); msg == "" && e != nil {
 			msg = e.Message
 		}
-		msg = orDefault(msg, "no message from the scheduler")
+		// The scheduler ends its message with a period; ours follow it.
+		msg = strings.TrimSuffix(orDefault(msg, "no message from the scheduler"), ".")
 		const advice = "Check the job's requests (cpu_request, memory_request or their KUBERNETES_* overwrites), node_selector, node_tolerations and affinity"
 		progress := "unschedulable: " + msg
 		if e := lastAutoscalerEvent(events); e != nil {

@@ -133,8 +133,8 @@ func TestClassify(t *testing.T) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 				Message: "0/3 nodes are available: 3 Insufficient memory."}}
 		}, reason: ReasonRunnerSystemFailure, transient: true, waits: true,
-			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient memory."},
-			msg:      []string{"cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory.", "memory_request", "poll_timeout"}},
+			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient memory"},
+			msg:      []string{"cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory. Check", "memory_request", "poll_timeout"}},
 		{name: "unschedulable while the autoscaler adds a node", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 				Message: "0/3 nodes are available: 3 Insufficient cpu."}}
@@ -142,7 +142,7 @@ func TestClassify(t *testing.T) {
 			podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up: 1 max node group size reached", t0),
 			podEvent("TriggeredScaleUp", "", "pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]", t0.Add(time.Minute)),
 		}, reason: ReasonRunnerSystemFailure, transient: true, waits: true,
-			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient cpu.; cluster-autoscaler: pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]"}},
+			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient cpu; cluster-autoscaler: pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]"}},
 		{name: "autoscaler will not add a node", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 				Message: "0/3 nodes are available: 3 Insufficient cpu."}}
@@ -150,7 +150,7 @@ func TestClassify(t *testing.T) {
 			podEvent("TriggeredScaleUp", "", "pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]", t0),
 			podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up: 2 Insufficient cpu", t0.Add(time.Minute)),
 		}, reason: ReasonRunnerSystemFailure,
-			msg: []string{"cannot be scheduled (0/3 nodes are available: 3 Insufficient cpu.) and cluster-autoscaler will not add a node for it: pod didn't trigger scale-up: 2 Insufficient cpu", "cpu_request"}},
+			msg: []string{"cannot be scheduled (0/3 nodes are available: 3 Insufficient cpu) and cluster-autoscaler will not add a node for it: pod didn't trigger scale-up: 2 Insufficient cpu", "cpu_request"}},
 		{name: "autoscaler events of a scheduled pod are history", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}
 		}, events: []corev1.Event{podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up:", t0)}},
