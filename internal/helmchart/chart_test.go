@@ -459,6 +459,26 @@ func TestValueForms(t *testing.T) {
 			t.Errorf("kinds: %v", kindsOf(docs))
 		}
 	})
+	t.Run("nodes ClusterRole", func(t *testing.T) {
+		docs := render(t, "--set", "gitlabUrl=http://g", "--set", "runnerToken=glrt-x", "--set", "rbac.create=true", "--set", "rbac.listNodes=true")
+		data, err := os.ReadFile(filepath.Join(helmRoot, "deploy/rbac/clusterrole-nodes.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := decode[*rbacv1.ClusterRole](t, helmchart.Doc{Kind: "ClusterRole", YAML: data})
+		cr := one[*rbacv1.ClusterRole](t, docs, "ClusterRole")
+		if !reflect.DeepEqual(cr.Rules, want.Rules) {
+			t.Errorf("chart ClusterRole rules %+v\nwant deploy/rbac/clusterrole-nodes.yaml's %+v", cr.Rules, want.Rules)
+		}
+		crb := one[*rbacv1.ClusterRoleBinding](t, docs, "ClusterRoleBinding")
+		sa := one[*corev1.ServiceAccount](t, docs, "ServiceAccount")
+		if crb.RoleRef.Kind != "ClusterRole" || crb.RoleRef.Name != cr.Name || len(crb.Subjects) != 1 || crb.Subjects[0].Name != sa.Name {
+			t.Errorf("ClusterRoleBinding %+v does not bind %s to ServiceAccount %s", crb, cr.Name, sa.Name)
+		}
+		if len(helmchart.Find(docs, "Role", "")) != 1 {
+			t.Errorf("kinds: %v, want the namespaced Role kept", kindsOf(docs))
+		}
+	})
 	for _, tc := range []struct {
 		name string
 		args []string

@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -28,14 +29,22 @@ type Failure struct {
 	Message string
 	// Container is the container concerned ("" for the pod as a whole).
 	Container string
-	// Transient means Kubernetes may still get over it (unschedulable
-	// while a node is being added, a volume not mounted yet): the caller
-	// may give it a grace period (e.g. poll_timeout) before failing the job.
+	// Transient means Kubernetes may still get over it (a volume not
+	// mounted yet): the caller gives it a short grace period before
+	// failing the job.
 	Transient bool
-	// KubeletRetries marks a transient failure of the kubelet's own
-	// machinery (its Secret cache not synced yet on a busy node) that
-	// it retries by itself: it fails the job only at poll_timeout.
-	KubeletRetries bool
+	// Waits marks a state that clears by itself given time (no node
+	// fits until the cluster adds one, a registry briefly unreachable,
+	// the kubelet's Secret cache not synced on a busy node): the job
+	// waits for it up to poll_timeout and fails with Message only then.
+	// Waits implies Transient.
+	Waits bool
+	// Progress says, while the job waits, what the cluster is doing
+	// (one trace line; it changes when the state does).
+	Progress string
+	// ExitCode is the exit code to report for the job (an OOM-killed
+	// build container: 137), 0 when there is none.
+	ExitCode int
 }
 
 func (f *Failure) Error() string { return f.Message }
@@ -78,8 +87,16 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 			continue
 		}
 		limit, key := memoryLimit(pod, cs.Name)
-		return &Failure{Reason: ReasonScriptFailure, Container: cs.Name,
-			Message: fmt.Sprintf("container %s was OOMKilled (exit code %d): memory limit %s; raise %s", cs.Name, t.ExitCode, limit, key)}
+		code := int(t.ExitCode)
+		if code == 0 {
+			code = oomExitCode // the kill's signal, whatever the runtime recorded
+		}
+		f := &Failure{Reason: ReasonScriptFailure, Container: cs.Name,
+			Message: fmt.Sprintf("container %s was OOMKilled (exit code %d): memory limit %s; raise %s", cs.Name, code, limit, key)}
+		if cs.Name == ContainerBuild {
+			f.ExitCode = code // the script's exit code, as GitLab shows it
+		}
+		return f
 	}
 
 	for _, cs := range pod.Status.InitContainerStatuses {
@@ -120,13 +137,25 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s failed%s", name, detail(st.Reason, st.Message))}
 	}
 
-	if c := condition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+	if c := unschedulable(pod); c != nil {
 		msg := c.Message
 		if e := lastEvent(events, "FailedScheduling", ""); msg == "" && e != nil {
 			msg = e.Message
 		}
-		return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true,
-			Message: fmt.Sprintf("pod %s cannot be scheduled: %s. Check the job's requests (cpu_request, memory_request or their KUBERNETES_* overwrites), node_selector, node_tolerations and affinity, or wait for the cluster to add capacity", name, orDefault(msg, "no message from the scheduler"))}
+		// The scheduler ends its message with a period; ours follow it.
+		msg = strings.TrimSuffix(orDefault(msg, "no message from the scheduler"), ".")
+		const advice = "Check the job's requests (cpu_request, memory_request or their KUBERNETES_* overwrites), node_selector, node_tolerations and affinity"
+		progress := "unschedulable: " + msg
+		if e := lastAutoscalerEvent(events); e != nil {
+			if e.Reason == "NotTriggerScaleUp" {
+				// Waiting cannot help: no node group would fit the pod.
+				return &Failure{Reason: ReasonRunnerSystemFailure,
+					Message: fmt.Sprintf("pod %s cannot be scheduled (%s) and cluster-autoscaler will not add a node for it: %s. %s, or the autoscaler's node groups", name, msg, orDefault(e.Message, "no message"), advice)}
+			}
+			progress += "; cluster-autoscaler: " + orDefault(e.Message, e.Reason)
+		}
+		return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true, Waits: true, Progress: progress,
+			Message: fmt.Sprintf("pod %s cannot be scheduled: %s. %s, or raise poll_timeout if the cluster adds nodes slowly", name, msg, advice)}
 	}
 	// Once the sandbox is up or a container ran, the volumes are mounted
 	// and the sandbox exists: such events are from attempts the kubelet
@@ -136,8 +165,10 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 	if st.Phase == corev1.PodPending && !podStarted(pod) {
 		for _, reason := range []string{"FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox"} {
 			if e := lastEvent(events, reason, ""); e != nil {
-				return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true, KubeletRetries: kubeletRetries(e.Message),
-					Message: fmt.Sprintf("pod %s cannot start (%s): %s. Check the volumes in [runners.kubernetes.volumes] and that the Secrets, ConfigMaps and claims they name exist", name, reason, e.Message)}
+				waits := kubeletRetries(e.Message)
+				return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true, Waits: waits,
+					Progress: fmt.Sprintf("%s (the kubelet retries): %s", reason, e.Message),
+					Message:  fmt.Sprintf("pod %s cannot start (%s): %s. Check the volumes in [runners.kubernetes.volumes] and that the Secrets, ConfigMaps and claims they name exist", name, reason, e.Message)}
 			}
 		}
 	}
@@ -186,8 +217,60 @@ func pullFailure(container, image, reason, msg string) *Failure {
 	case strings.HasPrefix(container, ServiceContainerPrefix):
 		what = "the service image"
 	}
-	return &Failure{Reason: ReasonImagePullFailure, Container: container,
-		Message: fmt.Sprintf("cannot pull image %q for container %s (%s): %s: %s. Check the image name and tag, that the registry is reachable and, for a private registry, image_pull_secrets", image, container, what, reason, orDefault(msg, "no message from the kubelet"))}
+	msg = orDefault(msg, "no message from the kubelet")
+	f := &Failure{Reason: ReasonImagePullFailure, Container: container}
+	switch pullProblemOf(msg) {
+	case pullNotFound:
+		f.Message = fmt.Sprintf("image %q for container %s (%s) does not exist: %s. Check the image name and tag", image, container, what, msg)
+	case pullDenied:
+		f.Message = fmt.Sprintf("the registry refused access to image %q for container %s (%s): %s. For a private registry, give the job credentials (image_pull_secrets, or DOCKER_AUTH_CONFIG); else check the image name", image, container, what, msg)
+	case pullUnreachable:
+		f.Transient, f.Waits = true, true
+		f.Progress = fmt.Sprintf("cannot pull image %q yet, the kubelet retries with back-off: %s", image, msg)
+		f.Message = fmt.Sprintf("the registry of image %q for container %s (%s) stayed unreachable: %s. Check that the registry is up and reachable from the nodes, or raise poll_timeout", image, container, what, msg)
+	default:
+		f.Message = fmt.Sprintf("cannot pull image %q for container %s (%s): %s: %s. Check the image name and tag, that the registry is reachable and, for a private registry, image_pull_secrets", image, container, what, reason, msg)
+	}
+	return f
+}
+
+// What a kubelet pull error says went wrong.
+type pullProblem int
+
+const (
+	pullOther       pullProblem = iota
+	pullNotFound                // the image or tag does not exist
+	pullDenied                  // the registry wants (other) credentials
+	pullUnreachable             // the registry cannot be reached right now
+)
+
+// registry5xx is an HTTP 5xx status in containerd's "unexpected status"
+// errors ("... : 503 Service Unavailable").
+var registry5xx = regexp.MustCompile(`\b5\d\d [A-Z][a-z]`)
+
+// pullProblemOf reads the kubelet's pull error (containerd's or CRI-O's
+// words). Answers from the registry win over transport errors: a "denied"
+// or "not found" is the registry speaking, so it was reachable.
+func pullProblemOf(msg string) pullProblem {
+	m := strings.ToLower(msg)
+	has := func(subs ...string) bool {
+		for _, s := range subs {
+			if strings.Contains(m, s) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("unauthorized", "authentication required", "denied", "401 ", "403 "):
+		return pullDenied
+	case has("manifest unknown", "not found", "name unknown"):
+		return pullNotFound
+	case has("connection refused", "i/o timeout", "no route to host", "network is unreachable", "connection reset by peer", "tls handshake timeout"),
+		registry5xx.MatchString(msg):
+		return pullUnreachable
+	}
+	return pullOther
 }
 
 // pullFailedEvent finds a kubelet "Failed to pull image" event about a
@@ -289,6 +372,31 @@ func podStarted(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// unschedulable is the pod's PodScheduled condition while the scheduler
+// finds no node for it, else nil.
+func unschedulable(pod *corev1.Pod) *corev1.PodCondition {
+	if c := condition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+		return c
+	}
+	return nil
+}
+
+// lastAutoscalerEvent is cluster-autoscaler's latest word on the pod:
+// TriggeredScaleUp (a node is coming) or NotTriggerScaleUp (no node group
+// fits), nil when there is none (no autoscaler, or it has not looked yet).
+func lastAutoscalerEvent(events []corev1.Event) *corev1.Event {
+	up, not := lastEvent(events, "TriggeredScaleUp", ""), lastEvent(events, "NotTriggerScaleUp", "")
+	switch {
+	case up == nil:
+		return not
+	case not == nil:
+		return up
+	case eventAt(*up).After(eventAt(*not)):
+		return up
+	}
+	return not
 }
 
 func condition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {

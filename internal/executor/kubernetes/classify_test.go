@@ -55,14 +55,16 @@ func podEvent(reason, fieldPath, msg string, at time.Time) corev1.Event {
 func TestClassify(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cases := []struct {
-		name           string
-		edit           func(p *corev1.Pod)
-		events         []corev1.Event
-		reason         string
-		container      string
-		transient      bool
-		kubeletRetries bool
-		msg            []string // substrings of the message
+		name      string
+		edit      func(p *corev1.Pod)
+		events    []corev1.Event
+		reason    string
+		container string
+		transient bool
+		waits     bool
+		exitCode  int
+		progress  []string // substrings of the progress line
+		msg       []string // substrings of the message
 	}{
 		{name: "pending is fine", edit: func(p *corev1.Pod) {}},
 		{name: "running is fine", edit: func(p *corev1.Pod) {
@@ -77,20 +79,30 @@ func TestClassify(t *testing.T) {
 		{name: "ErrImagePull", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "ErrImagePull", `rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/busybox:nope": not found`), running("svc-0")}
 		}, reason: ReasonImagePullFailure, container: "build",
-			msg: []string{`cannot pull image "busybox:nope" for container build (the job's image): ErrImagePull: rpc error: code = NotFound`, "image_pull_secrets"}},
+			msg: []string{`image "busybox:nope" for container build (the job's image) does not exist: rpc error: code = NotFound`, "Check the image name and tag"}},
 		{name: "ImagePullBackOff uses the kubelet's event", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "ImagePullBackOff", `Back-off pulling image "busybox:nope"`)}
 		}, events: []corev1.Event{
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": old", t0),
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": manifest unknown", t0.Add(time.Second)),
 			podEvent("Failed", "spec.containers{svc-0}", "other container", t0.Add(2*time.Second)),
-		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"ImagePullBackOff: Failed to pull image \"busybox:nope\": manifest unknown"}},
+		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"does not exist: Failed to pull image \"busybox:nope\": manifest unknown"}},
 		{name: "pull failure event before the status shows it", edit: func(p *corev1.Pod) {
 			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "PodInitializing", "")}
 		}, events: []corev1.Event{
-			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": connection refused", t0),
-		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`cannot pull image "busybox:1.37" for container build`, "connection refused"}},
+			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": manifest unknown", t0),
+		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`image "busybox:1.37" for container build (the job's image) does not exist`, "manifest unknown"}},
+		{name: "registry unreachable waits", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "127.0.0.1:9/x:1", "ImagePullBackOff", `Back-off pulling image "127.0.0.1:9/x:1"`)}
+		}, events: []corev1.Event{
+			podEvent("Failed", "spec.containers{build}", `Failed to pull image "127.0.0.1:9/x:1": failed to do request: Head "https://127.0.0.1:9/v2/x/manifests/1": dial tcp 127.0.0.1:9: connect: connection refused`, t0),
+		}, reason: ReasonImagePullFailure, container: "build", transient: true, waits: true,
+			progress: []string{`cannot pull image "127.0.0.1:9/x:1" yet, the kubelet retries with back-off`, "connection refused"},
+			msg:      []string{`the registry of image "127.0.0.1:9/x:1" for container build (the job's image) stayed unreachable`, "connection refused", "poll_timeout"}},
+		{name: "registry denies", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "registry.example.com/private/app:1", "ErrImagePull", `failed to pull and unpack image "registry.example.com/private/app:1": failed to resolve reference "registry.example.com/private/app:1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed`)}
+		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`the registry refused access to image "registry.example.com/private/app:1"`, "insufficient_scope", "image_pull_secrets"}},
 		{name: "old pull failure of a container that runs now is history", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
@@ -120,11 +132,32 @@ func TestClassify(t *testing.T) {
 		{name: "unschedulable", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 				Message: "0/3 nodes are available: 3 Insufficient memory."}}
-		}, reason: ReasonRunnerSystemFailure, transient: true, msg: []string{"cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory.", "memory_request"}},
+		}, reason: ReasonRunnerSystemFailure, transient: true, waits: true,
+			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient memory"},
+			msg:      []string{"cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory. Check", "memory_request", "poll_timeout"}},
+		{name: "unschedulable while the autoscaler adds a node", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+				Message: "0/3 nodes are available: 3 Insufficient cpu."}}
+		}, events: []corev1.Event{
+			podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up: 1 max node group size reached", t0),
+			podEvent("TriggeredScaleUp", "", "pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]", t0.Add(time.Minute)),
+		}, reason: ReasonRunnerSystemFailure, transient: true, waits: true,
+			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient cpu; cluster-autoscaler: pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]"}},
+		{name: "autoscaler will not add a node", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+				Message: "0/3 nodes are available: 3 Insufficient cpu."}}
+		}, events: []corev1.Event{
+			podEvent("TriggeredScaleUp", "", "pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]", t0),
+			podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up: 2 Insufficient cpu", t0.Add(time.Minute)),
+		}, reason: ReasonRunnerSystemFailure,
+			msg: []string{"cannot be scheduled (0/3 nodes are available: 3 Insufficient cpu) and cluster-autoscaler will not add a node for it: pod didn't trigger scale-up: 2 Insufficient cpu", "cpu_request"}},
+		{name: "autoscaler events of a scheduled pod are history", edit: func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}
+		}, events: []corev1.Event{podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up:", t0)}},
 		{name: "unschedulable message from event", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
 		}, events: []corev1.Event{podEvent("FailedScheduling", "", "0/1 nodes are available: 1 node(s) had untolerated taint {ci: true}.", t0)},
-			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{"untolerated taint"}},
+			reason: ReasonRunnerSystemFailure, transient: true, waits: true, msg: []string{"untolerated taint"}},
 		{name: "evicted", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodFailed
 			p.Status.Reason = "Evicted"
@@ -142,19 +175,22 @@ func TestClassify(t *testing.T) {
 		{name: "OOMKilled build", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "OOMKilled"), running("svc-0")}
-		}, reason: ReasonScriptFailure, container: "build",
+		}, reason: ReasonScriptFailure, container: "build", exitCode: 137,
 			msg: []string{"container build was OOMKilled (exit code 137): memory limit 32Mi; raise memory_limit / KUBERNETES_MEMORY_LIMIT"}},
 		{name: "OOMKilled service in last state", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			svc := running("svc-0")
 			svc.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), svc}
-		}, reason: ReasonScriptFailure, container: "svc-0",
+		}, reason: ReasonScriptFailure, container: "svc-0", // the script did not exit: no exit code
 			msg: []string{"container svc-0 was OOMKilled", "memory limit 256Mi; raise service_memory_limit / KUBERNETES_SERVICE_MEMORY_LIMIT"}},
 		{name: "OOM wins over deadline-free failure", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodFailed
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("svc-0", 1, "Error"), term("build", 137, "OOMKilled")}
-		}, reason: ReasonScriptFailure, container: "build"},
+		}, reason: ReasonScriptFailure, container: "build", exitCode: 137},
+		{name: "OOMKilled build without a recorded code", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 0, "OOMKilled")}
+		}, reason: ReasonScriptFailure, container: "build", exitCode: 137, msg: []string{"exit code 137"}},
 		{name: "init-agent failed", edit: func(p *corev1.Pod) {
 			s := term(ContainerInit, 127, "Error")
 			s.Image = "busybox:1.37"
@@ -197,7 +233,7 @@ func TestClassify(t *testing.T) {
 			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount)`}},
 		{name: "kubelet secret cache not synced yet: kubelet retries", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "podrunner-spec" : failed to sync secret cache: timed out waiting for the condition`, t0)},
-			reason: ReasonRunnerSystemFailure, transient: true, kubeletRetries: true, msg: []string{`cannot start (FailedMount)`, "failed to sync secret cache"}},
+			reason: ReasonRunnerSystemFailure, transient: true, waits: true, msg: []string{`cannot start (FailedMount)`, "failed to sync secret cache"}},
 		{name: "events of another pod ignored", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{func() corev1.Event {
 				e := podEvent("FailedMount", "", "x", t0)
@@ -219,8 +255,17 @@ func TestClassify(t *testing.T) {
 			if f == nil {
 				t.Fatal("no failure")
 			}
-			if f.Reason != c.reason || f.Container != c.container || f.Transient != c.transient || f.KubeletRetries != c.kubeletRetries {
-				t.Errorf("got reason %q container %q transient %v; want %q %q %v\n%s", f.Reason, f.Container, f.Transient, c.reason, c.container, c.transient, f.Message)
+			if f.Reason != c.reason || f.Container != c.container || f.Transient != c.transient || f.Waits != c.waits || f.ExitCode != c.exitCode {
+				t.Errorf("got reason %q container %q transient %v waits %v exit %d; want %q %q %v %v %d\n%s", f.Reason, f.Container, f.Transient, f.Waits, f.ExitCode,
+					c.reason, c.container, c.transient, c.waits, c.exitCode, f.Message)
+			}
+			if f.Waits && f.Progress == "" {
+				t.Errorf("a failure the job waits for has no progress line: %+v", f)
+			}
+			for _, m := range c.progress {
+				if !strings.Contains(f.Progress, m) {
+					t.Errorf("progress %q\nlacks %q", f.Progress, m)
+				}
 			}
 			for _, m := range c.msg {
 				if !strings.Contains(f.Message, m) {
@@ -231,6 +276,38 @@ func TestClassify(t *testing.T) {
 	}
 	if Classify(nil, nil) != nil {
 		t.Error("nil pod")
+	}
+}
+
+// Kubelet pull errors as containerd (and CRI-O) word them: the registry's
+// answers fail the job at once, transport errors and 5xx wait.
+func TestPullProblemOf(t *testing.T) {
+	const ref = `failed to pull and unpack image "registry.example.com/app:1": failed to resolve reference "registry.example.com/app:1": `
+	cases := []struct {
+		name string
+		msg  string
+		want pullProblem
+	}{
+		{"containerd not found", `rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/busybox:nope": failed to resolve reference "docker.io/library/busybox:nope": docker.io/library/busybox:nope: not found`, pullNotFound},
+		{"manifest unknown", `Failed to pull image "registry.example.com/app:1": rpc error: code = Unknown desc = ` + ref + `unexpected status from HEAD request to https://registry.example.com/v2/app/manifests/1: 404 Not Found`, pullNotFound},
+		{"cri-o manifest unknown", `reading manifest 1 in registry.example.com/app: manifest unknown`, pullNotFound},
+		{"pull access denied", `rpc error: code = Unknown desc = ` + ref + `pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed`, pullDenied},
+		{"401 from the token server", `rpc error: code = Unknown desc = ` + ref + `failed to authorize: failed to fetch anonymous token: unexpected status from GET request to https://registry.example.com/token?scope=repository%3Aapp%3Apull: 401 Unauthorized`, pullDenied},
+		{"403", `rpc error: code = Unknown desc = ` + ref + `unexpected status from HEAD request to https://registry.example.com/v2/app/manifests/1: 403 Forbidden`, pullDenied},
+		{"cri-o authentication required", `reading manifest 1 in registry.example.com/app: authentication required`, pullDenied},
+		{"connection refused", `rpc error: code = Unknown desc = ` + ref + `failed to do request: Head "https://registry.example.com/v2/app/manifests/1": dial tcp 10.0.0.5:443: connect: connection refused`, pullUnreachable},
+		{"i/o timeout", `rpc error: code = DeadlineExceeded desc = ` + ref + `failed to do request: Head "https://registry.example.com/v2/app/manifests/1": dial tcp 10.0.0.5:443: i/o timeout`, pullUnreachable},
+		{"no route", `rpc error: code = Unknown desc = ` + ref + `failed to do request: Head "https://registry.example.com/v2/app/manifests/1": dial tcp 10.0.0.5:443: connect: no route to host`, pullUnreachable},
+		{"503", `rpc error: code = Unknown desc = ` + ref + `unexpected status from HEAD request to https://registry.example.com/v2/app/manifests/1: 503 Service Unavailable`, pullUnreachable},
+		{"502", `rpc error: code = Unknown desc = ` + ref + `unexpected status from HEAD request to https://registry.example.com/v2/app/manifests/1: 502 Bad Gateway`, pullUnreachable},
+		{"dns typo is not waited for", `rpc error: code = Unknown desc = ` + ref + `failed to do request: Head "https://registry.exmaple.com/v2/app/manifests/1": dial tcp: lookup registry.exmaple.com on 10.96.0.10:53: no such host`, pullOther},
+		{"bad tag", `Failed to apply default image tag "BusyBox": couldn't parse image name "BusyBox": invalid reference format: repository name must be lowercase`, pullOther},
+		{"port 5401 is not a 401", `dial tcp 10.0.0.5:5401: connect: connection refused`, pullUnreachable},
+	}
+	for _, c := range cases {
+		if got := pullProblemOf(c.msg); got != c.want {
+			t.Errorf("%s: pullProblemOf = %d, want %d\n%s", c.name, got, c.want, c.msg)
+		}
 	}
 }
 

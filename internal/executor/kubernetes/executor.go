@@ -621,8 +621,8 @@ func (r *jobRun) failed(f *Failure) executor.Result {
 	if reason == "" {
 		reason = job.ReasonRunnerSystemFailure
 	}
-	r.log.Info("job failed in kubernetes", "reason", reason, "message", f.Message)
-	return executor.Result{FailureReason: reason}
+	r.log.Info("job failed in kubernetes", "reason", reason, "exit_code", f.ExitCode, "message", f.Message)
+	return executor.Result{FailureReason: reason, ExitCode: f.ExitCode}
 }
 
 // classify checks the pod as the informer last saw it.
@@ -685,14 +685,16 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 	}()
 	var transientSince time.Time
 	var lastTransient *Failure
+	note := waitNotes{w: r.trace, pod: r.e.ns + "/" + r.pod, started: r.started}
 	for {
 		pod, f := r.classify()
 		switch {
 		case f != nil && !f.Transient:
 			return "", r.failed(f), true
-		case f != nil && f.KubeletRetries:
+		case f != nil && f.Waits:
 			// Named at poll_timeout if it never clears.
 			lastTransient = f
+			note.say(f.Progress)
 		case f != nil:
 			lastTransient = f
 			if transientSince.IsZero() {
@@ -706,6 +708,7 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 			}
 		default:
 			transientSince, lastTransient = time.Time{}, nil
+			note.say("")
 		}
 		if pod != nil {
 			if ip, ok := buildRunning(pod); ok {
@@ -726,8 +729,15 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 			} else if pod != nil {
 				msg += " (" + describePod(pod) + ")"
 			}
+			if pod != nil && unschedulable(pod) != nil {
+				msg += ". " + r.e.capacity(ctx, pod)
+			}
 			msg += "; check the pod's events, or raise poll_timeout if pods are slow to start here"
-			return "", r.failed(&Failure{Reason: job.ReasonRunnerSystemFailure, Message: msg}), true
+			reason := job.ReasonRunnerSystemFailure
+			if lastTransient != nil && lastTransient.Reason != "" {
+				reason = lastTransient.Reason // e.g. image_pull_failure
+			}
+			return "", r.failed(&Failure{Reason: reason, Message: msg}), true
 		case <-r.cancel:
 			job.Error(r.trace, "Job canceled before its pod was running")
 			return "", executor.Result{FailureReason: job.ReasonJobCanceled}, true
@@ -937,16 +947,12 @@ func (r *jobRun) finish(ctx context.Context, api agentAPI) (executor.Result, err
 	// ack) says so. Other results need no wait.
 	if !res.Success && res.ExitCode == oomExitCode {
 		if f := r.waitOOM(ctx, 10*time.Second); f != nil {
-			out := r.failed(f)
-			out.ExitCode = res.ExitCode
-			return out, nil
+			return r.failed(f), nil
 		}
 	}
 	if pod, _ := r.sub.snapshot(); pod != nil {
 		if f := oomFailure(pod); f != nil {
-			out := r.failed(f)
-			out.ExitCode = res.ExitCode
-			return out, nil
+			return r.failed(f), nil
 		}
 	}
 	r.log.Info("job finished", "success", res.Success, "failure_reason", res.FailureReason, "exit_code", res.ExitCode,
@@ -986,7 +992,7 @@ func oomFailure(pod *corev1.Pod) *Failure {
 			if f := Classify(pod, nil); f != nil {
 				return f
 			}
-			return &Failure{Reason: job.ReasonScriptFailure, Message: fmt.Sprintf("container %s was OOMKilled", s.Name)}
+			return &Failure{Reason: job.ReasonScriptFailure, ExitCode: oomExitCode, Message: fmt.Sprintf("container %s was OOMKilled", s.Name)}
 		}
 	}
 	return nil
