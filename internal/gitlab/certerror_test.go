@@ -41,6 +41,12 @@ func TestUntrustedCertificate(t *testing.T) {
 			return err
 		},
 	}
+	var healthy bool
+	calls["request job"] = func() error {
+		res := c.RequestJob(context.Background(), "s_1")
+		healthy = res.Healthy
+		return res.Err
+	}
 	for name, call := range calls {
 		conns.Store(0)
 		err := call()
@@ -56,5 +62,8 @@ func TestUntrustedCertificate(t *testing.T) {
 		if n := conns.Load(); n != 1 {
 			t.Errorf("%s: %d connections, want 1 (a certificate error is not retried)", name, n)
 		}
+	}
+	if healthy {
+		t.Error("a job request failing on the certificate counts as healthy")
 	}
 }

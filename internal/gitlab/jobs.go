@@ -39,6 +39,9 @@ func (c *Client) RequestJob(ctx context.Context, systemID string) RequestJobResu
 	})
 	if err != nil {
 		res.Err = fmt.Errorf("request job: %w", err)
+		// Asking again gets the same certificate: count it against the
+		// runner's health (unhealthy_requests_limit) instead of polling on.
+		res.Healthy = !IsCertificateError(err)
 		return res
 	}
 	c.setLastUpdate(resp.Header.Get(headerLastUpdate))
