@@ -44,6 +44,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	maxArtifacts := fs.Int64("max-artifacts-size", gitlabtest.DefaultMaxArtifactsSize, "maximum size of one uploaded artifact in bytes (413 above)")
 	jobs := fs.String("jobs", "", "comma separated jobs to run (and what they need); named manual jobs run")
 	verbose := fs.Bool("v", false, "log every request (tokens are never logged)")
+	useTLS := fs.Bool("tls", false, "serve HTTPS with a certificate from a private CA generated at start")
+	tlsNames := fs.String("tls-names", "", "comma separated extra DNS names or IPs for the HTTPS certificate")
+	caOut := fs.String("tls-ca-out", "", "write the private CA certificate (PEM) here, for tls-ca-file or certs/<host>.crt")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	srv, err := gitlabtest.New(gitlabtest.Options{
 		ListenAddr: *listen, ExternalURL: *external, RegistrationToken: *regToken,
 		LongPollTimeout: lp, TraceUpdateInterval: *traceInterval, IgnoreTags: *ignoreTags, Logger: log,
-		DataDir: *dataDir, MaxArtifactsSize: *maxArtifacts,
+		DataDir: *dataDir, MaxArtifactsSize: *maxArtifacts, TLS: *useTLS, TLSNames: splitList(*tlsNames),
 	})
 	if err != nil {
 		return err
@@ -70,11 +73,22 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return errors.Join(err, srv.Close())
 	}
 	defer srv.Close()
+	if *caOut != "" {
+		if !*useTLS {
+			return errors.New("-tls-ca-out needs -tls")
+		}
+		if err := os.WriteFile(*caOut, srv.CACertPEM(), 0o644); err != nil {
+			return fmt.Errorf("write the CA certificate: %w", err)
+		}
+	}
 
 	runnerTags := splitList(*tags)
 	_, runnerToken := srv.CreateRunner(gitlabtest.RunnerOptions{Description: "gitlab-coordinator", Tags: runnerTags, RunUntagged: true})
 
 	fmt.Fprintf(stdout, "URL:                %s\n", srv.URL())
+	if *caOut != "" {
+		fmt.Fprintf(stdout, "CA certificate:     %s\n", *caOut)
+	}
 	fmt.Fprintf(stdout, "registration token: %s\n", srv.RegistrationToken())
 	fmt.Fprintf(stdout, "runner token:       %s\n", runnerToken)
 

@@ -158,10 +158,11 @@ func (tj testJob) spec(t *testing.T) *Spec {
 	}
 	m := job.MaskFor(p, vars)
 	s := &Spec{Token: testAPIToken, Plan: plan, Mask: Mask{Values: m.Values, Prefixes: m.Prefixes}}
-	s.Sources, err = SourcesFor(p, vars, job.ScriptOptions{Shell: "bash"})
+	git, err := job.ResolveGitSettings(p, vars, job.ScriptOptions{Shell: "bash"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.Sources = SourcesFrom(git, projectDir)
 	if s.Sources.Dir != projectDir || s.Sources.Strategy != strategy || !s.Sources.Checkout || s.Sources.NoClean {
 		t.Fatalf("SourcesFor: %+v", s.Sources)
 	}

@@ -58,19 +58,14 @@ type Sources struct {
 	CABundle string `json:"ca_bundle,omitempty"`
 }
 
-// SourcesFor returns the sources of a job as the get_sources script of
-// job.NewPlan(p, vars, opts) would fetch them (vars must hold
-// CI_PROJECT_DIR).
-func SourcesFor(p *job.Payload, vars job.Variables, opts job.ScriptOptions) (*Sources, error) {
-	g, err := job.ResolveGitSettings(p, vars, opts)
-	if err != nil {
-		return nil, err
-	}
+// SourcesFrom is the agent's copy of the sources settings job.Prepare
+// decided (dir is CI_PROJECT_DIR); it decides nothing itself.
+func SourcesFrom(g *job.GitSettings, dir string) *Sources {
 	return &Sources{
 		RepoURL: g.URL, Ref: g.Ref, Sha: g.Sha, RefType: g.RefType, Refspecs: g.Refspecs, Depth: g.Depth,
 		Strategy: g.Strategy, Submodules: g.Submodules, Checkout: g.Checkout, NoClean: g.CleanFlags == nil,
-		Dir: vars.Get("CI_PROJECT_DIR"),
-	}, nil
+		CABundle: g.CABundle, Dir: dir,
+	}
 }
 
 // Mask is what the agent's log hides.

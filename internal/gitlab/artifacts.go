@@ -108,7 +108,7 @@ func (c *Client) uploadArtifacts(ctx context.Context, jobID int64, jobToken stri
 			target = location
 			continue
 		}
-		if !retryableUploadStatus(status) || !reopenable || ctx.Err() != nil {
+		if !retryableUploadStatus(status) || !reopenable || ctx.Err() != nil || IsCertificateError(err) {
 			return err
 		}
 		limit := artifactTriesOther
@@ -293,7 +293,7 @@ func (c *Client) DownloadArtifacts(ctx context.Context, jobID int64, jobToken st
 			}
 			err = fmt.Errorf("download artifacts of job %d: %w", jobID, se)
 		}
-		if try >= artifactDownloadTry || ctx.Err() != nil {
+		if try >= artifactDownloadTry || ctx.Err() != nil || IsCertificateError(err) {
 			return nil, err
 		}
 		c.log.Warn("artifacts download failed; retrying", "job", jobID, "error", err, "try", try+1)

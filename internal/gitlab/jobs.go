@@ -47,6 +47,9 @@ func (c *Client) RequestJob(ctx context.Context, systemID string) RequestJobResu
 				"check proxies or load balancers between the runner and GitLab: %w", c.opts.JobRequestTimeout, err)
 		}
 		res.Err = fmt.Errorf("request job: %w", err)
+		// Asking again gets the same certificate: count it against the
+		// runner's health (unhealthy_requests_limit) instead of polling on.
+		res.Healthy = !IsCertificateError(err)
 		return res
 	}
 	c.setLastUpdate(resp.Header.Get(headerLastUpdate))

@@ -139,6 +139,9 @@ func (c *Client) send(ctx context.Context, r *apiRequest) (*http.Response, sendM
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return nil, meta, fmt.Errorf("%s %s: %w", r.method, meta.url, ctxErr)
 			}
+			if ce := certificateError(u.Hostname(), err); ce != nil {
+				return nil, meta, fmt.Errorf("%s %s: %w", r.method, meta.url, ce)
+			}
 			return nil, meta, fmt.Errorf("%s %s: %w", r.method, meta.url, unwrapURLError(err))
 		}
 		meta.requestID = resp.Header.Get(headerRequestID)

@@ -73,13 +73,7 @@ func (t *rotatingTransport) resolveFiles() tlsFiles {
 	if t.certDir == "" || t.host == "" {
 		return f
 	}
-	lookup := func(name string) string {
-		p := filepath.Join(t.certDir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p
-		}
-		return ""
-	}
+	lookup := func(name string) string { return certDirFile(t.certDir, name) }
 	if f.CA == "" {
 		f.CA = lookup(t.host + ".crt")
 	}
@@ -92,6 +86,29 @@ func (t *rotatingTransport) resolveFiles() tlsFiles {
 		}
 	}
 	return f
+}
+
+func certDirFile(dir, name string) string {
+	p := filepath.Join(dir, name)
+	if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		return p
+	}
+	return ""
+}
+
+// CAFile is the CA bundle the client of serverURL trusts besides the
+// system's: tlsCAFile (tls-ca-file) when set, else <certDir>/<host>.crt
+// when it exists, else "". Executors hand it to jobs
+// (CI_SERVER_TLS_CA_FILE), as GitLab Runner does.
+func CAFile(serverURL, tlsCAFile, certDir string) string {
+	if tlsCAFile != "" {
+		return tlsCAFile
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil || u.Hostname() == "" || certDir == "" {
+		return ""
+	}
+	return certDirFile(certDir, u.Hostname()+".crt")
 }
 
 func stampFiles(f tlsFiles) [3]fileStamp {

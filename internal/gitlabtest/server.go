@@ -20,6 +20,7 @@ package gitlabtest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,6 +45,12 @@ type Options struct {
 	// ExternalURL is the URL advertised in job payloads (repo_url,
 	// CI_SERVER_URL, …); the listen URL when empty.
 	ExternalURL string
+	// TLS serves HTTPS with a certificate from a private CA generated at
+	// Start (CACertPEM), like a self-managed GitLab signed by a company CA.
+	TLS bool
+	// TLSNames are extra DNS names or IPs for the certificate, besides the
+	// listen address, the external URL's host and localhost.
+	TLSNames []string
 	// RegistrationToken is the legacy registration token; random when empty.
 	RegistrationToken string
 	// LongPollTimeout is how long a jobs/request whose last_update is
@@ -130,6 +137,7 @@ type Server struct {
 
 	srv      *http.Server
 	ln       net.Listener
+	caPEM    []byte
 	handler  http.Handler
 	done     chan struct{}
 	closeOne sync.Once
@@ -213,6 +221,9 @@ func New(opts Options) (*Server, error) {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("external URL %q: want http(s)://host[:port]", opts.ExternalURL)
 		}
+		if opts.TLS && u.Scheme != "https" {
+			return nil, fmt.Errorf("external URL %q: the coordinator serves HTTPS (TLS), so the URL must be https://", opts.ExternalURL)
+		}
 		s.external = u
 	}
 	s.handler = s.routes()
@@ -230,13 +241,26 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", s.opts.ListenAddr, err)
 	}
 	s.mu.Lock()
-	s.ln = ln
+	defer s.mu.Unlock()
+	scheme := "http"
+	if s.opts.TLS {
+		scheme = "https"
+	}
 	if s.external == nil {
-		s.external = &url.URL{Scheme: "http", Host: ln.Addr().String()}
+		s.external = &url.URL{Scheme: scheme, Host: ln.Addr().String()}
 	}
 	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	if s.opts.TLS {
+		cfg, ca, err := serverTLS(tlsHosts(ln.Addr(), s.external.Hostname(), s.opts.TLSNames))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.srv.TLSConfig, s.caPEM = cfg, ca
+		ln = tls.NewListener(ln, cfg)
+	}
+	s.ln = ln
 	srv := s.srv
-	s.mu.Unlock()
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -253,6 +277,15 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// CACertPEM is the certificate (PEM) of the private CA that signed the
+// server's certificate, nil before Start or without Options.TLS. Runners
+// trust it through tls-ca-file or certs/<host>.crt.
+func (s *Server) CACertPEM() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.caPEM
 }
 
 // Handler is the HTTP handler (API and git), for mounting elsewhere.

@@ -167,6 +167,8 @@ type sources struct {
 	checkoutRef string
 	sha         string
 	ref         string
+	caBundle    string // PEM of CI_SERVER_TLS_CA_FILE
+	caFile      string // where the job finds it
 }
 
 func gitSources(p *Payload, vars Variables, opts ScriptOptions) (*sources, error) {
@@ -211,6 +213,9 @@ func gitSources(p *Payload, vars Variables, opts ScriptOptions) (*sources, error
 		if len(s.fetchFlags) == 1 && s.fetchFlags[0] == "none" {
 			s.fetchFlags = nil
 		}
+	}
+	if v, ok := vars.Lookup(TLSCAFileKey); ok && v.File && v.Value != "" {
+		s.caBundle, s.caFile = v.Value, vars.FilePath(TLSCAFileKey)
 	}
 	s.submodules = strings.TrimSpace(vars.Get("GIT_SUBMODULE_STRATEGY"))
 	if s.submodules == "" {
@@ -264,12 +269,15 @@ type GitSettings struct {
 	Depth      int
 	Checkout   bool
 	CleanFlags []string // nil: no clean (GIT_CLEAN_FLAGS=none)
+	FetchFlags []string // nil: GIT_FETCH_EXTRA_FLAGS=none
 	Submodules string   // none, normal, recursive
 	URL        string   // with credentials; empty for none and empty
 	Refspecs   []string
 	Ref        string
 	RefType    string
 	Sha        string
+	// CABundle is the PEM of CI_SERVER_TLS_CA_FILE, trusted for the fetch.
+	CABundle string
 }
 
 // ResolveGitSettings returns the git settings the get_sources script of
@@ -280,7 +288,18 @@ func ResolveGitSettings(p *Payload, vars Variables, opts ScriptOptions) (*GitSet
 		return nil, err
 	}
 	return &GitSettings{Strategy: s.strategy, Depth: s.depth, Checkout: s.checkout, CleanFlags: slices.Clone(s.cleanFlags),
+		FetchFlags: slices.Clone(s.fetchFlags), CABundle: s.caBundle,
 		Submodules: s.submodules, URL: s.url, Refspecs: slices.Clone(s.refspecs), Ref: s.ref, RefType: p.GitInfo.RefType, Sha: s.sha}, nil
+}
+
+// serverURL is scheme://host[:port]/ of the repository, the scope of the
+// sslCAInfo setting (other hosts, e.g. of submodules, keep the system CAs).
+func (s *sources) serverURL() string {
+	u, err := url.Parse(s.url)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host + "/"
 }
 
 func cloneURL(p *Payload, override string) (string, error) {
@@ -371,6 +390,14 @@ func (w *scriptWriter) getSources(p *Payload, vars Variables, s *sources, opts S
 			fresh()
 		}
 		w.command("git", "config", "fetch.recurseSubmodules", "false")
+		if s.caFile != "" {
+			// As GitLab Runner: git trusts the CA the runner trusts for GitLab.
+			key := "http.sslCAInfo"
+			if u := s.serverURL(); u != "" {
+				key = "http." + u + ".sslCAInfo"
+			}
+			w.command("git", "config", key, s.caFile)
+		}
 		args := []string{"git", "fetch", "origin"}
 		args = append(args, s.fetchFlags...)
 		if s.depth > 0 {

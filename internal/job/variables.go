@@ -128,7 +128,16 @@ type RunnerEnv struct {
 	SharedEnvironment bool
 	// Environment holds config.toml environment entries, "KEY=VALUE".
 	Environment []string
+	// TLSCAFile holds the CA certificates (PEM) the runner trusts for
+	// GitLab (tls-ca-file or certs/<host>.crt); jobs get its content as the
+	// file variable CI_SERVER_TLS_CA_FILE, as with GitLab Runner. Read for
+	// every job, so a rotated file is picked up.
+	TLSCAFile string
 }
+
+// TLSCAFileKey is the file variable holding the CA certificates of GitLab;
+// git, the artifacts and the cache helpers trust it.
+const TLSCAFileKey = "CI_SERVER_TLS_CA_FILE"
 
 // BuildVariables returns all variables of a job, expanded: config
 // environment entries first (the job may override them), then the job's
@@ -176,6 +185,13 @@ func BuildVariables(p *Payload, env RunnerEnv) (Variables, error) {
 		pub("CI_CONCURRENT_PROJECT_ID", strconv.Itoa(env.ConcurrentProjectID)),
 		pub(TempProjectDirKey, env.ProjectDir+".tmp"),
 	)
+	if env.TLSCAFile != "" {
+		pem, err := os.ReadFile(env.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read the CA certificates of GitLab %s (tls-ca-file or certs/<host>.crt): %w", env.TLSCAFile, err)
+		}
+		vs = append(vs, Variable{Key: TLSCAFileKey, Value: string(pem), Public: true, File: true, Raw: true})
+	}
 	return vs.Expand(), nil
 }
 

@@ -111,6 +111,9 @@ func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, 
 }
 
 func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executor, error) {
+	// The CA the manager trusts for GitLab, for the jobs' git, artifacts
+	// and cache transfers.
+	caFile := gitlab.CAFile(rc.URL, rc.TLSCAFile, filepath.Join(b.ConfigDir, "certs"))
 	switch rc.Executor {
 	case config.ExecutorShell:
 		builds := rc.BuildsDir
@@ -127,7 +130,7 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 			RunnerToken: rc.Token, RunnerID: rc.ID, Logger: log, CloneURL: rc.CloneURL,
 			RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
-			CacheStore: cache.FromConfig(rc.Cache),
+			CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: caFile,
 		}), nil
 	case config.ExecutorKubernetes:
 		return kubernetes.New(kubernetes.Options{
@@ -136,7 +139,7 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 			CloneURL: rc.CloneURL, RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
-			CacheDir: rc.CacheDir, CacheStore: cache.FromConfig(rc.Cache),
+			CacheDir: rc.CacheDir, CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: caFile,
 		})
 	}
 	return nil, fmt.Errorf("unknown executor %q: use \"shell\" or \"kubernetes\"", rc.Executor)

@@ -92,6 +92,8 @@ type k8sOptions struct {
 	// maxTraceSize is the coordinator's trace size limit in bytes (0: its
 	// default, 100 MiB).
 	maxTraceSize int64
+	// tls makes the coordinator serve HTTPS with a private CA.
+	tls bool
 }
 
 func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
@@ -115,6 +117,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 		TraceUpdateInterval: time.Second,
 		DataDir:             filepath.Join(e.dir, "coordinator"),
 		MaxTraceSize:        o.maxTraceSize,
+		TLS:                 o.tls,
 	})
 	if err != nil {
 		t.Fatal(err)

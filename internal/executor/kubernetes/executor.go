@@ -72,8 +72,11 @@ type Options struct {
 	PreBuildScript       string
 	PostBuildScript      string
 	CloneURL             string
-	RunnerVersion        string
-	RunnerRevision       string
+	// TLSCAFile is the CA bundle the runner trusts for GitLab: the agent
+	// trusts it for the clone, jobs get it as CI_SERVER_TLS_CA_FILE.
+	TLSCAFile      string
+	RunnerVersion  string
+	RunnerRevision string
 
 	// CacheDir is cache_dir as seen in the pod (a PVC or host path mounted
 	// through [runners.kubernetes.volumes]); CacheStore the remote cache.
@@ -418,7 +421,11 @@ func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
 	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") || path.IsAbs(clean) {
 		return PodRequest{}, fmt.Errorf("job_info.project_full_path %q is not a relative project path", p.JobInfo.ProjectFullPath)
 	}
-	vars, err := job.BuildVariables(p, job.RunnerEnv{
+	sh := e.opts.Shell
+	if sh == "" {
+		sh = "sh"
+	}
+	prep, err := job.Prepare(p, job.RunnerEnv{
 		BuildsDir:           buildsDir,
 		ProjectDir:          path.Join(buildsDir, clean),
 		ConcurrentID:        j.Slot,
@@ -427,15 +434,8 @@ func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
 		RunnerVersion:       e.opts.RunnerVersion,
 		RunnerRevision:      e.opts.RunnerRevision,
 		Environment:         e.opts.Environment,
-	})
-	if err != nil {
-		return PodRequest{}, err
-	}
-	sh := e.opts.Shell
-	if sh == "" {
-		sh = "sh"
-	}
-	plan, err := job.NewPlan(p, vars, job.ScriptOptions{
+		TLSCAFile:           e.opts.TLSCAFile,
+	}, job.ScriptOptions{
 		Shell:                sh,
 		PreGetSourcesScript:  e.opts.PreGetSourcesScript,
 		PostGetSourcesScript: e.opts.PostGetSourcesScript,
@@ -449,21 +449,14 @@ func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
 	if err != nil {
 		return PodRequest{}, err
 	}
-	files := map[string]string{}
-	for _, v := range vars {
-		if v.File {
-			files[vars.FilePath(v.Key)] = v.Value
-		}
-	}
 	tok := make([]byte, 24)
 	if _, err := rand.Read(tok); err != nil {
 		return PodRequest{}, fmt.Errorf("agent token: %w", err)
 	}
 	return PodRequest{
-		Config: e.cfg, Payload: p, Variables: vars, Plan: plan,
+		Config: e.cfg, Payload: p, Prepared: prep,
 		RunnerShortToken: e.short, RunnerName: e.opts.RunnerName, SystemID: e.systemID, Slot: j.Slot, Namespace: e.ns,
 		AgentImage: e.image, AgentPort: e.port, AgentToken: hex.EncodeToString(tok),
-		Mask: job.MaskFor(p, vars), Files: files, CloneURL: e.opts.CloneURL,
 	}, nil
 }
 

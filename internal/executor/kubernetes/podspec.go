@@ -46,10 +46,9 @@ type PodRequest struct {
 	Config *config.Kubernetes
 	// Payload is the job as GitLab sent it.
 	Payload *job.Payload
-	// Variables are the job's expanded variables, runner variables
-	// included (job.BuildVariables).
-	Variables job.Variables
-	Plan      *job.Plan
+	// Prepared is the job as job.Prepare made it for every executor:
+	// variables, plan, sources settings, mask and file variables.
+	*job.Prepared
 
 	RunnerShortToken string
 	RunnerName       string
@@ -70,12 +69,7 @@ type PodRequest struct {
 	// TracePrefix is what the runner wrote to the trace before the agent's
 	// log; it is masked with Mask and stored in an annotation.
 	TracePrefix []byte
-	Mask        job.Mask
-	// Files are the file variables: absolute path → content.
-	Files map[string]string
 
-	// CloneURL is the runner's clone_url ([[runners]]), "" for none.
-	CloneURL string
 	// Name, when set, is used as the pod's name instead of a new one.
 	Name string
 	// Rand is the source of the name's random suffix; nil means
@@ -91,8 +85,8 @@ type PodRequest struct {
 // Secrets (masked or non-public variables, the job token, file variables)
 // are only in the Secret, never in the pod.
 func BuildPod(req PodRequest) (*corev1.Pod, *corev1.Secret, error) {
-	if req.Payload == nil || req.Plan == nil {
-		return nil, nil, errors.New("build pod: payload and plan are required")
+	if req.Payload == nil || req.Prepared == nil || req.Plan == nil || req.Git == nil {
+		return nil, nil, errors.New("build pod: the payload and the prepared job (job.Prepare) are required")
 	}
 	if req.AgentToken == "" {
 		return nil, nil, errors.New("build pod: agent token is empty")

@@ -123,30 +123,20 @@ func podTestConfig() *config.Kubernetes {
 func podTestRequest(t *testing.T) PodRequest {
 	t.Helper()
 	p := podTestPayload()
-	vars, err := job.BuildVariables(p, job.RunnerEnv{
+	prep, err := job.Prepare(p, job.RunnerEnv{
 		BuildsDir: "/builds", ProjectDir: "/builds/group/demo", ConcurrentID: 3,
 		RunnerToken: "glrt-abcdefghijklmnop", RunnerVersion: "dev", RunnerRevision: "000000",
 		ExecutableArch: "linux/amd64",
-	})
+	}, job.ScriptOptions{Shell: "sh"})
 	if err != nil {
 		t.Fatal(err)
-	}
-	plan, err := job.NewPlan(p, vars, job.ScriptOptions{Shell: "sh"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{}
-	for _, v := range vars {
-		if v.File {
-			files[vars.FilePath(v.Key)] = v.Value
-		}
 	}
 	return PodRequest{
-		Config: podTestConfig(), Payload: p, Variables: vars, Plan: plan,
+		Config: podTestConfig(), Payload: p, Prepared: prep,
 		RunnerShortToken: "abcdefghi", RunnerName: "runner one", Slot: 3,
 		AgentImage: "podrunner.local/podrunner:dev", AgentToken: "agent-token-0123",
 		TracePrefix: []byte("Running with podrunner\nrepo https://x:" + secretRepoPass + "@host\n"),
-		Mask:        job.MaskFor(p, vars), Files: files, Rand: zeroReader{},
+		Rand:        zeroReader{},
 	}
 }
 

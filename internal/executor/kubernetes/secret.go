@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,15 +28,11 @@ const maxSecretData = 1<<20 - 16<<10
 // job.json (the agent spec) and payload.json. BuildPod calls it; it is
 // exported for callers that rebuild a pod by name.
 func BuildSecret(req PodRequest, pod *corev1.Pod, port int) (*corev1.Secret, error) {
-	sources, err := SourcesFor(req.Payload, req.Variables, req.CloneURL)
-	if err != nil {
-		return nil, err
-	}
 	spec := agent.Spec{
 		Token:   req.AgentToken,
 		Listen:  ":" + strconv.Itoa(port),
 		Plan:    req.Plan,
-		Sources: sources,
+		Sources: agent.SourcesFrom(req.Git, req.Variables.Get("CI_PROJECT_DIR")),
 		Mask:    agent.Mask{Values: req.Mask.Values, Prefixes: req.Mask.Prefixes},
 		Files:   req.Files,
 	}
@@ -112,105 +105,6 @@ func SecretOwnerPatch(pod *corev1.Pod) ([]byte, error) {
 		return nil, fmt.Errorf("owner patch: pod %s has no UID (use the pod returned by Create)", pod.Name)
 	}
 	return json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{OwnerReference(pod)}}})
-}
-
-// SourcesFor tells the agent how to get the sources: git_info with
-// GIT_STRATEGY, GIT_DEPTH, GIT_SUBMODULE_STRATEGY and GIT_CHECKOUT, the
-// same defaults as the job's get_sources script. cloneURL is the runner's
-// clone_url ("" for none).
-func SourcesFor(p *job.Payload, vars job.Variables, cloneURL string) (*agent.Sources, error) {
-	g := p.GitInfo
-	s := &agent.Sources{
-		Ref:        g.Ref,
-		Sha:        g.Sha,
-		RefType:    g.RefType,
-		Depth:      g.Depth,
-		Checkout:   true,
-		Submodules: job.SubmoduleNone,
-		Dir:        vars.Get("CI_PROJECT_DIR"),
-	}
-	s.Strategy = strings.TrimSpace(vars.Get("GIT_STRATEGY"))
-	if s.Strategy == "" {
-		s.Strategy = job.GitClone
-		if p.AllowGitFetch {
-			s.Strategy = job.GitFetch
-		}
-	}
-	var errs []error
-	switch s.Strategy {
-	case job.GitClone, job.GitFetch, job.GitNone, job.GitEmpty:
-	default:
-		errs = append(errs, &ConfigError{Variable: "GIT_STRATEGY", Msg: fmt.Sprintf("GIT_STRATEGY %q is not one of clone, fetch, none, empty", s.Strategy)})
-	}
-	if d := strings.TrimSpace(vars.Get("GIT_DEPTH")); d != "" {
-		n, err := strconv.Atoi(d)
-		if err != nil || n < 0 {
-			errs = append(errs, &ConfigError{Variable: "GIT_DEPTH", Msg: fmt.Sprintf("GIT_DEPTH %q is not a non-negative number", d)})
-		}
-		s.Depth = n
-	}
-	if v := strings.TrimSpace(vars.Get("GIT_SUBMODULE_STRATEGY")); v != "" {
-		s.Submodules = v
-		switch v {
-		case job.SubmoduleNone, job.SubmoduleNormal, job.SubmoduleRecursive:
-		default:
-			errs = append(errs, &ConfigError{Variable: "GIT_SUBMODULE_STRATEGY", Msg: fmt.Sprintf("GIT_SUBMODULE_STRATEGY %q is not one of none, normal, recursive", v)})
-		}
-	}
-	if v := strings.TrimSpace(vars.Get("GIT_CHECKOUT")); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, &ConfigError{Variable: "GIT_CHECKOUT", Msg: fmt.Sprintf("GIT_CHECKOUT %q is not true or false", v)})
-		}
-		s.Checkout = b
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if s.Strategy == job.GitNone || s.Strategy == job.GitEmpty {
-		return s, nil
-	}
-	u, err := repoURL(p, cloneURL)
-	if err != nil {
-		return nil, err
-	}
-	s.RepoURL = u
-	s.Refspecs = g.Refspecs
-	if len(s.Refspecs) == 0 {
-		switch {
-		case g.Ref != "" && g.RefType == "tag":
-			s.Refspecs = []string{"+refs/tags/" + g.Ref + ":refs/tags/" + g.Ref}
-		case g.Ref != "":
-			s.Refspecs = []string{"+refs/heads/" + g.Ref + ":refs/remotes/origin/" + g.Ref}
-		default:
-			s.Refspecs = []string{"+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"}
-		}
-	}
-	return s, nil
-}
-
-// repoURL is git_info.repo_url, or clone_url with the project path and
-// the credentials of repo_url (else the job token), as GitLab Runner.
-func repoURL(p *job.Payload, override string) (string, error) {
-	raw := p.GitInfo.RepoURL
-	if override == "" {
-		if raw == "" {
-			return "", &ConfigError{Msg: "git_info.repo_url is empty: cannot fetch sources (set GIT_STRATEGY=none to skip)"}
-		}
-		return raw, nil
-	}
-	u, err := url.Parse(override)
-	if err != nil {
-		return "", &ConfigError{Key: "clone_url", Msg: fmt.Sprintf("clone_url %q: %v", override, err)}
-	}
-	if orig, err := url.Parse(raw); err == nil && orig.User != nil {
-		u.User = orig.User
-	} else {
-		u.User = url.UserPassword("gitlab-ci-token", p.Token)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/" + strings.Trim(p.JobInfo.ProjectFullPath, "/") + ".git"
-	u.RawPath = ""
-	return u.String(), nil
 }
 
 // maskedPrefix masks the trace prefix for the pod's annotation, which is

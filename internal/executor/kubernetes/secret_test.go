@@ -2,60 +2,99 @@ package kubernetes
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podrunner/podrunner/internal/agent"
+	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
-func TestSourcesFor(t *testing.T) {
-	base := func() *job.Payload {
-		return &job.Payload{Token: "tok", JobInfo: job.JobInfo{ProjectFullPath: "g/p"}, GitInfo: job.GitInfo{
-			RepoURL: "https://gitlab-ci-token:tok@gitlab.example.com/g/p.git", Ref: "main", Sha: "abc", RefType: "branch", Depth: 50}}
-	}
-	vars := func(kv ...string) job.Variables {
-		vs := job.Variables{pub("CI_PROJECT_DIR", "/builds/g/p")}
-		for i := 0; i < len(kv); i += 2 {
-			vs = append(vs, pub(kv[i], kv[i+1]))
-		}
-		return vs
-	}
-	s, err := SourcesFor(base(), vars(), "")
-	if err != nil {
+// TestAgentSourcesAsShellExecutor: the agent in the pod gets the sources
+// settings the shell executor's get_sources script uses for the same
+// payload (both come from job.Prepare), CA bundle included.
+func TestAgentSourcesAsShellExecutor(t *testing.T) {
+	const caPEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, []byte(caPEM), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if s.Strategy != "clone" || s.Depth != 50 || !s.Checkout || s.Submodules != "none" || s.Dir != "/builds/g/p" ||
-		strings.Join(s.Refspecs, " ") != "+refs/heads/main:refs/remotes/origin/main" || s.RepoURL != base().GitInfo.RepoURL {
-		t.Errorf("defaults: %+v", s)
+	cases := []struct {
+		name   string
+		vars   []string
+		check  func(s *agent.Sources) bool
+		script string // in the shell executor's get_sources script
+		absent string // not in it
+	}{
+		{"defaults", nil, func(s *agent.Sources) bool { return !s.NoClean && s.Strategy == "clone" && s.Depth == 0 && s.Checkout },
+			"git clean -ffdx", ""},
+		{"GIT_CLEAN_FLAGS=none", []string{"GIT_CLEAN_FLAGS", "none"}, func(s *agent.Sources) bool { return s.NoClean },
+			"checkout -f -q", "git clean"},
+		{"GIT_DEPTH", []string{"GIT_DEPTH", "3"}, func(s *agent.Sources) bool { return s.Depth == 3 }, "--depth 3", ""},
+		{"submodules and checkout", []string{"GIT_SUBMODULE_STRATEGY", "recursive", "GIT_CHECKOUT", "false"},
+			func(s *agent.Sources) bool { return s.Submodules == "recursive" && !s.Checkout }, "git submodule update --init --recursive", "checkout -f"},
+		{"GIT_STRATEGY=none", []string{"GIT_STRATEGY", "none"}, func(s *agent.Sources) bool { return s.Strategy == "none" && s.RepoURL == "" },
+			"Skipping Git repository setup", "git fetch"},
 	}
-	p := base()
-	p.AllowGitFetch = true
-	p.GitInfo.RefType = "tag"
-	p.GitInfo.Ref = "v1"
-	s, err = SourcesFor(p, vars("GIT_DEPTH", "3", "GIT_SUBMODULE_STRATEGY", "recursive", "GIT_CHECKOUT", "false"), "https://mirror.example.com/git/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Strategy != "fetch" || s.Depth != 3 || s.Checkout || s.Submodules != "recursive" ||
-		s.RepoURL != "https://gitlab-ci-token:tok@mirror.example.com/git/g/p.git" || s.Refspecs[0] != "+refs/tags/v1:refs/tags/v1" {
-		t.Errorf("variables: %+v", s)
-	}
-	s, err = SourcesFor(base(), vars("GIT_STRATEGY", "none"), "")
-	if err != nil || s.RepoURL != "" || s.Strategy != "none" {
-		t.Errorf("none: %+v %v", s, err)
-	}
-	for _, bad := range [][]string{{"GIT_STRATEGY", "copy"}, {"GIT_DEPTH", "-1"}, {"GIT_SUBMODULE_STRATEGY", "all"}, {"GIT_CHECKOUT", "maybe"}} {
-		if _, err := SourcesFor(base(), vars(bad...), ""); err == nil || !strings.Contains(err.Error(), bad[0]) {
-			t.Errorf("%s=%s: err = %v", bad[0], bad[1], err)
-		}
-	}
-	p = base()
-	p.GitInfo.RepoURL = ""
-	if _, err := SourcesFor(p, vars(), ""); err == nil {
-		t.Error("empty repo_url accepted")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.ex.opts.TLSCAFile = caFile
+			p := testPayload()
+			for i := 0; i < len(tc.vars); i += 2 {
+				p.Variables = append(p.Variables, job.Variable{Key: tc.vars[i], Value: tc.vars[i+1], Public: true})
+			}
+			req, err := h.ex.podRequest(&executor.Job{Payload: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, sec, err := BuildPod(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var spec agent.Spec
+			if err := json.Unmarshal(sec.Data[agent.SpecKey], &spec); err != nil {
+				t.Fatal(err)
+			}
+			s := spec.Sources
+			if s == nil || !tc.check(s) || s.Dir != "/builds/group/demo" {
+				t.Fatalf("agent sources: %+v", s)
+			}
+			if s.Strategy != "none" && (s.CABundle != caPEM || s.RepoURL != p.GitInfo.RepoURL) {
+				t.Errorf("agent sources lack the CA bundle or repository: %+v", s)
+			}
+			if got := spec.Files["/builds/group/demo.tmp/CI_SERVER_TLS_CA_FILE"]; got != caPEM {
+				t.Errorf("CI_SERVER_TLS_CA_FILE file variable = %q; files %v", got, spec.Files)
+			}
+
+			// What the shell executor runs for the same payload.
+			prep, err := job.Prepare(p, job.RunnerEnv{BuildsDir: "/builds", ProjectDir: "/builds/group/demo", TLSCAFile: caFile},
+				job.ScriptOptions{Shell: "bash"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := agent.SourcesFrom(prep.Git, "/builds/group/demo"); !reflect.DeepEqual(want, s) {
+				t.Errorf("agent sources differ from the shell executor's:\n got %+v\nwant %+v", s, want)
+			}
+			var script string
+			for _, st := range prep.Plan.Stages {
+				if st.Name == job.StageGetSources {
+					script = st.Script
+				}
+			}
+			if !strings.Contains(script, tc.script) || (tc.absent != "" && strings.Contains(script, tc.absent)) {
+				t.Errorf("get_sources script: want %q, not %q:\n%s", tc.script, tc.absent, script)
+			}
+			if s.Strategy != "none" && !strings.Contains(script, "sslCAInfo") {
+				t.Errorf("get_sources script does not trust CI_SERVER_TLS_CA_FILE:\n%s", script)
+			}
+		})
 	}
 }
 

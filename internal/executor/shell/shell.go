@@ -39,8 +39,11 @@ type Options struct {
 
 	PreGetSourcesScript  string
 	PostGetSourcesScript string
-	PreBuildScript       string
-	PostBuildScript      string
+	// TLSCAFile is the CA bundle the runner trusts for GitLab; jobs get
+	// it as CI_SERVER_TLS_CA_FILE.
+	TLSCAFile       string
+	PreBuildScript  string
+	PostBuildScript string
 
 	RunnerToken string // only its short form is used
 	RunnerID    int64
@@ -110,7 +113,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		fmt.Fprintf(trace, "Running on %s...\n", host)
 	})
 
-	vars, err := job.BuildVariables(p, job.RunnerEnv{
+	prep, err := job.Prepare(p, job.RunnerEnv{
 		BuildsDir:           buildsDir,
 		ProjectDir:          projectDir,
 		ConcurrentID:        j.Slot,
@@ -120,11 +123,8 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		RunnerRevision:      e.opts.RunnerRevision,
 		SharedEnvironment:   true,
 		Environment:         e.opts.Environment,
-	})
-	if err != nil {
-		return e.configError(trace, err), nil
-	}
-	plan, err := job.NewPlan(p, vars, job.ScriptOptions{
+		TLSCAFile:           e.opts.TLSCAFile,
+	}, job.ScriptOptions{
 		Shell:                shellName,
 		PreGetSourcesScript:  e.opts.PreGetSourcesScript,
 		PostGetSourcesScript: e.opts.PostGetSourcesScript,
@@ -138,6 +138,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	if err != nil {
 		return e.configError(trace, err), nil
 	}
+	plan := prep.Plan
 
 	if err := os.MkdirAll(filepath.Dir(projectDir), 0o755); err != nil {
 		return executor.Result{}, fmt.Errorf("create builds directory: %w", err)
