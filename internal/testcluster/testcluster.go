@@ -33,6 +33,12 @@ const (
 	EnvE2E        = "PODRUNNER_E2E"
 	EnvKubeconfig = "KUBECONFIG"
 	EnvNodeIP     = "PODRUNNER_NODE_IP"
+	// The cluster's registry (host:port), its CA file, and a user allowed
+	// to push (hack/cluster/up makes them; DOCKER_CONFIG holds the same).
+	EnvRegistry         = "PODRUNNER_REGISTRY"
+	EnvRegistryCA       = "PODRUNNER_REGISTRY_CA"
+	EnvRegistryUser     = "PODRUNNER_REGISTRY_USER"
+	EnvRegistryPassword = "PODRUNNER_REGISTRY_PASSWORD"
 )
 
 // Image names that hack/cluster/images imports into the node's containerd.
@@ -59,6 +65,12 @@ type Cluster struct {
 	// NodeIP is the address on which pods reach a server listening on the
 	// host (bind to it or to 0.0.0.0).
 	NodeIP string
+	// Registry is the cluster's registry (host:port, TLS with RegistryCA,
+	// basic auth). containerd uses it as docker.io's mirror, so alpine:latest
+	// and busybox resolve to the stand-ins hack/cluster/images pushed.
+	Registry, RegistryCA string
+	// RegistryUser and RegistryPassword may push and pull anything.
+	RegistryUser, RegistryPassword string
 }
 
 var (
@@ -108,7 +120,13 @@ func connect() (*Cluster, error) {
 	if _, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
 		return nil, fmt.Errorf("API server %s not ready (is hack/cluster/up running?): %w", cfg.Host, err)
 	}
-	return &Cluster{Clientset: cs, RESTConfig: cfg, NodeIP: nodeIP}, nil
+	c := &Cluster{Clientset: cs, RESTConfig: cfg, NodeIP: nodeIP,
+		Registry: os.Getenv(EnvRegistry), RegistryCA: os.Getenv(EnvRegistryCA),
+		RegistryUser: os.Getenv(EnvRegistryUser), RegistryPassword: os.Getenv(EnvRegistryPassword)}
+	if c.Registry == "" || c.RegistryUser == "" || c.RegistryPassword == "" {
+		return nil, fmt.Errorf("%s/%s/%s are empty: run the tests through hack/cluster/with-cluster", EnvRegistry, EnvRegistryUser, EnvRegistryPassword)
+	}
+	return c, nil
 }
 
 var nonDNS = regexp.MustCompile(`[^a-z0-9-]+`)
