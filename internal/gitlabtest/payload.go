@@ -85,6 +85,10 @@ func (s *Server) buildPayloadLocked(j *jobState, rn *runner) *job.Payload {
 			FailureReasons:    append([]string(nil), failureReasons...),
 		},
 	}
+	if r := s.opts.Registry; r != nil {
+		user, pass := registryLogin(r, j.token)
+		payload.Credentials = append(payload.Credentials, job.Credential{Type: "registry", URL: r.Host, Username: user, Password: pass})
+	}
 	if d.Image != nil {
 		payload.Image = image(*d.Image)
 	}
@@ -155,6 +159,13 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 	vs = append(vs, job.Variable{Key: "CI_REPOSITORY_URL", Value: repoURL})
 
 	s.serverVars(pub)
+	if r := s.opts.Registry; r != nil {
+		user, pass := registryLogin(r, j.token)
+		pub("CI_REGISTRY", r.Host)
+		pub("CI_REGISTRY_IMAGE", r.Host+"/"+strings.ToLower(p.fullPath))
+		pub("CI_REGISTRY_USER", user)
+		vs = append(vs, job.Variable{Key: "CI_REGISTRY_PASSWORD", Value: pass, Masked: true})
+	}
 	pub("CI_JOB_NAME", d.Name)
 	pub("CI_JOB_NAME_SLUG", slugify(d.Name))
 	pub("CI_JOB_STAGE", d.Stage)
@@ -328,4 +339,13 @@ func rubyArray(l []string) string {
 		q[i] = strconv.Quote(s)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// registryLogin is the job's registry login: the configured account, or
+// GitLab's gitlab-ci-token with the job token.
+func registryLogin(r *Registry, jobToken string) (user, pass string) {
+	if r.Username != "" {
+		return r.Username, r.Password
+	}
+	return "gitlab-ci-token", jobToken
 }
