@@ -92,6 +92,9 @@ type k8sOptions struct {
 	// maxTraceSize is the coordinator's trace size limit in bytes (0: its
 	// default, 100 MiB).
 	maxTraceSize int64
+	// registry is the coordinator's container registry (CI_REGISTRY and the
+	// job's registry credential); none when nil.
+	registry *gitlabtest.Registry
 }
 
 func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
@@ -115,6 +118,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 		TraceUpdateInterval: time.Second,
 		DataDir:             filepath.Join(e.dir, "coordinator"),
 		MaxTraceSize:        o.maxTraceSize,
+		Registry:            o.registry,
 	})
 	if err != nil {
 		t.Fatal(err)
