@@ -48,6 +48,7 @@ type execOptions struct {
 	pullPolicy    string
 	listenAddress string
 	defaultBranch string
+	protected     []string
 }
 
 func newExecCmd() *cobra.Command {
@@ -83,6 +84,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs.StringVar(&o.executor, "executor", config.ExecutorShell, "executor: shell or kubernetes")
 	fs.StringArrayVarP(&o.jobs, "job", "j", nil, "run only this job and the jobs it needs or takes artifacts from (repeatable); plays a manual job")
 	fs.StringArrayVar(&o.vars, "var", nil, "pipeline variable KEY=VALUE (repeatable)")
+	fs.StringArrayVar(&o.protected, "protected-branch", nil, "a branch to treat as protected besides the default branch (repeatable)")
 	fs.StringVar(&o.defaultBranch, "default-branch", "", "the project's default branch, the only protected one (default: origin/HEAD, init.defaultBranch, main or master)")
 	fs.IntVar(&o.concurrency, "concurrency", runtime.NumCPU(), "jobs run at once")
 	fs.StringVar(&o.cacheDir, "cache-dir", filepath.Join(execStateDir, "cache"), "where job caches are kept between runs (kubernetes: a hostPath on the node)")
@@ -279,6 +281,11 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	}
 	if err := coord.SetDefaultBranch(project, defBranch); err != nil {
 		return err
+	}
+	for _, b := range o.protected {
+		if err := coord.ProtectBranch(project, b); err != nil {
+			return err
+		}
 	}
 	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "podrunner exec", RunUntagged: true})
 

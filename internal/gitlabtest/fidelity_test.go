@@ -148,6 +148,22 @@ func TestDefaultBranchDecidesProtection(t *testing.T) {
 	if p.GitInfo.Protected == nil || *p.GitInfo.Protected {
 		t.Error("git_info.protected is not false on a feature branch")
 	}
+
+	// Told otherwise: a protected feature branch.
+	if err := s.ProtectBranch("group/demo", "feature/x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePipeline("group/demo", "feature/x"); err != nil {
+		t.Fatal(err)
+	}
+	p = c.payload(c.requestJob(tok, "", nil))
+	got = map[string]string{}
+	for _, v := range p.Variables {
+		got[v.Key] = v.Value
+	}
+	if got["CI_COMMIT_REF_PROTECTED"] != "true" || p.GitInfo.Protected == nil || !*p.GitInfo.Protected {
+		t.Errorf("CI_COMMIT_REF_PROTECTED=%q on a branch protected with ProtectBranch, want true", got["CI_COMMIT_REF_PROTECTED"])
+	}
 }
 
 // TestInheritVariablesAtRunTime: inherit:variables false gives the job no

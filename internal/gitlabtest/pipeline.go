@@ -97,6 +97,26 @@ func (s *Server) SetDefaultBranch(project, branch string) error {
 	return nil
 }
 
+// ProtectBranch makes branch protected besides the default branch:
+// pipelines on it get protected variables, CI_COMMIT_REF_PROTECTED=true and
+// the -protected cache suffix.
+func (s *Server) ProtectBranch(project, branch string) error {
+	if branch == "" {
+		return fmt.Errorf("protected branch of %s: empty name", project)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projects[project]
+	if p == nil {
+		return fmt.Errorf("project %s not found", project)
+	}
+	if p.protected == nil {
+		p.protected = map[string]bool{}
+	}
+	p.protected[branch] = true
+	return nil
+}
+
 // SetProjectTimeout sets the project's default job timeout.
 func (s *Server) SetProjectTimeout(project string, d time.Duration) error {
 	s.mu.Lock()
@@ -182,7 +202,7 @@ func (s *Server) CreatePipelineWith(projectPath string, o PipelineOptions) (*Pip
 		}
 		c.beforeSha = before
 	}
-	c.protected = c.refType == "branch" && c.ref == p.defaultBranch
+	c.protected = c.refType == "branch" && (c.ref == p.defaultBranch || p.protected[c.ref])
 	readFile := s.commitReader(p, c.sha)
 	data := o.CIConfig
 	if data == nil {

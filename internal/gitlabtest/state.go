@@ -61,10 +61,13 @@ type project struct {
 	source        string // the repository it mirrors
 	bare          string // bare mirror served over HTTP
 	defaultBranch string
-	objectFormat  string
-	vars          []projectVar
-	nextIID       int64
-	timeout       time.Duration
+	// protected are branches protected besides the default branch
+	// (GitLab's Settings › Repository › Protected branches).
+	protected    map[string]bool
+	objectFormat string
+	vars         []projectVar
+	nextIID      int64
+	timeout      time.Duration
 }
 
 type commit struct {

@@ -107,6 +107,11 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 
 	job.Section(trace, "prepare_executor", `Preparing the "shell" executor`, func() {
 		job.Notice(trace, "Using Shell (%s) executor...", shellName)
+		if what := unusedImages(p); what != "" {
+			// Said in the job's own log: a job that passes here did not
+			// run in its image.
+			job.Warning(trace, "%s not used by the shell executor: the job runs on this machine", what)
+		}
 	})
 	host, _ := os.Hostname()
 	job.Section(trace, "prepare_script", "Preparing environment", func() {
@@ -271,4 +276,16 @@ func (e *Executor) helperPath() string {
 		return p
 	}
 	return "podrunner"
+}
+
+// unusedImages names the job's image and services ("" when it has none).
+func unusedImages(p *job.Payload) string {
+	var what []string
+	if p.Image.Name != "" {
+		what = append(what, "image "+p.Image.Name)
+	}
+	for _, sv := range p.Services {
+		what = append(what, "service "+sv.Name)
+	}
+	return strings.Join(what, ", ")
 }

@@ -191,6 +191,25 @@ func TestGitStrategyNone(t *testing.T) {
 	}
 }
 
+// TestImageNotUsedSaidInTheLog: the shell executor runs scripts on this
+// machine; a job's image and services are named once in its log as not
+// used, so nobody takes a pass here for a pass in the image.
+func TestImageNotUsedSaidInTheLog(t *testing.T) {
+	e, _ := newExec(t)
+	p := payload(nil, []string{"true"}, nil)
+	p.Image = job.Image{Name: "alpine:3.20"}
+	p.Services = []job.Image{{Name: "redis:7"}}
+	res, trace := run(t, e, p)
+	want := "WARNING: image alpine:3.20, service redis:7 not used by the shell executor"
+	if !res.Success || strings.Count(trace, want) != 1 {
+		t.Fatalf("want one %q line: %+v\n%s", want, res, trace)
+	}
+	_, trace = run(t, e, payload(nil, []string{"true"}, nil))
+	if strings.Contains(trace, "not used by the shell executor") {
+		t.Errorf("warning without an image:\n%s", trace)
+	}
+}
+
 func TestExitCodeWithAfterScript(t *testing.T) {
 	e, _ := newExec(t)
 	res, trace := run(t, e, payload(nil, []string{"echo before", "exit 3", "echo never"}, []string{`echo "after ran status=$CI_JOB_STATUS"`}))
