@@ -6,7 +6,7 @@
 # are left behind).
 
 # Order matters: kubelet first so it does not restart what we stop.
-DAEMONS=(kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd)
+DAEMONS=(kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry)
 
 # Sysctls that up, the kubelet or kube-proxy change; saved once by up.
 SAVED_SYSCTLS=(
@@ -22,7 +22,7 @@ is_ours() {
 	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
 	exe=${cmd%% *}
 	case ${exe##*/} in
-	etcd | kube-* | kubelet | containerd | containerd-shim*) ;;
+	etcd | kube-* | kubelet | containerd | containerd-shim* | registry) ;;
 	*) return 1 ;;
 	esac
 	[[ $cmd == *"$STATE_DIR/"* || $cmd == *"$CONTAINERD_SOCK"* ]]
@@ -200,7 +200,7 @@ cluster_down() {
 	# API server's shutdown hangs without it.
 	stop_daemons 5 kube-proxy kubelet
 	remove_sandboxes
-	stop_daemons 3 kube-scheduler kube-controller-manager kube-apiserver containerd
+	stop_daemons 3 kube-scheduler kube-controller-manager kube-apiserver containerd registry
 	stop_daemons 1 "${DAEMONS[@]}"
 	# Anything of ours left without a PID file: shims, daemons of a crashed run.
 	mapfile -t pids < <(our_pids)

@@ -34,6 +34,15 @@ KUBELET_ROOT=$STATE_DIR/kubelet
 CNI_CONF_DIR=$STATE_DIR/cni/net.d
 CNI_BIN_DIR=/usr/lib/cni
 
+# The container registry (hack/registry): CNCF distribution on the node
+# address, TLS from the cluster CA, htpasswd (bcrypt) basic auth. containerd
+# uses it as the mirror of docker.io (hosts.toml under $REGISTRY_HOSTS_DIR).
+REGISTRY_PORT=5000
+REGISTRY_DIR=$STATE_DIR/registry      # storage, htpasswd, passwords
+REGISTRY_HOSTS_DIR=$STATE_DIR/conf/certs.d
+REGISTRY_NODE_USER=podrunner-node     # the node's pull credentials
+REGISTRY_PUSH_USER=podrunner-push     # what the scripts and tests push with
+
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -76,4 +85,5 @@ pick_ranges() {
 	CLUSTER_CIDR=$RANGE_PREFIX.0.0/17   # pods; the node gets a /24 of it
 	SERVICE_CIDR=$RANGE_PREFIX.128.0/18 # services
 	KUBERNETES_SVC_IP=$RANGE_PREFIX.128.1
+	REGISTRY=$NODE_IP:$REGISTRY_PORT
 }

@@ -89,6 +89,10 @@ func (s *Server) buildPayloadLocked(j *jobState, rn *runner) *job.Payload {
 			FailureReasons:    append([]string(nil), failureReasons...),
 		},
 	}
+	if r := s.opts.Registry; r != nil {
+		user, pass := registryLogin(r, j.token)
+		payload.Credentials = append(payload.Credentials, job.Credential{Type: "registry", URL: r.Host, Username: user, Password: pass})
+	}
 	if d.Image != nil {
 		payload.Image = image(*d.Image)
 	}
@@ -176,8 +180,12 @@ func (s *Server) variablesLocked(j *jobState, rn *runner, projectURL, repoURL st
 
 	envAt := len(vs) // the environment's variables go here, once the rest can expand its name
 	// Registry and Dependency Proxy credentials are the job token.
-	vs = append(vs, job.Variable{Key: "CI_REGISTRY_USER", Value: "gitlab-ci-token", Public: true},
-		job.Variable{Key: "CI_REGISTRY_PASSWORD", Value: j.token, Masked: true},
+	regUser, regPass := "gitlab-ci-token", j.token
+	if r := s.opts.Registry; r != nil {
+		regUser, regPass = registryLogin(r, j.token)
+	}
+	vs = append(vs, job.Variable{Key: "CI_REGISTRY_USER", Value: regUser, Public: true},
+		job.Variable{Key: "CI_REGISTRY_PASSWORD", Value: regPass, Masked: true},
 		job.Variable{Key: "CI_DEPENDENCY_PROXY_USER", Value: "gitlab-ci-token", Public: true},
 		job.Variable{Key: "CI_DEPENDENCY_PROXY_PASSWORD", Value: j.token, Masked: true})
 	s.projectPipelineVars(pl, pub)
@@ -308,6 +316,9 @@ func (s *Server) serverVars(pub func(k, v string)) {
 // registry on the instance's own host listens on 5050. Nothing serves it
 // here; jobs only see the names GitLab would give them.
 func (s *Server) registryHost() string {
+	if r := s.opts.Registry; r != nil {
+		return r.Host
+	}
 	return net.JoinHostPort(s.serverURL().Hostname(), "5050")
 }
 
@@ -444,4 +455,13 @@ func rubyArray(l []string) string {
 		q[i] = strconv.Quote(s)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// registryLogin is the job's registry login: the configured account, or
+// GitLab's gitlab-ci-token with the job token.
+func registryLogin(r *Registry, jobToken string) (user, pass string) {
+	if r.Username != "" {
+		return r.Username, r.Password
+	}
+	return "gitlab-ci-token", jobToken
 }

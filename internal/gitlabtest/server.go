@@ -101,6 +101,22 @@ type Options struct {
 	// MaxDotenvVariables is the dotenv_variables limit; 0 means
 	// DefaultMaxDotenvVariables.
 	MaxDotenvVariables int
+	// Registry, when set, is the container registry of every project: jobs
+	// get CI_REGISTRY, CI_REGISTRY_IMAGE, CI_REGISTRY_USER,
+	// CI_REGISTRY_PASSWORD and a `credentials` entry of type registry, as
+	// GitLab sends them when its container registry is enabled.
+	Registry *Registry
+}
+
+// Registry is the container registry advertised to jobs.
+type Registry struct {
+	// Host is CI_REGISTRY and the credential's url (host[:port]).
+	Host string
+	// Username and Password are what jobs log in with. Empty: GitLab's
+	// own, gitlab-ci-token and the job token (its registry checks the
+	// token with GitLab). A registry with static accounts, like the local
+	// cluster's, cannot check job tokens: give one of its accounts.
+	Username, Password string
 }
 
 // User is the user who creates pipelines.

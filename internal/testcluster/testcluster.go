@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -33,6 +34,12 @@ const (
 	EnvE2E        = "PODRUNNER_E2E"
 	EnvKubeconfig = "KUBECONFIG"
 	EnvNodeIP     = "PODRUNNER_NODE_IP"
+	// The cluster's registry (host:port), its CA file, and a user allowed
+	// to push (hack/cluster/up makes them; DOCKER_CONFIG holds the same).
+	EnvRegistry         = "PODRUNNER_REGISTRY"
+	EnvRegistryCA       = "PODRUNNER_REGISTRY_CA"
+	EnvRegistryUser     = "PODRUNNER_REGISTRY_USER"
+	EnvRegistryPassword = "PODRUNNER_REGISTRY_PASSWORD"
 )
 
 // Image names that hack/cluster/images imports into the node's containerd.
@@ -59,6 +66,12 @@ type Cluster struct {
 	// NodeIP is the address on which pods reach a server listening on the
 	// host (bind to it or to 0.0.0.0).
 	NodeIP string
+	// Registry is the cluster's registry (host:port, TLS with RegistryCA,
+	// basic auth). containerd uses it as docker.io's mirror, so alpine:latest
+	// and busybox resolve to the stand-ins hack/cluster/images pushed.
+	Registry, RegistryCA string
+	// RegistryUser and RegistryPassword may push and pull anything.
+	RegistryUser, RegistryPassword string
 }
 
 var (
@@ -108,7 +121,34 @@ func connect() (*Cluster, error) {
 	if _, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
 		return nil, fmt.Errorf("API server %s not ready (is hack/cluster/up running?): %w", cfg.Host, err)
 	}
-	return &Cluster{Clientset: cs, RESTConfig: cfg, NodeIP: nodeIP}, nil
+	c := &Cluster{Clientset: cs, RESTConfig: cfg, NodeIP: nodeIP,
+		Registry: os.Getenv(EnvRegistry), RegistryCA: os.Getenv(EnvRegistryCA),
+		RegistryUser: os.Getenv(EnvRegistryUser), RegistryPassword: os.Getenv(EnvRegistryPassword)}
+	if c.Registry == "" || c.RegistryUser == "" || c.RegistryPassword == "" {
+		return nil, fmt.Errorf("%s/%s/%s are empty: run the tests through hack/cluster/with-cluster", EnvRegistry, EnvRegistryUser, EnvRegistryPassword)
+	}
+	return c, nil
+}
+
+// PushImage tags the node's local image src (e.g. BusyboxImage) as dst in
+// the cluster's registry (dst without the registry host) and pushes it with
+// the push user, then removes the local dst tag, so that a pod using
+// Registry/dst really pulls it. It returns the full name.
+func (c *Cluster) PushImage(t testing.TB, src, dst string) string {
+	t.Helper()
+	ref := c.Registry + "/" + dst
+	for _, args := range [][]string{
+		{"images", "tag", "--force", src, ref},
+		{"images", "push", "--tlscacert", c.RegistryCA, "--user", c.RegistryUser + ":" + c.RegistryPassword, ref},
+		{"images", "rm", ref},
+	} {
+		// CONTAINERD_ADDRESS (with-cluster sets it) names the node's containerd.
+		cmd := exec.CommandContext(Context(t), "ctr", append([]string{"-n", "k8s.io"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ctr %s %s: %v\n%s", args[0], args[1], err, out)
+		}
+	}
+	return ref
 }
 
 var nonDNS = regexp.MustCompile(`[^a-z0-9-]+`)

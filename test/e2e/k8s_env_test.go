@@ -94,6 +94,9 @@ type k8sOptions struct {
 	maxTraceSize int64
 	// tls makes the coordinator serve HTTPS with a private CA.
 	tls bool
+	// registry is the coordinator's container registry (CI_REGISTRY and the
+	// job's registry credential); none when nil.
+	registry *gitlabtest.Registry
 }
 
 func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
@@ -118,6 +121,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 		DataDir:             filepath.Join(e.dir, "coordinator"),
 		MaxTraceSize:        o.maxTraceSize,
 		TLS:                 o.tls,
+		Registry:            o.registry,
 	})
 	if err != nil {
 		t.Fatal(err)
