@@ -27,7 +27,7 @@ const (
 	labelOther     = "other"
 )
 
-var allScenarios = []string{"pickup", "shell", "k8s", "trace", "footprint"}
+var allScenarios = []string{"pickup", "shell", "k8s", "managers", "trace", "footprint"}
 
 type options struct {
 	only        []string
@@ -145,7 +145,13 @@ func run(ctx context.Context, o options, out io.Writer) (*bench, error) {
 			break
 		}
 		if sc == "k8s" {
-			b.kubernetes(ctx, bin)
+			b.kubernetes(ctx, bin, len(o.only) == 0 || contains(o.only, "managers"))
+			continue
+		}
+		if sc == "managers" {
+			if contains(o.only, "managers") && !contains(o.only, "k8s") {
+				b.kubernetes(ctx, bin, true)
+			}
 			continue
 		}
 		for _, r := range b.runners {
@@ -180,8 +186,9 @@ func run(ctx context.Context, o options, out io.Writer) (*bench, error) {
 	return b, b.rep.WriteTable(out)
 }
 
-// kubernetes runs scenarios 3 and 6, or adds "skipped: no cluster" rows.
-func (b *bench) kubernetes(ctx context.Context, bin string) {
+// kubernetes runs scenarios 3 and 6 (and 7 with managers), or adds
+// "skipped: no cluster" rows.
+func (b *bench) kubernetes(ctx context.Context, bin string, managers bool) {
 	cs, cfg, err := connectCluster(ctx, b.opts.kubeconfig)
 	if err != nil {
 		for _, r := range b.runners {
@@ -207,6 +214,22 @@ func (b *bench) kubernetes(ctx context.Context, bin string) {
 	}
 	defer k.Close()
 	b.kube = k
+	if b.opts.only == nil || contains(b.opts.only, "k8s") {
+		b.kubeOverhead(ctx)
+	}
+	if managers {
+		for _, r := range b.runners {
+			t := time.Now()
+			progress("k8s managers: %s", r.Label)
+			b.done("k8s managers", r, t, b.kubeManagers(ctx, r))
+		}
+	}
+}
+
+// kubeOverhead runs scenario 3 (and its API rows, 6): the bare-pod floor,
+// then every runner.
+func (b *bench) kubeOverhead(ctx context.Context) {
+	k := b.kube
 	t := time.Now()
 	progress("kubernetes: bare pods (floor) in namespace %s", k.ns)
 	bare, err := b.bare(ctx)

@@ -62,3 +62,15 @@ start_apiserver() {
 		--enable-admission-plugins NodeRestriction \
 		--allow-privileged=true --profiling=false --v=1
 }
+
+# start_registry_daemon: the registry with the config, users and data `up`
+# made (restart-registry starts it again the same way).
+start_registry_daemon() {
+	local bindir
+	bindir=$("$here/../registry/install") || die "building the registry failed"
+	# No tracing exporter: nothing of the registry talks to anything.
+	OTEL_SDK_DISABLED=true OTEL_TRACES_EXPORTER=none \
+		start_daemon registry "$bindir/registry" serve "$CONF_DIR/registry.yml"
+}
+
+registry_ready() { curl -fsS --cacert "$PKI_DIR/ca.crt" -o /dev/null "https://$REGISTRY/"; }

@@ -164,13 +164,16 @@ func (j *jobState) finished() bool {
 
 // JobView is a snapshot of a job for tests.
 type JobView struct {
-	ID            int64
-	PipelineID    int64
-	Name          string
-	Stage         string
-	Status        string
-	Token         string
-	RunnerID      int64
+	ID         int64
+	PipelineID int64
+	Name       string
+	Stage      string
+	Status     string
+	Token      string
+	RunnerID   int64
+	// RunnerManager is the system_id of the manager that picked the job up
+	// (GitLab shows it on the job page).
+	RunnerManager string
 	FailureReason string
 	ExitCode      int
 	// Checksum and Bytesize are what the runner sent with its final update.
@@ -249,6 +252,9 @@ func (s *Server) viewLocked(j *jobState) JobView {
 	slices.Sort(v.ArtifactTypes)
 	if j.runner != nil {
 		v.RunnerID = j.runner.id
+	}
+	if j.manager != nil {
+		v.RunnerManager = j.manager.systemID
 	}
 	return v
 }

@@ -453,6 +453,24 @@ func TestValueForms(t *testing.T) {
 			t.Errorf("runners.secret not mounted: %+v", ps.Volumes)
 		}
 	})
+	t.Run("image from a private registry", func(t *testing.T) {
+		docs := render(t, "--set", "gitlabUrl=http://g", "--set", "runnerToken=glrt-x",
+			"--set", "image.registry=myregistry.example.com", "--set", "image.image=podrunner/podrunner", "--set", "image.tag=0.1.0",
+			"--set", "imagePullSecrets[0].name=regcred", "--set", "imagePullSecrets[1].name=other")
+		ps := one[*appsv1.Deployment](t, docs, "Deployment").Spec.Template.Spec
+		env := envOf(ps.Containers[0])
+		want := "myregistry.example.com/podrunner/podrunner:0.1.0"
+		if ps.Containers[0].Image != want || env["KUBERNETES_HELPER_IMAGE"] != want ||
+			len(ps.ImagePullSecrets) != 2 || ps.ImagePullSecrets[0].Name != "regcred" || env["KUBERNETES_IMAGE_PULL_SECRETS"] != "regcred,other" {
+			t.Errorf("manager %s, helper %s, pull secrets %v and %q for jobs; want %s with regcred,other for both",
+				ps.Containers[0].Image, env["KUBERNETES_HELPER_IMAGE"], ps.ImagePullSecrets, env["KUBERNETES_IMAGE_PULL_SECRETS"], want)
+		}
+		docs = render(t, "--set", "gitlabUrl=http://g", "--set", "runnerToken=glrt-x", "--set", "imagePullSecrets[0].name=regcred",
+			"--set", "runners.config=[[runners]]\n  [runners.kubernetes]\n    image_pull_secrets = [\"mine\"]\n")
+		if v, ok := envOf(one[*appsv1.Deployment](t, docs, "Deployment").Spec.Template.Spec.Containers[0])["KUBERNETES_IMAGE_PULL_SECRETS"]; ok {
+			t.Errorf("KUBERNETES_IMAGE_PULL_SECRETS=%q set although runners.config sets image_pull_secrets", v)
+		}
+	})
 	t.Run("cluster-wide access", func(t *testing.T) {
 		docs := render(t, "--set", "gitlabUrl=http://g", "--set", "runnerToken=glrt-x", "--set", "rbac.create=true", "--set", "rbac.clusterWideAccess=true")
 		if len(helmchart.Find(docs, "ClusterRole", "")) != 1 || len(helmchart.Find(docs, "ClusterRoleBinding", "")) != 1 || len(helmchart.Find(docs, "Role", "")) != 0 {

@@ -103,13 +103,21 @@ func (m *Manager) adoptPass(ctx context.Context, st *runnerState, r *Runner, ad 
 }
 
 // adoptSlots takes a concurrency slot (the pod's own when free) and a
-// slot of the runner's limit; without wait it does not block.
+// slot of the runner's limit; with wait (at start, before any request) it
+// waits for them, without it does not block.
 func (m *Manager) adoptSlots(ctx context.Context, st *runnerState, want int, wait bool) (slot, limitSlot int, ok bool) {
 	if !wait {
-		// A done context makes acquire answer at once.
-		done, cancel := context.WithCancel(ctx)
-		cancel()
-		ctx = done
+		// A take-over must not wait for this manager's own long poll (up
+		// to 50 s, and again after it), which holds the free capacity
+		// with concurrent = 1: it borrows that capacity.
+		if slot, ok = m.slots.borrow(want); !ok {
+			return 0, 0, false
+		}
+		if limitSlot, ok = st.limit.borrow(-1); !ok {
+			m.slots.release(slot)
+			return 0, 0, false
+		}
+		return slot, limitSlot, true
 	}
 	slot = want
 	if !m.slots.take(slot) {

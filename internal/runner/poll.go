@@ -123,7 +123,11 @@ func (st *runnerState) loop() {
 		}
 		r := st.cfg.Load()
 		began := time.Now()
+		st.m.slots.polling(slot, true)
+		st.limit.polling(limitSlot, true)
 		res := r.API.RequestJob(ctx, st.m.opts.SystemID)
+		st.m.slots.polling(slot, false)
+		st.limit.polling(limitSlot, false)
 		if st.health.record(res.Healthy) {
 			st.m.log.Error("Runner is unhealthy and will not ask for jobs for a while; check its token and GitLab",
 				"runner", r.ShortToken, "unhealthy_interval", st.health.interval)

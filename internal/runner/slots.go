@@ -14,11 +14,12 @@ type slots struct {
 	mu      sync.Mutex
 	limit   int
 	used    map[int]bool
+	polls   map[int]bool  // the used slots held by job requests, not jobs
 	changed chan struct{} // closed and replaced whenever a waiter may proceed
 }
 
 func newSlots(limit int) *slots {
-	return &slots{limit: limit, used: map[int]bool{}, changed: make(chan struct{})}
+	return &slots{limit: limit, used: map[int]bool{}, polls: map[int]bool{}, changed: make(chan struct{})}
 }
 
 func (s *slots) broadcastLocked() {
@@ -52,6 +53,7 @@ func (s *slots) acquire(ctx context.Context) (int, error) {
 func (s *slots) release(i int) {
 	s.mu.Lock()
 	delete(s.used, i)
+	delete(s.polls, i)
 	s.broadcastLocked()
 	s.mu.Unlock()
 }
@@ -80,4 +82,34 @@ func (s *slots) take(i int) bool {
 	}
 	s.used[i] = true
 	return true
+}
+
+// polling marks slot i as held by a job request rather than a job.
+func (s *slots) polling(i int, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.polls[i] = true
+	} else {
+		delete(s.polls, i)
+	}
+}
+
+// borrow reserves slot i, or the lowest free number, also when the free
+// capacity is held by a job request (a long poll): allowed while the slots
+// held by jobs stay below the limit. If the request then brings a job, it
+// runs as well: the limit is exceeded by one until a job ends. Only a
+// take-over borrows (see Manager.adoptSlots).
+func (s *slots) borrow(i int) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.used)-len(s.polls) >= s.limit {
+		return 0, false
+	}
+	if i < 0 || s.used[i] {
+		for i = 0; s.used[i]; i++ {
+		}
+	}
+	s.used[i] = true
+	return i, true
 }

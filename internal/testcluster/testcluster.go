@@ -13,7 +13,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -47,7 +46,10 @@ const (
 const (
 	BusyboxImage   = "podrunner.local/busybox:1"
 	PodrunnerImage = "podrunner.local/podrunner:dev" // after `hack/cluster/images podrunner BIN`
-	PauseImage     = "podrunner.local/pause:3.10"
+	// PrivateImage is the busybox image in a repository of Cluster.Registry
+	// that needs a login; the node itself has no image of that name.
+	PrivateImage = "group/demo/private:1"
+	PauseImage   = "podrunner.local/pause:3.10"
 )
 
 // DefaultTimeout bounds each wait of the helpers; pods on the local node start
@@ -128,27 +130,6 @@ func connect() (*Cluster, error) {
 		return nil, fmt.Errorf("%s/%s/%s are empty: run the tests through hack/cluster/with-cluster", EnvRegistry, EnvRegistryUser, EnvRegistryPassword)
 	}
 	return c, nil
-}
-
-// PushImage tags the node's local image src (e.g. BusyboxImage) as dst in
-// the cluster's registry (dst without the registry host) and pushes it with
-// the push user, then removes the local dst tag, so that a pod using
-// Registry/dst really pulls it. It returns the full name.
-func (c *Cluster) PushImage(t testing.TB, src, dst string) string {
-	t.Helper()
-	ref := c.Registry + "/" + dst
-	for _, args := range [][]string{
-		{"images", "tag", "--force", src, ref},
-		{"images", "push", "--tlscacert", c.RegistryCA, "--user", c.RegistryUser + ":" + c.RegistryPassword, ref},
-		{"images", "rm", ref},
-	} {
-		// CONTAINERD_ADDRESS (with-cluster sets it) names the node's containerd.
-		cmd := exec.CommandContext(Context(t), "ctr", append([]string{"-n", "k8s.io"}, args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("ctr %s %s: %v\n%s", args[0], args[1], err, out)
-		}
-	}
-	return ref
 }
 
 var nonDNS = regexp.MustCompile(`[^a-z0-9-]+`)

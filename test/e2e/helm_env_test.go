@@ -50,8 +50,19 @@ type podEvent struct {
 	name string
 }
 
-func newHelmEnv(t *testing.T) *helmEnv {
+// helmOptions change the walk-through's setup.
+type helmOptions struct {
+	// tls: the coordinator serves HTTPS with a certificate of a private CA
+	// (coord.CACertPEM).
+	tls bool
+}
+
+func newHelmEnv(t *testing.T, opts ...helmOptions) *helmEnv {
 	t.Helper()
+	var o helmOptions
+	for _, x := range opts {
+		o = x
+	}
 	c := testcluster.Get(t)
 	bin, root := helmBinary(t)
 	k8sPodrunnerImage(t)
@@ -62,10 +73,7 @@ func newHelmEnv(t *testing.T) *helmEnv {
 	e := &helmEnv{
 		t: t, c: c, ns: c.Namespace(t), root: root, helm: bin,
 		release: "gitlab-runner-" + hex.EncodeToString(suffix),
-		helmEnv: append(os.Environ(),
-			"HELM_CACHE_HOME="+filepath.Join(dir, "helm-cache"),
-			"HELM_CONFIG_HOME="+filepath.Join(dir, "helm-config"),
-			"HELM_DATA_HOME="+filepath.Join(dir, "helm-data")),
+		helmEnv: append(os.Environ(), helmHome(dir)...),
 		project: "group/demo",
 		logs:    map[string]*lockedBuffer{},
 	}
@@ -82,6 +90,7 @@ func newHelmEnv(t *testing.T) *helmEnv {
 		ListenAddr:          c.NodeIP + ":0",
 		TraceUpdateInterval: time.Second,
 		DataDir:             filepath.Join(dir, "coordinator"),
+		TLS:                 o.tls,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -438,4 +447,25 @@ func missingFrom(s string, want ...string) []string {
 		}
 	}
 	return out
+}
+
+// podWatch renders the recorded pod events like `kubectl get pods -w`.
+func (e *helmEnv) podWatch() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var b strings.Builder
+	for _, ev := range e.events {
+		ready, total := 0, len(ev.pod.Status.ContainerStatuses)
+		for _, c := range ev.pod.Status.ContainerStatuses {
+			if c.Ready {
+				ready++
+			}
+		}
+		status := string(ev.pod.Status.Phase)
+		if ev.pod.DeletionTimestamp != nil {
+			status = "Terminating"
+		}
+		fmt.Fprintf(&b, "%s  %-8s %-60s %d/%d %s\n", ev.at.Format("15:04:05.000"), ev.typ, ev.name, ready, total, status)
+	}
+	return b.String()
 }

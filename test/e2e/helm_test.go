@@ -7,18 +7,34 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podrunner/podrunner/internal/gitlabtest"
-	"github.com/podrunner/podrunner/internal/helmchart"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
 // The seed's walk-through (shared/examples/seed-pipeline/helm-values.md)
-// with podrunner's chart (issue 6): the seed's helm command and values,
-// plus the local-image overrides a cluster without registry needs.
+// with podrunner's chart as a user installs it on their cluster (issues 6
+// and 11): GitLab on HTTPS with a private CA, the chart and the image from
+// a registry that needs a login, the seed's helm flags plus only the image
+// location, its pull secret and the CA secret. Job images are not
+// overridden: alpine:latest comes through the registry's docker.io mirror.
 func TestHelmSeedWalkthrough(t *testing.T) {
-	e := newHelmEnv(t)
+	e := newHelmEnv(t, helmOptions{tls: true})
 	t.Logf("namespace %s, release %s, coordinator %s", e.ns, e.release, e.coord.URL())
+	rel := releaseToRegistry(t)
+	e.registryLogin()
+	e.createSecret(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "gitlab-ca"},
+		Data:       map[string][]byte{e.coordHost() + ".crt": e.coord.CACertPEM()},
+	})
+	e.createSecret(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "regcred"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: dockerConfigJSON(rel.Registry, e.c.RegistryUser, e.c.RegistryPassword)},
+	})
+	chart := []string{rel.ChartRef, "--version", rel.ChartVersion, "--ca-file", e.c.RegistryCA}
+	managerImage := rel.Registry + "/" + rel.ImageRepo + ":" + rel.ImageTag
 	regToken := e.coord.RegistrationToken()
 
 	// The seed's command; only the namespace name is unique per run (the
@@ -32,20 +48,24 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 		"--set", "runners.executor=kubernetes",
 		"--set", "runners.namespace=" + e.ns,
 	}
-	// No registry: the images are imported into containerd.
+	// Where the user's registry has podrunner, and GitLab's CA.
 	local := []string{
-		"--set", "image=" + testcluster.PodrunnerImage,
-		"--set", "imagePullPolicy=Never",
-		"--set", "runners.image=" + testcluster.BusyboxImage,
-		"--set", "runners.imagePullPolicy=if-not-present",
+		"--set", "image.registry=" + rel.Registry,
+		"--set", "image.image=" + rel.ImageRepo,
+		"--set", "image.tag=" + rel.ImageTag,
+		"--set", "imagePullSecrets[0].name=regcred",
+		"--set", "certsSecretName=gitlab-ca",
 	}
 	start := time.Now()
-	e.mustHelm(append(append([]string{"install", e.release, helmchart.ChartPath}, seed...), local...)...)
+	e.mustHelm(append(append(append([]string{"install", e.release}, chart...), seed...), local...)...)
 
 	// kubectl get po: one manager pod, 1/1 Running.
 	managers := e.waitManagersReady(1, 3*time.Minute)
 	t.Logf("FIGURE helm install → manager Ready: %v", time.Since(start).Round(100*time.Millisecond))
 	first := managers[0].Name
+	if img := managers[0].Spec.Containers[0].Image; img != managerImage {
+		t.Errorf("manager image %s, want %s from the registry", img, managerImage)
+	}
 	getPo := kubectl(t, "get", "po", "-n", e.ns)
 	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(first) + `\s+1/1\s+Running\s`).MatchString(getPo) {
 		t.Errorf("kubectl get po:\n%s\nwant %s 1/1 Running", getPo, first)
@@ -75,6 +95,7 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 	// runner-test.gitlab-ci.yml: the exact UTF-8 line.
 	v := e.pipeline(readSeed(t, "runner-test.gitlab-ci.yml"), 3*time.Minute)
 	tr := string(e.coord.Trace(v.Jobs[0].ID))
+	t.Logf("trace of runner-test (job %d, %s):\n%s", v.Jobs[0].ID, v.Status, tr)
 	if v.Status != gitlabtest.StatusSuccess {
 		t.Fatalf("runner-test pipeline %s:\n%s", v.Status, tr)
 	}
@@ -90,6 +111,8 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 	v = e.pipeline(readSeed(t, "pod-creation.gitlab-ci.yml"), 3*time.Minute)
 	job := v.Jobs[0]
 	tr = string(e.coord.Trace(job.ID))
+	t.Logf("trace of pod-creation (job %d, %s):\n%s", job.ID, v.Status, tr)
+	t.Logf("the pods of the namespace as kubectl get pods -w shows them:\n%s", e.podWatch())
 	if v.Status != gitlabtest.StatusSuccess {
 		t.Fatalf("pod-creation pipeline %s:\n%s", v.Status, tr)
 	}
@@ -98,6 +121,15 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 		t.Fatalf("job pods seen %v, want 2 (one per pipeline)", jobPods)
 	}
 	jobPod := jobPods[1]
+	for _, ev := range e.events {
+		if ev.name == jobPod {
+			for _, c := range ev.pod.Spec.Containers {
+				if c.Name == "build" && c.Image != "alpine:latest" {
+					t.Errorf("job pod's build image %s, want the runner's default alpine:latest", c.Image)
+				}
+			}
+		}
+	}
 	if !podNameRE.MatchString(jobPod) || !strings.Contains(jobPod, "-project-") {
 		t.Errorf("job pod %q does not match %s", jobPod, podNameRE)
 	}
@@ -155,7 +187,7 @@ long:
 		return strings.Contains(string(e.coord.Trace(pl.Jobs["long"])), "started")
 	})
 	upStart := time.Now()
-	e.mustHelm(append(append([]string{"upgrade", e.release, helmchart.ChartPath, "--set", "concurrent=4", "--set", "logLevel=debug"}, seed...), local...)...)
+	e.mustHelm(append(append(append(append([]string{"upgrade", e.release}, chart...), "--set", "concurrent=4", "--set", "logLevel=debug"), seed...), local...)...)
 	lv := e.waitPipeline(pl.ID, 3*time.Minute)
 	ltr := string(e.coord.Trace(lv.Jobs[0].ID))
 	if lv.Status != gitlabtest.StatusSuccess || !strings.Contains(ltr, "still here after the upgrade") {
@@ -186,6 +218,8 @@ long:
 	// helm uninstall: the runner is unregistered, nothing of podrunner is left.
 	unStart := time.Now()
 	e.mustHelm("uninstall", e.release, "--namespace", e.ns, "--wait", "--timeout", "3m")
+	// The user's own secrets go the way they came.
+	kubectl(t, "delete", "secret", "-n", e.ns, "gitlab-ca", "regcred")
 	waitFor(t, "the namespace to be empty", 2*time.Minute, func() bool { return len(e.leftovers()) == 0 })
 	t.Logf("FIGURE helm uninstall → nothing left: %v", time.Since(unStart).Round(100*time.Millisecond))
 	if n := len(e.coord.Runners()); n != 0 {

@@ -62,35 +62,40 @@ func (e *k8sEnv) waitTrace(id int64, s string) {
 // and exactly one final update (nothing after it).
 func (e *k8sEnv) checkJobReportedOnce(v gitlabtest.PipelineView, name string, id int64) {
 	e.t.Helper()
-	tr := string(e.coord.Trace(id))
+	checkJobReportedOnce(e.t, e.coord, v, name, id)
+}
+
+func checkJobReportedOnce(t *testing.T, coord *gitlabtest.Server, v gitlabtest.PipelineView, name string, id int64) {
+	t.Helper()
+	tr := string(coord.Trace(id))
 	for _, j := range v.Jobs {
 		if j.ID != id {
 			continue
 		}
 		if j.Status != gitlabtest.StatusSuccess {
-			e.t.Fatalf("job %s: %s (%s)\n%s", name, j.Status, j.FailureReason, tr)
+			t.Fatalf("job %s: %s (%s)\n%s", name, j.Status, j.FailureReason, tr)
 		}
 		if j.Checksum == "" || j.Checksum != j.TraceChecksum {
-			e.t.Fatalf("job %s: checksum sent %s, GitLab holds %s", name, j.Checksum, j.TraceChecksum)
+			t.Fatalf("job %s: checksum sent %s, GitLab holds %s", name, j.Checksum, j.TraceChecksum)
 		}
 	}
 	for i := 1; i <= 30; i++ {
 		if n := strings.Count(tr, fmt.Sprintf("\n%s %d\n", name, i)); n != 1 {
-			e.t.Fatalf("job %s: line %d is in the trace %d times:\n%s", name, i, n, tr)
+			t.Fatalf("job %s: line %d is in the trace %d times:\n%s", name, i, n, tr)
 		}
 	}
 	// Success means one final update was accepted; nothing was sent after it.
-	if r := e.rejected(id); len(r) != 0 {
-		e.t.Fatalf("job %s: %d requests after its final update, e.g. %s", name, len(r), r[0])
+	if r := rejected(coord, id); len(r) != 0 {
+		t.Fatalf("job %s: %d requests after its final update, e.g. %s", name, len(r), r[0])
 	}
 }
 
 // rejected are the job's updates and trace PATCHes GitLab refused with
 // 403: once a final update is accepted the job is no longer running, so
 // any second final update (or write after it) would be one of them.
-func (e *k8sEnv) rejected(id int64) []gitlabtest.Request {
+func rejected(coord *gitlabtest.Server, id int64) []gitlabtest.Request {
 	var out []gitlabtest.Request
-	for _, r := range e.coord.Requests() {
+	for _, r := range coord.Requests() {
 		if (r.Path == fmt.Sprintf("/api/v4/jobs/%d", id) || r.Path == fmt.Sprintf("/api/v4/jobs/%d/trace", id)) && r.Status == 403 {
 			out = append(out, r)
 		}

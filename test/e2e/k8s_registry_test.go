@@ -2,8 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,23 +34,6 @@ plain:
 	e.waitNoPods()
 }
 
-var (
-	privateImageOnce sync.Once
-	privateImage     string
-)
-
-// pushPrivateImage puts the busybox image into a project repository of the
-// cluster's registry (every repository there needs a login) once per run.
-func pushPrivateImage(t *testing.T) string {
-	t.Helper()
-	c := testcluster.Get(t)
-	privateImageOnce.Do(func() { privateImage = c.PushImage(t, testcluster.BusyboxImage, "group/demo/private:1") })
-	if privateImage == "" {
-		t.Fatal("pushing the private image failed (see the first test that tried)")
-	}
-	return privateImage
-}
-
 // TestKubernetesPrivateImage: a job's image in the project's registry
 // pulls with the credentials the coordinator puts in the payload (the
 // executor turns them into the pod's image pull Secret); wrong credentials
@@ -57,7 +41,7 @@ func pushPrivateImage(t *testing.T) string {
 func TestKubernetesPrivateImage(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Get(t)
-	img := pushPrivateImage(t)
+	img := c.Registry + "/" + testcluster.PrivateImage
 	missing := strings.TrimSuffix(img, ":1") + ":no-such-tag"
 	for _, tc := range []struct {
 		name, image, password, policy string
@@ -104,8 +88,9 @@ private:
 func TestKubernetesPullPolicyNever(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Get(t)
-	// Its own repository: no other test pulls it onto the node.
-	img := c.PushImage(t, testcluster.BusyboxImage, "group/demo/never-pulled:1")
+	// Never pushed, never pulled: with pull_policy never the kubelet must
+	// not even ask the registry.
+	img := c.Registry + "/group/demo/never-pulled:1"
 	for _, tc := range []struct {
 		name, image string
 		ok          bool
@@ -132,4 +117,45 @@ never:
 			e.waitNoPods()
 		})
 	}
+}
+
+// TestKubernetesRegistryOutageDuringPull: the registry is down for 20 s
+// when the job's pod pulls its image (pull_policy always). The kubelet's
+// pull fails with connection refused; the job waits, saying so, and
+// succeeds once the registry is back (the kubelet retries with back-off).
+// Not parallel: the other tests pull from the same registry.
+func TestKubernetesRegistryOutageDuringPull(t *testing.T) {
+	e := newK8sEnv(t, `
+outage:
+  image: alpine:3.20
+  script: [echo pulled-$((6*7))]
+`, k8sOptions{kube: func(k *config.Kubernetes) { k.PullPolicy = config.StringOrList{"always"} }})
+	restart, err := filepath.Abs("../../hack/cluster/restart-registry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(restart, "20")
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	waitFor(t, "the registry to stop", time.Minute, func() bool { return strings.Contains(out.String(), "registry stopped") })
+	down := time.Now()
+	v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
+	if err := <-done; err != nil {
+		t.Fatalf("restart-registry: %v\n%s", err, out.String())
+	}
+	j := v.Jobs[0]
+	tr := string(e.coord.Trace(j.ID))
+	t.Logf("registry down at %v for 20 s; the job ended %v after that, %s\n%s", down.Format("15:04:05"), j.FinishedAt.Sub(down).Round(100*time.Millisecond), j.Status, out.String())
+	if j.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "pulled-42") {
+		t.Fatalf("job %s (%s), want success after the outage:\n%s", j.Status, j.FailureReason, tr)
+	}
+	if !strings.Contains(tr, `cannot pull image "alpine:3.20" yet, the kubelet retries with back-off`) {
+		t.Errorf("the trace does not say that the job waits for its image:\n%s", tr)
+	}
+	e.waitNoPods()
 }

@@ -103,3 +103,11 @@ the gitlab chart does for namespace. */}}
 {{- define "podrunner.configDir" -}}
 /home/podrunner/.gitlab-runner
 {{- end -}}
+
+{{/* The names of imagePullSecrets ([{name: x}, ...]), comma-separated. */}}
+{{- define "podrunner.pullSecretNames" -}}
+{{- range $i, $s := .Values.imagePullSecrets -}}
+{{- if $i }},{{ end -}}
+{{- required "imagePullSecrets: each entry needs a name, e.g. [{name: regcred}]" $s.name -}}
+{{- end -}}
+{{- end -}}
