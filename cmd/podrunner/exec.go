@@ -312,10 +312,6 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 				HostPath:    cacheDir,
 			}}},
 		}
-		if o.kubeconfig != "" {
-			// The executor reads the kubeconfig as kubectl does.
-			os.Setenv("KUBECONFIG", o.kubeconfig)
-		}
 	}
 	rcfg := config.New()
 	rcfg.Concurrent = o.concurrency
@@ -357,7 +353,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	served := make(chan error, 1)
 	go func() {
 		served <- serve(context.Background(), log, serveOptions{
-			cfg: rcfg, workingDir: work, noSignals: true, checkInterval: execCheckInterval,
+			cfg: rcfg, workingDir: work, noSignals: true, checkInterval: execCheckInterval, kubeconfig: o.kubeconfig,
 			ready: func(m *runner.Manager) { mgrReady <- m },
 		})
 	}()

@@ -176,6 +176,9 @@ type serveOptions struct {
 	// checkInterval, when set, overrides check_interval below its
 	// one-second granularity (exec).
 	checkInterval time.Duration
+	// kubeconfig is the Kubernetes executor's kubeconfig file instead of
+	// $KUBECONFIG (exec --kubeconfig).
+	kubeconfig string
 }
 
 // serve runs the runner manager until it stops: SIGQUIT stops taking jobs
@@ -214,6 +217,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		ConfigDir:  configDir,
 		WorkingDir: wd,
 		Metrics:    metrics,
+		Factories:  executorFactories(o.kubeconfig),
 	}
 	settings, err := runner.FromConfig(o.cfg, build)
 	if err != nil {

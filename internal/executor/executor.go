@@ -71,3 +71,31 @@ type Executor interface {
 	// reported as runner_system_failure); a failed job is a Result.
 	Run(ctx context.Context, j *Job) (Result, error)
 }
+
+// Adoptable is a job an executor found still running outside the runner
+// process (a pod): the runner's own from before a restart, or one a dead
+// manager of the same runner left. The runner claims it, then resumes it
+// in a job slot like a new job. Executors that can do this offer Adopt,
+// Claim, ResumeJob and Cleanup (the runner's adopter interface; the
+// Kubernetes executor's adopt.go states the protocol).
+type Adoptable struct {
+	JobID int64
+	// Where the job runs (the pod's name), for logs.
+	Where string
+	// Payload is the job as GitLab sent it (token included).
+	Payload *job.Payload
+	// TracePrefix is what the runner wrote to the trace before the
+	// executor's own log.
+	TracePrefix []byte
+	// Slot is the concurrency slot the job ran in (concurrent-<n>).
+	Slot int
+	// Owner is the system id of the manager that owned the job when it
+	// was found ("" when unknown).
+	Owner string
+	// Handle is the executor's own state of the job, opaque to the runner.
+	Handle any
+}
+
+// ErrClaimLost (wrapped) from Claim means another manager claimed the job
+// first: it is theirs now.
+var ErrClaimLost = errors.New("another manager claimed the job first")

@@ -2,11 +2,11 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/podrunner/podrunner/internal/executor"
-	"github.com/podrunner/podrunner/internal/executor/kubernetes"
 	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
@@ -14,9 +14,9 @@ import (
 // can be taken over by another manager of the same token: their state
 // lives in the cluster (the Kubernetes executor).
 type adopter interface {
-	Adopt(ctx context.Context) ([]kubernetes.Adoptable, error)
-	Claim(ctx context.Context, a *kubernetes.Adoptable) error
-	ResumeJob(ctx context.Context, a kubernetes.Adoptable, j *executor.Job) (executor.Result, error)
+	Adopt(ctx context.Context) ([]executor.Adoptable, error)
+	Claim(ctx context.Context, a *executor.Adoptable) error
+	ResumeJob(ctx context.Context, a executor.Adoptable, j *executor.Job) (executor.Result, error)
 	Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]string, error)
 }
 
@@ -65,7 +65,7 @@ func (m *Manager) adoptPass(ctx context.Context, st *runnerState, r *Runner, ad 
 			continue // run by this process (an executor replaced by a reload)
 		}
 		p := a.Payload
-		jlog := log.With("job", a.JobID, "pod", a.PodName, "previous_owner", a.Owner)
+		jlog := log.With("job", a.JobID, "pod", a.Where, "previous_owner", a.Owner)
 		// Is the job still running in GitLab? A keep-alive says so.
 		res := r.API.UpdateJob(ctx, p.ID, p.Token, gitlab.UpdateJobRequest{State: gitlab.StateRunning})
 		if res.State != gitlab.UpdateSucceeded {
@@ -83,7 +83,7 @@ func (m *Manager) adoptPass(ctx context.Context, st *runnerState, r *Runner, ad 
 		if err := ad.Claim(ctx, &a); err != nil {
 			m.slots.release(slot)
 			st.limit.release(limitSlot)
-			if kubernetes.IsClaimLost(err) {
+			if errors.Is(err, executor.ErrClaimLost) {
 				jlog.Info("Another manager adopted the job first")
 			} else {
 				jlog.Warn("Claiming the job's pod failed", "error", err)
@@ -165,7 +165,7 @@ func (m *Manager) hasJob(id int64) bool {
 // executor from the pod (the same bytes GitLab already has), the trace
 // sender learns GitLab's offset from its first answer, and the final
 // state is reported as for any job.
-func (m *Manager) resumeJob(st *runnerState, r *Runner, ad adopter, a kubernetes.Adoptable, slot int, log *slog.Logger) {
+func (m *Manager) resumeJob(st *runnerState, r *Runner, ad adopter, a executor.Adoptable, slot int, log *slog.Logger) {
 	p := a.Payload
 	js := &jobState{ID: p.ID, Runner: r.ShortToken, ProjectID: p.JobInfo.ProjectID, Slot: slot, Started: time.Now()}
 	m.addJob(js, r)

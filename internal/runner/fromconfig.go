@@ -2,18 +2,36 @@ package runner
 
 import (
 	"fmt"
-	"github.com/podrunner/podrunner/internal/cache"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
-	"github.com/podrunner/podrunner/internal/executor/kubernetes"
-	"github.com/podrunner/podrunner/internal/executor/shell"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
+
+// ExecutorEnv is what an executor is built with besides its [[runners]]
+// entry.
+type ExecutorEnv struct {
+	Logger   *slog.Logger
+	Version  gitlab.VersionInfo
+	SystemID string
+	// WorkingDir is the base of relative builds_dir/cache_dir defaults.
+	WorkingDir string
+	// TLSCAFile is the CA the manager trusts for GitLab (tls-ca-file or
+	// certs/<host>.crt), for the jobs' git, artifacts and cache transfers.
+	TLSCAFile string
+}
+
+// ExecutorFactory builds the executor of a [[runners]] entry. The runner
+// knows no executor implementation: cmd gives one factory per executor
+// name (config.ExecutorShell, config.ExecutorKubernetes).
+type ExecutorFactory func(rc *config.Runner, env ExecutorEnv) (executor.Executor, error)
 
 // Build is what FromConfig needs besides the config file.
 type Build struct {
@@ -29,6 +47,8 @@ type Build struct {
 	APIMinBackoff time.Duration
 	// Executors reuses executors across reloads; nil builds new ones.
 	Executors *Executors
+	// Factories build executors, by executor name.
+	Factories map[string]ExecutorFactory
 }
 
 // FromConfig turns config.toml into manager settings: one GitLab client
@@ -111,36 +131,27 @@ func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, 
 }
 
 func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executor, error) {
-	// The CA the manager trusts for GitLab, for the jobs' git, artifacts
-	// and cache transfers.
-	caFile := gitlab.CAFile(rc.URL, rc.TLSCAFile, filepath.Join(b.ConfigDir, "certs"))
-	switch rc.Executor {
-	case config.ExecutorShell:
-		builds := rc.BuildsDir
-		if builds == "" {
-			builds = filepath.Join(b.WorkingDir, "builds")
-		}
-		cacheDir := rc.CacheDir
-		if cacheDir == "" {
-			cacheDir = filepath.Join(b.WorkingDir, "cache")
-		}
-		return shell.New(shell.Options{
-			BuildsDir: builds, CacheDir: cacheDir, Shell: rc.Shell, Environment: rc.Environment,
-			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
-			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
-			RunnerToken: rc.Token, RunnerID: rc.ID, Logger: log, CloneURL: rc.CloneURL,
-			RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
-			CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: caFile,
-		}), nil
-	case config.ExecutorKubernetes:
-		return kubernetes.New(kubernetes.Options{
-			Config: rc.Kubernetes, RunnerToken: rc.Token, RunnerName: rc.Name, SystemID: b.SystemID, Logger: log,
-			Shell: rc.Shell, Environment: rc.Environment,
-			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
-			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
-			CloneURL: rc.CloneURL, RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
-			CacheDir: rc.CacheDir, CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: caFile,
-		})
+	create, ok := b.Factories[rc.Executor]
+	if !ok {
+		names := slices.Sorted(maps.Keys(b.Factories))
+		return nil, fmt.Errorf("unknown executor %q: use %s", rc.Executor, quoted(names))
 	}
-	return nil, fmt.Errorf("unknown executor %q: use \"shell\" or \"kubernetes\"", rc.Executor)
+	return create(rc, ExecutorEnv{
+		Logger: log, Version: b.Version, SystemID: b.SystemID, WorkingDir: b.WorkingDir,
+		TLSCAFile: gitlab.CAFile(rc.URL, rc.TLSCAFile, filepath.Join(b.ConfigDir, "certs")),
+	})
+}
+
+// quoted is "a", "b" or "c".
+func quoted(names []string) string {
+	for i, n := range names {
+		names[i] = fmt.Sprintf("%q", n)
+	}
+	switch len(names) {
+	case 0:
+		return "none (no executor is built in)"
+	case 1:
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }

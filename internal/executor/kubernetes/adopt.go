@@ -48,22 +48,9 @@ import (
 	"github.com/podrunner/podrunner/internal/job"
 )
 
-// Adoptable is a pod of this runner found running a job, owned by this
-// manager or by a dead one.
-type Adoptable struct {
-	PodName string
-	JobID   int64
-	// Payload is the job as GitLab sent it (token included).
-	Payload *job.Payload
-	// TracePrefix is what the runner wrote to the trace before the
-	// agent's log.
-	TracePrefix []byte
-	// Slot is the pod's concurrent-<n>.
-	Slot int
-	// Owner is the system id owning the pod when Adopt saw it: this
-	// manager's, or a dead manager's ("" for pods that name none).
-	Owner string
-
+// podHandle is the Kubernetes executor's state of an executor.Adoptable:
+// what it needs to claim and follow the pod.
+type podHandle struct {
 	claims  int64
 	claimed bool
 
@@ -74,6 +61,15 @@ type Adoptable struct {
 	secretOwned bool
 }
 
+// handleOf is a's podHandle, or an error when a does not come from Adopt.
+func handleOf(a *executor.Adoptable) (*podHandle, error) {
+	h, ok := a.Handle.(*podHandle)
+	if !ok || h == nil || h.agentToken == "" {
+		return nil, fmt.Errorf("job %d: the Adoptable does not come from this executor's Adopt", a.JobID)
+	}
+	return h, nil
+}
+
 var slotInName = regexp.MustCompile(`-concurrent-(\d+)-[a-z0-9]+$`)
 
 // Adopt lists the job pods of this runner token that this manager may
@@ -82,12 +78,12 @@ var slotInName = regexp.MustCompile(`-concurrent-(\d+)-[a-z0-9]+$`)
 // Pods being finished (AnnotationFinal) are left out. Pods that cannot be
 // continued (no Secret, unreadable payload) are left out and logged;
 // Cleanup deletes them.
-func (e *Executor) Adopt(ctx context.Context) ([]Adoptable, error) {
+func (e *Executor) Adopt(ctx context.Context) ([]executor.Adoptable, error) {
 	w, err := e.podWatch(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []Adoptable
+	var out []executor.Adoptable
 	dead := map[string]bool{}
 	for _, pod := range w.listPods() {
 		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil || pod.Annotations[AnnotationFinal] != "" {
@@ -115,7 +111,7 @@ func (e *Executor) Adopt(ctx context.Context) ([]Adoptable, error) {
 	return out, nil
 }
 
-func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, error) {
+func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (executor.Adoptable, error) {
 	var sec *corev1.Secret
 	err := retryTransient(ctx, "get secret "+pod.Name, func(ctx context.Context) error {
 		var err error
@@ -123,18 +119,18 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, e
 		return err
 	})
 	if err != nil {
-		return Adoptable{}, err
+		return executor.Adoptable{}, err
 	}
 	var p job.Payload
 	if err := json.Unmarshal(sec.Data[PayloadKey], &p); err != nil {
-		return Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, PayloadKey, err)
+		return executor.Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, PayloadKey, err)
 	}
 	var spec agent.Spec
 	if err := json.Unmarshal(sec.Data[agent.SpecKey], &spec); err != nil {
-		return Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, agent.SpecKey, err)
+		return executor.Adoptable{}, fmt.Errorf("secret %s key %s: %w", sec.Name, agent.SpecKey, err)
 	}
 	if spec.Token == "" {
-		return Adoptable{}, fmt.Errorf("secret %s: the agent spec has no token", sec.Name)
+		return executor.Adoptable{}, fmt.Errorf("secret %s: the agent spec has no token", sec.Name)
 	}
 	port := e.port
 	if _, ps, err := net.SplitHostPort(spec.Listen); err == nil {
@@ -144,7 +140,7 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, e
 	}
 	prefix, err := base64.StdEncoding.DecodeString(pod.Annotations[AnnotationTracePrefix])
 	if err != nil {
-		return Adoptable{}, fmt.Errorf("pod annotation %s: %w", AnnotationTracePrefix, err)
+		return executor.Adoptable{}, fmt.Errorf("pod annotation %s: %w", AnnotationTracePrefix, err)
 	}
 	slot := 0
 	if m := slotInName.FindStringSubmatch(pod.Name); m != nil {
@@ -156,22 +152,24 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (Adoptable, e
 			owned = true
 		}
 	}
-	return Adoptable{
-		PodName: pod.Name, JobID: p.ID, Payload: &p, TracePrefix: prefix, Slot: slot,
-		Owner: podOwner(pod), claims: claimCount(pod),
-		uid: string(pod.UID), created: pod.CreationTimestamp.Time,
-		agentToken: spec.Token, agentPort: port, secretOwned: owned,
+	return executor.Adoptable{
+		Where: pod.Name, JobID: p.ID, Payload: &p, TracePrefix: prefix, Slot: slot, Owner: podOwner(pod),
+		Handle: &podHandle{
+			claims: claimCount(pod), uid: string(pod.UID), created: pod.CreationTimestamp.Time,
+			agentToken: spec.Token, agentPort: port, secretOwned: owned,
+		},
 	}, nil
 }
 
 // ResumeJob continues an adopted job as Run would have: it writes the
 // whole trace again (prefix, then the agent's log from offset 0), follows
 // the pod to the end, returns the result and deletes the pod.
-func (e *Executor) ResumeJob(ctx context.Context, a Adoptable, j *executor.Job) (executor.Result, error) {
-	if a.agentToken == "" {
-		return executor.Result{}, errors.New("resume job: the Adoptable does not come from Adopt")
+func (e *Executor) ResumeJob(ctx context.Context, a executor.Adoptable, j *executor.Job) (executor.Result, error) {
+	h, err := handleOf(&a)
+	if err != nil {
+		return executor.Result{}, fmt.Errorf("resume job: %w", err)
 	}
-	if !a.claimed {
+	if !h.claimed {
 		return executor.Result{}, errors.New("resume job: the pod was not claimed (Claim)")
 	}
 	w, err := e.podWatch(ctx)
@@ -185,26 +183,26 @@ func (e *Executor) ResumeJob(ctx context.Context, a Adoptable, j *executor.Job) 
 	if _, err := tr.Write(a.TracePrefix); err != nil {
 		return executor.Result{}, fmt.Errorf("write trace prefix: %w", err)
 	}
-	started := a.created
+	started := h.created
 	if started.IsZero() {
 		started = time.Now()
 	}
 	r := &jobRun{
-		e: e, log: e.log.With("job", a.JobID, "pod", a.PodName, "adopted", true), trace: tr, watch: w,
-		pod: a.PodName, token: a.agentToken, port: a.agentPort, cancel: j.GracefulCancel, started: started,
-		secretName: a.PodName, secretOwned: a.secretOwned, claims: a.claims,
+		e: e, log: e.log.With("job", a.JobID, "pod", a.Where, "adopted", true), trace: tr, watch: w,
+		pod: a.Where, token: h.agentToken, port: h.agentPort, cancel: j.GracefulCancel, started: started,
+		secretName: a.Where, secretOwned: h.secretOwned, claims: h.claims,
 	}
-	sub, unsubscribe := w.subscribe(a.PodName)
+	sub, unsubscribe := w.subscribe(a.Where)
 	defer unsubscribe()
 	r.sub = sub
-	sub.own(a.claims)
-	e.setActive(a.PodName, true)
-	defer e.setActive(a.PodName, false)
+	sub.own(h.claims)
+	e.setActive(a.Where, true)
+	defer e.setActive(a.Where, false)
 	defer r.cleanup()
 	if pod, _ := sub.snapshot(); pod == nil {
 		// Not in the cache: gone since Adopt (or never ours).
-		if _, err := e.cs.CoreV1().Pods(e.ns).Get(ctx, a.PodName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return r.failed(DeletedFailure(a.PodName)), nil
+		if _, err := e.cs.CoreV1().Pods(e.ns).Get(ctx, a.Where, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return r.failed(DeletedFailure(a.Where)), nil
 		}
 	}
 	r.log.Info("resuming job", "previous_owner", a.Owner)

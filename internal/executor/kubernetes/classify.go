@@ -287,7 +287,7 @@ func pullFailedEvent(pod *corev1.Pod, events []corev1.Event) *Failure {
 		if started[c.Name] {
 			continue
 		}
-		if e := lastEvent(events, "Failed", c.Name); e != nil && e.InvolvedObject.FieldPath != "" && strings.HasPrefix(e.Message, "Failed to pull image") {
+		if e := lastPullFailed(events, c.Name); e != nil && e.InvolvedObject.FieldPath != "" {
 			return pullFailure(c.Name, c.Image, "ErrImagePull", e.Message)
 		}
 	}
@@ -307,8 +307,9 @@ func waitingFailure(pod *corev1.Pod, cs corev1.ContainerStatus, events []corev1.
 	case slices.Contains(imagePullReasons, w.Reason):
 		msg := w.Message
 		// ImagePullBackOff only says "Back-off pulling image"; the kubelet's
-		// reason is in the last Failed event of the container.
-		if e := lastEvent(events, "Failed", cs.Name); e != nil && (msg == "" || w.Reason == "ImagePullBackOff") {
+		// reason is in the last "Failed to pull image" event of the
+		// container (its "Error: ImagePullBackOff" events say nothing).
+		if e := lastPullFailed(events, cs.Name); e != nil && (msg == "" || w.Reason == "ImagePullBackOff") {
 			msg = e.Message
 		}
 		return pullFailure(cs.Name, image, w.Reason, msg)
@@ -429,10 +430,22 @@ func podEventsOf(pod *corev1.Pod, events []corev1.Event) []corev1.Event {
 
 // lastEvent is the latest event with reason (about container, when given).
 func lastEvent(events []corev1.Event, reason, container string) *corev1.Event {
+	return lastEventWhere(events, reason, container, func(*corev1.Event) bool { return true })
+}
+
+// lastPullFailed is the container's last kubelet event saying why a pull
+// failed ("Failed to pull image …").
+func lastPullFailed(events []corev1.Event, container string) *corev1.Event {
+	return lastEventWhere(events, "Failed", container, func(e *corev1.Event) bool {
+		return strings.HasPrefix(e.Message, "Failed to pull image")
+	})
+}
+
+func lastEventWhere(events []corev1.Event, reason, container string, keep func(*corev1.Event) bool) *corev1.Event {
 	var best *corev1.Event
 	for i := range events {
 		e := &events[i]
-		if e.Reason != reason {
+		if e.Reason != reason || !keep(e) {
 			continue
 		}
 		if container != "" && e.InvolvedObject.FieldPath != "" &&

@@ -100,6 +100,16 @@ func TestClassify(t *testing.T) {
 		}, reason: ReasonImagePullFailure, container: "build", transient: true, waits: true,
 			progress: []string{`cannot pull image "127.0.0.1:9/x:1" yet, the kubelet retries with back-off`, "connection refused"},
 			msg:      []string{`the registry of image "127.0.0.1:9/x:1" for container build (the job's image) stayed unreachable`, "connection refused", "poll_timeout"}},
+		{name: "registry unreachable waits through the kubelet's Error events", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "alpine:3.20", "ImagePullBackOff", `Back-off pulling image "alpine:3.20"`)}
+		}, events: []corev1.Event{
+			// The kubelet's own sequence: the pull error, then "Error: …" events.
+			podEvent("Failed", "spec.containers{build}", `Failed to pull image "alpine:3.20": failed to pull and unpack image "docker.io/library/alpine:3.20": failed to resolve reference "docker.io/library/alpine:3.20": failed to do request: Head "https://10.0.0.1:5000/v2/library/alpine/manifests/3.20?ns=docker.io": dial tcp 10.0.0.1:5000: connect: connection refused`, t0),
+			podEvent("Failed", "spec.containers{build}", "Error: ErrImagePull", t0),
+			podEvent("Failed", "spec.containers{build}", "Error: ImagePullBackOff", t0.Add(time.Second)),
+		}, reason: ReasonImagePullFailure, container: "build", transient: true, waits: true,
+			progress: []string{`cannot pull image "alpine:3.20" yet`, "connection refused"},
+			msg:      []string{"stayed unreachable", "connection refused"}},
 		{name: "registry denies", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "registry.example.com/private/app:1", "ErrImagePull", `failed to pull and unpack image "registry.example.com/private/app:1": failed to resolve reference "registry.example.com/private/app:1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed`)}
 		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`the registry refused access to image "registry.example.com/private/app:1"`, "insufficient_scope", "image_pull_secrets"}},

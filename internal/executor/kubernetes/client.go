@@ -28,9 +28,9 @@ const (
 
 // restConfig picks the cluster connection like GitLab Runner: an explicit
 // host (with bearer token and/or client certificates) wins, then the
-// in-cluster service account, then kubeconfig (KUBECONFIG or ~/.kube/config,
-// with the configured context).
-func restConfig(c *config.Kubernetes) (*rest.Config, error) {
+// in-cluster service account, then kubeconfig (the file given, else
+// KUBECONFIG or ~/.kube/config, with the configured context).
+func restConfig(c *config.Kubernetes, kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	switch {
 	case c.Host != "":
@@ -45,11 +45,12 @@ func restConfig(c *config.Kubernetes) (*rest.Config, error) {
 		}
 	default:
 		in, err := rest.InClusterConfig()
-		if err == nil && c.Context == "" {
+		if err == nil && c.Context == "" && kubeconfig == "" {
 			cfg = in
 			break
 		}
 		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rules.ExplicitPath = kubeconfig
 		overrides := &clientcmd.ConfigOverrides{CurrentContext: c.Context}
 		kc, kerr := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
 		if kerr != nil {

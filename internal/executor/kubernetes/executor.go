@@ -56,6 +56,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// RESTConfig overrides the connection settings of Config (tests).
 	RESTConfig *rest.Config
+	// Kubeconfig is a kubeconfig file to use instead of $KUBECONFIG or
+	// ~/.kube/config when no host is configured (exec --kubeconfig).
+	Kubeconfig string
 	// Clientset overrides RESTConfig (unit tests with a fake clientset).
 	Clientset kubernetes.Interface
 	// AgentImage is the image the agent is copied from; Config.HelperImage,
@@ -141,7 +144,7 @@ func New(opts Options) (*Executor, error) {
 		rc := opts.RESTConfig
 		if rc == nil {
 			var err error
-			if rc, err = restConfig(cfg); err != nil {
+			if rc, err = restConfig(cfg, opts.Kubeconfig); err != nil {
 				return nil, err
 			}
 		}

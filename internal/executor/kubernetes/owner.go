@@ -6,7 +6,6 @@ package kubernetes
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -43,7 +42,7 @@ const (
 
 // errClaimLost is a claim that found the pod claimed (or being finished)
 // by someone else first.
-var errClaimLost = errors.New("another manager claimed the pod first")
+var errClaimLost = fmt.Errorf("pod: %w", executor.ErrClaimLost)
 
 // podOwner is the system id owning pod ("" for pods of a podrunner that
 // did not record owners: they belong to whoever claims them).
@@ -334,15 +333,17 @@ func (e *Executor) fence(ctx context.Context, name string, count int64) error {
 }
 
 // Claim makes this manager the owner of an Adoptable's pod (see claim).
-// It fails when another manager claimed it first; ResumeJob needs it.
-func (e *Executor) Claim(ctx context.Context, a *Adoptable) error {
-	n, err := e.claim(ctx, a.PodName, a.Owner, a.claims)
+// It fails (executor.ErrClaimLost) when another manager claimed it first;
+// ResumeJob needs it.
+func (e *Executor) Claim(ctx context.Context, a *executor.Adoptable) error {
+	h, err := handleOf(a)
 	if err != nil {
-		return fmt.Errorf("claim pod %s of manager %q: %w", a.PodName, a.Owner, err)
+		return fmt.Errorf("claim: %w", err)
 	}
-	a.claims, a.claimed = n, true
+	n, err := e.claim(ctx, a.Where, a.Owner, h.claims)
+	if err != nil {
+		return fmt.Errorf("claim pod %s of manager %q: %w", a.Where, a.Owner, err)
+	}
+	h.claims, h.claimed = n, true
 	return nil
 }
-
-// IsClaimLost reports a Claim that another manager won.
-func IsClaimLost(err error) bool { return errors.Is(err, errClaimLost) }

@@ -103,7 +103,7 @@ func TestClaimRaceExactlyOneWins(t *testing.T) {
 			won = i
 		case err == nil:
 			t.Fatalf("both managers won the claim")
-		case !IsClaimLost(err):
+		case !errors.Is(err, executor.ErrClaimLost):
 			t.Fatalf("manager %d: %v, want a lost claim", i, err)
 		}
 	}
@@ -166,7 +166,7 @@ func TestClaimConditions(t *testing.T) {
 			}
 			n, err := ex.claim(context.Background(), "p", tc.owner, tc.claims)
 			if tc.lost {
-				if !IsClaimLost(err) {
+				if !errors.Is(err, executor.ErrClaimLost) {
 					t.Fatalf("claim: %v, want lost", err)
 				}
 				return
@@ -199,7 +199,7 @@ func TestFenceAfterTakeOver(t *testing.T) {
 	if err := b.fence(context.Background(), "p", n); err != nil {
 		t.Fatalf("new owner's fence: %v", err)
 	}
-	if _, err := a.claim(context.Background(), "p", "s_bbbbbbbbbbbb", n); !IsClaimLost(err) {
+	if _, err := a.claim(context.Background(), "p", "s_bbbbbbbbbbbb", n); !errors.Is(err, executor.ErrClaimLost) {
 		t.Fatalf("claim of a pod being finished: %v, want lost", err)
 	}
 }
