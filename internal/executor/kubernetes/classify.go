@@ -189,6 +189,15 @@ func DeletedFailure(podName string) *Failure {
 		Message: fmt.Sprintf("pod %s was deleted by someone else (kubectl, a cleanup job, a namespace deletion or the node controller) while the job ran: the job cannot continue; exclude podrunner.io/managed=true pods from cleanups and retry the job", podName)}
 }
 
+// StoppedFailure is the build container (where the agent runs the
+// script) stopped from outside before the agent reported the result:
+// crictl/docker stop, a container runtime restart, the node.
+func StoppedFailure(podName string, t *corev1.ContainerStateTerminated) *Failure {
+	return &Failure{Reason: ReasonRunnerSystemFailure, Container: ContainerBuild,
+		Message: fmt.Sprintf("the build container of pod %s stopped (%s, exit code %d) before the job's script ended: it was stopped from outside the job (crictl or docker stop, a container runtime restart, the node); retry the job",
+			podName, orDefault(t.Reason, "no reason"), t.ExitCode)}
+}
+
 // QuotaExceeded recognises a create refused by a ResourceQuota (403
 // "exceeded quota"), worth retrying with backoff since running jobs free
 // the quota; it returns the API server's message. A quota that requires

@@ -884,6 +884,31 @@ func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error)
 	}
 }
 
+// agentGone explains an agent that stopped answering before it reported
+// the result: its pod was deleted, or its (build) container stopped.
+func (r *jobRun) agentGone(ctx context.Context) *Failure {
+	pod, _ := r.sub.snapshot()
+	if pod == nil {
+		p, err := r.e.cs.CoreV1().Pods(r.e.ns).Get(ctx, r.pod, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return DeletedFailure(r.pod)
+		}
+		if err != nil {
+			return nil
+		}
+		pod = p
+	}
+	if pod.DeletionTimestamp != nil {
+		return DeletedFailure(r.pod)
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if t := cs.State.Terminated; cs.Name == ContainerBuild && t != nil {
+			return StoppedFailure(r.pod, t)
+		}
+	}
+	return nil
+}
+
 func buildTerminated(pod *corev1.Pod) bool {
 	for _, s := range pod.Status.ContainerStatuses {
 		if s.Name == ContainerBuild && s.State.Terminated != nil {
@@ -924,6 +949,12 @@ func (r *jobRun) finish(ctx context.Context, api agentAPI) (executor.Result, err
 	if err != nil || st == nil || st.Result == nil {
 		if err == nil {
 			err = errors.New("the agent reported no result")
+		}
+		// The agent is gone with its pod or its container: say what
+		// happened to them rather than how the call failed.
+		if f := r.agentGone(ctx); f != nil {
+			r.log.Warn("the agent is gone before reporting the result", "err", err, "reason", f.Message)
+			return r.failed(f), nil
 		}
 		return executor.Result{}, fmt.Errorf("result of pod %s: %w", r.pod, err)
 	}
