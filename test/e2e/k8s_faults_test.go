@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
 	"github.com/podrunner/podrunner/internal/gitlabtest"
 )
@@ -111,6 +112,28 @@ func TestKubernetesBuildContainerStopped(t *testing.T) {
 	}
 	v := e.waitPipeline(pl, 2*time.Minute)
 	e.checkFailedOnce(v, id, at, "runner_system_failure", "the build container of pod "+pod.Name+" stopped (", "stopped from outside the job")
+	e.waitNoPods()
+	e.waitNoSecrets()
+}
+
+// A job writing past its ephemeral storage limit: the kubelet evicts the
+// pod; the job fails with runner_system_failure naming the eviction, the
+// limit and the key to raise, within the kubelet's housekeeping period
+// (10 s) or two; nothing is left.
+func TestKubernetesEvictedOverEphemeralStorageLimit(t *testing.T) {
+	t.Parallel()
+	e := newK8sEnv(t, `
+victim:
+  script:
+    - echo started
+    - dd if=/dev/zero of=/tmp/big bs=1M count=64 2>/dev/null
+    - sleep 120
+    - echo never
+`, k8sOptions{kube: func(k *config.Kubernetes) { k.EphemeralStorageLimit = "16Mi" }})
+	pl, id, _ := e.startLongJob()
+	at := time.Now()
+	v := e.waitPipeline(pl, 2*time.Minute)
+	e.checkFailedOnce(v, id, at, "runner_system_failure", "was evicted by Kubernetes", "16Mi", "ephemeral_storage_limit")
 	e.waitNoPods()
 	e.waitNoSecrets()
 }

@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/gitlabtest"
@@ -158,4 +162,47 @@ outage:
 		t.Errorf("the trace does not say that the job waits for its image:\n%s", tr)
 	}
 	e.waitNoPods()
+}
+
+// TestKubernetesImagePullSecretsFromConfig: a private image pulled with
+// the Secret named by image_pull_secrets in config.toml (made by the
+// cluster's admin; GitLab sends no registry credential here). The right
+// login pulls; a wrong one fails naming unauthorized, so the Secret, not
+// the node's own login, is what the pull used.
+func TestKubernetesImagePullSecretsFromConfig(t *testing.T) {
+	t.Parallel()
+	c := testcluster.Get(t)
+	img := c.Registry + "/" + testcluster.PrivateImage
+	for _, tc := range []struct {
+		name, password string
+		ok             bool
+	}{
+		{name: "right login", password: c.RegistryPassword, ok: true},
+		{name: "wrong login", password: "wrong"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newK8sEnv(t, fmt.Sprintf("private:\n  image: %s\n  script: [echo pulled-$((6*7))]\n", img), k8sOptions{
+				kube: func(k *config.Kubernetes) {
+					k.PullPolicy = config.StringOrList{"always"}
+					k.ImagePullSecrets = []string{"regcred"}
+				},
+			})
+			if _, err := c.Clientset.CoreV1().Secrets(e.ns).Create(context.Background(), &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: "regcred"},
+				Type:       corev1.SecretTypeDockerConfigJson,
+				Data:       map[string][]byte{corev1.DockerConfigJsonKey: dockerConfigJSON(c.Registry, c.RegistryUser, tc.password)},
+			}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			v := e.pipeline(gitlabtest.PipelineOptions{}, 3*time.Minute)
+			j := v.Jobs[0]
+			tr := string(e.coord.Trace(j.ID))
+			if tc.ok && (j.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "pulled-42")) ||
+				!tc.ok && (j.Status != gitlabtest.StatusFailed || !strings.Contains(strings.ToLower(tr), "unauthorized")) {
+				t.Fatalf("job %s (%s), want success=%v (unauthorized named on failure):\n%s", j.Status, j.FailureReason, tc.ok, tr)
+			}
+			e.waitNoPods()
+		})
+	}
 }

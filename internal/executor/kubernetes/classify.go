@@ -71,7 +71,12 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 	st := pod.Status
 
 	if st.Reason == "Evicted" {
-		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was evicted by Kubernetes: %s. Give the job enough memory_request / ephemeral_storage_request (or KUBERNETES_MEMORY_REQUEST, KUBERNETES_EPHEMERAL_STORAGE_REQUEST) so the node does not run short", name, orDefault(st.Message, "no message"))}
+		advice := "Give the job enough memory_request / ephemeral_storage_request (or KUBERNETES_MEMORY_REQUEST, KUBERNETES_EPHEMERAL_STORAGE_REQUEST) so the node does not run short"
+		if strings.Contains(st.Message, "exceeds the total limit") || strings.Contains(st.Message, "exceeds the limit") {
+			// The job's own ephemeral storage limit, not the node.
+			advice = "The job wrote more to its container file systems and emptyDir volumes than its limit allows: raise ephemeral_storage_limit (KUBERNETES_EPHEMERAL_STORAGE_LIMIT, or the job's override) or write less"
+		}
+		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was evicted by Kubernetes: %s. %s", name, orDefault(st.Message, "no message"), advice)}
 	}
 	if c := condition(pod, corev1.DisruptionTarget); c != nil && c.Status == corev1.ConditionTrue {
 		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was stopped by Kubernetes (%s): %s. This happens on node drains, preemption or taints; retry the job, or protect job pods (pod_disruption_budget, priority_class_name)", name, c.Reason, orDefault(c.Message, "no message"))}

@@ -174,6 +174,11 @@ func TestClassify(t *testing.T) {
 			p.Status.Message = "The node was low on resource: memory."
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "Error")}
 		}, reason: ReasonRunnerSystemFailure, msg: []string{"was evicted by Kubernetes: The node was low on resource: memory."}},
+		{name: "evicted over its ephemeral storage limit", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.Reason = "Evicted"
+			p.Status.Message = "Pod ephemeral local storage usage exceeds the total limit of containers 16Mi. "
+		}, reason: ReasonRunnerSystemFailure, msg: []string{"exceeds the total limit of containers 16Mi", "raise ephemeral_storage_limit"}},
 		{name: "drained", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "EvictionByEvictionAPI", Message: "Eviction API: evicting"}}
 		}, reason: ReasonRunnerSystemFailure, msg: []string{"stopped by Kubernetes (EvictionByEvictionAPI)"}},
