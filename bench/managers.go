@@ -95,7 +95,17 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 		}
 	}()
 	for i := range managerCount {
-		p, err := startRunner(spec, filepath.Join(w.dir, fmt.Sprintf("manager-%d-%s", i, spec.Label)), kubeConfig(w, managerConcurrent, k, spec))
+		dir := filepath.Join(w.dir, fmt.Sprintf("manager-%d-%s", i, spec.Label))
+		// One host, so one machine id: without a state file of its own
+		// each process would derive the same system_id (GitLab Runner
+		// and podrunner alike) and be one manager, not three.
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, config.SystemIDFile), fmt.Appendf(nil, "r_benchmanager%d", i), 0o600); err != nil {
+			return nil, err
+		}
+		p, err := startRunner(spec, dir, kubeConfig(w, managerConcurrent, k, spec))
 		if err != nil {
 			return nil, err
 		}

@@ -887,7 +887,10 @@ func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error)
 // agentGone explains an agent that stopped answering before it reported
 // the result: its pod was deleted, or its (build) container stopped.
 func (r *jobRun) agentGone(ctx context.Context) *Failure {
-	pod, _ := r.sub.snapshot()
+	pod, deleted := r.sub.snapshot()
+	if deleted {
+		return DeletedFailure(r.pod)
+	}
 	if pod == nil {
 		p, err := r.e.cs.CoreV1().Pods(r.e.ns).Get(ctx, r.pod, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -900,6 +903,12 @@ func (r *jobRun) agentGone(ctx context.Context) *Failure {
 	}
 	if pod.DeletionTimestamp != nil {
 		return DeletedFailure(r.pod)
+	}
+	// Kubernetes' own reason for ending the pod: evicted, past its deadline.
+	if pod.Status.Reason != "" {
+		if f := Classify(pod, r.watch.podEvents(pod.Name, pod.UID)); f != nil && f.Reason != "" && !f.Transient {
+			return f
+		}
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if t := cs.State.Terminated; cs.Name == ContainerBuild && t != nil {
