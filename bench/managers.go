@@ -67,7 +67,7 @@ func (b *bench) kubeManagers(ctx context.Context, spec runnerSpec) error {
 		ksc := sc + ", one manager killed (SIGKILL) after a third"
 		b.rep.Add(spec.Label, ksc, "jobs lost (not success)", "", &Target{Below: 0.5}, Val(float64(res.lost)))
 		b.rep.Add(spec.Label, ksc, "traces truncated (checksum or lines)", "", &Target{Below: 0.5}, Val(float64(res.truncated)))
-		b.rep.Add(spec.Label, ksc, "jobs without exactly one accepted final update", "", &Target{Below: 0.5}, Val(float64(res.notOnce)))
+		b.rep.Add(spec.Label, ksc, "jobs without exactly one final update sent", "", &Target{Below: 0.5}, Val(float64(res.notOnce)))
 		b.rep.Add(spec.Label, ksc, "jobs of the killed manager (taken over)", "", nil, Val(float64(res.orphaned)))
 		b.rep.Add(spec.Label, ksc, "kill -> last final state of its jobs", "s", nil, Val(res.takeover.Seconds()))
 		b.rep.Add(spec.Label, ksc, "jobs per manager", "", nil, Text(res.share))
@@ -102,7 +102,7 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(dir, config.SystemIDFile), fmt.Appendf(nil, "r_benchmanager%d", i), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, config.SystemIDFile), fmt.Appendf(nil, "r_benchmanage%d", i), 0o600); err != nil {
 			return nil, err
 		}
 		p, err := startRunner(spec, dir, kubeConfig(w, managerConcurrent, k, spec))

@@ -71,12 +71,7 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 	st := pod.Status
 
 	if st.Reason == "Evicted" {
-		advice := "Give the job enough memory_request / ephemeral_storage_request (or KUBERNETES_MEMORY_REQUEST, KUBERNETES_EPHEMERAL_STORAGE_REQUEST) so the node does not run short"
-		if strings.Contains(st.Message, "exceeds the total limit") || strings.Contains(st.Message, "exceeds the limit") {
-			// The job's own ephemeral storage limit, not the node.
-			advice = "The job wrote more to its container file systems and emptyDir volumes than its limit allows: raise ephemeral_storage_limit (KUBERNETES_EPHEMERAL_STORAGE_LIMIT, or the job's override) or write less"
-		}
-		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was evicted by Kubernetes: %s. %s", name, orDefault(st.Message, "no message"), advice)}
+		return evictedFailure(name, st.Message)
 	}
 	if c := condition(pod, corev1.DisruptionTarget); c != nil && c.Status == corev1.ConditionTrue {
 		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was stopped by Kubernetes (%s): %s. This happens on node drains, preemption or taints; retry the job, or protect job pods (pod_disruption_budget, priority_class_name)", name, c.Reason, orDefault(c.Message, "no message"))}
@@ -192,6 +187,17 @@ func kubeletRetries(msg string) bool {
 func DeletedFailure(podName string) *Failure {
 	return &Failure{Reason: ReasonRunnerSystemFailure,
 		Message: fmt.Sprintf("pod %s was deleted by someone else (kubectl, a cleanup job, a namespace deletion or the node controller) while the job ran: the job cannot continue; exclude podrunner.io/managed=true pods from cleanups and retry the job", podName)}
+}
+
+// evictedFailure is the kubelet's eviction of the pod, with its message
+// (pod status or Evicted event).
+func evictedFailure(name, msg string) *Failure {
+	advice := "Give the job enough memory_request / ephemeral_storage_request (or KUBERNETES_MEMORY_REQUEST, KUBERNETES_EPHEMERAL_STORAGE_REQUEST) so the node does not run short"
+	if strings.Contains(msg, "exceeds the total limit") || strings.Contains(msg, "exceeds the limit") {
+		// The job's own ephemeral storage limit, not the node.
+		advice = "The job wrote more to its container file systems and emptyDir volumes than its limit allows: raise ephemeral_storage_limit (KUBERNETES_EPHEMERAL_STORAGE_LIMIT, or the job's override) or write less"
+	}
+	return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was evicted by Kubernetes: %s. %s", name, orDefault(strings.TrimSpace(msg), "no message"), advice)}
 }
 
 // StoppedFailure is the build container (where the agent runs the

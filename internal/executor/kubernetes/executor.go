@@ -905,10 +905,15 @@ func (r *jobRun) agentGone(ctx context.Context) *Failure {
 		return DeletedFailure(r.pod)
 	}
 	// Kubernetes' own reason for ending the pod: evicted, past its deadline.
+	// The kubelet's Evicted event comes before the pod's status says so.
+	events := r.watch.podEvents(pod.Name, pod.UID)
 	if pod.Status.Reason != "" {
-		if f := Classify(pod, r.watch.podEvents(pod.Name, pod.UID)); f != nil && f.Reason != "" && !f.Transient {
+		if f := Classify(pod, events); f != nil && f.Reason != "" && !f.Transient {
 			return f
 		}
+	}
+	if e := lastEvent(events, "Evicted", ""); e != nil {
+		return evictedFailure(pod.Namespace+"/"+pod.Name, e.Message)
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if t := cs.State.Terminated; cs.Name == ContainerBuild && t != nil {
