@@ -973,6 +973,11 @@ func (r *jobRun) finish(ctx context.Context, api agentAPI) (executor.Result, err
 		return executor.Result{}, fmt.Errorf("result of pod %s: %w", r.pod, err)
 	}
 	res := executor.Result{Success: st.Result.Success, FailureReason: st.Result.FailureReason, ExitCode: st.Result.ExitCode}
+	// The agent stopped the script because its pod is being deleted (the
+	// kubelet's SIGTERM): that deletion is the cause, not the script.
+	if pod, deleted := r.sub.snapshot(); !res.Success && (deleted || pod != nil && pod.DeletionTimestamp != nil) {
+		return r.failed(DeletedFailure(r.pod)), nil
+	}
 	// Only the manager that marks the pod final reports the job.
 	if err := r.e.fence(ctx, r.pod, r.claims); errors.Is(err, executor.ErrHandedOver) {
 		r.sub.markLost()
