@@ -5,8 +5,10 @@ import (
 	"github.com/podrunner/podrunner/internal/cache"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/archive"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
@@ -110,10 +112,24 @@ func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, 
 	}, nil
 }
 
+// jobEnvironment is config environment plus the extraction caps, which
+// the helper the job scripts call reads from its environment.
+func jobEnvironment(rc *config.Runner) []string {
+	env := slices.Clone(rc.Environment)
+	for name, v := range map[string]int64{archive.EnvMaxSize: rc.ExtractMaxSize, archive.EnvMaxRatio: rc.ExtractMaxRatio, archive.EnvRatioFreeSize: rc.ExtractRatioFreeSize} {
+		if v > 0 {
+			env = append(env, fmt.Sprintf("%s=%d", name, v))
+		}
+	}
+	slices.Sort(env[len(rc.Environment):]) // a stable order
+	return env
+}
+
 func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executor, error) {
 	// The CA the manager trusts for GitLab, for the jobs' git, artifacts
 	// and cache transfers.
 	caFile := gitlab.CAFile(rc.URL, rc.TLSCAFile, filepath.Join(b.ConfigDir, "certs"))
+	env := jobEnvironment(rc)
 	switch rc.Executor {
 	case config.ExecutorShell:
 		builds := rc.BuildsDir
@@ -125,7 +141,7 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 			cacheDir = filepath.Join(b.WorkingDir, "cache")
 		}
 		return shell.New(shell.Options{
-			BuildsDir: builds, CacheDir: cacheDir, Shell: rc.Shell, Environment: rc.Environment,
+			BuildsDir: builds, CacheDir: cacheDir, Shell: rc.Shell, Environment: env,
 			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 			RunnerToken: rc.Token, RunnerID: rc.ID, Logger: log, CloneURL: rc.CloneURL,
@@ -135,7 +151,7 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 	case config.ExecutorKubernetes:
 		return kubernetes.New(kubernetes.Options{
 			Config: rc.Kubernetes, RunnerToken: rc.Token, RunnerName: rc.Name, SystemID: b.SystemID, Logger: log,
-			Shell: rc.Shell, Environment: rc.Environment,
+			Shell: rc.Shell, Environment: env,
 			PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 			PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 			CloneURL: rc.CloneURL, RunnerVersion: b.Version.Version, RunnerRevision: b.Version.Revision,
