@@ -34,7 +34,7 @@ func newShellExecutor(rc *config.Runner, env runner.ExecutorEnv) (executor.Execu
 		cacheDir = filepath.Join(env.WorkingDir, "cache")
 	}
 	return shell.New(shell.Options{
-		BuildsDir: builds, CacheDir: cacheDir, Shell: rc.Shell, Environment: rc.Environment,
+		BuildsDir: builds, CacheDir: cacheDir, Shell: rc.Shell, Environment: env.Environment,
 		PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 		PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 		RunnerToken: rc.Token, RunnerID: rc.ID, Logger: env.Logger, CloneURL: rc.CloneURL,
@@ -47,7 +47,7 @@ func newKubernetesExecutor(rc *config.Runner, env runner.ExecutorEnv, kubeconfig
 	return kubernetes.New(kubernetes.Options{
 		Config: rc.Kubernetes, Kubeconfig: kubeconfig,
 		RunnerToken: rc.Token, RunnerName: rc.Name, SystemID: env.SystemID, Logger: env.Logger,
-		Shell: rc.Shell, Environment: rc.Environment,
+		Shell: rc.Shell, Environment: env.Environment,
 		PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 		PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 		CloneURL: rc.CloneURL, RunnerVersion: env.Version.Version, RunnerRevision: env.Version.Revision,

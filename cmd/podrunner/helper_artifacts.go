@@ -311,7 +311,11 @@ func downloadArtifacts(ctx context.Context, cmd *cobra.Command, conn *artifactsC
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	// A download that never ends must not fill the disk.
-	limit := archive.DefaultLimits.MaxBytes
+	limits, err := archive.ProcessLimits()
+	if err != nil {
+		return fmt.Errorf("artifacts of %s: %w", what, err)
+	}
+	limit := limits.MaxBytes
 	size, err := io.Copy(tmp, io.LimitReader(body, limit+1))
 	if err != nil {
 		return fmt.Errorf("artifacts of %s: download: %w", what, err)

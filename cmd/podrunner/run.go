@@ -161,6 +161,18 @@ func runSingle(cmd *cobra.Command, o *runSingleOptions) error {
 	})
 }
 
+// stateDir holds the records of running shell jobs (internal/jobrecord):
+// next to config.toml, like .runner_system_id, because a record is only
+// finished by a runner of that config with that system_id. Without a
+// config file (run-single, exec) the system_id is new each time, so no
+// later process could finish a record: none are kept.
+func stateDir(configFile string) string {
+	if configFile == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(configFile), "job-records")
+}
+
 type serveOptions struct {
 	cfg         *config.Config
 	configFile  string // empty: no file to watch
@@ -232,6 +244,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	m, err := runner.New(settings, runner.Options{
 		Logger: log, SystemID: sysID, Version: v.Version, Revision: v.Revision, Metrics: metrics,
 		MaxBuilds: o.maxBuilds, WaitTimeout: o.waitTimeout, UntilStopped: o.watch,
+		StateDir: stateDir(o.configFile),
 	})
 	if err != nil {
 		return configError(o.configFile, err)

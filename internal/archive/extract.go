@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -166,6 +167,46 @@ var DefaultLimits = Limits{MaxBytes: 64 << 30, FreeBytes: 1 << 30, MaxRatio: 200
 // ErrTooLarge is wrapped when an archive unpacks to more than Limits allow.
 var ErrTooLarge = errors.New("archive unpacks to more than allowed")
 
+// The environment variables that override DefaultLimits in the process
+// that extracts (the helper the job scripts call, on the runner's machine
+// or in the job's pod). The runner sets them in the jobs' environment
+// from config.toml's extract_max_size, extract_max_ratio and
+// extract_ratio_free_size.
+const (
+	EnvMaxSize       = "PODRUNNER_EXTRACT_MAX_SIZE"
+	EnvMaxRatio      = "PODRUNNER_EXTRACT_MAX_RATIO"
+	EnvRatioFreeSize = "PODRUNNER_EXTRACT_RATIO_FREE_SIZE"
+)
+
+// ProcessLimits are DefaultLimits with the overrides of the environment
+// (EnvMaxSize…); a value that is not a positive integer is an error
+// naming it.
+func ProcessLimits() (Limits, error) {
+	l := DefaultLimits
+	for _, o := range []struct {
+		env, key string
+		to       *int64
+	}{
+		{EnvMaxSize, "extract_max_size", &l.MaxBytes},
+		{EnvMaxRatio, "extract_max_ratio", &l.MaxRatio},
+		{EnvRatioFreeSize, "extract_ratio_free_size", &l.FreeBytes},
+	} {
+		s := os.Getenv(o.env)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			if len(s) > 40 {
+				s = s[:40] + "…"
+			}
+			return l, fmt.Errorf("%s=%q (config.toml %s): not a positive integer", o.env, s, o.key)
+		}
+		*o.to = n
+	}
+	return l, nil
+}
+
 func (l Limits) allowed(compressed int64) int64 {
 	return min(l.MaxBytes, max(l.FreeBytes, l.MaxRatio*compressed))
 }
@@ -193,11 +234,15 @@ func newExtractor(dest string) (*extractor, error) {
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dest, err)
 	}
+	limits, err := ProcessLimits()
+	if err != nil {
+		return nil, fmt.Errorf("extraction limits: %w", err)
+	}
 	root, err := os.OpenRoot(dest)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dest, err)
 	}
-	return &extractor{root: root, limits: DefaultLimits}, nil
+	return &extractor{root: root, limits: limits}, nil
 }
 
 func (x *extractor) close() { _ = x.root.Close() }

@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -88,5 +89,47 @@ func TestExtractLimits(t *testing.T) {
 			}
 			mustNo(t, err)
 		})
+	}
+}
+
+// The caps come from the environment the runner gives the helper
+// (config.toml extract_*); unset keeps the defaults, a bad value is an
+// error naming the variable and the config key.
+func TestProcessLimits(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    Limits
+		wantErr string
+	}{
+		{"defaults", nil, DefaultLimits, ""},
+		{"all set", map[string]string{EnvMaxSize: "1000", EnvMaxRatio: "3", EnvRatioFreeSize: "10"}, Limits{MaxBytes: 1000, MaxRatio: 3, FreeBytes: 10}, ""},
+		{"one set", map[string]string{EnvMaxRatio: "1000"}, Limits{MaxBytes: DefaultLimits.MaxBytes, MaxRatio: 1000, FreeBytes: DefaultLimits.FreeBytes}, ""},
+		{"not a number", map[string]string{EnvMaxSize: "64GiB"}, Limits{}, "extract_max_size"},
+		{"zero", map[string]string{EnvMaxRatio: "0"}, Limits{}, "extract_max_ratio"},
+		{"negative", map[string]string{EnvRatioFreeSize: "-1"}, Limits{}, "extract_ratio_free_size"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{EnvMaxSize, EnvMaxRatio, EnvRatioFreeSize} {
+				t.Setenv(k, tc.env[k])
+			}
+			got, err := ProcessLimits()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v; want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ProcessLimits() = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+	// Applied to extraction: a 2 MiB file over a 1 MiB cap is refused.
+	t.Setenv(EnvMaxSize, "1048576")
+	z := deflatedZip(t, map[string]int{"a": 2 << 20})
+	if _, err := ExtractZip(context.Background(), bytes.NewReader(z), int64(len(z)), t.TempDir()); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("extract over the configured cap: %v; want ErrTooLarge", err)
 	}
 }

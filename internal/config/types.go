@@ -58,11 +58,17 @@ type Runner struct {
 	TLSCertFile     string    `toml:"tls-cert-file,omitempty"`
 	TLSKeyFile      string    `toml:"tls-key-file,omitempty"`
 
-	Executor                       string            `toml:"executor"`
-	Limit                          int               `toml:"limit,omitempty"`
-	RequestConcurrency             int               `toml:"request_concurrency,omitempty"`
-	StrictCheckInterval            bool              `toml:"strict_check_interval,omitempty"`
-	OutputLimit                    int               `toml:"output_limit,omitempty"`
+	Executor            string `toml:"executor"`
+	Limit               int    `toml:"limit,omitempty"`
+	RequestConcurrency  int    `toml:"request_concurrency,omitempty"`
+	StrictCheckInterval bool   `toml:"strict_check_interval,omitempty"`
+	OutputLimit         int    `toml:"output_limit,omitempty"`
+	// Caps of artifact and cache extraction (internal/archive): bytes in
+	// all, and a ratio to the archive's size past a free amount; 0 keeps
+	// the defaults (64 GiB, 200, 1 GiB).
+	ExtractMaxSize                 int64             `toml:"extract_max_size,omitempty"`
+	ExtractMaxRatio                int64             `toml:"extract_max_ratio,omitempty"`
+	ExtractRatioFreeSize           int64             `toml:"extract_ratio_free_size,omitempty"`
 	BuildsDir                      string            `toml:"builds_dir,omitempty"`
 	CacheDir                       string            `toml:"cache_dir,omitempty"`
 	CloneURL                       string            `toml:"clone_url,omitempty"`

@@ -198,6 +198,11 @@ func (p *parser) validateRunner(key string, r *Runner) {
 	nonNegative("output_limit", r.OutputLimit)
 	nonNegative("unhealthy_requests_limit", r.UnhealthyRequestsLimit)
 	nonNegative("job_status_final_update_retry_limit", r.JobStatusFinalUpdateRetryLimit)
+	for name, v := range map[string]int64{"extract_max_size": r.ExtractMaxSize, "extract_max_ratio": r.ExtractMaxRatio, "extract_ratio_free_size": r.ExtractRatioFreeSize} {
+		if v < 0 {
+			p.fail(joinKey(key, name), "must not be negative, got %d", v)
+		}
+	}
 	for name, d := range map[string]*Duration{"unhealthy_interval": r.UnhealthyInterval, "prepare_timeout": r.PrepareTimeout, "get_sources_timeout": r.GetSourcesTimeout} {
 		if d != nil && d.Duration < 0 {
 			p.fail(joinKey(key, name), "must not be negative")

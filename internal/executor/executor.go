@@ -45,6 +45,18 @@ type Job struct {
 	// outside the runner (to continue a job after a runner restart) must
 	// start that copy with it, so the rebuilt trace is byte-identical.
 	Preamble []byte
+	// Tracker, when set, is told what the job leaves on this machine, so
+	// that a later runner process can clean up after a crash of this one.
+	Tracker Tracker
+}
+
+// Tracker records a job's processes and files (see Job.Tracker).
+type Tracker interface {
+	// Process names the process group of the stage now running and its
+	// leader's start time (proc.StartTime).
+	Process(pgid int, start uint64)
+	// Files names files and directories of the job to remove.
+	Files(paths ...string)
 }
 
 // Result is how a job ended.

@@ -201,9 +201,10 @@ func NewPlan(p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
 	}
 
 	var c scriptWriter
+	x := vars.index()
 	for i, v := range vars {
-		if v.File && ValidName(v.Key) && lastIndex(vars, v.Key) == i {
-			c.command("rm", "-f", vars.FilePath(v.Key))
+		if v.File && ValidName(v.Key) && x.isLast(i) {
+			c.command("rm", "-f", x.filePath(v.Key))
 		}
 	}
 	c.line(":")
@@ -218,15 +219,6 @@ func (p *Plan) warn(w string) {
 	if w != "" {
 		p.Warnings = append(p.Warnings, w)
 	}
-}
-
-func lastIndex(vars Variables, key string) int {
-	for i := len(vars) - 1; i >= 0; i-- {
-		if vars[i].Key == key {
-			return i
-		}
-	}
-	return -1
 }
 
 // durationVar reads a Go duration ("10m") or plain seconds from a variable.

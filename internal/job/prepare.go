@@ -34,9 +34,10 @@ func Prepare(p *Payload, env RunnerEnv, opts ScriptOptions) (*Prepared, error) {
 		return nil, fmt.Errorf("sources settings: %w", err)
 	}
 	files := map[string]string{}
+	x := vars.index()
 	for _, v := range vars {
 		if v.File {
-			files[vars.FilePath(v.Key)] = v.Value
+			files[x.filePath(v.Key)] = v.Value
 		}
 	}
 	return &Prepared{Variables: vars, Plan: plan, Git: git, Mask: MaskFor(p, vars), Files: files}, nil

@@ -109,17 +109,14 @@ func (w *scriptWriter) command(args ...string) {
 // secrets are handed over). Only the last definition of a key is written.
 // Names a shell cannot hold are skipped.
 func (w *scriptWriter) exports(vars Variables) {
-	last := map[string]int{}
-	for i, v := range vars {
-		last[v.Key] = i
-	}
+	x := vars.index()
 	mkdir := false
 	for i, v := range vars {
-		if last[v.Key] != i || !ValidName(v.Key) {
+		if !x.isLast(i) || !ValidName(v.Key) {
 			continue
 		}
 		if v.File {
-			p := vars.FilePath(v.Key)
+			p := x.filePath(v.Key)
 			if !mkdir {
 				w.command("mkdir", "-p", path.Dir(p))
 				mkdir = true

@@ -35,18 +35,30 @@ func (vs Variables) Lookup(key string) (Variable, bool) {
 }
 
 func (vs Variables) value(key string, filePath bool) string {
-	switch key {
-	case "$":
-		return "$"
-	case "*", "#", "@", "!", "?", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9":
-		return ""
+	if s, ok := special(key); ok {
+		return s
 	}
 	v, ok := vs.Lookup(key)
+	return resolve(v, ok, filePath, func() string { return vs.Value(TempProjectDirKey) })
+}
+
+// special is the value of "$" and the shell's special parameters.
+func special(key string) (string, bool) {
+	switch key {
+	case "$":
+		return "$", true
+	case "*", "#", "@", "!", "?", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9":
+		return "", true
+	}
+	return "", false
+}
+
+func resolve(v Variable, ok, filePath bool, tempDir func() string) string {
 	if !ok {
 		return ""
 	}
 	if v.File && filePath {
-		return vs.FilePath(v.Key)
+		return path.Join(tempDir(), v.Key)
 	}
 	return v.Value
 }
@@ -55,6 +67,45 @@ func (vs Variables) value(key string, filePath bool) string {
 // temporary directory.
 func (vs Variables) FilePath(key string) string {
 	return path.Join(vs.Value(TempProjectDirKey), key)
+}
+
+// index answers Get for a list that does not change in constant time
+// (Lookup is a scan from the end: once per variable that is quadratic,
+// and jobs with 200 000 variables exist).
+type index struct {
+	vs      Variables
+	last    map[string]int
+	tempDir string
+}
+
+func (vs Variables) index() *index {
+	x := &index{vs: vs, last: make(map[string]int, len(vs))}
+	for i, v := range vs {
+		x.last[v.Key] = i
+	}
+	if i, ok := x.last[TempProjectDirKey]; ok {
+		x.tempDir = vs[i].Value
+	}
+	return x
+}
+
+// isLast reports whether vs[i] is the last variable of its name (the
+// one that wins).
+func (x *index) isLast(i int) bool { return x.last[x.vs[i].Key] == i }
+
+func (x *index) filePath(key string) string { return path.Join(x.tempDir, key) }
+
+// Get is Variables.Get.
+func (x *index) Get(key string) string {
+	if s, ok := special(key); ok {
+		return s
+	}
+	i, ok := x.last[key]
+	var v Variable
+	if ok {
+		v = x.vs[i]
+	}
+	return resolve(v, ok, true, func() string { return x.tempDir })
 }
 
 // Bool reads a variable as a boolean ("true", "1", "yes" …); unset or
@@ -80,9 +131,13 @@ func (vs Variables) ExpandValue(s string) string {
 // original list (one pass, no recursion, as in GitLab Runner).
 func (vs Variables) Expand() Variables {
 	out := make(Variables, len(vs))
+	var x *index // only when something is to be expanded
 	for i, v := range vs {
-		if !v.Raw {
-			v.Value = vs.ExpandValue(v.Value)
+		if !v.Raw && strings.IndexByte(v.Value, '$') >= 0 {
+			if x == nil {
+				x = vs.index()
+			}
+			v.Value = os.Expand(v.Value, x.Get)
 		}
 		out[i] = v
 	}

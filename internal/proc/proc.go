@@ -224,3 +224,80 @@ func exitStatus(cmd *exec.Cmd, waitErr error) (int, error) {
 	}
 	return ws.ExitStatus(), nil
 }
+
+// stat reads /proc/<pid>/stat: state, process group and start time (clock
+// ticks after boot). Together, pid and start time name one process: pids
+// are reused, start times of a pid are not.
+func stat(pid int) (state string, pgrp int, start uint64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, 0, err
+	}
+	// pid (comm) state ppid pgrp … starttime is field 22; comm may
+	// contain spaces and ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "", 0, 0, fmt.Errorf("/proc/%d/stat: no command end", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return "", 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	if pgrp, err = strconv.Atoi(f[2]); err != nil {
+		return "", 0, 0, fmt.Errorf("/proc/%d/stat: process group: %w", pid, err)
+	}
+	if start, err = strconv.ParseUint(f[19], 10, 64); err != nil {
+		return "", 0, 0, fmt.Errorf("/proc/%d/stat: start time: %w", pid, err)
+	}
+	return f[0], pgrp, start, nil
+}
+
+// StartTime is the start time of process pid (an opaque value, clock
+// ticks after boot); an error when it does not exist.
+func StartTime(pid int) (uint64, error) {
+	_, _, start, err := stat(pid)
+	return start, err
+}
+
+// Alive reports whether process pid lives (not a zombie) and is the one
+// that started at start.
+func Alive(pid int, start uint64) bool {
+	state, _, st, err := stat(pid)
+	return err == nil && st == start && state != "Z" && state != "X"
+}
+
+// KillGroupOf kills process group pgid with SIGKILL only if it is still
+// the group whose leader started at leaderStart: the leader, if alive,
+// must be that very process, and every member must have started no
+// earlier than it (a group id is only free for reuse once all members of
+// the old group are gone). It reports whether it sent the signal.
+func KillGroupOf(pgid int, leaderStart uint64) (bool, error) {
+	if pgid <= 1 {
+		return false, fmt.Errorf("process group %d is not a job's group", pgid)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false, fmt.Errorf("list processes: %w", err)
+	}
+	members := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		state, g, start, err := stat(pid)
+		if err != nil || g != pgid || state == "Z" || state == "X" {
+			continue
+		}
+		if start < leaderStart || (pid == pgid && start != leaderStart) {
+			return false, fmt.Errorf("process group %d belongs to another process now (pid %d started at %d, the job's at %d)", pgid, pid, start, leaderStart)
+		}
+		members++
+	}
+	if members == 0 {
+		return false, nil
+	}
+	Kill(pgid)
+	return true, nil
+}

@@ -6,10 +6,12 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -192,5 +194,37 @@ func TestEscapedProcessOnlyDelaysByDrain(t *testing.T) {
 	}
 	if out.String() != "bye\n" {
 		t.Errorf("output %q", out.String())
+	}
+}
+
+// KillGroupOf kills a job's group only while it is that group: a start
+// time that does not match the leader's (a reused pid) is refused.
+func TestKillGroupOf(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 100 & sleep 100")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { Kill(pgid); cmd.Wait() })
+	start, err := StartTime(pgid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Alive(pgid, start) || Alive(pgid, start+1) {
+		t.Fatal("Alive does not tell the process by its start time")
+	}
+	if killed, err := KillGroupOf(pgid, start+1); killed || err == nil {
+		t.Fatalf("killed a group whose leader started at another time: %v %v", killed, err)
+	}
+	if killed, err := KillGroupOf(pgid, start); !killed || err != nil {
+		t.Fatalf("KillGroupOf: %v %v", killed, err)
+	}
+	cmd.Wait()
+	for GroupAlive(pgid) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if killed, err := KillGroupOf(pgid, start); killed || err != nil {
+		t.Fatalf("a gone group: %v %v", killed, err)
 	}
 }

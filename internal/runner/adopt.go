@@ -170,7 +170,7 @@ func (m *Manager) resumeJob(st *runnerState, r *Runner, ad adopter, a executor.A
 	js := &jobState{ID: p.ID, Runner: r.ShortToken, ProjectID: p.JobInfo.ProjectID, Slot: slot, Started: time.Now()}
 	m.addJob(js, r)
 	defer m.removeJob(js, r, log)
-	tr, err := m.newTrace(r, p, log)
+	tr, err := m.newTrace(r, p, log, false)
 	if err != nil {
 		log.Error("Cannot create the job log; failing the job", "error", err)
 		m.failWithoutTrace(r, p, log)

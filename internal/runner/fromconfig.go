@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/archive"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/gitlab"
@@ -26,6 +27,10 @@ type ExecutorEnv struct {
 	// TLSCAFile is the CA the manager trusts for GitLab (tls-ca-file or
 	// certs/<host>.crt), for the jobs' git, artifacts and cache transfers.
 	TLSCAFile string
+	// Environment is the jobs' environment: config's `environment` plus
+	// what the runner adds (the extraction caps). Use it, not
+	// rc.Environment.
+	Environment []string
 }
 
 // ExecutorFactory builds the executor of a [[runners]] entry. The runner
@@ -130,6 +135,19 @@ func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, 
 	}, nil
 }
 
+// jobEnvironment is config environment plus the extraction caps, which
+// the helper the job scripts call reads from its environment.
+func jobEnvironment(rc *config.Runner) []string {
+	env := slices.Clone(rc.Environment)
+	for name, v := range map[string]int64{archive.EnvMaxSize: rc.ExtractMaxSize, archive.EnvMaxRatio: rc.ExtractMaxRatio, archive.EnvRatioFreeSize: rc.ExtractRatioFreeSize} {
+		if v > 0 {
+			env = append(env, fmt.Sprintf("%s=%d", name, v))
+		}
+	}
+	slices.Sort(env[len(rc.Environment):]) // a stable order
+	return env
+}
+
 func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executor, error) {
 	create, ok := b.Factories[rc.Executor]
 	if !ok {
@@ -138,7 +156,8 @@ func newExecutor(rc *config.Runner, b Build, log *slog.Logger) (executor.Executo
 	}
 	return create(rc, ExecutorEnv{
 		Logger: log, Version: b.Version, SystemID: b.SystemID, WorkingDir: b.WorkingDir,
-		TLSCAFile: gitlab.CAFile(rc.URL, rc.TLSCAFile, filepath.Join(b.ConfigDir, "certs")),
+		TLSCAFile:   gitlab.CAFile(rc.URL, rc.TLSCAFile, filepath.Join(b.ConfigDir, "certs")),
+		Environment: jobEnvironment(rc),
 	})
 }
 

@@ -96,7 +96,8 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 	m.addJob(js, r)
 	defer m.removeJob(js, r, log)
 
-	tr, err := m.newTrace(r, p, log)
+	_, adopts := r.Executor.(adopter) // its jobs outlive the runner: no crash record
+	tr, err := m.newTrace(r, p, log, !adopts)
 	if err != nil {
 		// Without a trace file the job cannot be run; report what we can.
 		log.Error("Cannot create the job log; failing the job", "error", err)
@@ -123,6 +124,9 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 		result, handedOver = m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
 			j.Slot = slot
 			j.Preamble = []byte(header)
+			if tr.rec != nil {
+				j.Tracker = tr.rec
+			}
 			return r.Executor.Run(ctx, j)
 		})
 		if handedOver {

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/gitlab"
+	"github.com/podrunner/podrunner/internal/jobrecord"
+	"github.com/podrunner/podrunner/internal/proc"
 )
 
 // API is what the manager needs from GitLab for one runner.
@@ -60,6 +63,10 @@ type Options struct {
 	Metrics  *Metrics
 	// TraceDir holds the on-disk job logs; "" is the OS temp dir.
 	TraceDir string
+	// StateDir holds a record per running job of an executor whose jobs
+	// die with the runner (shell), so that the next runner process can
+	// finish them after a crash (internal/jobrecord); "" keeps none.
+	StateDir string
 	// TraceUpdateInterval overrides the 3 s trace send interval (tests).
 	TraceUpdateInterval time.Duration
 	// MaxBuilds stops the manager after that many jobs (run-single); 0 is
@@ -100,6 +107,13 @@ type Manager struct {
 	finishCtx    context.Context
 	cancelFinish context.CancelFunc
 
+	// records is nil without StateDir; recovering holds the jobs of dead
+	// runner processes being finished.
+	records    *jobrecord.Store
+	pidStart   uint64 // this process's start time, in its records
+	recoverMu  sync.Mutex
+	recovering map[int64]bool
+
 	pollers sync.WaitGroup
 	running sync.WaitGroup
 	stopped chan struct{}
@@ -126,6 +140,21 @@ func New(s Settings, opts Options) (*Manager, error) {
 		jobs:      map[int64]*jobState{},
 		stopped:   make(chan struct{}),
 		lastJobAt: time.Now(),
+
+		recovering: map[int64]bool{},
+	}
+	if opts.StateDir != "" {
+		// Without records the runner still works, as before: jobs of a
+		// crashed process then stay running until GitLab times them out.
+		st, err := jobrecord.Open(opts.StateDir)
+		if err == nil {
+			m.pidStart, err = proc.StartTime(os.Getpid())
+		}
+		if err != nil {
+			m.log.Warn("Running without job records: after a crash of the runner its shell jobs are not finished", "error", err)
+		} else {
+			m.records = st
+		}
 	}
 	m.pollCtx, m.stopPoll = context.WithCancel(context.Background())
 	m.jobsCtx, m.abortJobs = context.WithCancelCause(context.Background())

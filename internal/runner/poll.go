@@ -66,6 +66,7 @@ func (st *runnerState) start(parent context.Context) {
 	go func() {
 		defer st.m.pollers.Done()
 		st.m.adoptAll(st.ctx, st)
+		st.m.recoverAll(st)
 		if st.ctx.Err() != nil {
 			return
 		}

@@ -2,10 +2,13 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"os"
 
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/jobrecord"
 	"github.com/podrunner/podrunner/internal/trace"
 )
 
@@ -14,9 +17,13 @@ import (
 type jobTrace struct {
 	*trace.Trace
 	sender *trace.Sender
+	// rec is the job's crash record (nil: none kept).
+	rec *jobrecord.Tracker
 }
 
-func (m *Manager) newTrace(r *Runner, p *job.Payload, log *slog.Logger) (*jobTrace, error) {
+// newTrace makes the job's log; with track, the job also gets a crash
+// record (for executors whose jobs die with the runner process).
+func (m *Manager) newTrace(r *Runner, p *job.Payload, log *slog.Logger, track bool) (*jobTrace, error) {
 	mask := job.MaskFor(p, p.Variables.Expand())
 	t, err := trace.New(trace.Options{
 		MaskValues:   mask.Values,
@@ -28,6 +35,16 @@ func (m *Manager) newTrace(r *Runner, p *job.Payload, log *slog.Logger) (*jobTra
 	if err != nil {
 		return nil, err
 	}
+	var rec *jobrecord.Tracker
+	if track && m.records != nil {
+		rec = m.records.Track(jobrecord.Record{
+			Runner: jobrecord.RunnerID(r.Key), SystemID: m.opts.SystemID,
+			PID: os.Getpid(), PIDStart: m.pidStart,
+			JobID: p.ID, JobToken: p.Token, DebugTrace: p.Variables.Bool("CI_DEBUG_TRACE"),
+			TraceFile:     t.Buffer().Name(),
+			SystemFailure: gitlab.MapFailureReason("runner_system_failure", p.Features.FailureReasons),
+		}, log)
+	}
 	s := trace.NewSender(r.API, t.Buffer(), trace.SenderOptions{
 		JobID:          p.ID,
 		JobToken:       p.Token,
@@ -35,8 +52,9 @@ func (m *Manager) newTrace(r *Runner, p *job.Payload, log *slog.Logger) (*jobTra
 		UpdateInterval: m.opts.TraceUpdateInterval,
 		RetryBackoff:   m.opts.TraceUpdateInterval,
 		Logger:         log,
+		OnSent:         rec.Sent,
 	})
-	return &jobTrace{Trace: t, sender: s}, nil
+	return &jobTrace{Trace: t, sender: s, rec: rec}, nil
 }
 
 func (t *jobTrace) Start(ctx context.Context)  { t.sender.Start(ctx) }
@@ -45,12 +63,23 @@ func (t *jobTrace) Aborted() <-chan struct{}   { return t.sender.Aborted() }
 
 // Drop stops streaming the log without a final state (another manager
 // took the job over).
-func (t *jobTrace) Drop() { t.sender.Stop() }
+func (t *jobTrace) Drop() {
+	t.sender.Stop()
+	t.rec.Done()
+}
 
 // Finish flushes the masker's held bytes and submits the final state. A
 // failed flush does not stop the state (the job must not stay running in
 // GitLab): the buffer writes its own failures into the log.
 func (t *jobTrace) Finish(ctx context.Context, final gitlab.UpdateJobRequest) error {
 	_ = t.Trace.Finish()
-	return t.sender.Finish(ctx, final)
+	// The whole log and the result on disk first: should the runner die
+	// now, the next process submits them.
+	t.Buffer().Flush()
+	t.rec.Result(jobrecord.Result{State: string(final.State), FailureReason: final.FailureReason, ExitCode: final.ExitCode})
+	err := t.sender.Finish(ctx, final)
+	if err == nil || errors.Is(err, trace.ErrAborted) {
+		t.rec.Done()
+	}
+	return err
 }

@@ -159,6 +159,21 @@ func truncateUTF8(p []byte, n int64) []byte {
 	return p
 }
 
+// Name is the path of the backing file.
+func (b *Buffer) Name() string { return b.file.Name() }
+
+// Flush writes buffered bytes to the file, so that the file holds the
+// whole log (for a later runner process, should this one die).
+func (b *Buffer) Flush() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed && !b.broken {
+		if err := b.w.Flush(); err != nil {
+			b.breakDown(err)
+		}
+	}
+}
+
 // Size is the number of bytes stored.
 func (b *Buffer) Size() int64 {
 	b.mu.Lock()

@@ -74,6 +74,12 @@ type SenderOptions struct {
 	FinalTraceRejections int
 
 	Logger *slog.Logger // job story lines, carrying the job's attributes (job id…); never given the token
+
+	// Sent is the offset GitLab already has (a job finished by a later
+	// runner process); OnSent, if set, is called with each offset GitLab
+	// acknowledges.
+	Sent   int64
+	OnSent func(offset int64)
 }
 
 // Sender streams a job's log to GitLab while the job runs and submits the
@@ -127,6 +133,7 @@ func NewSender(api API, src Source, opts SenderOptions) *Sender {
 		api: api, src: src, opts: opts,
 		log:       log,
 		interval:  opts.UpdateInterval,
+		sent:      max(opts.Sent, 0),
 		canceling: make(chan struct{}),
 		aborted:   make(chan struct{}),
 	}
@@ -213,9 +220,11 @@ func (s *Sender) patch(ctx context.Context, size int64) gitlab.PatchResult {
 		s.sent = start + int64(n)
 		s.lastSuccess = time.Now()
 		s.log.Info("Appending trace to coordinator... ok", "sent-log", sentLog, "status", res.StatusCode)
+		s.acknowledged()
 	case gitlab.PatchRangeMismatch:
 		s.sent = min(max(res.NewOffset, 0), size)
 		s.log.Warn("Appending trace to coordinator... range mismatch", "sent-log", sentLog, "status", res.StatusCode, "new-offset", s.sent)
+		s.acknowledged()
 	case gitlab.PatchNotFound:
 		s.log.Warn("Appending trace to coordinator... not found", "sent-log", sentLog, "status", res.StatusCode)
 	case gitlab.PatchAbort:
@@ -259,6 +268,12 @@ func (s *Sender) observe(cancel bool, interval time.Duration) {
 	}
 	if interval > 0 {
 		s.interval = min(interval, MaxUpdateInterval)
+	}
+}
+
+func (s *Sender) acknowledged() {
+	if s.opts.OnSent != nil {
+		s.opts.OnSent(s.sent)
 	}
 }
 

@@ -154,6 +154,9 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	if err != nil {
 		return executor.Result{}, fmt.Errorf("create script directory: %w", err)
 	}
+	if j.Tracker != nil {
+		j.Tracker.Files(scriptDir, plan.TempDir)
+	}
 	defer func() {
 		if err := os.RemoveAll(scriptDir); err != nil {
 			log.Warn("remove script directory", "dir", scriptDir, "err", err)
@@ -180,6 +183,12 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 			Output:    w,
 			TermGrace: e.opts.TermGrace,
 			Abort:     ctx.Done(),
+			Started: func(pgid int) {
+				if j.Tracker != nil {
+					start, _ := proc.StartTime(pgid)
+					j.Tracker.Process(pgid, start)
+				}
+			},
 		})
 		log.Debug("stage end", "stage", st.Name, "exit_code", code, "err", err)
 		return code, err
