@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Starting and watching the cluster's daemons; used by `up` and
-# `restart-apiserver`. Sourced after lib.sh and lib-down.sh (is_ours), with
+# `restart`. Sourced after lib.sh and lib-down.sh (is_ours), with
 # pick_ranges done (NODE_IP, SERVICE_CIDR).
 
 kubectl_() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" --request-timeout=5s "$@"; }
@@ -64,7 +64,7 @@ start_apiserver() {
 }
 
 # start_registry_daemon: the registry with the config, users and data `up`
-# made (restart-registry starts it again the same way).
+# made (restart starts it again the same way).
 start_registry_daemon() {
 	local bindir
 	bindir=$("$here/../registry/install") || die "building the registry failed"
@@ -74,3 +74,22 @@ start_registry_daemon() {
 }
 
 registry_ready() { curl -fsS --cacert "$PKI_DIR/ca.crt" -o /dev/null "https://$REGISTRY/"; }
+
+start_etcd() {
+	start_daemon etcd "$BIN_DIR/etcd" --name podrunner --data-dir "$STATE_DIR/etcd" \
+		--listen-client-urls "http://$NODE_IP:2379" --advertise-client-urls "http://$NODE_IP:2379" \
+		--listen-peer-urls "http://$NODE_IP:2380" --initial-advertise-peer-urls "http://$NODE_IP:2380" \
+		--initial-cluster "podrunner=http://$NODE_IP:2380" \
+		--unsafe-no-fsync --snapshot-count 10000 --log-level warn
+}
+
+# start_kubelet: the kubelet with the config files `up` wrote.
+start_kubelet() {
+	start_daemon kubelet "$BIN_DIR/kubelet" --config "$CONF_DIR/kubelet.yaml" \
+		--kubeconfig "$CONF_DIR/kubelet.kubeconfig" --root-dir "$KUBELET_ROOT" \
+		--hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=1
+}
+
+node_ready() {
+	kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
+}

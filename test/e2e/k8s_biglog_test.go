@@ -47,7 +47,7 @@ func TestKubernetesBigLogAcrossAPIServerRestart(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("restarting kube-apiserver needs root (run under hack/cluster/with-cluster)")
 	}
-	restartCmd, err := filepath.Abs("../../hack/cluster/restart-apiserver")
+	restartCmd, err := filepath.Abs("../../hack/cluster/restart")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestKubernetesBigLogAcrossAPIServerRestart(t *testing.T) {
 		restartErr error
 		restartWG  sync.WaitGroup
 	)
-	cmd := exec.Command(restartCmd)
+	cmd := exec.Command(restartCmd, "kube-apiserver")
 	cmd.Stdout = &restartOut
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -131,9 +131,9 @@ func TestKubernetesBigLogAcrossAPIServerRestart(t *testing.T) {
 	restartWG.Wait()
 	j := v.Jobs[0]
 	rss, cpu := procPeak(runner.Process.Pid)
-	t.Logf("restart-apiserver:\n%s", restartOut.String())
+	t.Logf("restart kube-apiserver:\n%s", restartOut.String())
 	if restartErr != nil {
-		t.Fatalf("restart-apiserver: %v", restartErr)
+		t.Fatalf("restart kube-apiserver: %v", restartErr)
 	}
 	held := gates.held()
 	t.Logf("gates: %s", gates)

@@ -146,3 +146,104 @@ func (e *k8sEnv) waitNoSecrets() {
 		return err == nil && len(s.Items) == 0
 	})
 }
+
+// A job of 40 lines, one a second.
+const fortyLines = `
+steady:
+  script:
+    - for i in $(seq 1 40); do echo "steady $i"; sleep 1; done
+`
+
+// runThroughFault runs fortyLines, applies fault once the job printed a
+// few lines, and checks what every such fault must leave intact: the job
+// succeeds, every line is in GitLab's trace exactly once, the checksum of
+// the final update is GitLab's, and nothing is left.
+func runThroughFault(t *testing.T, fault func(e *k8sEnv, pod *corev1.Pod)) {
+	e := newK8sEnv(t, fortyLines, k8sOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := pl.Jobs["steady"]
+	e.waitTrace(id, "\nsteady 3\n")
+	pods, err := e.c.Clientset.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{
+		LabelSelector: fmt.Sprintf("%s=%d", kubernetes.LabelJobID, id),
+	})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods of job %d: %v (%d found)", id, err, len(pods.Items))
+	}
+	at := time.Now()
+	fault(e, &pods.Items[0])
+	v := e.waitPipeline(pl.ID, 4*time.Minute)
+	j := v.Jobs[0]
+	tr := string(e.coord.Trace(id))
+	t.Logf("job ended %v after the fault began: %s (%s)", j.FinishedAt.Sub(at).Round(100*time.Millisecond), j.Status, j.FailureReason)
+	checkJobReportedOnce(t, e.coord, gitlabtest.PipelineView{Jobs: v.Jobs}, "steady", id)
+	for i := 31; i <= 40; i++ {
+		if n := strings.Count(tr, fmt.Sprintf("\nsteady %d\n", i)); n != 1 {
+			t.Fatalf("line %d is in the trace %d times:\n%s", i, n, tr)
+		}
+	}
+	e.waitNoPods()
+	e.waitNoSecrets()
+}
+
+// restartDaemon runs hack/cluster/restart DAEMON SECONDS and waits for it.
+func restartDaemon(t *testing.T, daemon string, down int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("restarting a cluster daemon needs root (run under hack/cluster/with-cluster)")
+	}
+	out, err := exec.Command("../../hack/cluster/restart", daemon, fmt.Sprint(down)).CombinedOutput()
+	t.Logf("restart %s %d:\n%s", daemon, down, out)
+	if err != nil {
+		t.Fatalf("restart %s: %v", daemon, err)
+	}
+}
+
+// etcd stopped for 20 s mid-job: the API server fails every request
+// meanwhile; the job, streamed from the agent, runs on and succeeds, its
+// trace complete. Not parallel: the whole cluster is affected.
+func TestKubernetesEtcdStoppedMidJob(t *testing.T) {
+	runThroughFault(t, func(e *k8sEnv, _ *corev1.Pod) { restartDaemon(t, "etcd", 20) })
+}
+
+// The manager cut off from the API server for 30 s (kube-apiserver down):
+// informers and lease renewals fail meanwhile; the job, streamed from the
+// agent, runs on and succeeds, its trace complete. Not parallel.
+func TestKubernetesAPIServerDown30s(t *testing.T) {
+	runThroughFault(t, func(e *k8sEnv, _ *corev1.Pod) { restartDaemon(t, "kube-apiserver", 30) })
+}
+
+// The node's kubelet restarted mid-job: containers run on; the job
+// succeeds, its trace complete. Not parallel.
+func TestKubernetesKubeletRestartedMidJob(t *testing.T) {
+	runThroughFault(t, func(e *k8sEnv, _ *corev1.Pod) { restartDaemon(t, "kubelet", 0) })
+}
+
+// The manager cut off from the pod for 30 s (packets from the host to the
+// pod IP dropped): the log stream stalls and resumes; the job succeeds,
+// its trace complete. Not parallel (an iptables rule on the host).
+func TestKubernetesAgentUnreachable30s(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dropping packets needs root (run under hack/cluster/with-cluster)")
+	}
+	runThroughFault(t, func(e *k8sEnv, pod *corev1.Pod) {
+		rule := []string{"OUTPUT", "-d", pod.Status.PodIP, "-m", "comment", "--comment", "podrunner-e2e-cut", "-j", "DROP"}
+		if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables -I: %v\n%s", err, out)
+		}
+		removed := false
+		remove := func() {
+			if !removed {
+				removed = true
+				if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
+					t.Errorf("iptables -D: %v\n%s", err, out)
+				}
+			}
+		}
+		t.Cleanup(remove)
+		time.Sleep(30 * time.Second)
+		remove()
+	})
+}

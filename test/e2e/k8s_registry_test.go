@@ -134,11 +134,11 @@ outage:
   image: alpine:3.20
   script: [echo pulled-$((6*7))]
 `, k8sOptions{kube: func(k *config.Kubernetes) { k.PullPolicy = config.StringOrList{"always"} }})
-	restart, err := filepath.Abs("../../hack/cluster/restart-registry")
+	restart, err := filepath.Abs("../../hack/cluster/restart")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(restart, "20")
+	cmd := exec.Command(restart, "registry", "20")
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -150,7 +150,7 @@ outage:
 	down := time.Now()
 	v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
 	if err := <-done; err != nil {
-		t.Fatalf("restart-registry: %v\n%s", err, out.String())
+		t.Fatalf("restart registry: %v\n%s", err, out.String())
 	}
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
