@@ -64,6 +64,12 @@ func (m *Manager) adoptPass(ctx context.Context, st *runnerState, r *Runner, ad 
 		if m.hasJob(a.JobID) {
 			continue // run by this process (an executor replaced by a reload)
 		}
+		if m.endedHere(a.JobID) {
+			// Reported by this process; its pod outlived the deletion
+			// (the API server was down): Cleanup deletes it.
+			ended = true
+			continue
+		}
 		p := a.Payload
 		jlog := log.With("job", a.JobID, "pod", a.Where, "previous_owner", a.Owner)
 		// Is the job still running in GitLab? A keep-alive says so.

@@ -272,12 +272,31 @@ func (m *Manager) removeJob(js *jobState, r *Runner, log *slog.Logger) {
 	m.mu.Lock()
 	delete(m.jobs, js.ID)
 	n := len(m.jobs)
+	now := time.Now()
+	for id, at := range m.ended {
+		if now.Sub(at) > endedMemory {
+			delete(m.ended, id)
+		}
+	}
+	m.ended[js.ID] = now
 	m.mu.Unlock()
 	if mt := m.opts.Metrics; mt != nil {
 		mt.jobs.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID, "running", "", "").Dec()
 		mt.slotsNumber.Set(float64(m.slots.inUse()))
 	}
 	log.Info("Removed job from processing list", "builds", n)
+}
+
+// endedMemory is how long a job this process ended is remembered: longer
+// than a pod takes to go after its deletion.
+const endedMemory = time.Hour
+
+// endedHere reports whether this process ended the job lately.
+func (m *Manager) endedHere(id int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.ended[id]
+	return ok
 }
 
 func (m *Manager) countFailure(r *Runner, reason string) {

@@ -94,6 +94,10 @@ type Manager struct {
 	settings  Settings
 	runners   map[string]*runnerState
 	jobs      map[int64]*jobState
+	// ended are the jobs this process ended lately, so a pod of one
+	// that outlived its deletion (API server down) is not taken for a
+	// job to adopt.
+	ended map[int64]time.Time
 	started   int // jobs started, for MaxBuilds
 	lastJobAt time.Time
 
@@ -138,6 +142,7 @@ func New(s Settings, opts Options) (*Manager, error) {
 		settings:  s,
 		runners:   map[string]*runnerState{},
 		jobs:      map[int64]*jobState{},
+		ended:     map[int64]time.Time{},
 		stopped:   make(chan struct{}),
 		lastJobAt: time.Now(),
 
