@@ -90,14 +90,14 @@ type Manager struct {
 
 	slots *slots
 
-	mu        sync.Mutex
-	settings  Settings
-	runners   map[string]*runnerState
-	jobs      map[int64]*jobState
+	mu       sync.Mutex
+	settings Settings
+	runners  map[string]*runnerState
+	jobs     map[int64]*jobState
 	// ended are the jobs this process ended lately, so a pod of one
 	// that outlived its deletion (API server down) is not taken for a
 	// job to adopt.
-	ended map[int64]time.Time
+	ended     map[int64]time.Time
 	started   int // jobs started, for MaxBuilds
 	lastJobAt time.Time
 
