@@ -49,7 +49,9 @@ func NewGCS(ctx context.Context, c GCSConfig) (*GCS, error) {
 	if err := (&job.CacheStore{Type: "gcs", GCS: &g}).Validate(); err != nil {
 		return nil, err
 	}
-	opts := append([]option.ClientOption(nil), c.Options...)
+	// JSON reads: the XML API's host is not the endpoint's (emulators
+	// serve the JSON API only); for GCS both are the same data.
+	opts := append([]option.ClientOption{storage.WithJSONReads()}, c.Options...)
 	source := "the default credentials of the environment (GOOGLE_APPLICATION_CREDENTIALS, workload identity or the metadata server)"
 	creds := c.Credentials
 	switch {
@@ -92,7 +94,7 @@ func (g *GCS) Describe(name string) string { return "gs://" + g.bucket + "/" + n
 func (g *GCS) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	r, err := g.client.Bucket(g.bucket).Object(name).NewReader(ctx)
 	if err != nil {
-		return nil, g.wrap("download", name, err)
+		return nil, g.wrap(ctx, "download", name, err)
 	}
 	return r, nil
 }
@@ -108,29 +110,28 @@ func (g *GCS) Put(ctx context.Context, name string, r io.Reader) error {
 	if _, err := io.Copy(w, r); err != nil {
 		cancel()
 		_ = w.Close()
-		return g.wrap("upload", name, err)
+		return g.wrap(ctx, "upload", name, err)
 	}
 	if err := w.Close(); err != nil {
-		return g.wrap("upload", name, err)
+		return g.wrap(ctx, "upload", name, err)
 	}
 	return nil
 }
 
 // wrap turns GCS errors into messages that say what to do.
-func (g *GCS) wrap(op, name string, err error) error {
+func (g *GCS) wrap(ctx context.Context, op, name string, err error) error {
 	var gerr *googleapi.Error
 	switch {
 	case errors.Is(err, storage.ErrBucketNotExist):
 		return g.noBucket(op, name)
-	case errors.Is(err, storage.ErrObjectNotExist) && op == "download":
+	case op == "download" && (errors.Is(err, storage.ErrObjectNotExist) || errors.As(err, &gerr) && gerr.Code == http.StatusNotFound):
+		// A 404 of a download does not tell a missing bucket from a
+		// missing object.
+		if _, berr := g.client.Bucket(g.bucket).Attrs(ctx); errors.Is(berr, storage.ErrBucketNotExist) {
+			return g.noBucket(op, name)
+		}
 		return ErrNotFound
 	case errors.As(err, &gerr) && gerr.Code == http.StatusNotFound:
-		if op == "download" {
-			if _, berr := g.client.Bucket(g.bucket).Attrs(context.Background()); errors.Is(berr, storage.ErrBucketNotExist) {
-				return g.noBucket(op, name)
-			}
-			return ErrNotFound
-		}
 		return g.noBucket(op, name)
 	case errors.As(err, &gerr) && (gerr.Code == http.StatusUnauthorized || gerr.Code == http.StatusForbidden):
 		return fmt.Errorf("%s %s: access denied (%d): check %s and that it may read and write objects of the bucket", op, g.Describe(name), gerr.Code, g.source)
