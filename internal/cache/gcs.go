@@ -75,7 +75,17 @@ func NewGCS(ctx context.Context, c GCSConfig) (*GCS, error) {
 		if err := json.Unmarshal(creds, &probe); err != nil {
 			return nil, fmt.Errorf("gcs credentials from %s are not JSON: %w", source, err)
 		}
-		opts = append(opts, option.WithCredentialsJSON(creds)) //nolint:staticcheck // the JSON is the user's own key file
+		// The type is checked: the library warns against loading
+		// credential configurations of any type unseen.
+		types := map[string]option.CredentialsType{
+			"service_account": option.ServiceAccount, "authorized_user": option.AuthorizedUser,
+			"impersonated_service_account": option.ImpersonatedServiceAccount, "external_account": option.ExternalAccount,
+		}
+		ct, ok := types[probe.Type]
+		if !ok {
+			return nil, fmt.Errorf("gcs credentials from %s: type %q is not a service account key (\"service_account\"), an authorized user, an impersonated service account or an external account", source, probe.Type)
+		}
+		opts = append(opts, option.WithAuthCredentialsJSON(ct, creds))
 	}
 	client, err := storage.NewClient(ctx, opts...)
 	if err != nil {

@@ -47,6 +47,7 @@ func TestNewGCSSettings(t *testing.T) {
 		{"no bucket", GCSConfig{Credentials: []byte("{}")}, "BucketName"},
 		{"half key", GCSConfig{BucketName: "b", AccessID: "sa@p.iam.gserviceaccount.com"}, "AccessID and PrivateKey"},
 		{"credentials not JSON", GCSConfig{BucketName: "b", Credentials: []byte("not json")}, "CredentialsFile"},
+		{"credentials of no known type", GCSConfig{BucketName: "b", Credentials: []byte(`{"type":"api_key"}`)}, `type "api_key"`},
 	} {
 		_, err := NewGCS(context.Background(), tc.c)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -111,7 +111,8 @@ func TestCacheRoundTripGCS(t *testing.T) {
 	e.extraEnv = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(srv.URL(), "http://")}
 	e.runConfig(gcsCacheConfig(e, "runner-cache"))
 	_, second := runCachePipelines(t, e)
-	objs, _, err := srv.ListObjectsWithOptions("runner-cache", fakestorage.ListOptions{})
+	list, err := srv.ListObjectsWithOptionsPaginated("runner-cache", fakestorage.ListOptions{})
+	objs := list.Objects
 	if err != nil {
 		t.Fatal(err)
 	}
