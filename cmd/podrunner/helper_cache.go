@@ -27,12 +27,16 @@ func addCacheCommands(root *cobra.Command) {
 }
 
 // cacheTarget are the flags that say where one cache archive lives: a
-// file in the local cache_dir, or an object in S3 (whose credentials come
-// from the environment, see job.EnvCacheS3AccessKey).
+// file in the local cache_dir, or an object in S3, Azure Blob Storage or
+// GCS (whose credentials come from the environment, see job.CacheSecretEnv).
 type cacheTarget struct {
 	file     string
 	object   string
 	s3       job.CacheS3
+	azObject string
+	azure    job.CacheAzure
+	gsObject string
+	gcs      job.CacheGCS
 	pathFlag string // "true"/"false"/"": --s3-path-style
 	timeout  int    // minutes
 	partSize int64
@@ -51,29 +55,63 @@ func (t *cacheTarget) flags(cmd *cobra.Command) {
 	fs.IntVar(&t.timeout, "timeout", job.DefaultCacheRequestTimeout, "minutes to wait for a response of the store")
 	fs.Int64Var(&t.partSize, "s3-part-size", 0, "multipart upload part size in bytes (memory held per upload)")
 	_ = fs.MarkHidden("s3-part-size")
+	fs.StringVar(&t.azObject, "azure-object", "", "blob name in the Azure container (account key from $"+job.EnvCacheAzureAccountKey+", else the Azure credentials of the environment)")
+	fs.StringVar(&t.azure.AccountName, "azure-account-name", "", "Azure storage account")
+	fs.StringVar(&t.azure.ContainerName, "azure-container-name", "", "Azure blob container")
+	fs.StringVar(&t.azure.StorageDomain, "azure-storage-domain", "", "Azure blob domain (default "+cache.DefaultAzureStorageDomain+"); with http(s):// an emulator's endpoint")
+	fs.StringVar(&t.gsObject, "gcs-object", "", "object name in the GCS bucket (credentials from $"+job.EnvCacheGCSCredentials+", $"+job.EnvCacheGCSAccessID+"/$"+job.EnvCacheGCSPrivateKey+", else the environment's default credentials)")
+	fs.StringVar(&t.gcs.BucketName, "gcs-bucket-name", "", "GCS bucket")
 }
 
 // store builds the store and the archive's name in it. The S3 credentials
 // are taken from the environment and removed from it, so that nothing the
 // helper starts (git, for untracked files) inherits them.
 func (t *cacheTarget) store() (cache.Store, string, error) {
+	given := 0
+	for _, o := range []string{t.file, t.object, t.azObject, t.gsObject} {
+		if o != "" {
+			given++
+		}
+	}
+	// Read once and removed, so that nothing the helper starts (git, for
+	// untracked files) inherits them.
+	secret := map[string]string{}
+	for _, k := range job.CacheSecretEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			secret[k] = v
+			os.Unsetenv(k)
+		}
+	}
 	switch {
-	case t.file != "" && t.object != "":
-		return nil, "", errors.New("give either --file or --s3-object, not both")
+	case given > 1:
+		return nil, "", errors.New("give one of --file, --s3-object, --azure-object or --gcs-object")
 	case t.file != "":
 		abs, err := filepath.Abs(t.file)
 		if err != nil {
 			return nil, "", fmt.Errorf("cache file %s: %w", t.file, err)
 		}
 		return cache.Dir{Root: filepath.Dir(abs)}, filepath.Base(abs), nil
+	case t.azObject != "":
+		t.azure.AccountKey = secret[job.EnvCacheAzureAccountKey]
+		s, err := cache.NewAzure(cache.AzureConfig{CacheAzure: t.azure, RequestTimeout: time.Duration(t.timeout) * time.Minute})
+		if err != nil {
+			return nil, "", err
+		}
+		return s, t.azObject, nil
+	case t.gsObject != "":
+		// The client's lifetime is the helper's: its connections end with it.
+		s, err := cache.NewGCS(context.Background(), cache.GCSConfig{BucketName: t.gcs.BucketName,
+			Credentials: []byte(secret[job.EnvCacheGCSCredentials]),
+			AccessID:    secret[job.EnvCacheGCSAccessID], PrivateKey: secret[job.EnvCacheGCSPrivateKey]})
+		if err != nil {
+			return nil, "", err
+		}
+		return s, t.gsObject, nil
 	case t.object != "":
 		if !strings.EqualFold(t.s3.AuthenticationType, "iam") {
-			t.s3.AccessKey = os.Getenv(job.EnvCacheS3AccessKey)
-			t.s3.SecretKey = os.Getenv(job.EnvCacheS3SecretKey)
-			t.s3.SessionToken = os.Getenv(job.EnvCacheS3SessionToken)
-		}
-		for _, k := range []string{job.EnvCacheS3AccessKey, job.EnvCacheS3SecretKey, job.EnvCacheS3SessionToken} {
-			os.Unsetenv(k)
+			t.s3.AccessKey = secret[job.EnvCacheS3AccessKey]
+			t.s3.SecretKey = secret[job.EnvCacheS3SecretKey]
+			t.s3.SessionToken = secret[job.EnvCacheS3SessionToken]
 		}
 		switch t.pathFlag {
 		case "":
@@ -89,7 +127,7 @@ func (t *cacheTarget) store() (cache.Store, string, error) {
 		}
 		return s, t.object, nil
 	}
-	return nil, "", errors.New("no cache given: use --file or --s3-object")
+	return nil, "", errors.New("no cache given: use --file, --s3-object, --azure-object or --gcs-object")
 }
 
 // helperMemoryLimit is the Go heap's soft limit in the cache helpers

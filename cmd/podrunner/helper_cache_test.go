@@ -77,8 +77,8 @@ func TestCacheHelpersUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"cache-extractor"}, "use --file or --s3-object"},
-		{[]string{"cache-extractor", "--file", "x", "--s3-object", "y"}, "not both"},
+		{[]string{"cache-extractor"}, "use --file, --s3-object, --azure-object or --gcs-object"},
+		{[]string{"cache-extractor", "--file", "x", "--s3-object", "y"}, "give one of"},
 		{[]string{"cache-archiver", "--file", "x"}, "give --path or --untracked"},
 		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "bkt", "--s3-authentication-type", "access-key"}, "AccessKey"},
 		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "bkt", "--s3-authentication-type", "oauth"}, "unknown"},

@@ -369,3 +369,27 @@ func TestMergeMissing(t *testing.T) {
 		t.Errorf("kubernetes = %+v", k)
 	}
 }
+
+// TestRegisterCacheCredentialsFromHelmEnv: runners.cache.secretName gives
+// the keys as GitLab Runner's CACHE_* variables, runners.config the rest.
+func TestRegisterCacheCredentialsFromHelmEnv(t *testing.T) {
+	clearEnv(t)
+	gl := newFakeGitLab(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.toml")
+	tpl := filepath.Join(dir, "config.template.toml")
+	writeFile(t, tpl, "[[runners]]\n  [runners.cache]\n    Type = \"azure\"\n    [runners.cache.azure]\n      ContainerName = \"runner-cache\"\n  [runners.cache.gcs]\n    BucketName = \"b\"\n")
+	t.Setenv("CACHE_AZURE_ACCOUNT_NAME", "acct")
+	t.Setenv("CACHE_AZURE_ACCOUNT_KEY", "a2V5")
+	t.Setenv("CACHE_GCS_ACCESS_ID", "sa@p.iam.gserviceaccount.com")
+	t.Setenv("CACHE_GCS_PRIVATE_KEY", "pem")
+	res := run(t, "register", "-n", "-c", cfgPath, "-u", gl.URL, "-t", validToken, "--executor", "shell", "--template-config", tpl)
+	if res.code != 0 {
+		t.Fatalf("register failed: %+v", res)
+	}
+	c := loadT(t, cfgPath).Runners[0].Cache
+	if c == nil || c.Type != "azure" || c.Azure == nil || *c.Azure != (config.CacheAzure{AccountName: "acct", AccountKey: "a2V5", ContainerName: "runner-cache"}) ||
+		c.GCS == nil || c.GCS.AccessID != "sa@p.iam.gserviceaccount.com" || c.GCS.PrivateKey != "pem" || c.GCS.BucketName != "b" {
+		t.Errorf("cache = %+v azure %+v gcs %+v", c, c.Azure, c.GCS)
+	}
+}

@@ -1,6 +1,6 @@
 // Package cache keeps job caches between pipelines: in a local directory
 // (shell executor, a PVC or host path on Kubernetes) or in an S3-compatible
-// store, as zip archives in GitLab Runner's layout, in bounded memory both ways.
+// store, Azure Blob Storage or Google Cloud Storage, as zip archives in GitLab Runner's layout, in bounded memory both ways.
 package cache
 
 import (
@@ -23,6 +23,14 @@ func FromConfig(c *config.Cache) *job.CacheStore {
 			Insecure: c.S3.Insecure, PathStyle: c.S3.PathStyle, AuthenticationType: c.S3.AuthenticationType,
 			AccessKey: c.S3.AccessKey, SecretKey: c.S3.SecretKey, SessionToken: c.S3.SessionToken,
 		}
+	}
+	if c.Azure != nil {
+		s.Azure = &job.CacheAzure{AccountName: c.Azure.AccountName, AccountKey: c.Azure.AccountKey,
+			ContainerName: c.Azure.ContainerName, StorageDomain: c.Azure.StorageDomain}
+	}
+	if c.GCS != nil {
+		s.GCS = &job.CacheGCS{BucketName: c.GCS.BucketName, CredentialsFile: c.GCS.CredentialsFile,
+			AccessID: c.GCS.AccessID, PrivateKey: c.GCS.PrivateKey}
 	}
 	return s
 }

@@ -127,7 +127,7 @@ type CacheS3 struct {
 	UploadRoleARN             string `toml:"UploadRoleARN,omitempty"`
 }
 
-// CacheGCS is [runners.cache.gcs]; parsed loosely (not used yet).
+// CacheGCS is [runners.cache.gcs].
 type CacheGCS struct {
 	CredentialsFile string `toml:"CredentialsFile,omitempty" env:"GOOGLE_APPLICATION_CREDENTIALS"`
 	AccessID        string `toml:"AccessID,omitempty"`
@@ -135,7 +135,7 @@ type CacheGCS struct {
 	BucketName      string `toml:"BucketName,omitempty"`
 }
 
-// CacheAzure is [runners.cache.azure]; parsed loosely (not used yet).
+// CacheAzure is [runners.cache.azure].
 type CacheAzure struct {
 	AccountName   string `toml:"AccountName,omitempty"`
 	AccountKey    string `toml:"AccountKey,omitempty"`

@@ -471,6 +471,42 @@ func TestValueForms(t *testing.T) {
 			t.Errorf("KUBERNETES_IMAGE_PULL_SECRETS=%q set although runners.config sets image_pull_secrets", v)
 		}
 	})
+	t.Run("cache secret", func(t *testing.T) {
+		docs := render(t, "--set", "gitlabUrl=http://g", "--set", "runnerToken=glrt-x", "--set", "runners.cache.secretName=cache-creds")
+		c := one[*appsv1.Deployment](t, docs, "Deployment").Spec.Template.Spec
+		// The gitlab-runner chart's Secret keys, as GitLab Runner's
+		// environment variables of register; each optional, so one
+		// Secret serves whichever store runners.config picks.
+		want := map[string]string{
+			"CACHE_S3_ACCESS_KEY": "accesskey", "CACHE_S3_SECRET_KEY": "secretkey",
+			"CACHE_AZURE_ACCOUNT_NAME": "accountName", "CACHE_AZURE_ACCOUNT_KEY": "accountKey",
+			"CACHE_GCS_ACCESS_ID": "gcs-access-id", "CACHE_GCS_PRIVATE_KEY": "gcs-private-key",
+		}
+		got := map[string]string{}
+		for _, e := range c.Containers[0].Env {
+			if r := e.ValueFrom; r != nil && r.SecretKeyRef != nil && r.SecretKeyRef.Name == "cache-creds" &&
+				r.SecretKeyRef.Optional != nil && *r.SecretKeyRef.Optional && e.Value == "" {
+				got[e.Name] = r.SecretKeyRef.Key
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("cache credentials env %v, want %v", got, want)
+		}
+		var mounted bool
+		for _, v := range c.Volumes {
+			if v.Secret != nil && v.Secret.SecretName == "cache-creds" {
+				mounted = len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == "gcs-application-credentials-file"
+			}
+		}
+		if !mounted {
+			t.Errorf("the GCS key file of cache-creds is not mounted: %+v", c.Volumes)
+		}
+		for _, d := range render(t, "--set", "gitlabUrl=http://g", "--set", "runnerToken=glrt-x") {
+			if strings.Contains(string(d.YAML), "CACHE_S3_ACCESS_KEY") {
+				t.Error("cache credentials without runners.cache.secretName")
+			}
+		}
+	})
 	t.Run("cluster-wide access", func(t *testing.T) {
 		docs := render(t, "--set", "gitlabUrl=http://g", "--set", "runnerToken=glrt-x", "--set", "rbac.create=true", "--set", "rbac.clusterWideAccess=true")
 		if len(helmchart.Find(docs, "ClusterRole", "")) != 1 || len(helmchart.Find(docs, "ClusterRoleBinding", "")) != 1 || len(helmchart.Find(docs, "Role", "")) != 0 {

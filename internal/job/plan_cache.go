@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -18,13 +19,38 @@ import (
 // CacheStore is the remote cache store of the runner ([runners.cache]),
 // as the helper commands need it.
 type CacheStore struct {
-	Type   string // "s3"; any other type is reported and the local cache_dir used
+	Type   string // "s3", "azure" or "gcs"; any other type is reported and the local cache_dir used
 	Path   string // prefix of every object name
 	Shared bool   // false: objects live under runner/<short token>/
 	// MaxUploadedArchiveSize (bytes, 0: no limit): a bigger archive is not
 	// uploaded.
 	MaxUploadedArchiveSize int64
 	S3                     *CacheS3
+	Azure                  *CacheAzure
+	GCS                    *CacheGCS
+}
+
+// CacheAzure is [runners.cache.azure]. The blob URL is
+// https://<AccountName>.<StorageDomain>/<ContainerName>/<object>, as GitLab
+// Runner's. A StorageDomain with a scheme (http://127.0.0.1:10000) is an
+// endpoint with the account in the path, as the Azurite emulator serves it.
+// Without AccountKey the helper uses the Azure credentials of its
+// environment (workload identity, managed identity).
+type CacheAzure struct {
+	AccountName   string
+	AccountKey    string
+	ContainerName string
+	StorageDomain string // default blob.core.windows.net
+}
+
+// CacheGCS is [runners.cache.gcs]. Credentials: the JSON of CredentialsFile,
+// or AccessID with PrivateKey (a service account's e-mail and PEM key), or
+// else the environment's default credentials.
+type CacheGCS struct {
+	BucketName      string
+	CredentialsFile string
+	AccessID        string
+	PrivateKey      string
 }
 
 // CacheS3 is [runners.cache.s3]. The keys are handed to the helper through
@@ -63,7 +89,22 @@ const (
 	EnvCacheS3AccessKey    = "PODRUNNER_CACHE_S3_ACCESS_KEY"
 	EnvCacheS3SecretKey    = "PODRUNNER_CACHE_S3_SECRET_KEY"
 	EnvCacheS3SessionToken = "PODRUNNER_CACHE_S3_SESSION_TOKEN"
+	// EnvCacheAzureAccountKey carries [runners.cache.azure] AccountKey.
+	EnvCacheAzureAccountKey = "PODRUNNER_CACHE_AZURE_ACCOUNT_KEY"
+	// EnvCacheGCSCredentials carries the JSON of [runners.cache.gcs]
+	// CredentialsFile (the file is the runner's, the helper may run in a pod).
+	EnvCacheGCSCredentials = "PODRUNNER_CACHE_GCS_CREDENTIALS"
+	EnvCacheGCSAccessID    = "PODRUNNER_CACHE_GCS_ACCESS_ID"
+	EnvCacheGCSPrivateKey  = "PODRUNNER_CACHE_GCS_PRIVATE_KEY"
 )
+
+// CacheSecretEnv are the variables that carry store credentials to the
+// helper: the helper removes them from its environment, and nothing else
+// may print them.
+var CacheSecretEnv = []string{
+	EnvCacheS3AccessKey, EnvCacheS3SecretKey, EnvCacheS3SessionToken,
+	EnvCacheAzureAccountKey, EnvCacheGCSCredentials, EnvCacheGCSAccessID, EnvCacheGCSPrivateKey,
+}
 
 // Cache policies (cache:policy).
 const (
@@ -94,9 +135,27 @@ func (s *CacheStore) Validate() error {
 	if s == nil {
 		return nil
 	}
-	if s.Type != "s3" {
-		return fmt.Errorf("[runners.cache] Type %q is not supported by podrunner (only \"s3\")", s.Type)
+	switch s.Type {
+	case "s3":
+		return s.validateS3()
+	case "azure":
+		if s.Azure == nil || s.Azure.AccountName == "" || s.Azure.ContainerName == "" {
+			return errors.New("[runners.cache.azure] AccountName and ContainerName must be set")
+		}
+		return nil
+	case "gcs":
+		if s.GCS == nil || s.GCS.BucketName == "" {
+			return errors.New("[runners.cache.gcs] BucketName is not set")
+		}
+		if (s.GCS.AccessID == "") != (s.GCS.PrivateKey == "") {
+			return errors.New("[runners.cache.gcs] AccessID and PrivateKey must be set together")
+		}
+		return nil
 	}
+	return fmt.Errorf("[runners.cache] Type %q is not supported: use \"s3\", \"azure\" or \"gcs\"", s.Type)
+}
+
+func (s *CacheStore) validateS3() error {
 	if s.S3 == nil || s.S3.BucketName == "" {
 		return errors.New("[runners.cache.s3] BucketName is not set")
 	}
@@ -324,6 +383,12 @@ func (t cacheTarget) args(key string) (args, env []string, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	switch t.store.Type {
+	case "azure":
+		return azureArgs(obj, t.store.Azure)
+	case "gcs":
+		return gcsArgs(obj, t.store.GCS)
+	}
 	s3 := t.store.S3
 	args = []string{"--s3-object", obj, "--s3-server-address", s3.ServerAddress, "--s3-bucket-name", s3.BucketName}
 	if s3.BucketLocation != "" {
@@ -342,6 +407,34 @@ func (t cacheTarget) args(key string) (args, env []string, err error) {
 	env = []string{EnvCacheS3AccessKey + "=" + quote(s3.AccessKey), EnvCacheS3SecretKey + "=" + quote(s3.SecretKey)}
 	if s3.SessionToken != "" {
 		env = append(env, EnvCacheS3SessionToken+"="+quote(s3.SessionToken))
+	}
+	return args, env, nil
+}
+
+func azureArgs(obj string, a *CacheAzure) (args, env []string, err error) {
+	args = []string{"--azure-object", obj, "--azure-account-name", a.AccountName, "--azure-container-name", a.ContainerName}
+	if a.StorageDomain != "" {
+		args = append(args, "--azure-storage-domain", a.StorageDomain)
+	}
+	if a.AccountKey != "" {
+		env = []string{EnvCacheAzureAccountKey + "=" + quote(a.AccountKey)}
+	}
+	return args, env, nil
+}
+
+func gcsArgs(obj string, g *CacheGCS) (args, env []string, err error) {
+	args = []string{"--gcs-object", obj, "--gcs-bucket-name", g.BucketName}
+	switch {
+	case g.CredentialsFile != "":
+		// Read here: the helper may run in a pod that does not have the
+		// runner's file.
+		b, err := os.ReadFile(g.CredentialsFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("[runners.cache.gcs] CredentialsFile: %w", err)
+		}
+		env = []string{EnvCacheGCSCredentials + "=" + quote(string(b))}
+	case g.AccessID != "":
+		env = []string{EnvCacheGCSAccessID + "=" + quote(g.AccessID), EnvCacheGCSPrivateKey + "=" + quote(g.PrivateKey)}
 	}
 	return args, env, nil
 }
