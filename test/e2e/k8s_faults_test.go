@@ -247,3 +247,43 @@ func TestKubernetesAgentUnreachable30s(t *testing.T) {
 		remove()
 	})
 }
+
+// A job pod stopped by Kubernetes at its activeDeadlineSeconds (job
+// timeout + after_script timeout + 60 s) while no manager watched it: the
+// runner is killed while the job runs and started again only after the
+// deadline. The agent had ended the script at the job timeout, but its
+// result went with the pod; the job fails with job_execution_timeout and
+// the trace names the deadline.
+func TestKubernetesPodPastActiveDeadline(t *testing.T) {
+	t.Parallel()
+	e := newK8sEnv(t, `
+slow:
+  timeout: 10s
+  variables: {RUNNER_AFTER_SCRIPT_TIMEOUT: 1s}
+  script:
+    - echo started
+    - sleep 300
+`, k8sOptions{external: true})
+	bin, cfg := e.runnerProcessConfig("e2e-deadline", 1, 0)
+	first, _ := e.startRunnerProcess(bin, cfg)
+	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := pl.Jobs["slow"]
+	e.waitTrace(id, "\nstarted")
+	first.Process.Kill()
+	first.Wait()
+	waitFor(t, "the pod to pass its activeDeadlineSeconds", 3*time.Minute, func() bool {
+		pods, err := e.c.Clientset.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{})
+		return err == nil && len(pods.Items) == 1 && pods.Items[0].Status.Reason == "DeadlineExceeded"
+	})
+	e.startRunnerProcess(bin, cfg)
+	v := e.waitPipeline(pl.ID, 2*time.Minute)
+	j := v.Jobs[0]
+	tr := string(e.coord.Trace(id))
+	if j.Status != gitlabtest.StatusFailed || j.FailureReason != "job_execution_timeout" || !strings.Contains(tr, "activeDeadlineSeconds") {
+		t.Fatalf("job %s (%s), want failed with job_execution_timeout naming activeDeadlineSeconds:\n%s", j.Status, j.FailureReason, tr)
+	}
+	e.waitNoPods()
+}

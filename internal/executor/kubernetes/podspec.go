@@ -635,7 +635,8 @@ func k8sPull(p string) corev1.PullPolicy {
 	return corev1.PullIfNotPresent
 }
 
-// activeDeadline is the job timeout + the after_script timeout + 60 s.
+// activeDeadline is the job timeout + the after_script timeout (when
+// there is one) + 60 s.
 func activeDeadline(p *job.Payload, plan *job.Plan) int64 {
 	timeout := plan.Timeout
 	if timeout <= 0 {
@@ -644,10 +645,14 @@ func activeDeadline(p *job.Payload, plan *job.Plan) int64 {
 	if timeout <= 0 {
 		timeout = job.DefaultTimeoutSeconds * time.Second
 	}
-	after := job.DefaultAfterScriptTimeout
+	// Room for after_script only when there is one.
+	var after time.Duration
 	for _, s := range plan.Stages {
-		if s.Kind == job.KindAfterScript && s.Timeout > 0 {
+		if s.Kind == job.KindAfterScript {
 			after = s.Timeout
+			if after <= 0 {
+				after = job.DefaultAfterScriptTimeout
+			}
 		}
 	}
 	return int64((timeout + after + deadlineSlack) / time.Second)

@@ -248,6 +248,25 @@ func TestBuildPodShape(t *testing.T) {
 	if got := *pod.Spec.ActiveDeadlineSeconds; got != 3600+300+60 {
 		t.Errorf("activeDeadlineSeconds = %d", got)
 	}
+	// Without after_script no room is kept for it.
+	req := podTestRequest(t)
+	var stages []job.Stage
+	for _, st := range req.Plan.Stages {
+		if st.Kind != job.KindAfterScript {
+			stages = append(stages, st)
+		}
+	}
+	if len(stages) == len(req.Plan.Stages) {
+		t.Fatal("the test request has no after_script stage")
+	}
+	req.Plan.Stages = stages
+	p, _, err := BuildPod(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := *p.Spec.ActiveDeadlineSeconds; got != 3600+60 {
+		t.Errorf("without after_script: activeDeadlineSeconds = %d, want %d", got, 3600+60)
+	}
 	build := pod.Spec.Containers[0]
 	if build.Name != "build" || build.Image != "golang:1.26" || build.WorkingDir != "/builds" {
 		t.Errorf("build container %s %s %s", build.Name, build.Image, build.WorkingDir)
