@@ -204,8 +204,10 @@ func readRole(path string) (*rbacv1.Role, error) {
 	return role, nil
 }
 
-// importHelper builds podrunner.local/podrunner:dev from bin with
-// hack/cluster/images (needs root), so the helper image is this build.
+// importHelper builds podrunner.local/podrunner:dev and
+// podrunner.local/podrunner-helper:dev from bin and the podrunner-helper
+// next to it with hack/cluster/images (needs root), so the helper image
+// is this build.
 func importHelper(bin string) error {
 	out, err := exec.Command("hack/cluster/images", "podrunner", bin).CombinedOutput()
 	if err != nil {

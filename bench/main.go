@@ -63,8 +63,8 @@ func main() {
 	fs.StringVar(&o.runnerCmd, "runner-cmd", "", "another GitLab-Runner-compatible runner to measure beside podrunner (shell words; it gets `run --config FILE --working-directory DIR`)")
 	fs.StringVar(&o.otherHelper, "runner-helper-image", "podrunner.local/podrunner:dev", "helper_image written for --runner-cmd's Kubernetes runner (empty: left out)")
 	fs.StringVar(&o.podrunner, "podrunner", "", "podrunner binary to measure (default: built from ./cmd/podrunner)")
-	fs.StringVar(&o.helperImage, "helper-image", "podrunner.local/podrunner:dev", "podrunner's helper_image (the agent) for the Kubernetes scenario")
-	fs.StringVar(&o.importHelp, "import-helper", "no", "yes: rebuild podrunner.local/podrunner:dev from the measured binary with hack/cluster/images (root; the e2e tests share that image)")
+	fs.StringVar(&o.helperImage, "helper-image", "podrunner.local/podrunner-helper:dev", "podrunner's helper_image (the agent) for the Kubernetes scenario")
+	fs.StringVar(&o.importHelp, "import-helper", "no", "yes: rebuild podrunner.local/podrunner{,-helper}:dev from the measured binary and the podrunner-helper next to it with hack/cluster/images (root; the e2e tests share those images)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default $KUBECONFIG); none: Kubernetes rows are skipped")
 	fs.StringVar(&o.nodeIP, "node-ip", "", "address of this machine pods reach (default $PODRUNNER_NODE_IP, then the node's InternalIP)")
 	fs.StringVar(&o.role, "role", "deploy/rbac/role.yaml", "the Role podrunner's ServiceAccount gets")
@@ -118,8 +118,9 @@ func run(ctx context.Context, o options, out io.Writer) (*bench, error) {
 	bin := o.podrunner
 	if bin == "" {
 		bin = filepath.Join(tmp, "podrunner")
-		progress("building podrunner")
-		c := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/podrunner")
+		progress("building podrunner and podrunner-helper")
+		// -o DIR builds both, each named after its command.
+		c := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", tmp+"/", "./cmd/podrunner", "./cmd/podrunner-helper")
 		c.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := c.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("build podrunner (run the bench from the repository root or pass --podrunner): %v\n%s", err, out)

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/execview"
 	"github.com/podrunner/podrunner/internal/gitlabtest"
@@ -183,8 +184,8 @@ func listenHostPort(s string) (string, error) {
 var errPipelineFailed = errors.New("pipeline failed")
 
 func runExec(cmd *cobra.Command, o *execOptions) error {
-	log := loggerFrom(cmd)
-	if !flagGiven(cmd.Root().PersistentFlags(), "log-level") && !flagGiven(cmd.Root().PersistentFlags(), "debug") {
+	log := cli.Logger(cmd)
+	if !cli.FlagGiven(cmd.Root().PersistentFlags(), "log-level") && !cli.FlagGiven(cmd.Root().PersistentFlags(), "debug") {
 		// The view tells of jobs (failed ones too); the runner's own story
 		// only on request, or when it breaks.
 		log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelError}))

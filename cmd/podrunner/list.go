@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 )
 
@@ -16,7 +17,7 @@ func newListCmd() *cobra.Command {
 		Short: "List the runners of config.toml (tokens shortened)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(loggerFrom(cmd), configFile)
+			cfg, err := loadConfig(cli.Logger(cmd), configFile)
 			if err != nil {
 				return err
 			}

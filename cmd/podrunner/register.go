@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/gitlab"
 )
@@ -38,49 +39,49 @@ type runnerFlags struct {
 func addRunnerFlags(fs *pflag.FlagSet) *runnerFlags {
 	o := &runnerFlags{}
 	fs.StringVarP(&o.r.URL, "url", "u", "", "GitLab instance URL, e.g. https://gitlab.example.com")
-	bindEnv(fs, "url", "CI_SERVER_URL")
+	cli.BindEnv(fs, "url", "CI_SERVER_URL")
 	fs.StringVarP(&o.r.Token, "token", "t", "", "runner authentication token (glrt-...)")
-	bindEnv(fs, "token", "CI_SERVER_TOKEN")
+	cli.BindEnv(fs, "token", "CI_SERVER_TOKEN")
 	fs.StringVar(&o.r.TLSCAFile, "tls-ca-file", "", "CA certificates to verify GitLab")
-	bindEnv(fs, "tls-ca-file", "CI_SERVER_TLS_CA_FILE")
+	cli.BindEnv(fs, "tls-ca-file", "CI_SERVER_TLS_CA_FILE")
 	fs.StringVar(&o.r.TLSCertFile, "tls-cert-file", "", "client certificate for GitLab")
-	bindEnv(fs, "tls-cert-file", "CI_SERVER_TLS_CERT_FILE")
+	cli.BindEnv(fs, "tls-cert-file", "CI_SERVER_TLS_CERT_FILE")
 	fs.StringVar(&o.r.TLSKeyFile, "tls-key-file", "", "client key for GitLab")
-	bindEnv(fs, "tls-key-file", "CI_SERVER_TLS_KEY_FILE")
+	cli.BindEnv(fs, "tls-key-file", "CI_SERVER_TLS_KEY_FILE")
 	// --description is GitLab Runner's old name of --name: the root's
 	// flag normalization maps it here.
 	fs.StringVar(&o.r.Name, "name", "", "runner name, also --description (default: host name)")
-	bindEnv(fs, "name", "RUNNER_NAME")
+	cli.BindEnv(fs, "name", "RUNNER_NAME")
 	fs.StringVar(&o.r.Executor, "executor", "", "executor: shell or kubernetes")
-	bindEnv(fs, "executor", "RUNNER_EXECUTOR")
+	cli.BindEnv(fs, "executor", "RUNNER_EXECUTOR")
 	fs.IntVar(&o.r.Limit, "limit", 0, "maximum concurrent jobs of this runner (0: no limit)")
-	bindEnv(fs, "limit", "RUNNER_LIMIT")
+	cli.BindEnv(fs, "limit", "RUNNER_LIMIT")
 	fs.IntVar(&o.r.RequestConcurrency, "request-concurrency", 0, "maximum concurrent job requests (default 1)")
-	bindEnv(fs, "request-concurrency", "RUNNER_REQUEST_CONCURRENCY")
+	cli.BindEnv(fs, "request-concurrency", "RUNNER_REQUEST_CONCURRENCY")
 	fs.IntVar(&o.r.OutputLimit, "output-limit", 0, "maximum job log size in KiB (default 4096)")
-	bindEnv(fs, "output-limit", "RUNNER_OUTPUT_LIMIT")
+	cli.BindEnv(fs, "output-limit", "RUNNER_OUTPUT_LIMIT")
 	fs.StringVar(&o.r.BuildsDir, "builds-dir", "", "directory where builds are stored")
-	bindEnv(fs, "builds-dir", "RUNNER_BUILDS_DIR")
+	cli.BindEnv(fs, "builds-dir", "RUNNER_BUILDS_DIR")
 	fs.StringVar(&o.r.CacheDir, "cache-dir", "", "directory where the build cache is stored")
-	bindEnv(fs, "cache-dir", "RUNNER_CACHE_DIR")
+	cli.BindEnv(fs, "cache-dir", "RUNNER_CACHE_DIR")
 	fs.StringArrayVar(&o.env, "env", nil, "KEY=VALUE added to every job (repeatable)")
-	bindEnv(fs, "env", "RUNNER_ENV")
+	cli.BindEnv(fs, "env", "RUNNER_ENV")
 	fs.StringVar(&o.r.Shell, "shell", "", "shell: bash or sh")
-	bindEnv(fs, "shell", "RUNNER_SHELL")
+	cli.BindEnv(fs, "shell", "RUNNER_SHELL")
 	fs.StringVar(&o.r.CloneURL, "clone-url", "", "URL jobs clone from instead of the GitLab URL")
-	bindEnv(fs, "clone-url", "CLONE_URL")
+	cli.BindEnv(fs, "clone-url", "CLONE_URL")
 	fs.StringVar(&o.r.PreGetSourcesScript, "pre-get-sources-script", "", "script run before fetching sources")
-	bindEnv(fs, "pre-get-sources-script", "RUNNER_PRE_GET_SOURCES_SCRIPT")
+	cli.BindEnv(fs, "pre-get-sources-script", "RUNNER_PRE_GET_SOURCES_SCRIPT")
 	fs.StringVar(&o.r.PostGetSourcesScript, "post-get-sources-script", "", "script run after fetching sources")
-	bindEnv(fs, "post-get-sources-script", "RUNNER_POST_GET_SOURCES_SCRIPT")
+	cli.BindEnv(fs, "post-get-sources-script", "RUNNER_POST_GET_SOURCES_SCRIPT")
 	fs.StringVar(&o.r.PreBuildScript, "pre-build-script", "", "script run before the build")
-	bindEnv(fs, "pre-build-script", "RUNNER_PRE_BUILD_SCRIPT")
+	cli.BindEnv(fs, "pre-build-script", "RUNNER_PRE_BUILD_SCRIPT")
 	fs.StringVar(&o.r.PostBuildScript, "post-build-script", "", "script run after the build")
-	bindEnv(fs, "post-build-script", "RUNNER_POST_BUILD_SCRIPT")
+	cli.BindEnv(fs, "post-build-script", "RUNNER_POST_BUILD_SCRIPT")
 	fs.BoolVar(&o.r.DebugTraceDisabled, "debug-trace-disabled", false, "forbid CI_DEBUG_TRACE")
-	bindEnv(fs, "debug-trace-disabled", "RUNNER_DEBUG_TRACE_DISABLED")
+	cli.BindEnv(fs, "debug-trace-disabled", "RUNNER_DEBUG_TRACE_DISABLED")
 	fs.StringArrayVar(&o.featureFlags, "feature-flags", nil, "FF_NAME=true|false (repeatable)")
-	bindEnv(fs, "feature-flags", "FEATURE_FLAGS")
+	cli.BindEnv(fs, "feature-flags", "FEATURE_FLAGS")
 
 	bindStructFlags(fs, "kubernetes", "KUBERNETES", &o.kube)
 	bindStructFlags(fs, "cache", "CACHE", &o.cache)
@@ -183,27 +184,27 @@ Runner. Registration is always non-interactive.`,
 	fs := cmd.Flags()
 	addConfigFlag(cmd, &o.configFile)
 	fs.BoolVarP(&o.nonInteractive, "non-interactive", "n", false, "never ask questions (always the case)")
-	bindEnv(fs, "non-interactive", "REGISTER_NON_INTERACTIVE")
+	cli.BindEnv(fs, "non-interactive", "REGISTER_NON_INTERACTIVE")
 	fs.StringVarP(&o.registrationToken, "registration-token", "r", "", "legacy registration token (deprecated by GitLab)")
-	bindEnv(fs, "registration-token", "REGISTRATION_TOKEN")
+	cli.BindEnv(fs, "registration-token", "REGISTRATION_TOKEN")
 	fs.StringVar(&o.tagList, "tag-list", "", "comma-separated tags (legacy registration only)")
-	bindEnv(fs, "tag-list", "RUNNER_TAG_LIST")
+	cli.BindEnv(fs, "tag-list", "RUNNER_TAG_LIST")
 	fs.BoolVar(&o.runUntagged, "run-untagged", false, "pick jobs without tags (legacy registration only)")
-	bindEnv(fs, "run-untagged", "REGISTER_RUN_UNTAGGED")
+	cli.BindEnv(fs, "run-untagged", "REGISTER_RUN_UNTAGGED")
 	fs.BoolVar(&o.locked, "locked", true, "lock the runner to the project (legacy registration only)")
-	bindEnv(fs, "locked", "REGISTER_LOCKED")
+	cli.BindEnv(fs, "locked", "REGISTER_LOCKED")
 	fs.StringVar(&o.accessLevel, "access-level", "", "not_protected or ref_protected (legacy registration only)")
-	bindEnv(fs, "access-level", "REGISTER_ACCESS_LEVEL")
+	cli.BindEnv(fs, "access-level", "REGISTER_ACCESS_LEVEL")
 	fs.IntVar(&o.maximumTimeout, "maximum-timeout", 0, "maximum job timeout in seconds (legacy registration only)")
-	bindEnv(fs, "maximum-timeout", "REGISTER_MAXIMUM_TIMEOUT")
+	cli.BindEnv(fs, "maximum-timeout", "REGISTER_MAXIMUM_TIMEOUT")
 	fs.BoolVar(&o.paused, "paused", false, "register paused (legacy registration only)")
-	bindEnv(fs, "paused", "REGISTER_PAUSED")
+	cli.BindEnv(fs, "paused", "REGISTER_PAUSED")
 	fs.StringVar(&o.maintenanceNote, "maintenance-note", "", "maintenance note (legacy registration only)")
-	bindEnv(fs, "maintenance-note", "REGISTER_MAINTENANCE_NOTE")
+	cli.BindEnv(fs, "maintenance-note", "REGISTER_MAINTENANCE_NOTE")
 	fs.BoolVar(&o.leaveRunner, "leave-runner", false, "do not unregister the new runner when saving the config fails")
-	bindEnv(fs, "leave-runner", "REGISTER_LEAVE_RUNNER")
+	cli.BindEnv(fs, "leave-runner", "REGISTER_LEAVE_RUNNER")
 	fs.StringVar(&o.templateConfig, "template-config", "", "TOML file whose [[runners]] entry fills the keys not given by flags")
-	bindEnv(fs, "template-config", "TEMPLATE_CONFIG_FILE")
+	cli.BindEnv(fs, "template-config", "TEMPLATE_CONFIG_FILE")
 	o.runner = addRunnerFlags(fs)
 	return cmd
 }
@@ -222,7 +223,7 @@ var legacyOnly = []struct{ flag, def string }{
 }
 
 func runRegister(cmd *cobra.Command, o *registerOptions) error {
-	log := loggerFrom(cmd)
+	log := cli.Logger(cmd)
 	fs := cmd.Flags()
 	ctx := cmd.Context()
 
@@ -276,8 +277,8 @@ func runRegister(cmd *cobra.Command, o *registerOptions) error {
 		var bad []string
 		for _, l := range legacyOnly {
 			f := fs.Lookup(l.flag)
-			if f.Changed || flagGiven(fs, l.flag) && f.Value.String() != l.def {
-				bad = append(bad, flagSource(fs, l.flag))
+			if f.Changed || cli.FlagGiven(fs, l.flag) && f.Value.String() != l.def {
+				bad = append(bad, cli.FlagSource(fs, l.flag))
 			}
 		}
 		if len(bad) > 0 {
@@ -440,7 +441,7 @@ func bindStructFlags(fs *pflag.FlagSet, prefix, envPrefix string, ptr any) {
 		if rv.isBool() {
 			fl.NoOptDefVal = "true"
 		}
-		bindEnv(fs, name, env)
+		cli.BindEnv(fs, name, env)
 	}
 }
 

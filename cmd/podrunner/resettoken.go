@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/gitlab"
 )
@@ -38,12 +39,12 @@ does (POST runners/<id>/reset_authentication_token).`,
 	fs.Int64VarP(&o.id, "id", "i", 0, "runner id")
 	fs.BoolVar(&o.all, "all-runners", false, "reset the token of every runner")
 	fs.StringVar(&o.pat, "pat", "", "personal access token with the create_runner or manage_runner scope")
-	bindEnv(fs, "pat", "PRIVATE_TOKEN")
+	cli.BindEnv(fs, "pat", "PRIVATE_TOKEN")
 	return cmd
 }
 
 func runResetToken(cmd *cobra.Command, o *resetTokenOptions) error {
-	log := loggerFrom(cmd)
+	log := cli.Logger(cmd)
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
 	if !o.all && o.name == "" && (o.url == "" || o.id == 0) {

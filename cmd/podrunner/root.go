@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,81 +12,20 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/gitlab"
+	"github.com/podrunner/podrunner/internal/helper"
 	"github.com/podrunner/podrunner/internal/version"
 )
 
-// Flag annotations: envAnnotation lists the environment variables a flag
-// falls back to; fromEnvAnnotation records which one supplied the value.
-const (
-	envAnnotation     = "podrunner_env"
-	fromEnvAnnotation = "podrunner_from_env"
-)
-
-type loggerKey struct{}
-
-// globalOptions are the root's persistent flags.
-type globalOptions struct {
-	debug     bool
-	logLevel  string
-	logFormat string
-}
-
 // execute runs the CLI and returns the process exit code.
 func execute(args []string, stdout, stderr io.Writer) int {
-	root := newRootCmd()
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		var q quietExit
-		if errors.As(err, &q) {
-			return q.code
-		}
-		fmt.Fprintf(stderr, "ERROR: %v\n", err)
-		return 1
-	}
-	return 0
+	return cli.Execute(newRootCmd(), args, stdout, stderr)
 }
 
-// quietExit ends a command with a non-zero code after it already told the
-// user why (as a warning: a missing cache is not an error).
-type quietExit struct{ code int }
-
-func (q quietExit) Error() string { return fmt.Sprintf("exit status %d", q.code) }
-
 func newRootCmd() *cobra.Command {
-	g := &globalOptions{}
-	root := &cobra.Command{
-		Use:           "podrunner",
-		Short:         "GitLab-compatible CI runner that runs jobs as Kubernetes pods",
-		Version:       version.Get().Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			// Sub-commands must not define their own PersistentPreRun: this
-			// one applies env fallbacks and sets up logging for all.
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			log, err := newLogger(cmd.ErrOrStderr(), g.level(), g.logFormat)
-			if err != nil {
-				return err
-			}
-			cmd.SetContext(context.WithValue(cmd.Context(), loggerKey{}, log))
-			return nil
-		},
-	}
-	root.SetVersionTemplate("{{.Version}}\n")
-	pf := root.PersistentFlags()
-	pf.BoolVar(&g.debug, "debug", false, "debug logging (same as --log-level=debug)")
-	bindEnv(pf, "debug", "DEBUG")
-	pf.StringVarP(&g.logLevel, "log-level", "l", "", "log level: debug, info, warn, error")
-	bindEnv(pf, "log-level", "LOG_LEVEL")
-	pf.StringVar(&g.logFormat, "log-format", "", "log format: runner, text or json")
-	bindEnv(pf, "log-format", "LOG_FORMAT")
-
+	root := cli.NewRoot("podrunner", "GitLab-compatible CI runner that runs jobs as Kubernetes pods", version.Get().Version)
 	root.AddCommand(
 		newRegisterCmd(),
 		newVerifyCmd(),
@@ -97,8 +35,8 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 	)
 	addRunCommands(root)
-	addArtifactsCommands(root)
-	addCacheCommands(root)
+	// The shell executor's scripts call the helper commands of this binary.
+	root.AddCommand(helper.Commands()...)
 	// GitLab Runner spells some flags with "_" (--kubernetes-bearer_token):
 	// accept both spellings everywhere.
 	// --description is the old spelling of register's --name.
@@ -111,131 +49,22 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
-func (g *globalOptions) level() string {
-	if g.debug {
-		return "debug"
-	}
-	return g.logLevel
-}
-
-// parseLevel maps GitLab Runner's level names onto slog levels.
-func parseLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "", "info":
-		return slog.LevelInfo, nil
-	case "debug", "trace":
-		return slog.LevelDebug, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error", "fatal", "panic":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("unknown log level %q: use debug, info, warn or error", s)
-}
-
-// newLogger builds the process logger; "runner" and "text" are slog's
-// text format, "json" its JSON format.
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	lvl, err := parseLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch strings.ToLower(format) {
-	case "", "runner", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("unknown log format %q: use runner, text or json", format)
-}
-
-// loggerFrom returns the logger set up by the root command.
-func loggerFrom(cmd *cobra.Command) *slog.Logger {
-	if cmd != nil && cmd.Context() != nil {
-		if l, ok := cmd.Context().Value(loggerKey{}).(*slog.Logger); ok {
-			return l
-		}
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, nil))
-}
-
 // loggerForConfig returns a logger honouring config.toml's log_level and
 // log_format unless --log-level/--debug/--log-format (or their env) were
 // given: the command line wins, as in GitLab Runner. For `run`.
 func loggerForConfig(cmd *cobra.Command, cfg *config.Config) (*slog.Logger, error) {
 	level, format := cfg.LogLevel, cfg.LogFormat
 	fs := cmd.Flags()
-	if flagGiven(fs, "log-level") {
+	if cli.FlagGiven(fs, "log-level") {
 		level, _ = fs.GetString("log-level")
 	}
 	if d, _ := fs.GetBool("debug"); d {
 		level = "debug"
 	}
-	if flagGiven(fs, "log-format") {
+	if cli.FlagGiven(fs, "log-format") {
 		format, _ = fs.GetString("log-format")
 	}
-	return newLogger(cmd.ErrOrStderr(), level, format)
-}
-
-// bindEnv makes the flag fall back to the first non-empty environment
-// variable of envs when it is not given on the command line.
-func bindEnv(fs *pflag.FlagSet, name string, envs ...string) {
-	f := fs.Lookup(name)
-	if f == nil {
-		panic("bindEnv: no flag " + name) // programming error
-	}
-	if f.Annotations == nil {
-		f.Annotations = map[string][]string{}
-	}
-	f.Annotations[envAnnotation] = append(f.Annotations[envAnnotation], envs...)
-	f.Usage += " [$" + strings.Join(envs, ", $") + "]"
-}
-
-// applyEnv sets every flag not given on the command line from its
-// environment variable. Empty variables count as unset (the Helm chart
-// blanks some).
-func applyEnv(cmd *cobra.Command) error {
-	var errs []error
-	visit := func(f *pflag.Flag) {
-		if f.Changed {
-			return
-		}
-		for _, env := range f.Annotations[envAnnotation] {
-			val, ok := os.LookupEnv(env)
-			if !ok || val == "" {
-				continue
-			}
-			if err := f.Value.Set(val); err != nil {
-				errs = append(errs, fmt.Errorf("environment variable %s (for --%s): %w", env, f.Name, err))
-				return
-			}
-			f.Annotations[fromEnvAnnotation] = []string{env}
-			return
-		}
-	}
-	cmd.Flags().VisitAll(visit)
-	cmd.InheritedFlags().VisitAll(visit)
-	return errors.Join(errs...)
-}
-
-// flagGiven reports whether a flag was set on the command line or from
-// its environment variable.
-func flagGiven(fs *pflag.FlagSet, name string) bool {
-	f := fs.Lookup(name)
-	return f != nil && (f.Changed || len(f.Annotations[fromEnvAnnotation]) > 0)
-}
-
-// flagSource names where a flag's value came from, for messages.
-func flagSource(fs *pflag.FlagSet, name string) string {
-	f := fs.Lookup(name)
-	if f == nil {
-		return "--" + name
-	}
-	if !f.Changed && len(f.Annotations[fromEnvAnnotation]) > 0 {
-		return "$" + f.Annotations[fromEnvAnnotation][0]
-	}
-	return "--" + name
+	return cli.NewLogger(cmd.ErrOrStderr(), level, format)
 }
 
 // defaultConfigFile is GitLab Runner's default location.
@@ -252,7 +81,7 @@ func defaultConfigFile() string {
 // addConfigFlag adds -c/--config ($CONFIG_FILE).
 func addConfigFlag(cmd *cobra.Command, dst *string) {
 	cmd.Flags().StringVarP(dst, "config", "c", defaultConfigFile(), "config file")
-	bindEnv(cmd.Flags(), "config", "CONFIG_FILE")
+	cli.BindEnv(cmd.Flags(), "config", "CONFIG_FILE")
 }
 
 // loadConfig loads path and logs its warnings. Errors carry file:line.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/runner"
@@ -22,7 +23,7 @@ import (
 )
 
 func addRunCommands(root *cobra.Command) {
-	root.AddCommand(newRunCmd(), newRunSingleCmd(), newExecCmd(), newAgentCmd())
+	root.AddCommand(newRunCmd(), newRunSingleCmd(), newExecCmd())
 }
 
 type runOptions struct {
@@ -47,7 +48,7 @@ func newRunCmd() *cobra.Command {
 	addConfigFlag(cmd, &o.configFile)
 	fs := cmd.Flags()
 	fs.StringVar(&o.listenAddress, "listen-address", "", "address for /metrics and /health (overrides listen_address)")
-	bindEnv(fs, "listen-address", "LISTEN_ADDRESS")
+	cli.BindEnv(fs, "listen-address", "LISTEN_ADDRESS")
 	fs.StringVarP(&o.workingDir, "working-directory", "d", "", "base directory of relative builds_dir/cache_dir (default: current directory)")
 	fs.StringVarP(&o.user, "user", "u", "", "accepted for GitLab Runner compatibility; podrunner runs as the invoking user")
 	fs.StringVarP(&o.service, "service", "n", "", "accepted for GitLab Runner compatibility (service name)")
@@ -56,7 +57,7 @@ func newRunCmd() *cobra.Command {
 }
 
 func runMulti(cmd *cobra.Command, o *runOptions) error {
-	log := loggerFrom(cmd)
+	log := cli.Logger(cmd)
 	cfg, err := loadConfig(log, o.configFile)
 	if err != nil {
 		return err
@@ -99,24 +100,24 @@ func newRunSingleCmd() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVarP(&o.configFile, "config", "c", "", "config file to take the runner from (with --runner)")
-	bindEnv(fs, "config", "CONFIG_FILE")
+	cli.BindEnv(fs, "config", "CONFIG_FILE")
 	fs.StringVarP(&o.runnerName, "runner", "r", "", "name of the [[runners]] entry of --config to run")
-	bindEnv(fs, "runner", "RUNNER_NAME_FROM_CONFIG")
+	cli.BindEnv(fs, "runner", "RUNNER_NAME_FROM_CONFIG")
 	fs.IntVar(&o.maxBuilds, "max-builds", 0, "stop after this many jobs (0: no limit)")
-	bindEnv(fs, "max-builds", "MAX_BUILDS")
+	cli.BindEnv(fs, "max-builds", "MAX_BUILDS")
 	fs.IntVar(&o.waitTimeout, "wait-timeout", 0, "stop when no job arrived for this many seconds (0: wait forever)")
-	bindEnv(fs, "wait-timeout", "WAIT_TIMEOUT")
+	cli.BindEnv(fs, "wait-timeout", "WAIT_TIMEOUT")
 	fs.IntVar(&o.shutdownTimeout, "shutdown-timeout", 0, "seconds to wait for aborted jobs to be reported (default 30)")
-	bindEnv(fs, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
+	cli.BindEnv(fs, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
 	fs.StringVar(&o.listenAddress, "listen-address", "", "address for /metrics and /health")
-	bindEnv(fs, "listen-address", "LISTEN_ADDRESS")
+	cli.BindEnv(fs, "listen-address", "LISTEN_ADDRESS")
 	fs.StringVarP(&o.workingDir, "working-directory", "d", "", "base directory of relative builds_dir/cache_dir")
 	o.flags = addRunnerFlags(fs)
 	return cmd
 }
 
 func runSingle(cmd *cobra.Command, o *runSingleOptions) error {
-	log := loggerFrom(cmd)
+	log := cli.Logger(cmd)
 	cfg := config.New()
 	var r *config.Runner
 	if o.runnerName != "" || (o.configFile != "" && !cmd.Flags().Changed("url")) {

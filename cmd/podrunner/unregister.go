@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 )
 
@@ -34,7 +35,7 @@ Runners GitLab removed successfully are also removed from config.toml.`,
 }
 
 func runUnregister(cmd *cobra.Command, o *unregisterOptions) error {
-	log := loggerFrom(cmd)
+	log := cli.Logger(cmd)
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
 	if !o.all && o.sel.name == "" && (o.sel.url == "" || o.sel.token == "") {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/gitlab"
 )
@@ -68,9 +69,9 @@ func addSelectorFlags(cmd *cobra.Command, s *selector) {
 	fs := cmd.Flags()
 	fs.StringVarP(&s.name, "name", "n", "", "runner name")
 	fs.StringVarP(&s.url, "url", "u", "", "GitLab URL of the runner")
-	bindEnv(fs, "url", "CI_SERVER_URL")
+	cli.BindEnv(fs, "url", "CI_SERVER_URL")
 	fs.StringVarP(&s.token, "token", "t", "", "runner token")
-	bindEnv(fs, "token", "CI_SERVER_TOKEN")
+	cli.BindEnv(fs, "token", "CI_SERVER_TOKEN")
 }
 
 type verifyOptions struct {
@@ -98,7 +99,7 @@ answers 403 for (removed) are deleted from config.toml.`,
 }
 
 func runVerify(cmd *cobra.Command, o *verifyOptions) error {
-	log := loggerFrom(cmd)
+	log := cli.Logger(cmd)
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
 

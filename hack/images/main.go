@@ -135,11 +135,11 @@ func buildIndex(ctx context.Context, src string, platforms []string, busybox map
 		if !ok {
 			return nil, fmt.Errorf("no busybox for %s: give --busybox %s=PATH (see the header of main.go for Debian's)", p, p)
 		}
-		bin, err := buildPodrunner(ctx, src, plat)
+		bins, err := buildPodrunner(ctx, src, plat)
 		if err != nil {
 			return nil, err
 		}
-		img, err := image(plat, bb, bin, applets)
+		img, err := image(plat, bb, bins, applets)
 		if err != nil {
 			return nil, fmt.Errorf("image for %s: %w", p, err)
 		}
@@ -148,31 +148,40 @@ func buildIndex(ctx context.Context, src string, platforms []string, busybox map
 	return idx, nil
 }
 
-// buildPodrunner cross-compiles a static podrunner; -trimpath and no VCS
-// stamp keep it identical for identical sources.
-func buildPodrunner(ctx context.Context, src string, p *v1.Platform) ([]byte, error) {
+// buildPodrunner cross-compiles static podrunner and podrunner-helper
+// (name → content); -trimpath and no VCS stamp keep them identical for
+// identical sources.
+func buildPodrunner(ctx context.Context, src string, p *v1.Platform) (map[string][]byte, error) {
 	dir, err := os.MkdirTemp("", "podrunner-image-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "podrunner")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", bin, "./cmd/podrunner")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", dir+"/", "./cmd/podrunner", "./cmd/podrunner-helper")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Architecture)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build podrunner for %s/%s in %s: %w\n%s", p.OS, p.Architecture, src, err, out)
 	}
-	return os.ReadFile(bin)
+	bins := map[string][]byte{}
+	for _, n := range []string{"podrunner", "podrunner-helper"} {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			return nil, err
+		}
+		bins[n] = b
+	}
+	return bins, nil
 }
 
-// image: one layer (busybox userland + podrunner) with a fixed time.
-func image(p *v1.Platform, busyboxPath string, podrunner []byte, applets []string) (v1.Image, error) {
+// image: one layer (busybox userland + podrunner and podrunner-helper in
+// /usr/local/bin) with a fixed time.
+func image(p *v1.Platform, busyboxPath string, bins map[string][]byte, applets []string) (v1.Image, error) {
 	bb, err := os.ReadFile(busyboxPath)
 	if err != nil {
 		return nil, fmt.Errorf("read busybox: %w", err)
 	}
-	layerTar, err := rootfsTar(bb, podrunner, applets)
+	layerTar, err := rootfsTar(bb, bins, applets)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +212,7 @@ func image(p *v1.Platform, busyboxPath string, podrunner []byte, applets []strin
 
 // rootfsTar is the image's file system as a tar with sorted names, owner
 // 0 and a fixed mtime.
-func rootfsTar(busybox, podrunner []byte, applets []string) ([]byte, error) {
+func rootfsTar(busybox []byte, bins map[string][]byte, applets []string) ([]byte, error) {
 	type entry struct {
 		hdr  tar.Header
 		data []byte
@@ -223,7 +232,9 @@ func rootfsTar(busybox, podrunner []byte, applets []string) ([]byte, error) {
 	dir("tmp", 0o1777)
 	dir("var/tmp", 0o1777)
 	file("bin/busybox", 0o755, busybox)
-	file("usr/local/bin/podrunner", 0o755, podrunner)
+	for n, b := range bins {
+		file("usr/local/bin/"+n, 0o755, b)
+	}
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
 	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
 	file("etc/nsswitch.conf", 0o644, []byte("hosts: files dns\n"))

@@ -11,7 +11,7 @@ import (
 
 func digestOf(t *testing.T, p *v1.Platform, bb string, pr []byte) v1.Hash {
 	t.Helper()
-	img, err := image(p, bb, pr, []string{"/bin/sh", "/usr/bin/env", "/bin/busybox"})
+	img, err := image(p, bb, map[string][]byte{"podrunner": pr, "podrunner-helper": append([]byte("helper-"), pr...)}, []string{"/bin/sh", "/usr/bin/env", "/bin/busybox"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestImageContent(t *testing.T) {
 	bb := t.TempDir() + "/busybox"
 	writeFile(t, bb, "fake busybox")
 	arm := &v1.Platform{OS: "linux", Architecture: "arm64"}
-	img, err := image(arm, bb, []byte("pr"), []string{"/bin/sh"})
+	img, err := image(arm, bb, map[string][]byte{"podrunner": []byte("pr"), "podrunner-helper": []byte("h")}, []string{"/bin/sh"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestImageContent(t *testing.T) {
 	if len(m.Manifests) != 1 || m.Manifests[0].Platform.Architecture != "arm64" {
 		t.Errorf("index = %+v", m.Manifests)
 	}
-	if _, err := image(arm, bb+"-missing", []byte("pr"), nil); err == nil {
+	if _, err := image(arm, bb+"-missing", map[string][]byte{"podrunner": []byte("pr")}, nil); err == nil {
 		t.Error("missing busybox: no error")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path"
 
 	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/version"
 )
 
 // SpecError is a spec that cannot be used; File and Field say where.
@@ -47,8 +48,18 @@ func LoadSpec(file string) (*Spec, error) {
 }
 
 // ParseSpec decodes and validates a spec. Unknown fields are ignored so that
-// a newer runner can talk to an older agent.
+// a newer runner can talk to an older agent. A spec of another build is
+// refused before anything else: its shape may differ.
 func ParseSpec(data []byte) (*Spec, error) {
+	var v struct {
+		Version string `json:"version"`
+	}
+	if json.Unmarshal(data, &v) == nil && v.Version != "" {
+		if own := version.Get().Build(); v.Version != own {
+			return nil, &SpecError{Field: "version", Msg: fmt.Sprintf("this helper image runs podrunner-helper %s, the runner manager is podrunner %s: "+
+				"set helper_image to the helper image of the manager's version (or leave it unset)", own, v.Version)}
+		}
+	}
 	var s Spec
 	if err := json.Unmarshal(data, &s); err != nil {
 		var syn *json.SyntaxError

@@ -11,12 +11,14 @@ import (
 // SpecKey is the key of the spec in the job's Secret, and SpecFile the
 // path the build container reads it from.
 const (
-	SpecKey     = "job.json"
-	SpecDir     = "/podrunner-spec"
-	SpecFile    = SpecDir + "/" + SpecKey
-	BinDir      = "/podrunner"
-	Binary      = BinDir + "/podrunner"
-	DefaultPort = 8765
+	SpecKey  = "job.json"
+	SpecDir  = "/podrunner-spec"
+	SpecFile = SpecDir + "/" + SpecKey
+	BinDir   = "/podrunner"
+	Binary   = BinDir + "/podrunner-helper"
+	// InstalledBinary is where helper images keep podrunner-helper.
+	InstalledBinary = "/usr/local/bin/podrunner-helper"
+	DefaultPort     = 8765
 )
 
 // Spec is everything the agent needs, written by the runner into the
@@ -24,6 +26,9 @@ const (
 type Spec struct {
 	// Token authenticates the runner to the agent's API (Bearer).
 	Token string `json:"token"`
+	// Version is the manager's version.Info.Build(); the helper refuses a
+	// spec of another build (the image does not match the manager).
+	Version string `json:"version,omitempty"`
 	// Listen is the agent API's address, e.g. ":8765".
 	Listen  string    `json:"listen"`
 	Plan    *job.Plan `json:"plan"`

@@ -46,6 +46,9 @@ const (
 const (
 	BusyboxImage   = "podrunner.local/busybox:1"
 	PodrunnerImage = "podrunner.local/podrunner:dev" // after `hack/cluster/images podrunner BIN`
+	// HelperImage is podrunner-helper alone (one layer), what job pods
+	// run; imported with PodrunnerImage.
+	HelperImage = "podrunner.local/podrunner-helper:dev"
 	// PrivateImage is the busybox image in a repository of Cluster.Registry
 	// that needs a login; the node itself has no image of that name.
 	PrivateImage = "group/demo/private:1"

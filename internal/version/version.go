@@ -82,3 +82,7 @@ func (i Info) String() string {
 
 // UserAgent is Get().UserAgent().
 func UserAgent() string { return Get().UserAgent() }
+
+// Build is "VERSION (REVISION)": what the manager and the helper of one
+// build share, and compare to refuse a mismatched helper image.
+func (i Info) Build() string { return i.Version + " (" + i.Revision + ")" }

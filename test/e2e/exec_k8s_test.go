@@ -116,7 +116,7 @@ func TestExecKubernetes(t *testing.T) {
 	// address on the route to the API server).
 	cmd := exec.CommandContext(ctx, bin, "exec", "--executor", "kubernetes",
 		"--kubeconfig", os.Getenv(testcluster.EnvKubeconfig), "--namespace", ns,
-		"--image", testcluster.BusyboxImage, "--helper-image", testcluster.PodrunnerImage,
+		"--image", testcluster.BusyboxImage, "--helper-image", testcluster.HelperImage,
 		"--pull-policy", "if-not-present", "--concurrency", "4", "--cache-dir", cacheDir)
 	cmd.Dir = project
 	outB, err := cmd.CombinedOutput()

@@ -34,8 +34,10 @@ var (
 	k8sImageErr  error
 )
 
-// k8sPodrunnerImage builds a static podrunner and imports it as
-// podrunner.local/podrunner:dev, once per test binary.
+// k8sPodrunnerImage builds static podrunner and podrunner-helper binaries
+// and imports them as podrunner.local/podrunner:dev (both) and
+// podrunner.local/podrunner-helper:dev (the helper alone), once per test
+// binary.
 func k8sPodrunnerImage(t *testing.T) {
 	t.Helper()
 	k8sImageOnce.Do(func() {
@@ -46,8 +48,8 @@ func k8sPodrunnerImage(t *testing.T) {
 		}
 		defer os.RemoveAll(dir)
 		bin := filepath.Join(dir, "podrunner")
-		// Stripped: the image stays small (≈ 60 MB instead of 85 MB).
-		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "../../cmd/podrunner")
+		// Stripped, both binaries (-o DIR names each after its command).
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", dir+"/", "../../cmd/podrunner", "../../cmd/podrunner-helper")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			k8sImageErr = fmt.Errorf("build podrunner: %v\n%s", err, out)
@@ -143,7 +145,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 	kc := &config.Kubernetes{
 		Namespace:                 ns,
 		Image:                     testcluster.BusyboxImage,
-		HelperImage:               testcluster.PodrunnerImage,
+		HelperImage:               testcluster.HelperImage,
 		PullPolicy:                config.StringOrList{"if-not-present"},
 		PollTimeout:               60,
 		CleanupGracePeriodSeconds: &grace,

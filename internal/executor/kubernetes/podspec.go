@@ -186,7 +186,7 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		Name:            ContainerInit,
 		Image:           agentImage,
 		ImagePullPolicy: corev1.PullIfNotPresent, // a locally loaded podrunner image must not be pulled
-		Command:         []string{"podrunner", "agent", "install", agent.BinDir},
+		Command:         []string{agent.InstalledBinary, "agent", "install", agent.BinDir},
 		VolumeMounts:    []corev1.VolumeMount{{Name: volumeAgent, MountPath: agent.BinDir}},
 		Resources:       b.settings.Helper,
 		SecurityContext: caps(cfg.HelperContainerSecurityContext),

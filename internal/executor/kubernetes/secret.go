@@ -14,6 +14,7 @@ import (
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/trace"
+	"github.com/podrunner/podrunner/internal/version"
 )
 
 // PayloadKey is the Secret key holding the job payload as GitLab sent it,
@@ -30,6 +31,7 @@ const maxSecretData = 1<<20 - 16<<10
 func BuildSecret(req PodRequest, pod *corev1.Pod, port int) (*corev1.Secret, error) {
 	spec := agent.Spec{
 		Token:   req.AgentToken,
+		Version: version.Get().Build(),
 		Listen:  ":" + strconv.Itoa(port),
 		Plan:    req.Plan,
 		Sources: agent.SourcesFrom(req.Git, req.Variables.Get("CI_PROJECT_DIR")),

@@ -1,4 +1,4 @@
-package main
+package helper
 
 import (
 	"context"
@@ -16,17 +16,11 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/podrunner/podrunner/internal/archive"
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/version"
 )
-
-// addArtifactsCommands adds the helper commands the job scripts call to
-// download and upload artifacts (GitLab Runner's artifacts-downloader and
-// artifacts-uploader).
-func addArtifactsCommands(root *cobra.Command) {
-	root.AddCommand(newArtifactsUploaderCmd(), newArtifactsDownloaderCmd())
-}
 
 // artifactsConn are the flags that reach GitLab. The token comes from
 // $CI_JOB_TOKEN (the stage scripts set it for the command) rather than the
@@ -38,13 +32,13 @@ type artifactsConn struct {
 
 func (c *artifactsConn) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.url, "url", "", "GitLab URL")
-	bindEnv(fs, "url", "CI_SERVER_URL")
+	cli.BindEnv(fs, "url", "CI_SERVER_URL")
 	fs.StringVar(&c.token, "token", "", "job token (prefer the environment variable)")
-	bindEnv(fs, "token", "CI_JOB_TOKEN")
+	cli.BindEnv(fs, "token", "CI_JOB_TOKEN")
 	fs.Int64Var(&c.id, "id", 0, "job ID")
-	bindEnv(fs, "id", "CI_JOB_ID")
+	cli.BindEnv(fs, "id", "CI_JOB_ID")
 	fs.StringVar(&c.caFile, "tls-ca-file", "", "CA certificates of GitLab (PEM)")
-	bindEnv(fs, "tls-ca-file", "CI_SERVER_TLS_CA_FILE")
+	cli.BindEnv(fs, "tls-ca-file", "CI_SERVER_TLS_CA_FILE")
 }
 
 func (c *artifactsConn) client(cmd *cobra.Command) (*gitlab.Client, error) {
@@ -59,7 +53,7 @@ func (c *artifactsConn) client(cmd *cobra.Command) (*gitlab.Client, error) {
 	v := version.Get()
 	return gitlab.NewClient(gitlab.Credentials{URL: c.url, TLSCAFile: c.caFile}, gitlab.Options{
 		Version: gitlab.VersionInfo{Version: v.Version, Revision: v.Revision, Branch: v.Branch},
-		Logger:  loggerFrom(cmd),
+		Logger:  cli.Logger(cmd),
 	})
 }
 
@@ -109,7 +103,7 @@ func newArtifactsUploaderCmd() *cobra.Command {
 	fs.StringVar(&f.name, "name", "", "name of the archive (without extension)")
 	fs.StringVar(&f.expireIn, "expire-in", "", "how long GitLab keeps the artifacts, e.g. \"1 week\"")
 	fs.StringVar(&f.level, "compression-level", "", "zip compression: fastest, fast, default, slow, slowest")
-	bindEnv(fs, "compression-level", "ARTIFACT_COMPRESSION_LEVEL")
+	cli.BindEnv(fs, "compression-level", "ARTIFACT_COMPRESSION_LEVEL")
 	return cmd
 }
 

@@ -1,4 +1,4 @@
-package main
+package helper
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func TestAgentInstallCopiesTheExecutable(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "podrunner"), []byte("old"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, filepath.Base(agent.Binary)), []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := runAgentCmd(t, context.Background(), "install", dir); err != nil {
@@ -46,7 +46,7 @@ func TestAgentInstallCopiesTheExecutable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst := filepath.Join(dir, "podrunner")
+	dst := filepath.Join(dir, filepath.Base(agent.Binary))
 	got, err := os.ReadFile(dst)
 	if err != nil {
 		t.Fatal(err)
@@ -135,5 +135,18 @@ func TestAgentRunServesUntilAck(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent run did not exit after ack")
+	}
+}
+
+// A spec written by a manager of another build is refused with the fix.
+func TestAgentRunRefusesOtherBuild(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "job.json")
+	spec := `{"token":"t","version":"0.0.1 (abc)","plan":{"shell":"sh","stages":[{"name":"step_script","kind":"user","when":"on_success","script":"true"}]}}`
+	if err := os.WriteFile(f, []byte(spec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runAgentCmd(t, context.Background(), "run", "--spec", f, "--state-dir", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "0.0.1 (abc)") || !strings.Contains(err.Error(), "helper_image") {
+		t.Errorf("got %v, want a version mismatch naming the manager's build and helper_image", err)
 	}
 }

@@ -1,7 +1,6 @@
-package main
+package helper
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podrunner/podrunner/internal/agent"
+	"github.com/podrunner/podrunner/internal/cli"
 )
 
 // newAgentCmd is the in-pod side of the Kubernetes executor (see
@@ -42,7 +42,7 @@ func newAgentInstallCmd() *cobra.Command {
 			if err := installBinary(self, dst); err != nil {
 				return err
 			}
-			loggerFrom(cmd).Info("agent installed", "path", dst)
+			cli.Logger(cmd).Info("agent installed", "path", dst)
 			return nil
 		},
 	}
@@ -110,13 +110,13 @@ when the agent itself failed (spec unreadable, no shell in the image).`,
 				return err
 			}
 			// SIGTERM (pod deletion) and SIGINT abort the job.
-			ctx, stop := signal.NotifyContext(contextOrBackground(cmd.Context()), syscall.SIGTERM, syscall.SIGINT)
+			ctx, stop := signal.NotifyContext(cli.Context(cmd), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return agent.Run(ctx, spec, agent.Options{
 				StateDir: o.stateDir,
 				Linger:   o.linger,
 				Reap:     os.Getpid() == 1,
-				Logger:   loggerFrom(cmd),
+				Logger:   cli.Logger(cmd),
 			})
 		},
 	}
@@ -125,13 +125,4 @@ when the agent itself failed (spec unreadable, no shell in the image).`,
 	fs.StringVar(&o.stateDir, "state-dir", agent.BinDir, "directory of the job log and the stage scripts")
 	fs.DurationVar(&o.linger, "linger", agent.DefaultLinger, "how long to keep serving after the job ended when the runner does not acknowledge")
 	return cmd
-}
-
-// contextOrBackground keeps the command usable when called without
-// ExecuteContext (tests).
-func contextOrBackground(ctx context.Context) context.Context {
-	if ctx == nil {
-		return context.Background()
-	}
-	return ctx
 }

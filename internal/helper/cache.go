@@ -1,4 +1,4 @@
-package main
+package helper
 
 import (
 	"context"
@@ -16,15 +16,9 @@ import (
 
 	"github.com/podrunner/podrunner/internal/archive"
 	"github.com/podrunner/podrunner/internal/cache"
+	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/job"
 )
-
-// addCacheCommands adds the helper commands the job scripts call to
-// restore and save caches (GitLab Runner's cache-extractor and
-// cache-archiver).
-func addCacheCommands(root *cobra.Command) {
-	root.AddCommand(newCacheExtractorCmd(), newCacheArchiverCmd())
-}
 
 // cacheTarget are the flags that say where one cache archive lives: a
 // file in the local cache_dir, or an object in S3, Azure Blob Storage or
@@ -175,7 +169,7 @@ func newCacheExtractorCmd() *cobra.Command {
 				// A warning, as GitLab Runner's; non-zero, so that the
 				// script tries the next key.
 				job.Warning(out, "no cache at %s", st.Describe(name))
-				return quietExit{code: 1}
+				return cli.QuietExit{Code: 1}
 			}
 			if err != nil {
 				return err
@@ -219,7 +213,7 @@ func newCacheArchiverCmd() *cobra.Command {
 			if errors.Is(err, archive.ErrNoFiles) {
 				// The paths' own warnings (with each pattern) said why.
 				fmt.Fprintln(out, "No files to cache: the stored cache (if any) is kept")
-				return quietExit{code: job.CacheArchiverNoFiles}
+				return cli.QuietExit{Code: job.CacheArchiverNoFiles}
 			}
 			if err != nil {
 				return err
@@ -236,7 +230,7 @@ func newCacheArchiverCmd() *cobra.Command {
 	fs.BoolVar(&spec.Untracked, "untracked", false, "cache the files git does not track")
 	fs.Int64Var(&maxSize, "max-size", 0, "do not upload an archive bigger than this many bytes (0: no limit)")
 	fs.StringVar(&spec.CompressionLevel, "compression-level", "", "zip compression: fastest, fast, default, slow, slowest")
-	bindEnv(fs, "compression-level", "CACHE_COMPRESSION_LEVEL")
+	cli.BindEnv(fs, "compression-level", "CACHE_COMPRESSION_LEVEL")
 	return cmd
 }
 

@@ -1,0 +1,18 @@
+// Package helper holds the commands that run inside a job's environment
+// (GitLab Runner's helper role): the Kubernetes executor's agent, the
+// artifacts uploader and downloader, and the cache archiver and extractor.
+// Both binaries carry them: podrunner-helper, the slim image of job pods,
+// and podrunner itself, which the shell executor calls.
+package helper
+
+import "github.com/spf13/cobra"
+
+// Commands are the helper's commands, to be added to a root made by
+// cli.NewRoot.
+func Commands() []*cobra.Command {
+	return []*cobra.Command{
+		newAgentCmd(),
+		newArtifactsUploaderCmd(), newArtifactsDownloaderCmd(),
+		newCacheExtractorCmd(), newCacheArchiverCmd(),
+	}
+}
