@@ -21,6 +21,21 @@ const (
 	DefaultPort     = 8765
 )
 
+// BootstrapCommand is the build container's command: it waits for the
+// helper container to install the agent into BinDir, then becomes the
+// agent. Job images need /bin/sh for their scripts anyway; fractional
+// sleep is not POSIX, hence the fallback.
+func BootstrapCommand() []string {
+	const script = `i=0
+while [ ! -x ` + Binary + ` ]; do
+	i=$((i+1))
+	if [ "$i" -gt 6000 ]; then echo "podrunner: the helper container did not install ` + Binary + `" >&2; exit 125; fi
+	sleep 0.02 2>/dev/null || sleep 1
+done
+exec ` + Binary + ` agent run --spec ` + SpecFile
+	return []string{"/bin/sh", "-c", script}
+}
+
 // Spec is everything the agent needs, written by the runner into the
 // job's Secret.
 type Spec struct {

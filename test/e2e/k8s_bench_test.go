@@ -301,16 +301,16 @@ type bareSample struct {
 // Floors: bare pods doing what the job's script does, on the same cluster.
 const (
 	floorBare   = "bare pod"
-	floorInit   = "bare pod + init container"
+	floorInit   = "bare pod + helper container"
 	floorLayout = "bare pod, job pod layout"
-	floorDirs   = "bare pod + init container + 2 emptyDirs"
+	floorDirs   = "bare pod + helper container + 2 emptyDirs"
 )
 
 // barePod runs `echo hi` in a busybox pod (restartPolicy Never, no
 // service account token, no service links, as the job pods) and returns
-// its moments once it is seen Succeeded. floorInit adds an init container
-// (busybox `true`); floorLayout has the job pod's layout without the
-// agent: that init container, two emptyDirs and a Secret volume;
+// its moments once it is seen Succeeded. floorInit adds a second container
+// (busybox `true`, as the helper container); floorLayout has the job pod's
+// layout without the agent: that container, two emptyDirs and a Secret volume;
 // floorDirs the same without the Secret volume.
 func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i int, kind string) bareSample {
 	t.Helper()
@@ -328,15 +328,15 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 		}},
 	}
 	if kind != floorBare {
-		spec.InitContainers = []corev1.Container{{Name: "init", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
-			Command: []string{"true"}}}
+		spec.Containers = append(spec.Containers, corev1.Container{Name: "helper", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
+			Command: []string{"true"}})
 	}
 	if kind == floorLayout || kind == floorDirs {
 		spec.Volumes = []corev1.Volume{
 			{Name: "bin", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 			{Name: "builds", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		}
-		spec.InitContainers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"}}
+		spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"}}
 		spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "bin", MountPath: "/podrunner"}, {Name: "builds", MountPath: "/builds"}}
 	}
 	if kind == floorLayout {

@@ -54,11 +54,10 @@ type podHandle struct {
 	claims  int64
 	claimed bool
 
-	uid         string
-	created     time.Time
-	agentToken  string
-	agentPort   int
-	secretOwned bool
+	uid        string
+	created    time.Time
+	agentToken string
+	agentPort  int
 }
 
 // handleOf is a's podHandle, or an error when a does not come from Adopt.
@@ -146,17 +145,11 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (executor.Ado
 	if m := slotInName.FindStringSubmatch(pod.Name); m != nil {
 		slot, _ = strconv.Atoi(m[1])
 	}
-	owned := false
-	for _, o := range sec.OwnerReferences {
-		if o.Kind == "Pod" && o.UID == pod.UID {
-			owned = true
-		}
-	}
 	return executor.Adoptable{
 		Where: pod.Name, JobID: p.ID, Payload: &p, TracePrefix: prefix, Slot: slot, Owner: podOwner(pod),
 		Handle: &podHandle{
 			claims: claimCount(pod), uid: string(pod.UID), created: pod.CreationTimestamp.Time,
-			agentToken: spec.Token, agentPort: port, secretOwned: owned,
+			agentToken: spec.Token, agentPort: port,
 		},
 	}, nil
 }
@@ -190,7 +183,7 @@ func (e *Executor) ResumeJob(ctx context.Context, a executor.Adoptable, j *execu
 	r := &jobRun{
 		e: e, log: e.log.With("job", a.JobID, "pod", a.Where, "adopted", true), trace: tr, watch: w,
 		pod: a.Where, token: h.agentToken, port: h.agentPort, cancel: j.GracefulCancel, started: started,
-		secretName: a.Where, secretOwned: h.secretOwned, claims: h.claims,
+		secretName: a.Where, claims: h.claims,
 	}
 	sub, unsubscribe := w.subscribe(a.Where)
 	defer unsubscribe()

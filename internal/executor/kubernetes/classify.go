@@ -99,23 +99,18 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		return f
 	}
 
-	for _, cs := range pod.Status.InitContainerStatuses {
-		if f := waitingFailure(pod, cs, events); f != nil {
-			return f
-		}
-		if t := terminated(cs); t != nil && t.ExitCode != 0 {
-			return &Failure{Reason: ReasonRunnerSystemFailure, Container: cs.Name,
-				Message: fmt.Sprintf("init container %s (image %s) failed with exit code %d%s: the podrunner agent could not be installed; check helper_image in [runners.kubernetes] points at a podrunner image of this version", cs.Name, cs.Image, t.ExitCode, detail(t.Reason, t.Message))}
-		}
-	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if f := waitingFailure(pod, cs, events); f != nil {
 			return f
 		}
+		if t := terminated(cs); cs.Name == ContainerHelper && t != nil && t.ExitCode != 0 {
+			return &Failure{Reason: ReasonRunnerSystemFailure, Container: cs.Name,
+				Message: fmt.Sprintf("container %s (image %s) failed with exit code %d%s: the podrunner agent could not be installed; check helper_image in [runners.kubernetes] points at a podrunner helper image of this version", cs.Name, cs.Image, t.ExitCode, detail(t.Reason, t.Message))}
+		}
 	}
 	// The kubelet reports a failed pull as an event at once, while the
-	// container status shows it only from the pod's next sync — seconds
-	// later, and about 15 s later when an init container ran first.
+	// container status shows it only from the pod's next sync, seconds
+	// later.
 	if f := pullFailedEvent(pod, events); f != nil {
 		return f
 	}
@@ -232,8 +227,8 @@ func QuotaExceeded(err error) (bool, string) {
 func pullFailure(container, image, reason, msg string) *Failure {
 	what := "the job's image"
 	switch {
-	case container == ContainerInit:
-		what = "the podrunner image (helper_image)"
+	case container == ContainerHelper:
+		what = "the podrunner helper image (helper_image)"
 	case strings.HasPrefix(container, ServiceContainerPrefix):
 		what = "the service image"
 	}
@@ -348,7 +343,7 @@ func waitingFailure(pod *corev1.Pod, cs corev1.ContainerStatus, events []corev1.
 func memoryLimit(pod *corev1.Pod, container string) (string, string) {
 	key := "memory_limit / KUBERNETES_MEMORY_LIMIT"
 	switch {
-	case container == ContainerInit:
+	case container == ContainerHelper:
 		key = "helper_memory_limit / KUBERNETES_HELPER_MEMORY_LIMIT"
 	case strings.HasPrefix(container, ServiceContainerPrefix):
 		key = "service_memory_limit / KUBERNETES_SERVICE_MEMORY_LIMIT"

@@ -14,8 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// classifyPod is a job pod as BuildPod shapes it: init-agent, build with a
-// 32Mi limit, one service.
+// classifyPod is a job pod as BuildPod shapes it: build with a 32Mi limit,
+// helper, one service.
 func classifyPod() *corev1.Pod {
 	limit := func(q string) corev1.ResourceRequirements {
 		return corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(q)}}
@@ -23,9 +23,9 @@ func classifyPod() *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "runner-x-project-1-concurrent-0-abcd1234", Namespace: "ci", UID: "u1"},
 		Spec: corev1.PodSpec{
-			InitContainers: []corev1.Container{{Name: ContainerInit, Image: "podrunner.local/podrunner:dev"}},
 			Containers: []corev1.Container{
 				{Name: ContainerBuild, Image: "busybox:1.37", Resources: limit("32Mi")},
+				{Name: ContainerHelper, Image: "podrunner.local/podrunner-helper:dev"},
 				{Name: "svc-0", Image: "redis:7", Resources: limit("256Mi")},
 			},
 		},
@@ -69,7 +69,6 @@ func TestClassify(t *testing.T) {
 		{name: "pending is fine", edit: func(p *corev1.Pod) {}},
 		{name: "running is fine", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), running("svc-0")}
 		}},
 		{name: "job ended normally", edit: func(p *corev1.Pod) {
@@ -88,7 +87,6 @@ func TestClassify(t *testing.T) {
 			podEvent("Failed", "spec.containers{svc-0}", "other container", t0.Add(2*time.Second)),
 		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"does not exist: Failed to pull image \"busybox:nope\": manifest unknown"}},
 		{name: "pull failure event before the status shows it", edit: func(p *corev1.Pod) {
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "PodInitializing", "")}
 		}, events: []corev1.Event{
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": manifest unknown", t0),
@@ -115,7 +113,6 @@ func TestClassify(t *testing.T) {
 		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`the registry refused access to image "registry.example.com/private/app:1"`, "insufficient_scope", "image_pull_secrets"}},
 		{name: "old pull failure of a container that runs now is history", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{term(ContainerInit, 0, "Completed")}
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), running("svc-0")}
 		}, events: []corev1.Event{
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:1.37\": i/o timeout", t0),
@@ -131,8 +128,8 @@ func TestClassify(t *testing.T) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), waiting("svc-0", "redis:99", "ErrImagePull", "not found")}
 		}, reason: ReasonImagePullFailure, container: "svc-0", msg: []string{`"redis:99" for container svc-0 (the service image)`}},
 		{name: "agent image", edit: func(p *corev1.Pod) {
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{waiting(ContainerInit, "podrunner.local/podrunner:dev", "ErrImagePull", "not found")}
-		}, reason: ReasonImagePullFailure, container: ContainerInit, msg: []string{"the podrunner image (helper_image)"}},
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting(ContainerHelper, "podrunner.local/podrunner-helper:dev", "ErrImagePull", "not found")}
+		}, reason: ReasonImagePullFailure, container: ContainerHelper, msg: []string{"the podrunner helper image (helper_image)"}},
 		{name: "CreateContainerConfigError", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "CreateContainerConfigError", `secret "regcred" not found`)}
 		}, reason: ReasonConfigurationError, container: "build", msg: []string{`container build cannot be configured: secret "regcred" not found`}},
@@ -206,13 +203,17 @@ func TestClassify(t *testing.T) {
 		{name: "OOMKilled build without a recorded code", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 0, "OOMKilled")}
 		}, reason: ReasonScriptFailure, container: "build", exitCode: 137, msg: []string{"exit code 137"}},
-		{name: "init-agent failed", edit: func(p *corev1.Pod) {
-			s := term(ContainerInit, 127, "Error")
+		{name: "helper failed", edit: func(p *corev1.Pod) {
+			s := term(ContainerHelper, 127, "Error")
 			s.Image = "busybox:1.37"
-			s.State.Terminated.Message = "exec: podrunner: not found"
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{s}
-		}, reason: ReasonRunnerSystemFailure, container: ContainerInit,
-			msg: []string{"init container init-agent (image busybox:1.37) failed with exit code 127 (Error: exec: podrunner: not found)", "helper_image"}},
+			s.State.Terminated.Message = "exec: podrunner-helper: not found"
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), s}
+		}, reason: ReasonRunnerSystemFailure, container: ContainerHelper,
+			msg: []string{"container helper (image busybox:1.37) failed with exit code 127 (Error: exec: podrunner-helper: not found)", "helper_image"}},
+		{name: "helper done is fine", edit: func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodRunning
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), term(ContainerHelper, 0, "Completed"), running("svc-0")}
+		}},
 		{name: "service crashed", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), term("svc-0", 2, "Error")}
@@ -235,15 +236,15 @@ func TestClassify(t *testing.T) {
 		{name: "volume not mounted", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
 			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount): MountVolume.SetUp failed for volume "ca"`}},
-		{name: "mount failure retried with success: init container ran", edit: func(p *corev1.Pod) {
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{running(ContainerInit)}
+		{name: "mount failure retried with success: a container ran", edit: func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{running(ContainerHelper)}
 		}, events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "podrunner-spec" : failed to sync secret cache: timed out waiting for the condition`, t0)}},
 		{name: "sandbox failure retried with success: sandbox ready", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionTrue}}
 		}, events: []corev1.Event{podEvent("FailedCreatePodSandBox", "", "failed to setup network", t0)}},
 		{name: "mount failure while the sandbox is not ready", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionFalse}}
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{waiting(ContainerInit, "podrunner.local/podrunner:dev", "PodInitializing", "")}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting(ContainerHelper, "podrunner.local/podrunner-helper:dev", "ContainerCreating", "")}
 		}, events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
 			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount)`}},
 		{name: "kubelet secret cache not synced yet: kubelet retries", edit: func(p *corev1.Pod) {},

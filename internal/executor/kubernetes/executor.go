@@ -283,15 +283,12 @@ type jobRun struct {
 	port    int
 	cancel  <-chan struct{}
 	started time.Time
-	// secretOwned is false when the Secret could not be given the pod as
-	// owner: then it is deleted explicitly.
-	secretName  string
-	secretOwned bool
+	// secretName is the job's Secret, deleted with the pod.
+	secretName string
 	// claims is the pod's claim count under which this manager owns it.
 	claims int64
 	// registryName is the job's image pull Secret, if it has one.
-	registryName  string
-	registryOwned bool
+	registryName string
 }
 
 // Run runs one job in a pod; see executor.Executor.
@@ -387,27 +384,24 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	fmt.Fprintf(out, "Waiting for pod %s/%s to be running, status is Pending\n", e.ns, pod.Name)
 	fmt.Fprint(out, trace.SectionEnd(time.Now(), "prepare_script"))
 
-	var created *corev1.Pod
 	err = e.createWithQuotaRetry(ctx, out, deadline, "pod "+pod.Name, func(ctx context.Context) error {
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
 		}
 		pod.Annotations[AnnotationTracePrefix] = base64.StdEncoding.EncodeToString(maskBytes(prefix.Bytes(), req.Mask))
-		c, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
+		_, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			c, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
+			return nil // an earlier attempt got through
 		}
-		created = c
 		return err
 	})
 	if err != nil {
 		return r.startFailed(ctx, err, false)
 	}
 	defer r.cleanup()
-	r.ownSecret(ctx, secret, created)
-	if registry != nil {
-		r.registryOwned = r.setOwner(ctx, registry.Name, created)
-	}
+	// The Secrets get no ownerReference (a GET and an UPDATE each): cleanup
+	// deletes them with the pod, and a manager that died before that
+	// leaves them to the next cleanup (Executor.Cleanup).
 	log.Info("pod created", "after", time.Since(started))
 	return r.followOwned(ctx)
 }
@@ -528,31 +522,7 @@ func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (e
 	return executor.Result{}, err
 }
 
-// ownSecret makes the pod the Secret's owner, so it goes with the pod.
-func (r *jobRun) ownSecret(ctx context.Context, secret *corev1.Secret, pod *corev1.Pod) {
-	r.secretOwned = r.setOwner(ctx, secret.Name, pod)
-}
-
-// setOwner makes pod the owner of the Secret name; false when it could not.
-func (r *jobRun) setOwner(ctx context.Context, name string, pod *corev1.Pod) bool {
-	err := retryTransient(ctx, "set owner of secret "+name, func(ctx context.Context) error {
-		cur, err := r.e.cs.CoreV1().Secrets(r.e.ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		SetSecretOwner(cur, pod)
-		_, err = r.e.cs.CoreV1().Secrets(r.e.ns).Update(ctx, cur, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil {
-		r.log.Warn("secret keeps no owner; it is deleted with the job instead", "secret", name, "err", err)
-		return false
-	}
-	return true
-}
-
-// cleanup deletes the pod (background propagation: the Secret goes with
-// it) and the Secret when it has no owner. It runs on a fresh context:
+// cleanup deletes the pod and its Secrets. It runs on a fresh context:
 // an aborted job must still be cleaned up.
 func (r *jobRun) cleanup() {
 	if r.sub != nil && r.sub.handedOver() {
@@ -560,10 +530,8 @@ func (r *jobRun) cleanup() {
 		return
 	}
 	r.e.deletePod(r.pod)
-	if !r.secretOwned {
-		r.e.deleteSecret(r.secretName)
-	}
-	if r.registryName != "" && !r.registryOwned {
+	r.e.deleteSecret(r.secretName)
+	if r.registryName != "" {
 		r.e.deleteSecret(r.registryName)
 	}
 }

@@ -24,8 +24,12 @@ import (
 
 // Container and volume names of a job's pod.
 const (
-	ContainerInit  = "init-agent"
-	ContainerBuild = "build"
+	// ContainerHelper installs the agent from helper_image into the
+	// shared volume and exits; it runs beside the build container (not
+	// before it, as an init container would: the kubelet notices an ended
+	// init container only at its next relist, up to a second later).
+	ContainerHelper = "helper"
+	ContainerBuild  = "build"
 	// Service containers are ServiceContainerPrefix + index (svc-0, svc-1…).
 	ServiceContainerPrefix = "svc-"
 
@@ -182,8 +186,8 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 	caps := func(c *config.ContainerSecurityContext) *corev1.SecurityContext {
 		return securityContext(c, nil, nil, cfg.CapAdd, cfg.CapDrop)
 	}
-	initC := corev1.Container{
-		Name:            ContainerInit,
+	helperC := corev1.Container{
+		Name:            ContainerHelper,
 		Image:           agentImage,
 		ImagePullPolicy: corev1.PullIfNotPresent, // a locally loaded podrunner image must not be pulled
 		Command:         []string{agent.InstalledBinary, "agent", "install", agent.BinDir},
@@ -191,7 +195,7 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		Resources:       b.settings.Helper,
 		SecurityContext: caps(cfg.HelperContainerSecurityContext),
 	}
-	b.checkResources(ContainerInit, "helper_", initC.Resources)
+	b.checkResources(ContainerHelper, "helper_", helperC.Resources)
 
 	image := req.Payload.Image.Name
 	if image != "" {
@@ -209,7 +213,7 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		Name:            ContainerBuild,
 		Image:           image,
 		ImagePullPolicy: policy,
-		Command:         []string{agent.Binary, "agent", "run", "--spec", agent.SpecFile},
+		Command:         agent.BootstrapCommand(),
 		WorkingDir:      buildsDir,
 		Env:             EnvVars(req.Variables),
 		Ports:           []corev1.ContainerPort{{Name: "agent", ContainerPort: int32(port), Protocol: corev1.ProtocolTCP}},
@@ -233,15 +237,17 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		// Service links would add variables for every Service of the
 		// namespace to the job's environment, overriding job variables.
 		EnableServiceLinks: ptrTo(false),
-		InitContainers:     []corev1.Container{initC},
-		Containers:         append([]corev1.Container{build}, services...),
-		Volumes:            volumes,
-		Tolerations:        b.settings.NodeTolerations,
-		Affinity:           affinity(cfg.Affinity),
-		SecurityContext:    podSecurityContext(cfg.PodSecurityContext),
-		PriorityClassName:  cfg.PriorityClassName,
-		SchedulerName:      cfg.SchedulerName,
-		DNSConfig:          dnsConfig(cfg.DNSConfig),
+		// The helper is second: the kubelet starts containers in order,
+		// so the build container starts as early as in a bare pod, and
+		// the agent before any service.
+		Containers:        append([]corev1.Container{build, helperC}, services...),
+		Volumes:           volumes,
+		Tolerations:       b.settings.NodeTolerations,
+		Affinity:          affinity(cfg.Affinity),
+		SecurityContext:   podSecurityContext(cfg.PodSecurityContext),
+		PriorityClassName: cfg.PriorityClassName,
+		SchedulerName:     cfg.SchedulerName,
+		DNSConfig:         dnsConfig(cfg.DNSConfig),
 	}
 	if len(b.settings.NodeSelector) > 0 {
 		spec.NodeSelector = b.settings.NodeSelector

@@ -58,55 +58,13 @@ func BuildSecret(req PodRequest, pod *corev1.Pod, port int) (*corev1.Secret, err
 		},
 		Type: corev1.SecretTypeOpaque,
 		// Data never changes; immutable Secrets are not watched by the
-		// kubelet. Metadata (the ownerReference) can still be set.
+		// kubelet.
 		Immutable: ptrTo(true),
 		Data: map[string][]byte{
 			agent.SpecKey: specJSON,
 			PayloadKey:    payloadJSON,
 		},
 	}, nil
-}
-
-// OwnerReference makes pod the owner of the job's Secret, so the garbage
-// collector deletes the Secret after the pod (background deletion).
-//
-// Controller is false: a Pod does not manage the Secret, and controller
-// references are what controllers use to adopt objects. BlockOwnerDeletion
-// is false: deleting the pod must never wait for the Secret (no foreground
-// deletion, pain point 8), and setting it true would need update on
-// pods/finalizers under the OwnerReferencesPermissionEnforcement admission
-// plugin.
-func OwnerReference(pod *corev1.Pod) metav1.OwnerReference {
-	return metav1.OwnerReference{
-		APIVersion:         "v1",
-		Kind:               "Pod",
-		Name:               pod.Name,
-		UID:                pod.UID,
-		Controller:         ptrTo(false),
-		BlockOwnerDeletion: ptrTo(false),
-	}
-}
-
-// SetSecretOwner adds (or replaces) pod's ownerReference on secret, for an
-// Update call. pod must be the created pod: without its UID the reference
-// would never match and the Secret would leak.
-func SetSecretOwner(secret *corev1.Secret, pod *corev1.Pod) {
-	refs := secret.OwnerReferences[:0:0]
-	for _, r := range secret.OwnerReferences {
-		if !(r.Kind == "Pod" && r.APIVersion == "v1" && r.Name == pod.Name) {
-			refs = append(refs, r)
-		}
-	}
-	secret.OwnerReferences = append(refs, OwnerReference(pod))
-}
-
-// SecretOwnerPatch is a JSON merge patch setting pod as the Secret's owner
-// (for Patch with types.MergePatchType; needs the "patch" verb on secrets).
-func SecretOwnerPatch(pod *corev1.Pod) ([]byte, error) {
-	if pod.UID == "" {
-		return nil, fmt.Errorf("owner patch: pod %s has no UID (use the pod returned by Create)", pod.Name)
-	}
-	return json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{OwnerReference(pod)}}})
 }
 
 // maskedPrefix masks the trace prefix for the pod's annotation, which is

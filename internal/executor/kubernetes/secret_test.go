@@ -8,9 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/job"
@@ -95,38 +92,6 @@ func TestAgentSourcesAsShellExecutor(t *testing.T) {
 				t.Errorf("get_sources script does not trust CI_SERVER_TLS_CA_FILE:\n%s", script)
 			}
 		})
-	}
-}
-
-func TestSecretOwner(t *testing.T) {
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "u1"}}
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "p", OwnerReferences: []metav1.OwnerReference{
-		{APIVersion: "v1", Kind: "Pod", Name: "p", UID: "old"},
-		{APIVersion: "apps/v1", Kind: "Deployment", Name: "keep", UID: "d"},
-	}}}
-	SetSecretOwner(sec, pod)
-	SetSecretOwner(sec, pod) // idempotent
-	if len(sec.OwnerReferences) != 2 {
-		t.Fatalf("refs %+v", sec.OwnerReferences)
-	}
-	r := sec.OwnerReferences[1]
-	if r.Kind != "Pod" || r.APIVersion != "v1" || r.UID != "u1" || *r.Controller || *r.BlockOwnerDeletion {
-		t.Errorf("ref %+v", r)
-	}
-	patch, err := SecretOwnerPatch(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct {
-		Metadata struct {
-			OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`
-		} `json:"metadata"`
-	}
-	if err := json.Unmarshal(patch, &m); err != nil || len(m.Metadata.OwnerReferences) != 1 || m.Metadata.OwnerReferences[0].UID != "u1" {
-		t.Errorf("patch %s: %v", patch, err)
-	}
-	if _, err := SecretOwnerPatch(&corev1.Pod{}); err == nil {
-		t.Error("patch for a pod without UID")
 	}
 }
 
