@@ -45,6 +45,10 @@ type Options struct {
 	// stopped; 0 means proc.DefaultTermGrace.
 	TermGrace time.Duration
 	Logger    *slog.Logger
+
+	// mount, when set, installs the API handler on a server Await already
+	// runs, instead of Run serving on Listener.
+	mount func(http.Handler)
 }
 
 // ErrAgent wraps the errors of Run that mean the agent itself failed (as
@@ -111,36 +115,42 @@ func (a *agent) run(ctx context.Context) (err error) {
 	}
 	a.ctl = newControls()
 
-	ln := a.opts.Listener
-	if ln == nil {
-		addr := a.spec.Listen
-		if addr == "" {
-			addr = fmt.Sprintf(":%d", DefaultPort)
-		}
-		ln, err = net.Listen("tcp", addr)
-		if err != nil {
-			a.jl.close()
-			return fmt.Errorf("%w: listen on %s for the agent API: %w", ErrAgent, addr, err)
-		}
-	}
-	srv := &http.Server{
-		Handler:           (&server{token: []byte(a.spec.Token), log: a.jl, ctl: a.ctl, slog: a.log}).handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-	}
+	handler := (&server{token: []byte(a.spec.Token), log: a.jl, ctl: a.ctl, slog: a.log}).handler()
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	a.log.Info("agent API listening", "addr", ln.Addr().String())
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
+	if a.opts.mount != nil {
+		a.opts.mount(handler)
+		defer a.jl.close()
+	} else {
+		ln := a.opts.Listener
+		if ln == nil {
+			addr := a.spec.Listen
+			if addr == "" {
+				addr = fmt.Sprintf(":%d", DefaultPort)
+			}
+			ln, err = net.Listen("tcp", addr)
+			if err != nil {
+				a.jl.close()
+				return fmt.Errorf("%w: listen on %s for the agent API: %w", ErrAgent, addr, err)
+			}
 		}
-		<-served
-		a.jl.close()
-	}()
+		srv := &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		}
+		go func() { served <- srv.Serve(ln) }()
+		a.log.Info("agent API listening", "addr", ln.Addr().String())
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+			}
+			<-served
+			a.jl.close()
+		}()
+	}
 
 	if a.opts.Reap {
 		a.reaper = newReaper()

@@ -1,13 +1,20 @@
 package agent
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -174,4 +181,81 @@ func (c *Client) post(ctx context.Context, path string) error {
 	}
 	drain(resp)
 	return nil
+}
+
+// SpecRefusedError is a 400 answer to PutSpec: the agent cannot run the
+// spec (another build of podrunner, or an invalid spec); Msg says why.
+type SpecRefusedError struct{ Msg string }
+
+func (e *SpecRefusedError) Error() string { return "the agent refused the job spec: " + e.Msg }
+
+// PutSpec hands the job's spec (JSON of Spec) to an agent that waits for
+// it (Await). Sending it again is harmless.
+func (c *Client) PutSpec(ctx context.Context, spec []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/spec", bytes.NewReader(spec))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent API: POST /v1/spec: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK:
+		return nil
+	case http.StatusUnauthorized:
+		return ErrUnauthorized
+	case http.StatusBadRequest:
+		return &SpecRefusedError{Msg: strings.TrimSpace(string(body))}
+	}
+	return &HTTPError{Method: http.MethodPost, Path: "/v1/spec", StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(body))}
+}
+
+// PinnedTLS is the client TLS configuration for an agent whose certificate
+// has the SHA-256 fingerprint (the line Await prints). The pin replaces
+// the chain check: the certificate is self-signed and made in the pod.
+func PinnedTLS(fingerprint []byte) *tls.Config {
+	want := slices.Clone(fingerprint)
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // verified by VerifyConnection below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("agent TLS: no certificate")
+			}
+			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+			if subtle.ConstantTimeCompare(sum[:], want) != 1 {
+				return fmt.Errorf("agent TLS: certificate %x is not the one the agent printed (%x)", sum, want)
+			}
+			return nil
+		},
+	}
+}
+
+// ReadFingerprint reads the agent's output (its container log) until the
+// line Await prints, and returns the fingerprint.
+func ReadFingerprint(r io.Reader) ([]byte, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		// Container logs may carry a timestamp before the line.
+		_, hexFP, ok := strings.Cut(line, FingerprintPrefix)
+		if !ok {
+			continue
+		}
+		fp, err := hex.DecodeString(strings.TrimSpace(hexFP))
+		if err != nil || len(fp) != sha256.Size {
+			return nil, fmt.Errorf("agent fingerprint line %q is malformed", line)
+		}
+		return fp, nil
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read the agent's output: %w", err)
+	}
+	return nil, errors.New("the agent's output ended without its TLS fingerprint line")
 }

@@ -59,6 +59,9 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("POST /v1/cancel", s.action("cancel", s.ctl.cancel))
 	mux.HandleFunc("POST /v1/abort", s.action("abort", s.ctl.abort))
 	mux.HandleFunc("POST /v1/ack", s.action("ack", s.ctl.ack))
+	// The spec came already (Await): a runner that sends it again (it
+	// adopted the job, or lost the first answer) is told it arrived.
+	mux.HandleFunc("POST /v1/spec", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	return s.auth(mux)
 }
 

@@ -5,6 +5,9 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -21,19 +24,29 @@ const (
 	DefaultPort     = 8765
 )
 
+// FingerprintPrefix starts the agent's stdout line naming the SHA-256 of
+// its TLS certificate (hex).
+const FingerprintPrefix = "podrunner-agent tls-sha256="
+
+// TokenSHA256 is the hex SHA-256 of token, as Await wants it.
+func TokenSHA256(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
 // BootstrapCommand is the build container's command: it waits for the
 // helper container to install the agent into BinDir, then becomes the
-// agent. Job images need /bin/sh for their scripts anyway; fractional
-// sleep is not POSIX, hence the fallback.
-func BootstrapCommand() []string {
+// agent with args ("agent run ARGS…"). Job images need /bin/sh for their
+// scripts anyway; fractional sleep is not POSIX, hence the fallback.
+func BootstrapCommand(args ...string) []string {
 	const script = `i=0
 while [ ! -x ` + Binary + ` ]; do
 	i=$((i+1))
 	if [ "$i" -gt 6000 ]; then echo "podrunner: the helper container did not install ` + Binary + `" >&2; exit 125; fi
 	sleep 0.02 2>/dev/null || sleep 1
 done
-exec ` + Binary + ` agent run --spec ` + SpecFile
-	return []string{"/bin/sh", "-c", script}
+exec ` + Binary + ` agent run "$@"`
+	return append([]string{"/bin/sh", "-c", script, "podrunner-bootstrap"}, args...)
 }
 
 // Spec is everything the agent needs, written by the runner into the

@@ -89,9 +89,11 @@ func installBinary(src, dst string) (err error) {
 }
 
 type agentRunOptions struct {
-	spec     string
-	stateDir string
-	linger   time.Duration
+	spec        string
+	tokenSHA256 string
+	listen      string
+	stateDir    string
+	linger      time.Duration
 }
 
 func newAgentRunCmd() *cobra.Command {
@@ -99,29 +101,37 @@ func newAgentRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the job of a spec and serve its log and result (build container)",
-		Long: `Run the job described by the spec (written by the runner into the job's
-Secret), keep its masked log in the state directory and serve log and result
-over HTTP to the runner. Exits 0 when the job ran, whatever its result, and 1
-when the agent itself failed (spec unreadable, no shell in the image).`,
+		Long: `Run a job, keep its masked log in the state directory and serve log and
+result to the runner. With --token-sha256 (job pods) the agent serves HTTPS
+with a fresh certificate whose SHA-256 it prints first, and waits for the
+spec from the holder of that token; otherwise it reads the spec from --spec.
+Exits 0 when the job ran, whatever its result, and 1 when the agent itself
+failed (spec unreadable, no shell in the image).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			spec, err := agent.LoadSpec(o.spec)
-			if err != nil {
-				return err
-			}
 			// SIGTERM (pod deletion) and SIGINT abort the job.
 			ctx, stop := signal.NotifyContext(cli.Context(cmd), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return agent.Run(ctx, spec, agent.Options{
+			opts := agent.Options{
 				StateDir: o.stateDir,
 				Linger:   o.linger,
 				Reap:     os.Getpid() == 1,
 				Logger:   cli.Logger(cmd),
-			})
+			}
+			if o.tokenSHA256 != "" {
+				return agent.Await(ctx, agent.AwaitOptions{Listen: o.listen, TokenSHA256: o.tokenSHA256, Out: cmd.OutOrStdout()}, opts)
+			}
+			spec, err := agent.LoadSpec(o.spec)
+			if err != nil {
+				return err
+			}
+			return agent.Run(ctx, spec, opts)
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.spec, "spec", agent.SpecFile, "the agent spec (JSON)")
+	fs.StringVar(&o.spec, "spec", agent.SpecFile, "the agent spec (JSON), when not awaited")
+	fs.StringVar(&o.tokenSHA256, "token-sha256", "", "wait for the spec over HTTPS from the holder of the token with this hex SHA-256")
+	fs.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", agent.DefaultPort), "address of the agent API while awaiting the spec")
 	fs.StringVar(&o.stateDir, "state-dir", agent.BinDir, "directory of the job log and the stage scripts")
 	fs.DurationVar(&o.linger, "linger", agent.DefaultLinger, "how long to keep serving after the job ended when the runner does not acknowledge")
 	return cmd

@@ -58,6 +58,7 @@ type podHandle struct {
 	created    time.Time
 	agentToken string
 	agentPort  int
+	spec       []byte // the agent spec, sent again (the agent may not have it yet)
 }
 
 // handleOf is a's podHandle, or an error when a does not come from Adopt.
@@ -149,7 +150,7 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (executor.Ado
 		Where: pod.Name, JobID: p.ID, Payload: &p, TracePrefix: prefix, Slot: slot, Owner: podOwner(pod),
 		Handle: &podHandle{
 			claims: claimCount(pod), uid: string(pod.UID), created: pod.CreationTimestamp.Time,
-			agentToken: spec.Token, agentPort: port,
+			agentToken: spec.Token, agentPort: port, spec: sec.Data[agent.SpecKey],
 		},
 	}, nil
 }
@@ -183,7 +184,7 @@ func (e *Executor) ResumeJob(ctx context.Context, a executor.Adoptable, j *execu
 	r := &jobRun{
 		e: e, log: e.log.With("job", a.JobID, "pod", a.Where, "adopted", true), trace: tr, watch: w,
 		pod: a.Where, token: h.agentToken, port: h.agentPort, cancel: j.GracefulCancel, started: started,
-		secretName: a.Where, claims: h.claims,
+		secretName: a.Where, claims: h.claims, spec: h.spec,
 	}
 	sub, unsubscribe := w.subscribe(a.Where)
 	defer unsubscribe()

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,8 @@ type agentAPI interface {
 	// Log returns log bytes from offset (long-polling while there are
 	// none), the log's total size so far and the job state.
 	Log(ctx context.Context, offset int64) (data []byte, size int64, state string, err error)
+	// PutSpec hands the job's spec to the agent (again: harmless).
+	PutSpec(ctx context.Context, spec []byte) error
 	Status(ctx context.Context) (*agent.Status, error)
 	Cancel(ctx context.Context) error
 	Abort(ctx context.Context) error
@@ -61,6 +64,9 @@ func (p *logPump) run(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if refused := (*agent.SpecRefusedError)(nil); errors.As(err, &refused) {
+				return err // retrying sends the same spec
 			}
 			failures++
 			// The first failures are expected while the agent starts

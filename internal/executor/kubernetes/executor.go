@@ -108,9 +108,12 @@ type Executor struct {
 	port      int
 	grace     time.Duration
 	pollLimit time.Duration
-	newAgent  func(baseURL, token string) agentAPI
-	systemID  string
-	leases    *leaseObserver
+	// newAgent is a client of the agent at baseURL whose TLS certificate
+	// has the SHA-256 fingerprint; fingerprint reads it from the pod.
+	newAgent    func(baseURL, token string, fingerprint []byte) agentAPI
+	fingerprint func(ctx context.Context, pod string) ([]byte, error)
+	systemID    string
+	leases      *leaseObserver
 	// afterClaimRead runs between a claim's read and its update (tests).
 	afterClaimRead func()
 
@@ -200,7 +203,10 @@ func New(opts Options) (*Executor, error) {
 		image: image, port: port, grace: grace, pollLimit: poll, active: map[string]bool{},
 		systemID: systemID, leases: newLeaseObserver(cs, ns, short),
 	}
-	e.newAgent = func(baseURL, token string) agentAPI { return newAgentClient(baseURL, token, hc) }
+	e.newAgent = func(baseURL, token string, fingerprint []byte) agentAPI {
+		return newAgentClient(baseURL, token, pinnedClient(hc, fingerprint))
+	}
+	e.fingerprint = e.readFingerprint
 	return e, nil
 }
 
@@ -285,6 +291,8 @@ type jobRun struct {
 	started time.Time
 	// secretName is the job's Secret, deleted with the pod.
 	secretName string
+	// spec is the agent spec (JSON) handed to the agent.
+	spec []byte
 	// claims is the pod's claim count under which this manager owns it.
 	claims int64
 	// registryName is the job's image pull Secret, if it has one.
@@ -349,7 +357,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	log = log.With("pod", pod.Name)
 	r := &jobRun{
 		e: e, log: log, trace: tr, watch: w, pod: pod.Name, token: req.AgentToken, port: req.AgentPort,
-		cancel: j.GracefulCancel, started: started, secretName: secret.Name,
+		cancel: j.GracefulCancel, started: started, secretName: secret.Name, spec: secret.Data[agent.SpecKey],
 	}
 	sub, unsubscribe := w.subscribe(pod.Name)
 	defer unsubscribe()
@@ -764,7 +772,13 @@ func describePod(p *corev1.Pod) string {
 // stream pulls the agent's log until the job is done, watching the pod
 // meanwhile, and returns the result.
 func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error) {
-	api := r.e.newAgent("http://"+net.JoinHostPort(ip, strconv.Itoa(r.port)), r.token)
+	api := &pinnedAgent{connect: func(ctx context.Context, fp []byte) (agentAPI, error) {
+		api := r.e.newAgent("https://"+net.JoinHostPort(ip, strconv.Itoa(r.port)), r.token, fp)
+		if err := api.PutSpec(ctx, r.spec); err != nil {
+			return nil, err
+		}
+		return api, nil
+	}, fingerprint: func(ctx context.Context) ([]byte, error) { return r.e.fingerprint(ctx, r.pod) }}
 	pumpCtx, stopPump := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPump()
 	pump := &logPump{api: api, trace: r.trace, log: r.log}

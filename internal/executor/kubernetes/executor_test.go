@@ -49,12 +49,20 @@ type fakeAgent struct {
 	cancels   int
 	aborts    int
 	acks      int
+	specs     int
 	onAck     func()
 	onCancel  func()
 }
 
 func newFakeAgent() *fakeAgent {
 	return &fakeAgent{state: agent.StateRunning, changed: make(chan struct{}), chunk: 7}
+}
+
+func (f *fakeAgent) PutSpec(context.Context, []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.specs++
+	return nil
 }
 
 func (f *fakeAgent) bump() { close(f.changed); f.changed = make(chan struct{}) }
@@ -170,7 +178,8 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex.newAgent = func(base, _ string) agentAPI {
+	ex.fingerprint = func(context.Context, string) ([]byte, error) { return []byte("fingerprint"), nil }
+	ex.newAgent = func(base, _ string, _ []byte) agentAPI {
 		h.mu.Lock()
 		h.urls = append(h.urls, base)
 		h.mu.Unlock()
@@ -333,7 +342,13 @@ func TestRunSuccessStreamsLogAndCleansUp(t *testing.T) {
 	if _, _, acks := h.agent.counts(); acks != 1 {
 		t.Errorf("acks = %d, want 1", acks)
 	}
-	if h.urls[0] != "http://"+testIP+":8765" {
+	h.agent.mu.Lock()
+	specs := h.agent.specs
+	h.agent.mu.Unlock()
+	if specs != 1 {
+		t.Errorf("spec handed to the agent %d times, want 1", specs)
+	}
+	if h.urls[0] != "https://"+testIP+":8765" {
 		t.Errorf("agent url %q", h.urls[0])
 	}
 
@@ -587,7 +602,8 @@ func TestAdoptResumeAndCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ex2.Close()
-	ex2.newAgent = func(string, string) agentAPI { return h.agent }
+	ex2.fingerprint = h.ex.fingerprint
+	ex2.newAgent = func(string, string, []byte) agentAPI { return h.agent }
 	list, err := ex2.Adopt(context.Background())
 	if err != nil || len(list) != 1 {
 		t.Fatalf("adopt: %v, %d pods", err, len(list))

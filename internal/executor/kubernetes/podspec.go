@@ -35,7 +35,6 @@ const (
 
 	volumeAgent  = "podrunner"
 	volumeBuilds = "builds"
-	volumeSpec   = "podrunner-spec"
 
 	defaultBuildsDir = "/builds"
 	defaultNamespace = "default"
@@ -181,7 +180,7 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 	if buildsDir == "." || !path.IsAbs(buildsDir) {
 		buildsDir = defaultBuildsDir
 	}
-	volumes, mounts := b.volumes(name, buildsDir)
+	volumes, mounts := b.volumes(buildsDir)
 
 	caps := func(c *config.ContainerSecurityContext) *corev1.SecurityContext {
 		return securityContext(c, nil, nil, cfg.CapAdd, cfg.CapDrop)
@@ -213,14 +212,13 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		Name:            ContainerBuild,
 		Image:           image,
 		ImagePullPolicy: policy,
-		Command:         agent.BootstrapCommand(),
+		// The agent waits for its spec over TLS (BuildSecret's job.json,
+		// sent by the runner); the pod spec holds only the token's hash.
+		Command:         agent.BootstrapCommand("--token-sha256", agent.TokenSHA256(req.AgentToken), "--listen", fmt.Sprintf(":%d", port)),
 		WorkingDir:      buildsDir,
 		Env:             EnvVars(req.Variables),
 		Ports:           []corev1.ContainerPort{{Name: "agent", ContainerPort: int32(port), Protocol: corev1.ProtocolTCP}},
-		VolumeMounts: append([]corev1.VolumeMount{
-			{Name: volumeAgent, MountPath: agent.BinDir},
-			{Name: volumeSpec, MountPath: agent.SpecDir, ReadOnly: true},
-		}, mounts...),
+		VolumeMounts:    append([]corev1.VolumeMount{{Name: volumeAgent, MountPath: agent.BinDir}}, mounts...),
 		Resources:       b.settings.Build,
 		SecurityContext: securityContext(cfg.BuildContainerSecurityContext, cfg.Privileged, cfg.AllowPrivilegeEscalation, cfg.CapAdd, cfg.CapDrop),
 	}
@@ -324,19 +322,12 @@ func (b *podBuilder) checkResources(container, keyPrefix string, rr corev1.Resou
 
 // volumes returns the pod's volumes and the mounts of the build and
 // service containers besides the agent's own.
-func (b *podBuilder) volumes(podName, buildsDir string) ([]corev1.Volume, []corev1.VolumeMount) {
+func (b *podBuilder) volumes(buildsDir string) ([]corev1.Volume, []corev1.VolumeMount) {
 	vols := []corev1.Volume{
 		{Name: volumeAgent, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: volumeSpec, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: podName,
-			Items:      []corev1.KeyToPath{{Key: agent.SpecKey, Path: agent.SpecKey}},
-			// The job's user may be anyone; the job can read its secrets
-			// anyway, and no other container mounts this volume.
-			DefaultMode: ptrTo(int32(0o444)),
-		}}},
 	}
 	var mounts []corev1.VolumeMount
-	names := map[string]bool{volumeAgent: true, volumeSpec: true, volumeBuilds: true}
+	names := map[string]bool{volumeAgent: true, volumeBuilds: true}
 	buildsMounted := false
 	add := func(m config.VolumeMount, kind string, src corev1.VolumeSource) {
 		if m.Name == "" || m.MountPath == "" {
@@ -344,7 +335,7 @@ func (b *podBuilder) volumes(podName, buildsDir string) ([]corev1.Volume, []core
 			return
 		}
 		if names[m.Name] {
-			b.fail(&ConfigError{Key: "volumes." + kind, Msg: fmt.Sprintf("volume name %q in %s is used twice or is reserved (podrunner, podrunner-spec, builds): rename it", m.Name, configSection)})
+			b.fail(&ConfigError{Key: "volumes." + kind, Msg: fmt.Sprintf("volume name %q in %s is used twice or is reserved (podrunner, builds): rename it", m.Name, configSection)})
 			return
 		}
 		if msgs := validation.IsDNS1123Label(m.Name); len(msgs) > 0 {

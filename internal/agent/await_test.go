@@ -1,0 +1,135 @@
+//go:build unix
+
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// An awaiting agent: only the holder of the token whose hash it was
+// given can hand it a spec, only over TLS with the certificate it
+// printed; then it runs the job like Run and serves it on the same port.
+func TestAwaitReceivesSpecOverPinnedTLS(t *testing.T) {
+	spec := testJob{steps: []job.Step{script("echo awaited job ran")}, strategy: job.GitNone}.spec(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Await(ctx, AwaitOptions{TokenSHA256: TokenSHA256(testAPIToken), Out: pw, Listener: ln},
+			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: 2 * time.Second})
+	}()
+	fp, err := ReadFingerprint(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drain the rest of the output
+	url := "https://" + ln.Addr().String()
+	body, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}}
+
+	// Another certificate (a stand-in for the agent) is refused by the client.
+	other := make([]byte, len(fp))
+	copy(other, fp)
+	other[0] ^= 0xff
+	wrongPin := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(other)}}
+	if err := NewClient(url, testAPIToken, wrongPin).PutSpec(ctx, body); err == nil || !strings.Contains(err.Error(), "is not the one the agent printed") {
+		t.Fatalf("PutSpec to an unpinned certificate: %v", err)
+	}
+	// Before the spec, the API answers nothing but POST /v1/spec.
+	if _, err := NewClient(url, testAPIToken, pinned).Status(ctx); err == nil {
+		t.Fatal("status before the spec: no error")
+	}
+	if err := NewClient(url, "wrong-token", pinned).PutSpec(ctx, body); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("PutSpec with a wrong token: %v, want ErrUnauthorized", err)
+	}
+	var refused *SpecRefusedError
+	if err := NewClient(url, testAPIToken, pinned).PutSpec(ctx, []byte(`{"token":"`+testAPIToken+`"}`)); !errors.As(err, &refused) || !strings.Contains(refused.Msg, "plan") {
+		t.Fatalf("PutSpec of an invalid spec: %v, want a refusal naming the plan", err)
+	}
+
+	c := NewClient(url, testAPIToken, pinned)
+	if err := c.PutSpec(ctx, body); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutSpec(ctx, body); err != nil { // a re-send (adoption) is harmless
+		t.Fatalf("second PutSpec: %v", err)
+	}
+	var log []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		data, size, state, err := c.Log(ctx, int64(len(log)))
+		if err != nil {
+			t.Fatalf("log: %v", err)
+		}
+		log = append(log, data...)
+		if state == StateDone && int64(len(log)) == size {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job not done; log so far:\n%s", log)
+		}
+	}
+	if !strings.Contains(string(log), "awaited job ran") {
+		t.Errorf("log:\n%s", log)
+	}
+	if err := c.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Await: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Await did not return after the ack")
+	}
+}
+
+func TestAwaitBadTokenHash(t *testing.T) {
+	err := Await(context.Background(), AwaitOptions{TokenSHA256: "abc"}, Options{})
+	if !errors.Is(err, ErrAgent) || !strings.Contains(err.Error(), "token-sha256") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestReadFingerprint(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, err string
+	}{
+		{"first line", FingerprintPrefix + strings.Repeat("ab", 32) + "\nmore\n", ""},
+		{"after log lines, with a timestamp", "time=x msg=starting\n2026-12-04T00:00:00Z " + FingerprintPrefix + strings.Repeat("0f", 32) + "\n", ""},
+		{"short", FingerprintPrefix + "abcd\n", "malformed"},
+		{"missing", "time=x level=ERROR msg=boom\n", "without its TLS fingerprint"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fp, err := ReadFingerprint(strings.NewReader(tc.in))
+			if tc.err == "" {
+				if err != nil || len(fp) != 32 {
+					t.Fatalf("got %x, %v", fp, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("got %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
