@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -219,6 +220,7 @@ func importHelper(bin string) error {
 // podTimes is when the bench's own watch saw a pod change (arrival time
 // of the event, on this machine's clock, which is the cluster's).
 type podTimes struct {
+	job                   string // the job id of its label or annotation
 	added, running, ended time.Time
 }
 
@@ -263,9 +265,19 @@ func (pw *podWatch) observe(now time.Time, pod *corev1.Pod) {
 		pw.pods[pod.Name] = pt
 	}
 	main := buildContainer
-	if id := pod.Labels[labelJobID]; id != "" {
+	// podrunner labels its pods with the job id; GitLab Runner puts it in
+	// an annotation of the same key. Runners measured one after another
+	// reuse job ids in this namespace: the latest pod of an id is the
+	// current runner's (forget drops the older ones).
+	id := pod.Labels[labelJobID]
+	if id == "" {
+		id = pod.Annotations[labelJobID]
+	}
+	if id != "" && pt.job == "" {
+		pt.job = id
 		pw.jobOf[id] = pod.Name
-	} else if len(pod.Spec.Containers) > 0 {
+	}
+	if len(pod.Spec.Containers) > 0 && !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == buildContainer }) {
 		main = pod.Spec.Containers[0].Name
 	}
 	for _, s := range pod.Status.ContainerStatuses {
@@ -292,6 +304,14 @@ func (pw *podWatch) get(name string) podTimes {
 		return *pt
 	}
 	return podTimes{}
+}
+
+// forget drops what the watch knows of jobs, before another runner's
+// jobs (whose ids start over) run.
+func (pw *podWatch) forget() {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	clear(pw.jobOf)
 }
 
 func (pw *podWatch) podOfJob(id int64) string {
@@ -460,6 +480,7 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 	var total int
 	var delta reqCounts
 	run := func(concurrent int, ci string, body func(w *world) ([]jobSample, error)) ([]jobSample, error) {
+		k.watch.forget() // each coordinator numbers its jobs from 1
 		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s", concurrent, spec.Label)), k.listen(), ci, gitlabtest.Options{})
 		if err != nil {
 			return nil, err
