@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 const validDoc = `concurrent = 4
@@ -405,5 +407,25 @@ func TestParseRunnerTemplate(t *testing.T) {
 	}
 	if r, _, err := ParseRunnerTemplate([]byte("concurrent = 2\n"), "tpl.toml"); r != nil || err != nil {
 		t.Errorf("template without runners = %v, %v", r, err)
+	}
+}
+
+// config's check of a quantity's form agrees with the Kubernetes parser
+// the executor uses, except that it refuses the parser's quirks that read
+// a number-less suffix or a lone dot as 0 (surely a mistake in config.toml).
+func TestQuantityPatternMatchesKubernetes(t *testing.T) {
+	for _, q := range []string{"Mi", ".", "k"} {
+		if quantityPattern.MatchString(q) {
+			t.Errorf("%q accepted", q)
+		}
+	}
+	for _, q := range []string{
+		"1", "0", "500m", "0.5", ".5", "5.", "+1", "-1", "512Mi", "2Gi", "1Ki", "3Ei", "1k", "1M", "1G", "1T", "1P", "1E",
+		"1e3", "1E-3", "1.5e+2", "100n", "7u", "1GB", "lots", "", " 1", "1 ", "1mi", "1.2.3", "1e", "1Kb", "0x10", "1e3Mi",
+	} {
+		_, err := resource.ParseQuantity(q)
+		if got, want := quantityPattern.MatchString(q), err == nil; got != want {
+			t.Errorf("%q: pattern says %v, resource.ParseQuantity %v (%v)", q, got, want, err)
+		}
 	}
 }

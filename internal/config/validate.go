@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // NormalizeURL strips a trailing "/" and then a legacy trailing "/ci"
@@ -136,7 +135,7 @@ func (p *parser) validate(c *Config) error {
 		switch x := v.Interface().(type) {
 		case Quantity:
 			if x != "" {
-				if _, err := resource.ParseQuantity(string(x)); err != nil {
+				if !quantityPattern.MatchString(string(x)) {
 					p.fail(path, "invalid quantity %q: use a Kubernetes quantity such as \"500m\", \"0.5\", \"512Mi\" or \"2Gi\"", string(x))
 				}
 			}
@@ -157,6 +156,12 @@ func (p *parser) validate(c *Config) error {
 	})
 	return errors.Join(p.errs...)
 }
+
+// quantityPattern is the grammar of a Kubernetes quantity (apimachinery's
+// resource.Quantity): the Kubernetes executor parses the value itself;
+// config only checks its form, so that a manager without that executor
+// links no Kubernetes code.
+var quantityPattern = regexp.MustCompile(`^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$`)
 
 func checkListenAddress(a string) error {
 	if _, _, err := net.SplitHostPort(a); err != nil {
