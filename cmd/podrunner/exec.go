@@ -528,3 +528,13 @@ func pipelineError(file, branch string, err error) error {
 	}
 	return fmt.Errorf("create the pipeline from %s: %w", file, err)
 }
+
+// kubeTarget is where `exec --executor kubernetes` runs its pods and
+// where the coordinator listens so that they reach it.
+type kubeTarget struct {
+	namespace string
+	// listen is host:port for the coordinator (port 0: any).
+	listen string
+	// apiServer is the cluster's API server URL, for messages.
+	apiServer string
+}

@@ -1,3 +1,5 @@
+//go:build !podrunner_shellonly
+
 package main
 
 import (
@@ -7,16 +9,6 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 )
-
-// kubeTarget is where `exec --executor kubernetes` runs its pods and
-// where the coordinator listens so that they reach it.
-type kubeTarget struct {
-	namespace string
-	// listen is host:port for the coordinator (port 0: any).
-	listen string
-	// apiServer is the cluster's API server URL, for messages.
-	apiServer string
-}
 
 // kubeTarget reads the kubeconfig (--kubeconfig, else $KUBECONFIG or
 // ~/.kube/config, as kubectl) for the namespace and the API server.

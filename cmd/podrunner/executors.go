@@ -6,7 +6,6 @@ import (
 	"github.com/podrunner/podrunner/internal/cache"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
-	"github.com/podrunner/podrunner/internal/executor/kubernetes"
 	"github.com/podrunner/podrunner/internal/executor/shell"
 	"github.com/podrunner/podrunner/internal/runner"
 )
@@ -17,10 +16,8 @@ import (
 // $KUBECONFIG.
 func executorFactories(kubeconfig string) map[string]runner.ExecutorFactory {
 	return map[string]runner.ExecutorFactory{
-		config.ExecutorShell: newShellExecutor,
-		config.ExecutorKubernetes: func(rc *config.Runner, env runner.ExecutorEnv) (executor.Executor, error) {
-			return newKubernetesExecutor(rc, env, kubeconfig)
-		},
+		config.ExecutorShell:      newShellExecutor,
+		config.ExecutorKubernetes: kubernetesFactory(kubeconfig),
 	}
 }
 
@@ -41,16 +38,4 @@ func newShellExecutor(rc *config.Runner, env runner.ExecutorEnv) (executor.Execu
 		RunnerVersion: env.Version.Version, RunnerRevision: env.Version.Revision,
 		CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
 	}), nil
-}
-
-func newKubernetesExecutor(rc *config.Runner, env runner.ExecutorEnv, kubeconfig string) (executor.Executor, error) {
-	return kubernetes.New(kubernetes.Options{
-		Config: rc.Kubernetes, Kubeconfig: kubeconfig,
-		RunnerToken: rc.Token, RunnerName: rc.Name, SystemID: env.SystemID, Logger: env.Logger,
-		Shell: rc.Shell, Environment: env.Environment,
-		PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
-		PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
-		CloneURL: rc.CloneURL, RunnerVersion: env.Version.Version, RunnerRevision: env.Version.Revision,
-		CacheDir: rc.CacheDir, CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
-	})
 }

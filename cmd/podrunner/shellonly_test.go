@@ -1,0 +1,29 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// A manager built for shell runners only (-tags podrunner_shellonly)
+// compiles and links no k8s.io code: the Kubernetes executor is the one
+// place that does.
+func TestShellOnlyManagerLinksNoKubernetes(t *testing.T) {
+	if out, err := exec.Command("go", "vet", "-tags", "podrunner_shellonly", ".").CombinedOutput(); err != nil {
+		t.Fatalf("go vet -tags podrunner_shellonly: %v\n%s", err, out)
+	}
+	out, err := exec.Command("go", "list", "-deps", "-tags", "podrunner_shellonly", "-f", "{{.ImportPath}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	var bad []string
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasPrefix(p, "k8s.io/") || strings.Contains(p, ".k8s.io/") || strings.HasSuffix(p, "/internal/executor/kubernetes") {
+			bad = append(bad, p)
+		}
+	}
+	if len(bad) > 0 {
+		t.Fatalf("the shell-only manager links %d Kubernetes packages, e.g. %v", len(bad), bad[:min(len(bad), 5)])
+	}
+}
