@@ -184,7 +184,7 @@ func (e *Executor) ResumeJob(ctx context.Context, a executor.Adoptable, j *execu
 	r := &jobRun{
 		e: e, log: e.log.With("job", a.JobID, "pod", a.Where, "adopted", true), trace: tr, watch: w,
 		pod: a.Where, token: h.agentToken, port: h.agentPort, cancel: j.GracefulCancel, started: started,
-		secretName: a.Where, claims: h.claims, spec: h.spec,
+		claims: h.claims, spec: h.spec,
 	}
 	sub, unsubscribe := w.subscribe(a.Where)
 	defer unsubscribe()

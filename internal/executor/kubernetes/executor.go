@@ -289,8 +289,6 @@ type jobRun struct {
 	port    int
 	cancel  <-chan struct{}
 	started time.Time
-	// secretName is the job's Secret, deleted with the pod.
-	secretName string
 	// spec is the agent spec (JSON) handed to the agent.
 	spec []byte
 	// claims is the pod's claim count under which this manager owns it.
@@ -357,7 +355,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	log = log.With("pod", pod.Name)
 	r := &jobRun{
 		e: e, log: log, trace: tr, watch: w, pod: pod.Name, token: req.AgentToken, port: req.AgentPort,
-		cancel: j.GracefulCancel, started: started, secretName: secret.Name, spec: secret.Data[agent.SpecKey],
+		cancel: j.GracefulCancel, started: started, spec: secret.Data[agent.SpecKey],
 	}
 	sub, unsubscribe := w.subscribe(pod.Name)
 	defer unsubscribe()
@@ -367,15 +365,6 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	defer e.setActive(pod.Name, false)
 
 	deadline := started.Add(e.pollLimit)
-	if err := e.createWithQuotaRetry(ctx, out, deadline, "secret "+secret.Name, func(ctx context.Context) error {
-		_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			return nil // an earlier attempt got through
-		}
-		return err
-	}); err != nil {
-		return r.startFailed(ctx, err, false)
-	}
 	if registry != nil {
 		r.registryName = registry.Name
 		if err := e.createWithQuotaRetry(ctx, out, deadline, "secret "+registry.Name, func(ctx context.Context) error {
@@ -392,24 +381,36 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	fmt.Fprintf(out, "Waiting for pod %s/%s to be running, status is Pending\n", e.ns, pod.Name)
 	fmt.Fprint(out, trace.SectionEnd(time.Now(), "prepare_script"))
 
+	var created *corev1.Pod
 	err = e.createWithQuotaRetry(ctx, out, deadline, "pod "+pod.Name, func(ctx context.Context) error {
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
 		}
 		pod.Annotations[AnnotationTracePrefix] = base64.StdEncoding.EncodeToString(maskBytes(prefix.Bytes(), req.Mask))
-		_, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
+		c, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			return nil // an earlier attempt got through
+			c, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
 		}
+		created = c
 		return err
 	})
 	if err != nil {
 		return r.startFailed(ctx, err, false)
 	}
 	defer r.cleanup()
-	// The Secrets get no ownerReference (a GET and an UPDATE each): cleanup
-	// deletes them with the pod, and a manager that died before that
-	// leaves them to the next cleanup (Executor.Cleanup).
+	// The Secret (the adoption record; nothing mounts it) comes after the
+	// pod, owned by it: the garbage collector deletes it with the pod, so
+	// the runner spends one request on it, not three.
+	secret.OwnerReferences = []metav1.OwnerReference{OwnerReference(created)}
+	if err := e.createWithQuotaRetry(ctx, out, deadline, "secret "+secret.Name, func(ctx context.Context) error {
+		_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil // an earlier attempt got through
+		}
+		return err
+	}); err != nil {
+		return r.startFailed(ctx, err, true)
+	}
 	log.Info("pod created", "after", time.Since(started))
 	return r.followOwned(ctx)
 }
@@ -508,11 +509,8 @@ func (q *quotaError) Unwrap() error { return q.err }
 // startFailed reports a job whose Secret or pod could not be created.
 func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (executor.Result, error) {
 	e := r.e
-	if !podCreated {
-		e.deleteSecret(r.secretName)
-		if r.registryName != "" {
-			e.deleteSecret(r.registryName)
-		}
+	if !podCreated && r.registryName != "" {
+		e.deleteSecret(r.registryName)
 	}
 	if ctx.Err() != nil {
 		return abortResult(ctx), nil
@@ -530,7 +528,8 @@ func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (e
 	return executor.Result{}, err
 }
 
-// cleanup deletes the pod and its Secrets. It runs on a fresh context:
+// cleanup deletes the pod (its Secret goes with it) and the registry
+// Secret. It runs on a fresh context:
 // an aborted job must still be cleaned up.
 func (r *jobRun) cleanup() {
 	if r.sub != nil && r.sub.handedOver() {
@@ -538,7 +537,6 @@ func (r *jobRun) cleanup() {
 		return
 	}
 	r.e.deletePod(r.pod)
-	r.e.deleteSecret(r.secretName)
 	if r.registryName != "" {
 		r.e.deleteSecret(r.registryName)
 	}

@@ -352,9 +352,9 @@ func TestRunSuccessStreamsLogAndCleansUp(t *testing.T) {
 		t.Errorf("agent url %q", h.urls[0])
 	}
 
-	// The Secret was created, then the pod with the trace prefix
-	// annotation; both were deleted after the job, the pod in the
-	// background.
+	// The pod was created with the trace prefix annotation, then the
+	// Secret owned by it; the pod was deleted in the background after the
+	// job (the garbage collector takes the Secret).
 	var created *corev1.Pod
 	var secret *corev1.Secret
 	var deleted, secretDeleted bool
@@ -387,8 +387,11 @@ func TestRunSuccessStreamsLogAndCleansUp(t *testing.T) {
 	if err != nil || !strings.HasPrefix(got, string(prefix)) || got[len(prefix):] != body {
 		t.Fatalf("trace prefix annotation %q is not the trace before the agent log (%v)", prefix, err)
 	}
-	if secret == nil || secret.Name != created.Name || !secretDeleted {
-		t.Fatalf("secret %v (want one named as the pod) deleted %v", secret, secretDeleted)
+	if secret == nil || secret.Name != created.Name || secretDeleted {
+		t.Fatalf("secret %v (want one named as the pod, left to the garbage collector) deleted %v", secret, secretDeleted)
+	}
+	if len(secret.OwnerReferences) != 1 || secret.OwnerReferences[0].Name != created.Name || secret.OwnerReferences[0].Kind != "Pod" {
+		t.Fatalf("secret owner %+v, want the pod", secret.OwnerReferences)
 	}
 	if len(secret.Data[PayloadKey]) == 0 {
 		t.Error("secret lacks the job payload")

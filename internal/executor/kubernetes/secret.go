@@ -67,6 +67,22 @@ func BuildSecret(req PodRequest, pod *corev1.Pod, port int) (*corev1.Secret, err
 	}, nil
 }
 
+// OwnerReference makes pod the owner of the job's Secret, so the garbage
+// collector deletes the Secret after the pod (background deletion).
+// Controller is false: a Pod does not manage the Secret. BlockOwnerDeletion
+// is false: deleting the pod must never wait for the Secret (pain point 8),
+// and true would need update on pods/finalizers.
+func OwnerReference(pod *corev1.Pod) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         "v1",
+		Kind:               "Pod",
+		Name:               pod.Name,
+		UID:                pod.UID,
+		Controller:         ptrTo(false),
+		BlockOwnerDeletion: ptrTo(false),
+	}
+}
+
 // maskedPrefix masks the trace prefix for the pod's annotation, which is
 // readable by anyone who may get pods.
 func maskedPrefix(prefix []byte, m job.Mask) ([]byte, error) {
