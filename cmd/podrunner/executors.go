@@ -3,7 +3,7 @@ package main
 import (
 	"path/filepath"
 
-	"github.com/podrunner/podrunner/internal/cache"
+	"github.com/podrunner/podrunner/internal/cache/presign"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
@@ -39,7 +39,7 @@ func newShellExecutor(rc *config.Runner, env runner.ExecutorEnv) (executor.Execu
 		PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 		RunnerToken: rc.Token, RunnerID: rc.ID, Logger: env.Logger, CloneURL: rc.CloneURL,
 		RunnerVersion: env.Version.Version, RunnerRevision: env.Version.Revision,
-		CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
+		CacheStore: presign.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
 	}), nil
 }
 
@@ -51,6 +51,6 @@ func newKubernetesExecutor(rc *config.Runner, env runner.ExecutorEnv, kubeconfig
 		PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 		PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 		CloneURL: rc.CloneURL, RunnerVersion: env.Version.Version, RunnerRevision: env.Version.Revision,
-		CacheDir: rc.CacheDir, CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
+		CacheDir: rc.CacheDir, CacheStore: presign.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
 	})
 }

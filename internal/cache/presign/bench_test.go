@@ -1,8 +1,13 @@
-package cache
+package presign
 
 import (
+	crand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +20,7 @@ import (
 
 	"github.com/podrunner/podrunner/internal/cache/azuretest"
 	"github.com/podrunner/podrunner/internal/cache/s3test"
+	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -24,11 +30,12 @@ import (
 // helper's peak RSS for a small and a 1 GiB archive: the RSS must not
 // grow with the archive. Opt in with PODRUNNER_BENCH=1:
 //
-// PODRUNNER_BENCH_STORES=azure,gcs picks stores. fake-gcs-server runs in
+// The helper reaches S3, Azure and GCS through URLs the signers of this
+// package pre-sign, as in a job. PODRUNNER_BENCH_STORES=azure,gcs picks stores. fake-gcs-server runs in
 // this process: it grows it, and a child's peak RSS includes its parent's
 // at exec, so run gcs alone and last, or not at all, for RSS figures.
 //
-//	PODRUNNER_BENCH=1 go test -run '^$' -bench CacheRoundTrip -benchtime 1x ./internal/cache/
+//	PODRUNNER_BENCH=1 go test -run '^$' -bench CacheRoundTrip -benchtime 1x ./internal/cache/presign/
 func BenchmarkCacheRoundTrip(b *testing.B) {
 	if os.Getenv("PODRUNNER_BENCH") != "1" {
 		b.Skip("set PODRUNNER_BENCH=1 to move 1 GiB through the cache helpers")
@@ -44,12 +51,13 @@ func BenchmarkCacheRoundTrip(b *testing.B) {
 	az := azuretest.Start(b, "127.0.0.1")
 	az.CreateContainer(b, "bench")
 	// On disk: the emulator must not hold the archives in this process.
-	gcs, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", StorageRoot: filepath.Join(dir, "gcs")})
+	gcs, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", PublicHost: "127.0.0.1", StorageRoot: filepath.Join(dir, "gcs")})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer gcs.Stop()
 	gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: "bench"})
+	gcsKey := benchKey(b)
 	stores := []string{"s3", "azure", "gcs", "dir"}
 	if s := os.Getenv("PODRUNNER_BENCH_STORES"); s != "" {
 		stores = strings.Split(s, ",")
@@ -72,31 +80,52 @@ func BenchmarkCacheRoundTrip(b *testing.B) {
 		src := filepath.Join(dir, fmt.Sprintf("src-%d", size))
 		writeRandomTree(b, src, size)
 		for _, store := range stores {
-			var target []string
-			var env []string
+			var (
+				signer job.CacheURLSigner
+				err    error
+			)
 			switch store {
 			case "s3":
-				target = []string{"--s3-object", fmt.Sprintf("bench/%d", size), "--s3-server-address", srv.Address,
-					"--s3-bucket-name", "bench", "--s3-bucket-location", "us-east-1", "--s3-insecure"}
-				env = []string{job.EnvCacheS3AccessKey + "=" + s3test.AccessKey, job.EnvCacheS3SecretKey + "=" + s3test.SecretKey}
+				signer, err = NewS3(S3Config{CacheS3: config.CacheS3{ServerAddress: srv.Address, BucketName: "bench", BucketLocation: "us-east-1",
+					Insecure: true, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}})
 			case "azure":
-				target = []string{"--azure-object", fmt.Sprintf("bench/%d", size), "--azure-account-name", azuretest.AccountName,
-					"--azure-container-name", "bench", "--azure-storage-domain", az.Endpoint}
-				env = []string{job.EnvCacheAzureAccountKey + "=" + azuretest.AccountKey}
+				signer, err = NewAzure(AzureConfig{CacheAzure: config.CacheAzure{AccountName: azuretest.AccountName, AccountKey: azuretest.AccountKey,
+					ContainerName: "bench", StorageDomain: az.Endpoint}})
 			case "gcs":
-				target = []string{"--gcs-object", fmt.Sprintf("bench/%d", size), "--gcs-bucket-name", "bench"}
-				env = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(gcs.URL(), "http://")}
-			case "dir":
-				target = []string{"--file", filepath.Join(dir, "cache", fmt.Sprint(size), job.CacheArchiveName)}
+				signer, err = NewGCS(b.Context(), GCSConfig{CacheGCS: config.CacheGCS{BucketName: "bench", AccessID: "bench@p", PrivateKey: gcsKey}, Endpoint: gcs.URL()})
 			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			up := []string{"--file", filepath.Join(dir, "cache", fmt.Sprint(size), job.CacheArchiveName)}
+			down := up
+			if signer != nil {
+				object := fmt.Sprintf("bench/%d", size)
+				put, h, err := signer.PutURL(b.Context(), object, time.Hour)
+				if err != nil {
+					b.Fatal(err)
+				}
+				up = []string{"--url", put}
+				for k, vs := range h {
+					for _, v := range vs {
+						up = append(up, "--header", k+": "+v)
+					}
+				}
+				get, err := signer.GetURL(b.Context(), object, time.Hour)
+				if err != nil {
+					b.Fatal(err)
+				}
+				down = []string{"--url", get}
+			}
+			var env []string
 			for i := 0; i < b.N; i++ {
-				upT, upRSS, n := runHelper(b, bin, src, env, append(append([]string{"cache-archiver"}, target...), "--path", "data")...)
+				upT, upRSS, n := runHelper(b, bin, src, env, append(append([]string{"cache-archiver"}, up...), "--path", "data")...)
 				dest := filepath.Join(dir, "dest")
 				os.RemoveAll(dest)
 				if err := os.Mkdir(dest, 0o755); err != nil {
 					b.Fatal(err)
 				}
-				downT, downRSS, _ := runHelper(b, bin, dest, env, append([]string{"cache-extractor"}, target...)...)
+				downT, downRSS, _ := runHelper(b, bin, dest, env, append([]string{"cache-extractor"}, down...)...)
 				if got := dirSize(b, filepath.Join(dest, "data")); got != size {
 					b.Fatalf("%s: extracted %d bytes, want %d", store, got, size)
 				}
@@ -186,4 +215,24 @@ func dirSize(b *testing.B, root string) int64 {
 		b.Fatal(err)
 	}
 	return n
+}
+
+// randReader is an endless incompressible stream.
+type randReader struct{ r *rand.ChaCha8 }
+
+func newRandReader(seed byte) *randReader {
+	var s [32]byte
+	s[0] = seed
+	return &randReader{rand.NewChaCha8(s)}
+}
+
+func (r *randReader) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+// benchKey is a service account's private key for GCS signing.
+func benchKey(tb testing.TB) string {
+	k, err := rsa.GenerateKey(crand.Reader, 2048)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
 }
