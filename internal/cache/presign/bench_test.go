@@ -42,7 +42,7 @@ func BenchmarkCacheRoundTrip(b *testing.B) {
 	}
 	dir := b.TempDir()
 	bin := filepath.Join(dir, "podrunner")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/podrunner")
+	build := exec.Command("go", "build", "-o", bin, "../../../cmd/podrunner")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build podrunner: %v\n%s", err, out)
 	}
