@@ -24,7 +24,13 @@ type HTTP struct {
 	// Header is sent with every PUT (what the signer asked for, e.g.
 	// Azure's x-ms-blob-type).
 	Header http.Header
+	// Retries are the waits before the second, third … try of a request
+	// that failed on the way or with a 408, 429 or 5xx (the store's
+	// hiccups; the SDKs retried them too). defaultRetries when nil.
+	Retries []time.Duration
 }
+
+var defaultRetries = []time.Duration{time.Second, 3 * time.Second}
 
 // NewHTTP is an HTTP store whose requests give up when the store has not
 // answered (response headers) within timeout; no limit when 0.
@@ -44,14 +50,41 @@ func (h HTTP) client() *http.Client {
 // Describe returns the URL without its query (the signature).
 func (h HTTP) Describe(rawURL string) string { return redactURL(rawURL) }
 
+// do sends the request made by newReq, again after each of h.Retries
+// while it fails on the way or with a status worth another try.
+func (h HTTP) do(ctx context.Context, newReq func() (*http.Request, error)) (*http.Response, error) {
+	waits := h.Retries
+	if waits == nil {
+		waits = defaultRetries
+	}
+	for try := 0; ; try++ {
+		req, err := newReq()
+		if err != nil {
+			return nil, err
+		}
+		resp, err := h.client().Do(req)
+		retry := err != nil || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500
+		if !retry || try >= len(waits) || ctx.Err() != nil {
+			return resp, err
+		}
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(waits[try]):
+		}
+	}
+}
+
 // Get starts the download; ErrNotFound on a 404 that is not about a
 // missing bucket or container.
 func (h HTTP) Get(ctx context.Context, rawURL string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", redactURL(rawURL), redactErr(err))
-	}
-	resp, err := h.client().Do(req)
+	resp, err := h.do(ctx, func() (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("download %s: %w", redactURL(rawURL), redactErr(err))
 	}
@@ -77,25 +110,25 @@ func (h HTTP) Put(ctx context.Context, rawURL string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("upload %s: %w", redactURL(rawURL), err)
-	}
-	// The body is wrapped so that the client does not close the file
-	// (the deferred Close does) and sends it whatever its type.
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, rawURL, io.NopCloser(tmp))
-	if err != nil {
-		return fmt.Errorf("upload %s: %w", redactURL(rawURL), redactErr(err))
-	}
-	req.ContentLength = n
-	if n == 0 {
-		req.Body = http.NoBody
-	}
-	for k, vs := range h.Header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
+	resp, err := h.do(ctx, func() (*http.Request, error) {
+		// Each try sends the file from its start; the section reader
+		// keeps the client from closing the file (the deferred Close
+		// does).
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, rawURL, io.NopCloser(io.NewSectionReader(tmp, 0, n)))
+		if err != nil {
+			return nil, err
 		}
-	}
-	resp, err := h.client().Do(req)
+		req.ContentLength = n
+		if n == 0 {
+			req.Body = http.NoBody
+		}
+		for k, vs := range h.Header {
+			for _, v := range vs {
+				req.Header.Add(k, v)
+			}
+		}
+		return req, nil
+	})
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", redactURL(rawURL), redactErr(err))
 	}

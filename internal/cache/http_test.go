@@ -55,6 +55,7 @@ func TestHTTPStoreAnswers(t *testing.T) {
 			defer srv.Close()
 			u := srv.URL + "/bucket/runner/x/project/1/key" + tc.query
 			h := NewHTTP(time.Minute, http.Header{"X-Ms-Blob-Type": {"BlockBlob"}})
+			h.Retries = []time.Duration{}
 			var err error
 			if tc.put {
 				err = h.Put(context.Background(), u, strings.NewReader("archive"))
@@ -94,6 +95,7 @@ func TestHTTPStoreUnreachable(t *testing.T) {
 	u := srv.URL + "/b/k?X-Amz-Signature=SECRETSIG"
 	srv.Close()
 	h := NewHTTP(time.Minute, nil)
+	h.Retries = []time.Duration{0}
 	_, gerr := h.Get(context.Background(), u)
 	perr := h.Put(context.Background(), u, strings.NewReader("x"))
 	for _, err := range []error{gerr, perr} {
@@ -103,5 +105,56 @@ func TestHTTPStoreUnreachable(t *testing.T) {
 	}
 	if d := h.Describe(u); d != srv.URL+"/b/k" {
 		t.Errorf("Describe: %q", d)
+	}
+}
+
+// TestHTTPStoreRetries: a 5xx, 429 or 408 is tried again (the whole
+// archive from its start for a PUT), a 4xx is not, and the tries are
+// bounded.
+func TestHTTPStoreRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		statuses []int // answers in order; the last repeats
+		put      bool
+		tries    int
+		ok       bool
+	}{
+		{"get after a 503", []int{503, 200}, false, 2, true},
+		{"put after a 500 and a 429", []int{500, 429, 200}, true, 3, true},
+		{"put always 502", []int{502}, true, 3, false},
+		{"get 403 not retried", []int{403}, false, 1, false},
+		{"get 404 not retried", []int{404}, false, 1, false},
+		{"put 408 then ok", []int{408, 201}, true, 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tries int
+			var bodies []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				bodies = append(bodies, string(b))
+				w.WriteHeader(tc.statuses[min(tries, len(tc.statuses)-1)])
+				tries++
+			}))
+			defer srv.Close()
+			h := NewHTTP(time.Minute, nil)
+			h.Retries = []time.Duration{0, 0}
+			var err error
+			if tc.put {
+				err = h.Put(context.Background(), srv.URL+"/b/k", strings.NewReader("archive"))
+				for _, b := range bodies {
+					if b != "archive" {
+						t.Errorf("a try sent %q, want the whole archive", b)
+					}
+				}
+			} else {
+				var rc io.ReadCloser
+				if rc, err = h.Get(context.Background(), srv.URL+"/b/k"); err == nil {
+					rc.Close()
+				}
+			}
+			if tries != tc.tries || (err == nil) != tc.ok {
+				t.Errorf("%d tries, err %v; want %d tries, success %v", tries, err, tc.tries, tc.ok)
+			}
+		})
 	}
 }
