@@ -184,6 +184,8 @@ func newCacheArchiverCmd() *cobra.Command {
 	fs.StringArrayVar(&spec.Exclude, "exclude", nil, "glob to leave out; repeatable")
 	fs.BoolVar(&spec.Untracked, "untracked", false, "cache the files git does not track")
 	fs.Int64Var(&maxSize, "max-size", 0, "do not upload an archive bigger than this many bytes (0: no limit)")
+	// GitLab Runner's name of the same flag.
+	fs.Int64Var(&maxSize, "max-uploaded-archive-size", 0, "same as --max-size")
 	fs.StringVar(&spec.CompressionLevel, "compression-level", "", "zip compression: fastest, fast, default, slow, slowest")
 	bindEnv(fs, "compression-level", "CACHE_COMPRESSION_LEVEL")
 	return cmd

@@ -68,10 +68,12 @@ func TestCacheHelpersLocalFile(t *testing.T) {
 		t.Errorf("no matching files: exit %d, archive kept %v\n%s", code, bytes.Equal(before, after), out)
 	}
 	// Over --max-size: failure, archive kept.
-	code, out = runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "deps", "--path", "other", "--max-size", "10")
-	after, _ = os.ReadFile(file)
-	if code == 0 || !strings.Contains(out, "larger than the maximum") || !bytes.Equal(before, after) {
-		t.Errorf("max size: exit %d, archive kept %v\n%s", code, bytes.Equal(before, after), out)
+	for _, flag := range []string{"--max-size", "--max-uploaded-archive-size"} {
+		code, out = runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "deps", "--path", "other", flag, "10")
+		after, _ = os.ReadFile(file)
+		if code == 0 || !strings.Contains(out, "larger than the maximum") || !bytes.Equal(before, after) {
+			t.Errorf("%s: exit %d, archive kept %v\n%s", flag, code, bytes.Equal(before, after), out)
+		}
 	}
 }
 
