@@ -3,7 +3,7 @@ package main
 import (
 	"path/filepath"
 
-	"github.com/podrunner/podrunner/internal/cache"
+	"github.com/podrunner/podrunner/internal/cache/presign"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/executor/shell"
@@ -36,6 +36,6 @@ func newShellExecutor(rc *config.Runner, env runner.ExecutorEnv) (executor.Execu
 		PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 		RunnerToken: rc.Token, RunnerID: rc.ID, Logger: env.Logger, CloneURL: rc.CloneURL,
 		RunnerVersion: env.Version.Version, RunnerRevision: env.Version.Revision,
-		CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
+		CacheStore: presign.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
 	}), nil
 }

@@ -3,7 +3,7 @@
 package main
 
 import (
-	"github.com/podrunner/podrunner/internal/cache"
+	"github.com/podrunner/podrunner/internal/cache/presign"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
@@ -27,6 +27,6 @@ func newKubernetesExecutor(rc *config.Runner, env runner.ExecutorEnv, kubeconfig
 		PreGetSourcesScript: rc.PreGetSourcesScript, PostGetSourcesScript: rc.PostGetSourcesScript,
 		PreBuildScript: rc.PreBuildScript, PostBuildScript: rc.PostBuildScript,
 		CloneURL: rc.CloneURL, RunnerVersion: env.Version.Version, RunnerRevision: env.Version.Revision,
-		CacheDir: rc.CacheDir, CacheStore: cache.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
+		CacheDir: rc.CacheDir, CacheStore: presign.FromConfig(rc.Cache), TLSCAFile: env.TLSCAFile,
 	})
 }

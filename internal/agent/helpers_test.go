@@ -152,7 +152,7 @@ func (tj testJob) spec(t *testing.T) *Spec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := job.NewPlan(p, vars, job.ScriptOptions{Shell: "bash"})
+	plan, err := job.NewPlan(t.Context(), p, vars, job.ScriptOptions{Shell: "bash"})
 	if err != nil {
 		t.Fatal(err)
 	}

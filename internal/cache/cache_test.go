@@ -7,36 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/podrunner/podrunner/internal/archive"
-	"github.com/podrunner/podrunner/internal/config"
-	"github.com/podrunner/podrunner/internal/job"
 )
-
-func TestFromConfig(t *testing.T) {
-	if FromConfig(nil) != nil || FromConfig(&config.Cache{}) != nil {
-		t.Error("no [runners.cache] Type must mean no remote store")
-	}
-	yes := true
-	s := FromConfig(&config.Cache{Type: "s3", Path: "p", Shared: true, MaxUploadedArchiveSize: 5, S3: &config.CacheS3{
-		ServerAddress: "h:1", BucketName: "b", BucketLocation: "l", Insecure: true, PathStyle: &yes,
-		AuthenticationType: "access-key", AccessKey: "a", SecretKey: "s", SessionToken: "t"}})
-	want := job.CacheStore{Type: "s3", Path: "p", Shared: true, MaxUploadedArchiveSize: 5, S3: &job.CacheS3{
-		ServerAddress: "h:1", BucketName: "b", BucketLocation: "l", Insecure: true, PathStyle: &yes,
-		AuthenticationType: "access-key", AccessKey: "a", SecretKey: "s", SessionToken: "t"}}
-	if s == nil || s.S3 == nil || s.Type != want.Type || s.Path != want.Path || !s.Shared || s.MaxUploadedArchiveSize != 5 || *s.S3 != *want.S3 {
-		t.Errorf("got %+v %+v", s, s.S3)
-	}
-	if err := s.Validate(); err != nil {
-		t.Error(err)
-	}
-	if g := FromConfig(&config.Cache{Type: "gcs"}); g == nil || g.Validate() == nil {
-		t.Error("an unsupported type must be kept, and reported by Validate")
-	}
-}
 
 func TestDirRoundTripAndAtomicity(t *testing.T) {
 	ctx := context.Background()
@@ -93,92 +68,6 @@ func read(t *testing.T, st Store, name string) string {
 }
 
 // project writes a small project tree.
-func project(t *testing.T) string {
-	t.Helper()
-	root := t.TempDir()
-	files := map[string]string{
-		"vendor/a.txt":        "alpha",
-		"vendor/deep/b.txt":   strings.Repeat("beta", 1000),
-		"node_modules/x/i.js": "module.exports = 1",
-		"src/main.go":         "package main",
-	}
-	for name, body := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
-
-func tree(t *testing.T, root string) []string {
-	t.Helper()
-	var out []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Type().IsRegular() {
-			b, _ := os.ReadFile(p)
-			rel, _ := filepath.Rel(root, p)
-			out = append(out, filepath.ToSlash(rel)+"="+string(b))
-		}
-		return nil
-	})
-	slices.Sort(out)
-	return out
-}
-
-// testArchiveRoundTrip exercises Archive and Extract on any store.
-func testArchiveRoundTrip(t *testing.T, st Store, name string) {
-	ctx := context.Background()
-	src := project(t)
-	res, err := Archive(ctx, st, name, src, archive.Spec{Paths: []string{"vendor", "node_modules/**"}}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Size == 0 || res.Bytes != int64(5+4000+18) {
-		t.Errorf("result %+v", res)
-	}
-	dest := t.TempDir()
-	stats, n, err := Extract(ctx, st, name, dest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != res.Size || stats.Bytes != res.Bytes {
-		t.Errorf("extracted %+v, %d bytes; archived %+v", stats, n, res)
-	}
-	want := []string{"node_modules/x/i.js=module.exports = 1", "vendor/a.txt=alpha", "vendor/deep/b.txt=" + strings.Repeat("beta", 1000)}
-	if got := tree(t, dest); !slices.Equal(got, want) {
-		t.Errorf("restored %q, want %q", got, want)
-	}
-
-	// Nothing selected: ErrNoFiles and the stored archive stays.
-	if _, err := Archive(ctx, st, name, src, archive.Spec{Paths: []string{"nothing-here/**"}}, 0); !errors.Is(err, archive.ErrNoFiles) {
-		t.Fatalf("no files: %v", err)
-	}
-	// Too big: ErrTooLarge and the stored archive stays.
-	if _, err := Archive(ctx, st, name, src, archive.Spec{Paths: []string{"src"}}, 10); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("too large: %v", err)
-	}
-	dest2 := t.TempDir()
-	if _, _, err := Extract(ctx, st, name, dest2); err != nil {
-		t.Fatal(err)
-	}
-	if got := tree(t, dest2); !slices.Equal(got, want) {
-		t.Errorf("after refused archives: %q", got)
-	}
-	if _, _, err := Extract(ctx, st, name+"-missing", t.TempDir()); !errors.Is(err, ErrNotFound) {
-		t.Errorf("missing archive: %v, want ErrNotFound", err)
-	}
-}
-
-func TestArchiveRoundTripDir(t *testing.T) {
-	testArchiveRoundTrip(t, Dir{Root: t.TempDir()}, "group/demo/key/cache.zip")
-}
 
 func TestExtractRefusesGarbage(t *testing.T) {
 	d := Dir{Root: t.TempDir()}

@@ -1,4 +1,4 @@
-package cache
+package cache_test
 
 import (
 	"archive/zip"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/archive"
+	"github.com/podrunner/podrunner/internal/cache"
+	"github.com/podrunner/podrunner/internal/cache/cachetest"
 )
 
 // GitLab Runner's cache format, as its cache-archiver writes it
@@ -24,7 +26,7 @@ import (
 
 // remoteOnly hides that a Dir store returns files, so that Extract takes
 // the path of a remote store (spooling to a temporary file).
-type remoteOnly struct{ Dir }
+type remoteOnly struct{ cache.Dir }
 
 func (r remoteOnly) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	rc, err := r.Dir.Get(ctx, name)
@@ -47,8 +49,8 @@ func TestArchiveReadsAsGitLabRunnerZip(t *testing.T) {
 	must(t, os.Symlink("bin/tool", filepath.Join(src, "vendor", "link")))
 	must(t, os.WriteFile(filepath.Join(src, "other.txt"), []byte("not cached"), 0o644))
 
-	d := Dir{Root: t.TempDir()}
-	if _, err := Archive(context.Background(), d, "group/demo/key/cache.zip", src, archive.Spec{Paths: []string{"vendor"}}, 0); err != nil {
+	d := cache.Dir{Root: t.TempDir()}
+	if _, err := cache.Archive(context.Background(), d, "group/demo/key/cache.zip", src, archive.Spec{Paths: []string{"vendor"}}, 0); err != nil {
 		t.Fatal(err)
 	}
 	zr, err := zip.OpenReader(filepath.Join(d.Root, "group/demo/key/cache.zip"))
@@ -129,16 +131,16 @@ func TestExtractGitLabRunnerZip(t *testing.T) {
 	data := gitlabRunnerZip(t)
 	for _, tc := range []struct {
 		name string
-		st   func(Dir) Store
+		st   func(cache.Dir) cache.Store
 	}{
-		{"cache_dir", func(d Dir) Store { return d }},
-		{"remote", func(d Dir) Store { return remoteOnly{d} }},
+		{"cache_dir", func(d cache.Dir) cache.Store { return d }},
+		{"remote", func(d cache.Dir) cache.Store { return remoteOnly{d} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Dir{Root: t.TempDir()}
+			d := cache.Dir{Root: t.TempDir()}
 			must(t, d.Put(context.Background(), "runner/abc/project/7/key", bytes.NewReader(data)))
 			dest := t.TempDir()
-			stats, n, err := Extract(context.Background(), tc.st(d), "runner/abc/project/7/key", dest)
+			stats, n, err := cache.Extract(context.Background(), tc.st(d), "runner/abc/project/7/key", dest)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +148,7 @@ func TestExtractGitLabRunnerZip(t *testing.T) {
 				t.Errorf("stats %+v, %d bytes; want 6 entries, %d bytes", stats, n, len(data))
 			}
 			want := []string{"node_modules/.bin/run=#!/bin/sh\necho run\n", "node_modules/x/i.js=module.exports = 1"}
-			if got := tree(t, dest); !slices.Equal(got, want) {
+			if got := cachetest.Tree(t, dest); !slices.Equal(got, want) {
 				t.Errorf("restored %q, want %q", got, want)
 			}
 			for p, mode := range map[string]fs.FileMode{
@@ -172,18 +174,18 @@ func TestExtractGitLabRunnerZip(t *testing.T) {
 // TestExtractEarlierTarGz: a tar.gz cache of an earlier podrunner, under
 // the same S3 object name, is still restored once.
 func TestExtractEarlierTarGz(t *testing.T) {
-	src := project(t)
+	src := cachetest.Project(t)
 	var buf bytes.Buffer
 	if _, err := archive.WriteTarGz(context.Background(), &buf, src, archive.Spec{Paths: []string{"vendor"}}); err != nil {
 		t.Fatal(err)
 	}
-	d := Dir{Root: t.TempDir()}
+	d := cache.Dir{Root: t.TempDir()}
 	must(t, d.Put(context.Background(), "old", &buf))
 	dest := t.TempDir()
-	if _, _, err := Extract(context.Background(), remoteOnly{d}, "old", dest); err != nil {
+	if _, _, err := cache.Extract(context.Background(), remoteOnly{d}, "old", dest); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, dest); len(got) != 2 || got[0] != "vendor/a.txt=alpha" {
+	if got := cachetest.Tree(t, dest); len(got) != 2 || got[0] != "vendor/a.txt=alpha" {
 		t.Errorf("restored %q", got)
 	}
 }

@@ -1,3 +1,8 @@
+// Package cache is what the cache helpers of a job (cache-archiver,
+// cache-extractor) use: zip archives in GitLab Runner's format, streamed
+// in bounded memory, kept in a local directory (cache_dir) or moved by
+// plain HTTP through URLs the runner pre-signed (see package presign). It
+// links no cloud SDK.
 package cache
 
 import (

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,107 +23,54 @@ import (
 )
 
 // cacheTarget are the flags that say where one cache archive lives: a
-// file in the local cache_dir, or an object in S3, Azure Blob Storage or
-// GCS (whose credentials come from the environment, see job.CacheSecretEnv).
+// file in the local cache_dir, or a URL the runner pre-signed for this
+// one download or upload (GitLab Runner's --url and --header): the helper
+// holds no store credentials and links no cloud SDK.
 type cacheTarget struct {
-	file     string
-	object   string
-	s3       job.CacheS3
-	azObject string
-	azure    job.CacheAzure
-	gsObject string
-	gcs      job.CacheGCS
-	pathFlag string // "true"/"false"/"": --s3-path-style
-	timeout  int    // minutes
-	partSize int64
+	file    string
+	url     string
+	headers []string // "Name: value", sent with the upload
+	timeout int      // minutes
 }
 
-func (t *cacheTarget) flags(cmd *cobra.Command) {
+func (t *cacheTarget) flags(cmd *cobra.Command, upload bool) {
 	fs := cmd.Flags()
 	fs.StringVar(&t.file, "file", "", "archive file in the local cache directory")
-	fs.StringVar(&t.object, "s3-object", "", "object name in the S3 bucket (credentials from $"+job.EnvCacheS3AccessKey+" and $"+job.EnvCacheS3SecretKey+")")
-	fs.StringVar(&t.s3.ServerAddress, "s3-server-address", "", "S3 host[:port]")
-	fs.StringVar(&t.s3.BucketName, "s3-bucket-name", "", "S3 bucket")
-	fs.StringVar(&t.s3.BucketLocation, "s3-bucket-location", "", "S3 region")
-	fs.BoolVar(&t.s3.Insecure, "s3-insecure", false, "use http instead of https")
-	fs.StringVar(&t.pathFlag, "s3-path-style", "", "true: path-style bucket URLs, false: virtual-host style; empty: automatic")
-	fs.StringVar(&t.s3.AuthenticationType, "s3-authentication-type", "", "access-key (keys from $"+job.EnvCacheS3AccessKey+" and $"+job.EnvCacheS3SecretKey+") or iam (the AWS credential chain of the environment)")
+	fs.StringVar(&t.url, "url", "", "pre-signed URL of the archive in the remote cache store")
+	if upload {
+		fs.StringArrayVar(&t.headers, "header", nil, "HTTP header \"Name: value\" to send with the upload; repeatable")
+	}
 	fs.IntVar(&t.timeout, "timeout", job.DefaultCacheRequestTimeout, "minutes to wait for a response of the store")
-	fs.Int64Var(&t.partSize, "s3-part-size", 0, "multipart upload part size in bytes (memory held per upload)")
-	_ = fs.MarkHidden("s3-part-size")
-	fs.StringVar(&t.azObject, "azure-object", "", "blob name in the Azure container (account key from $"+job.EnvCacheAzureAccountKey+", else the Azure credentials of the environment)")
-	fs.StringVar(&t.azure.AccountName, "azure-account-name", "", "Azure storage account")
-	fs.StringVar(&t.azure.ContainerName, "azure-container-name", "", "Azure blob container")
-	fs.StringVar(&t.azure.StorageDomain, "azure-storage-domain", "", "Azure blob domain (default "+cache.DefaultAzureStorageDomain+"); with http(s):// an emulator's endpoint")
-	fs.StringVar(&t.gsObject, "gcs-object", "", "object name in the GCS bucket (credentials from $"+job.EnvCacheGCSCredentials+", $"+job.EnvCacheGCSAccessID+"/$"+job.EnvCacheGCSPrivateKey+", else the environment's default credentials)")
-	fs.StringVar(&t.gcs.BucketName, "gcs-bucket-name", "", "GCS bucket")
 }
 
-// store builds the store and the archive's name in it. The S3 credentials
-// are taken from the environment and removed from it, so that nothing the
-// helper starts (git, for untracked files) inherits them.
+// store builds the store and the archive's name in it.
 func (t *cacheTarget) store() (cache.Store, string, error) {
-	given := 0
-	for _, o := range []string{t.file, t.object, t.azObject, t.gsObject} {
-		if o != "" {
-			given++
-		}
-	}
-	// Read once and removed, so that nothing the helper starts (git, for
-	// untracked files) inherits them.
-	secret := map[string]string{}
-	for _, k := range job.CacheSecretEnv {
-		if v, ok := os.LookupEnv(k); ok {
-			secret[k] = v
-			os.Unsetenv(k)
-		}
-	}
 	switch {
-	case given > 1:
-		return nil, "", errors.New("give one of --file, --s3-object, --azure-object or --gcs-object")
+	case t.file != "" && t.url != "":
+		return nil, "", errors.New("give one of --file or --url")
 	case t.file != "":
 		abs, err := filepath.Abs(t.file)
 		if err != nil {
 			return nil, "", fmt.Errorf("cache file %s: %w", t.file, err)
 		}
 		return cache.Dir{Root: filepath.Dir(abs)}, filepath.Base(abs), nil
-	case t.azObject != "":
-		t.azure.AccountKey = secret[job.EnvCacheAzureAccountKey]
-		s, err := cache.NewAzure(cache.AzureConfig{CacheAzure: t.azure, RequestTimeout: time.Duration(t.timeout) * time.Minute})
-		if err != nil {
-			return nil, "", err
+	case t.url != "":
+		u, err := url.Parse(t.url)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			// The URL is a credential: not repeated.
+			return nil, "", errors.New("--url is not an http(s) URL")
 		}
-		return s, t.azObject, nil
-	case t.gsObject != "":
-		// The client's lifetime is the helper's: its connections end with it.
-		s, err := cache.NewGCS(context.Background(), cache.GCSConfig{BucketName: t.gcs.BucketName,
-			Credentials: []byte(secret[job.EnvCacheGCSCredentials]),
-			AccessID:    secret[job.EnvCacheGCSAccessID], PrivateKey: secret[job.EnvCacheGCSPrivateKey]})
-		if err != nil {
-			return nil, "", err
+		h := http.Header{}
+		for _, kv := range t.headers {
+			k, v, ok := strings.Cut(kv, ":")
+			if !ok || strings.TrimSpace(k) == "" {
+				return nil, "", fmt.Errorf("--header %q: use \"Name: value\"", kv)
+			}
+			h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 		}
-		return s, t.gsObject, nil
-	case t.object != "":
-		if !strings.EqualFold(t.s3.AuthenticationType, "iam") {
-			t.s3.AccessKey = secret[job.EnvCacheS3AccessKey]
-			t.s3.SecretKey = secret[job.EnvCacheS3SecretKey]
-			t.s3.SessionToken = secret[job.EnvCacheS3SessionToken]
-		}
-		switch t.pathFlag {
-		case "":
-		case "true", "false":
-			b := t.pathFlag == "true"
-			t.s3.PathStyle = &b
-		default:
-			return nil, "", fmt.Errorf("--s3-path-style %q: use true or false", t.pathFlag)
-		}
-		s, err := cache.NewS3(cache.S3Config{CacheS3: t.s3, PartSize: t.partSize, RequestTimeout: time.Duration(t.timeout) * time.Minute})
-		if err != nil {
-			return nil, "", err
-		}
-		return s, t.object, nil
+		return cache.NewHTTP(time.Duration(t.timeout)*time.Minute, h), t.url, nil
 	}
-	return nil, "", errors.New("no cache given: use --file, --s3-object, --azure-object or --gcs-object")
+	return nil, "", errors.New("no cache given: use --file or --url")
 }
 
 // helperMemoryLimit is the Go heap's soft limit in the cache helpers
@@ -178,7 +127,7 @@ func newCacheExtractorCmd() *cobra.Command {
 			return nil
 		},
 	}
-	t.flags(cmd)
+	t.flags(cmd, false)
 	cmd.Flags().StringVar(&dir, "dir", ".", "directory to extract into (the project directory)")
 	return cmd
 }
@@ -222,13 +171,15 @@ func newCacheArchiverCmd() *cobra.Command {
 			return nil
 		},
 	}
-	t.flags(cmd)
+	t.flags(cmd, true)
 	fs := cmd.Flags()
 	fs.StringVar(&dir, "dir", ".", "directory the paths are relative to (the project directory)")
 	fs.StringArrayVar(&spec.Paths, "path", nil, "file or glob (** for any depth) to cache; repeatable")
 	fs.StringArrayVar(&spec.Exclude, "exclude", nil, "glob to leave out; repeatable")
 	fs.BoolVar(&spec.Untracked, "untracked", false, "cache the files git does not track")
 	fs.Int64Var(&maxSize, "max-size", 0, "do not upload an archive bigger than this many bytes (0: no limit)")
+	// GitLab Runner's name of the same flag.
+	fs.Int64Var(&maxSize, "max-uploaded-archive-size", 0, "same as --max-size")
 	fs.StringVar(&spec.CompressionLevel, "compression-level", "", "zip compression: fastest, fast, default, slow, slowest")
 	cli.BindEnv(fs, "compression-level", "CACHE_COMPRESSION_LEVEL")
 	return cmd

@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/podrunner/podrunner/internal/cache/presign"
 	"github.com/podrunner/podrunner/internal/cache/s3test"
+	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -65,10 +68,12 @@ func TestCacheHelpersLocalFile(t *testing.T) {
 		t.Errorf("no matching files: exit %d, archive kept %v\n%s", code, bytes.Equal(before, after), out)
 	}
 	// Over --max-size: failure, archive kept.
-	code, out = runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "deps", "--path", "other", "--max-size", "10")
-	after, _ = os.ReadFile(file)
-	if code == 0 || !strings.Contains(out, "larger than the maximum") || !bytes.Equal(before, after) {
-		t.Errorf("max size: exit %d, archive kept %v\n%s", code, bytes.Equal(before, after), out)
+	for _, flag := range []string{"--max-size", "--max-uploaded-archive-size"} {
+		code, out = runCLI(t, "cache-archiver", "--file", file, "--dir", src, "--path", "deps", "--path", "other", flag, "10")
+		after, _ = os.ReadFile(file)
+		if code == 0 || !strings.Contains(out, "larger than the maximum") || !bytes.Equal(before, after) {
+			t.Errorf("%s: exit %d, archive kept %v\n%s", flag, code, bytes.Equal(before, after), out)
+		}
 	}
 }
 
@@ -77,45 +82,79 @@ func TestCacheHelpersUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"cache-extractor"}, "use --file, --s3-object, --azure-object or --gcs-object"},
-		{[]string{"cache-extractor", "--file", "x", "--s3-object", "y"}, "give one of"},
+		{[]string{"cache-extractor"}, "use --file or --url"},
+		{[]string{"cache-extractor", "--file", "x", "--url", "http://h/y"}, "give one of"},
 		{[]string{"cache-archiver", "--file", "x"}, "give --path or --untracked"},
-		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "bkt", "--s3-authentication-type", "access-key"}, "AccessKey"},
-		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "bkt", "--s3-authentication-type", "oauth"}, "unknown"},
-		{[]string{"cache-extractor", "--s3-object", "o", "--s3-bucket-name", "b", "--s3-path-style", "maybe"}, "true or false"},
+		{[]string{"cache-extractor", "--url", "ftp://h/x?sig=secret"}, "not an http(s) URL"},
+		{[]string{"cache-archiver", "--url", "http://h/x", "--path", "a", "--header", "no-colon"}, `use "Name: value"`},
+		{[]string{"cache-extractor", "--s3-object", "o"}, "unknown flag"},
 	} {
 		code, out := runCLI(t, tc.args...)
-		if code == 0 || !strings.Contains(out, tc.want) {
-			t.Errorf("%v: exit %d, want an error about %q:\n%s", tc.args, code, tc.want, out)
+		if code == 0 || !strings.Contains(out, tc.want) || strings.Contains(out, "secret") {
+			t.Errorf("%v: exit %d, want an error about %q (and no URL query):\n%s", tc.args, code, tc.want, out)
 		}
 	}
 }
 
-func TestCacheHelpersS3(t *testing.T) {
+// TestCacheHelpersURL: the helpers move a cache through URLs the runner
+// pre-signed (here for the local S3 server), print the URL without its
+// signature, and say "no cache" for a missing object and what to check
+// for a refused one.
+func TestCacheHelpersURL(t *testing.T) {
 	srv := s3test.Start(t, "127.0.0.1")
 	srv.CreateBucket(t, "helper")
-	t.Setenv(job.EnvCacheS3AccessKey, s3test.AccessKey)
-	t.Setenv(job.EnvCacheS3SecretKey, s3test.SecretKey)
-	target := []string{"--s3-object", "project/1/k", "--s3-server-address", srv.Address, "--s3-bucket-name", "helper",
-		"--s3-bucket-location", "us-east-1", "--s3-insecure", "--s3-path-style=true"}
+	sign := func(secret string) *presign.S3 {
+		s, err := presign.NewS3(presign.S3Config{CacheS3: config.CacheS3{ServerAddress: srv.Address, BucketName: "helper",
+			BucketLocation: "us-east-1", Insecure: true, AccessKey: s3test.AccessKey, SecretKey: secret}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := sign(s3test.SecretKey)
+	put, h, err := s.PutURL(t.Context(), "project/1/k", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get, err := s.GetURL(t.Context(), "project/1/k", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := "http://" + srv.Address + "/helper/project/1/k"
 	src, dest := t.TempDir(), t.TempDir()
 	writeTree(t, src, map[string]string{"deps/a": "A"})
-	code, out := runCLI(t, append([]string{"cache-archiver", "--dir", src, "--path", "deps"}, target...)...)
-	if code != 0 || !strings.Contains(out, "Uploading cache to s3://helper/project/1/k") {
+
+	code, out := runCLI(t, "cache-extractor", "--dir", dest, "--url", get)
+	if code == 0 || !strings.Contains(out, "WARNING: no cache at "+plain) || strings.Contains(out, "ERROR") {
+		t.Fatalf("missing cache: exit %d\n%s", code, out)
+	}
+	args := []string{"cache-archiver", "--dir", src, "--path", "deps", "--url", put, "--header", "Content-Type: application/zip"}
+	for k, vs := range h {
+		for _, v := range vs {
+			args = append(args, "--header", k+": "+v)
+		}
+	}
+	code, out = runCLI(t, args...)
+	if code != 0 || !strings.Contains(out, "Uploading cache to "+plain+"\n") {
 		t.Fatalf("archive: exit %d\n%s", code, out)
 	}
-	if os.Getenv(job.EnvCacheS3SecretKey) != "" {
-		t.Error("the helper must drop the credentials from its environment")
-	}
-	if strings.Contains(out, s3test.SecretKey) || strings.Contains(out, s3test.AccessKey) {
-		t.Errorf("credentials printed:\n%s", out)
-	}
-	// The credentials were consumed: set them again for the extractor.
-	t.Setenv(job.EnvCacheS3AccessKey, s3test.AccessKey)
-	t.Setenv(job.EnvCacheS3SecretKey, s3test.SecretKey)
-	code, out = runCLI(t, append([]string{"cache-extractor", "--dir", dest}, target...)...)
+	code, out = runCLI(t, "cache-extractor", "--dir", dest, "--url", get)
 	if b, err := os.ReadFile(filepath.Join(dest, "deps", "a")); code != 0 || err != nil || string(b) != "A" {
 		t.Fatalf("extract: exit %d, %q %v\n%s", code, b, err, out)
+	}
+	if strings.Contains(out, "X-Amz-Signature") {
+		t.Errorf("signature printed:\n%s", out)
+	}
+
+	// Signed with a wrong secret: the store refuses; the message names it
+	// and what to check, without the URL's signature.
+	bad, err := sign("wrong").GetURL(t.Context(), "project/1/k", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out = runCLI(t, "cache-extractor", "--dir", dest, "--url", bad)
+	if code == 0 || !strings.Contains(out, "S3 refused") || !strings.Contains(out, "[runners.cache.s3]") || strings.Contains(out, "X-Amz-Signature") {
+		t.Errorf("refused URL: exit %d\n%s", code, out)
 	}
 }
 

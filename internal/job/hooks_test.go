@@ -23,7 +23,7 @@ func TestGetSourcesHookScripts(t *testing.T) {
 		{strategy: "none"},
 	} {
 		v := append(Variables{{Key: "GIT_STRATEGY", Value: tc.strategy}}, vars...)
-		plan, err := NewPlan(p, v, ScriptOptions{PreGetSourcesScript: tc.cfgPre, PostGetSourcesScript: tc.cfgPost})
+		plan, err := NewPlan(t.Context(), p, v, ScriptOptions{PreGetSourcesScript: tc.cfgPre, PostGetSourcesScript: tc.cfgPost})
 		if err != nil {
 			t.Fatal(err)
 		}

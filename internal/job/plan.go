@@ -99,12 +99,16 @@ type Plan struct {
 	TempDir    string `json:"temp_dir"`
 	// Warnings are printed to the trace when the plan starts.
 	Warnings []string `json:"warnings,omitempty"`
+	// secrets are values in the scripts the trace must hide (the
+	// signatures of pre-signed cache URLs); Prepare adds them to the mask.
+	secrets []string
 }
 
 // NewPlan builds the stages of a job. vars are the job's expanded variables
 // (BuildVariables); they must hold an absolute CI_PROJECT_DIR. Errors are
 // about the job's settings (bad GIT_STRATEGY …) and say what to change.
-func NewPlan(p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
+// ctx bounds what the cache store's URL signer may ask of the network.
+func NewPlan(ctx context.Context, p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
 	dir := vars.Get("CI_PROJECT_DIR")
 	if !path.IsAbs(dir) || path.Clean(dir) == "/" {
 		return nil, fmt.Errorf("CI_PROJECT_DIR %q must be an absolute directory below /", dir)
@@ -143,7 +147,7 @@ func NewPlan(p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
 	plan.add(Stage{Name: StageGetSources, Title: "Getting source from Git repository", Kind: KindSystem, When: WhenOnSuccess,
 		Script: w.finish(shell), PreScript: pre, PostScript: post})
 
-	for _, st := range restoreCacheStages(p, vars, opts, shell) {
+	for _, st := range restoreCacheStages(ctx, p, vars, opts, shell, timeout, &plan.secrets) {
 		plan.add(st)
 	}
 	for _, st := range downloadArtifactsStages(p, vars, opts, shell) {
@@ -193,7 +197,7 @@ func NewPlan(p *Payload, vars Variables, opts ScriptOptions) (*Plan, error) {
 		plan.add(Stage{Name: StageAfterScript, Title: "Running after_script", Kind: KindAfterScript,
 			When: WhenAlways, Script: w.finish(shell), Timeout: afterTimeout, AllowFailure: true})
 	}
-	for _, st := range archiveCacheStages(p, vars, opts, shell) {
+	for _, st := range archiveCacheStages(ctx, p, vars, opts, shell, timeout, &plan.secrets) {
 		plan.add(st)
 	}
 	for _, st := range uploadArtifactsStages(p, vars, opts, shell) {

@@ -43,7 +43,7 @@ func artifactsPlan(t *testing.T, p *Payload, opts ScriptOptions) *Plan {
 		t.Fatal(err)
 	}
 	vars = append(vars, Variable{Key: "CI_SERVER_URL", Value: "http://gitlab.test"}, Variable{Key: "OUT", Value: "dist"})
-	plan, err := NewPlan(p, vars, opts)
+	plan, err := NewPlan(t.Context(), p, vars, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

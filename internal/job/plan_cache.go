@@ -6,105 +6,59 @@ package job
 // between the project directory and the store.
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
-	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
-// CacheStore is the remote cache store of the runner ([runners.cache]),
-// as the helper commands need it.
+// CacheStore is the remote cache store of the runner ([runners.cache]):
+// how its objects are named and how to reach them. The helper in the job
+// never sees the store's credentials: the runner pre-signs one URL per
+// object and operation (GitLab Runner's design), and the helper does
+// plain HTTP GET and PUT on it.
 type CacheStore struct {
-	Type   string // "s3", "azure" or "gcs"; any other type is reported and the local cache_dir used
+	Type   string // "s3", "azure" or "gcs", for messages
 	Path   string // prefix of every object name
 	Shared bool   // false: objects live under runner/<short token>/
 	// MaxUploadedArchiveSize (bytes, 0: no limit): a bigger archive is not
 	// uploaded.
 	MaxUploadedArchiveSize int64
-	S3                     *CacheS3
-	Azure                  *CacheAzure
-	GCS                    *CacheGCS
+	// Signer pre-signs the URLs of objects; nil when Err says why the
+	// store cannot be used.
+	Signer CacheURLSigner
+	// Err is what keeps the store from being used, in words that name
+	// the config.toml key to change; the job's log says it and caches are
+	// kept in the local cache_dir.
+	Err error
 }
 
-// CacheAzure is [runners.cache.azure]. The blob URL is
-// https://<AccountName>.<StorageDomain>/<ContainerName>/<object>, as GitLab
-// Runner's. A StorageDomain with a scheme (http://127.0.0.1:10000) is an
-// endpoint with the account in the path, as the Azurite emulator serves it.
-// Without AccountKey the helper uses the Azure credentials of its
-// environment (workload identity, managed identity).
-type CacheAzure struct {
-	AccountName   string
-	AccountKey    string
-	ContainerName string
-	StorageDomain string // default blob.core.windows.net
+// CacheURLSigner makes the URLs the cache helper reaches one object
+// through, valid for ttl (or the store's maximum, if shorter). The URL is
+// the credential: it must never be printed.
+type CacheURLSigner interface {
+	// GetURL is a URL a plain GET downloads object from.
+	GetURL(ctx context.Context, object string, ttl time.Duration) (string, error)
+	// PutURL is a URL a plain PUT of the whole object (with
+	// Content-Length) stores it at; headers must be sent with the PUT.
+	PutURL(ctx context.Context, object string, ttl time.Duration) (url string, headers http.Header, err error)
 }
 
-// CacheGCS is [runners.cache.gcs]. Credentials: the JSON of CredentialsFile,
-// or AccessID with PrivateKey (a service account's e-mail and PEM key), or
-// else the environment's default credentials.
-type CacheGCS struct {
-	BucketName      string
-	CredentialsFile string
-	AccessID        string
-	PrivateKey      string
-}
+// cacheURLMargin is added to the job's timeout for the lifetime of the
+// URLs: the archive is uploaded after the job's scripts, after_script and
+// the helper's own request timeout.
+const cacheURLMargin = 30 * time.Minute
 
-// CacheS3 is [runners.cache.s3]. The keys are handed to the helper through
-// its environment, never on its command line.
-type CacheS3 struct {
-	ServerAddress  string // host[:port]
-	BucketName     string
-	BucketLocation string
-	Insecure       bool  // http instead of https
-	PathStyle      *bool // nil: the client decides
-	// AuthenticationType is "access-key" (AccessKey/SecretKey) or "iam"
-	// (credentials from the environment: AWS_* variables, a web identity
-	// token file as IRSA provides, instance metadata). Empty means
-	// access-key when an AccessKey is set, iam otherwise (GitLab Runner's
-	// rule).
-	AuthenticationType string
-	AccessKey          string
-	SecretKey          string
-	SessionToken       string
-}
-
-// IAM reports whether the credentials come from the environment rather
-// than from AccessKey/SecretKey.
-func (s *CacheS3) IAM() bool {
-	switch strings.ToLower(s.AuthenticationType) {
-	case "iam":
-		return true
-	case "":
-		return s.AccessKey == ""
-	}
-	return false
-}
-
-// Environment variables that carry the S3 credentials to the helper.
-const (
-	EnvCacheS3AccessKey    = "PODRUNNER_CACHE_S3_ACCESS_KEY"
-	EnvCacheS3SecretKey    = "PODRUNNER_CACHE_S3_SECRET_KEY"
-	EnvCacheS3SessionToken = "PODRUNNER_CACHE_S3_SESSION_TOKEN"
-	// EnvCacheAzureAccountKey carries [runners.cache.azure] AccountKey.
-	EnvCacheAzureAccountKey = "PODRUNNER_CACHE_AZURE_ACCOUNT_KEY"
-	// EnvCacheGCSCredentials carries the JSON of [runners.cache.gcs]
-	// CredentialsFile (the file is the runner's, the helper may run in a pod).
-	EnvCacheGCSCredentials = "PODRUNNER_CACHE_GCS_CREDENTIALS"
-	EnvCacheGCSAccessID    = "PODRUNNER_CACHE_GCS_ACCESS_ID"
-	EnvCacheGCSPrivateKey  = "PODRUNNER_CACHE_GCS_PRIVATE_KEY"
-)
-
-// CacheSecretEnv are the variables that carry store credentials to the
-// helper: the helper removes them from its environment, and nothing else
-// may print them.
-var CacheSecretEnv = []string{
-	EnvCacheS3AccessKey, EnvCacheS3SecretKey, EnvCacheS3SessionToken,
-	EnvCacheAzureAccountKey, EnvCacheGCSCredentials, EnvCacheGCSAccessID, EnvCacheGCSPrivateKey,
-}
+// signatureParams are the query parameters of pre-signed URLs that carry
+// their secret: they are added to the job's mask.
+var signatureParams = []string{"X-Amz-Signature", "X-Amz-Security-Token", "sig", "X-Goog-Signature", "Signature"}
 
 // Cache policies (cache:policy).
 const (
@@ -128,51 +82,6 @@ const DefaultCacheDir = "/cache"
 
 // DefaultCacheRequestTimeout is CACHE_REQUEST_TIMEOUT's default, in minutes.
 const DefaultCacheRequestTimeout = 10
-
-// Validate reports what keeps the store from being used, in words that say
-// which config.toml key to change.
-func (s *CacheStore) Validate() error {
-	if s == nil {
-		return nil
-	}
-	switch s.Type {
-	case "s3":
-		return s.validateS3()
-	case "azure":
-		if s.Azure == nil || s.Azure.AccountName == "" || s.Azure.ContainerName == "" {
-			return errors.New("[runners.cache.azure] AccountName and ContainerName must be set")
-		}
-		return nil
-	case "gcs":
-		if s.GCS == nil || s.GCS.BucketName == "" {
-			return errors.New("[runners.cache.gcs] BucketName is not set")
-		}
-		if (s.GCS.AccessID == "") != (s.GCS.PrivateKey == "") {
-			return errors.New("[runners.cache.gcs] AccessID and PrivateKey must be set together")
-		}
-		return nil
-	}
-	return fmt.Errorf("[runners.cache] Type %q is not supported: use \"s3\", \"azure\" or \"gcs\"", s.Type)
-}
-
-func (s *CacheStore) validateS3() error {
-	if s.S3 == nil || s.S3.BucketName == "" {
-		return errors.New("[runners.cache.s3] BucketName is not set")
-	}
-	switch strings.ToLower(s.S3.AuthenticationType) {
-	case "access-key", "":
-	case "iam":
-	default:
-		return fmt.Errorf("[runners.cache.s3] AuthenticationType %q is unknown: use \"access-key\" or \"iam\"", s.S3.AuthenticationType)
-	}
-	if s.S3.IAM() {
-		return nil
-	}
-	if s.S3.AccessKey == "" || s.S3.SecretKey == "" {
-		return errors.New("[runners.cache.s3] AccessKey and SecretKey must both be set")
-	}
-	return nil
-}
 
 // SanitizeCacheKey normalises a cache key as GitLab Runner does: "%2F"
 // and "%2E" are decoded, backslashes become slashes, "." and empty
@@ -352,106 +261,105 @@ type cacheTarget struct {
 	dir   string      // cache_dir
 	token string      // CI_RUNNER_SHORT_TOKEN
 	p     *Payload
+	ctx   context.Context
+	ttl   time.Duration // of pre-signed URLs
+	// secrets collects the signatures of the URLs handed out, for the
+	// job's mask.
+	secrets *[]string
 }
 
-func newCacheTarget(p *Payload, vars Variables, opts ScriptOptions) (cacheTarget, string) {
-	t := cacheTarget{dir: opts.CacheDir, token: vars.Get("CI_RUNNER_SHORT_TOKEN"), p: p}
+func newCacheTarget(ctx context.Context, p *Payload, vars Variables, opts ScriptOptions, timeout time.Duration, secrets *[]string) (cacheTarget, string) {
+	t := cacheTarget{dir: opts.CacheDir, token: vars.Get("CI_RUNNER_SHORT_TOKEN"), p: p, ctx: ctx, ttl: timeout + cacheURLMargin, secrets: secrets}
 	if t.dir == "" {
 		t.dir = DefaultCacheDir
 	}
-	if opts.CacheStore == nil {
+	s := opts.CacheStore
+	switch {
+	case s == nil:
 		return t, ""
+	case s.Err != nil:
+		return t, s.Err.Error() + "; caches are kept in the local cache_dir " + t.dir
+	case s.Signer == nil:
+		return t, "[runners.cache] Type " + strconv.Quote(s.Type) + " has no way to reach its store; caches are kept in the local cache_dir " + t.dir
 	}
-	if err := opts.CacheStore.Validate(); err != nil {
-		return t, err.Error() + "; caches are kept in the local cache_dir " + t.dir
-	}
-	t.store = opts.CacheStore
+	t.store = s
 	return t, ""
 }
 
-// args returns the helper arguments that address key, and the environment
-// assignments (credentials) to put before the command.
-func (t cacheTarget) args(key string) (args, env []string, err error) {
+// args returns the helper arguments that address key: the cache file, or
+// a URL pre-signed for a download (put false) or an upload with the
+// headers the upload must send.
+func (t cacheTarget) args(key string, put bool) ([]string, error) {
 	if t.store == nil {
 		f, err := CacheFile(t.dir, cacheProjectPath(t.p), t.p.JobInfo.ProjectID, key)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return []string{"--file", f}, nil, nil
+		return []string{"--file", f}, nil
 	}
 	obj, err := CacheObjectName(t.store, t.token, t.p.JobInfo.ProjectID, key)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	switch t.store.Type {
-	case "azure":
-		return azureArgs(obj, t.store.Azure)
-	case "gcs":
-		return gcsArgs(obj, t.store.GCS)
-	}
-	s3 := t.store.S3
-	args = []string{"--s3-object", obj, "--s3-server-address", s3.ServerAddress, "--s3-bucket-name", s3.BucketName}
-	if s3.BucketLocation != "" {
-		args = append(args, "--s3-bucket-location", s3.BucketLocation)
-	}
-	if s3.Insecure {
-		args = append(args, "--s3-insecure")
-	}
-	if s3.PathStyle != nil {
-		args = append(args, "--s3-path-style="+strconv.FormatBool(*s3.PathStyle))
-	}
-	if s3.IAM() {
-		// The helper finds its credentials in its own environment.
-		return append(args, "--s3-authentication-type", "iam"), nil, nil
-	}
-	env = []string{EnvCacheS3AccessKey + "=" + quote(s3.AccessKey), EnvCacheS3SecretKey + "=" + quote(s3.SecretKey)}
-	if s3.SessionToken != "" {
-		env = append(env, EnvCacheS3SessionToken+"="+quote(s3.SessionToken))
-	}
-	return args, env, nil
-}
-
-func azureArgs(obj string, a *CacheAzure) (args, env []string, err error) {
-	args = []string{"--azure-object", obj, "--azure-account-name", a.AccountName, "--azure-container-name", a.ContainerName}
-	if a.StorageDomain != "" {
-		args = append(args, "--azure-storage-domain", a.StorageDomain)
-	}
-	if a.AccountKey != "" {
-		env = []string{EnvCacheAzureAccountKey + "=" + quote(a.AccountKey)}
-	}
-	return args, env, nil
-}
-
-func gcsArgs(obj string, g *CacheGCS) (args, env []string, err error) {
-	args = []string{"--gcs-object", obj, "--gcs-bucket-name", g.BucketName}
-	switch {
-	case g.CredentialsFile != "":
-		// Read here: the helper may run in a pod that does not have the
-		// runner's file.
-		b, err := os.ReadFile(g.CredentialsFile)
+	if !put {
+		u, err := t.store.Signer.GetURL(t.ctx, obj, t.ttl)
 		if err != nil {
-			return nil, nil, fmt.Errorf("[runners.cache.gcs] CredentialsFile: %w", err)
+			return nil, err
 		}
-		env = []string{EnvCacheGCSCredentials + "=" + quote(string(b))}
-	case g.AccessID != "":
-		env = []string{EnvCacheGCSAccessID + "=" + quote(g.AccessID), EnvCacheGCSPrivateKey + "=" + quote(g.PrivateKey)}
+		t.mask(u)
+		return []string{"--url", u}, nil
 	}
-	return args, env, nil
+	u, h, err := t.store.Signer.PutURL(t.ctx, obj, t.ttl)
+	if err != nil {
+		return nil, err
+	}
+	t.mask(u)
+	args := []string{"--url", u}
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			args = append(args, "--header", k+": "+v)
+		}
+	}
+	return args, nil
 }
 
-// helperCall writes `if [ENV=…] helper cmd args…; then` (the credentials
-// are assignments for this command only, never exported nor printed).
-func (w *scriptWriter) helperIf(env []string, helper string, args ...string) {
+// mask adds the signature values of u (as they appear in the URL and
+// decoded) to the job's mask.
+func (t cacheTarget) mask(u string) {
+	if t.secrets == nil {
+		return
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return
+	}
+	raw := map[string]string{}
+	for _, kv := range strings.Split(pu.RawQuery, "&") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			raw[k] = v
+		}
+	}
+	q := pu.Query()
+	for _, k := range signatureParams {
+		if v := q.Get(k); v != "" {
+			*t.secrets = append(*t.secrets, v, raw[k])
+		}
+	}
+}
+
+// helperIf writes `if helper args…; then`.
+func (w *scriptWriter) helperIf(helper string, args ...string) {
 	q := make([]string, 0, len(args)+1)
 	q = append(q, quote(helper))
 	for _, a := range args {
 		q = append(q, quote(a))
 	}
-	pre := ""
-	if len(env) > 0 {
-		pre = strings.Join(env, " ") + " "
-	}
-	w.line("if " + pre + strings.Join(q, " ") + "; then")
+	w.line("if " + strings.Join(q, " ") + "; then")
 }
 
 func helperPath(opts ScriptOptions) string {
@@ -469,12 +377,12 @@ func cacheTimeout(vars Variables) string {
 	return strconv.Itoa(n)
 }
 
-func restoreCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell string) []Stage {
+func restoreCacheStages(ctx context.Context, p *Payload, vars Variables, opts ScriptOptions, shell string, timeout time.Duration, secrets *[]string) []Stage {
 	if !hasCache(p) {
 		return nil
 	}
 	helper := helperPath(opts)
-	target, warn := newCacheTarget(p, vars, opts)
+	target, warn := newCacheTarget(ctx, p, vars, opts, timeout, secrets)
 	var w scriptWriter
 	w.exports(vars)
 	w.command("cd", vars.Get("CI_PROJECT_DIR"))
@@ -501,13 +409,13 @@ func restoreCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell st
 			keys := append([]string{e.key}, e.fallbacks...)
 			depth := 0
 			for _, k := range keys {
-				args, env, err := target.args(k)
+				args, err := target.args(k, false)
 				if err != nil {
 					w.warning("Skipping cache %s: %v", k, err)
 					continue
 				}
 				w.notice("Checking cache for %s...", k)
-				w.helperIf(env, helper, append(append([]string{"cache-extractor"}, args...), "--timeout", cacheTimeout(vars))...)
+				w.helperIf(helper, append(append([]string{"cache-extractor"}, args...), "--timeout", cacheTimeout(vars))...)
 				w.notice("Successfully extracted cache")
 				w.line("else")
 				w.warning("Failed to extract cache")
@@ -521,12 +429,12 @@ func restoreCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell st
 	return []Stage{{Name: StageRestoreCache, Title: "Restoring cache", Kind: KindSystem, When: WhenOnSuccess, Script: w.finish(shell)}}
 }
 
-func archiveCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell string) []Stage {
+func archiveCacheStages(ctx context.Context, p *Payload, vars Variables, opts ScriptOptions, shell string, timeout time.Duration, secrets *[]string) []Stage {
 	if !hasCache(p) {
 		return nil
 	}
 	helper := helperPath(opts)
-	target, warn := newCacheTarget(p, vars, opts)
+	target, warn := newCacheTarget(ctx, p, vars, opts, timeout, secrets)
 	var stages []Stage
 	for _, st := range []struct {
 		name, title, when string
@@ -560,7 +468,7 @@ func archiveCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell st
 					w.notice("Not uploading cache %s due to policy", e.key)
 					continue
 				}
-				args, env, err := target.args(e.key)
+				args, err := target.args(e.key, true)
 				if err != nil {
 					w.warning("Skipping cache %s: %v", e.key, err)
 					continue
@@ -577,7 +485,7 @@ func archiveCacheStages(p *Payload, vars Variables, opts ScriptOptions, shell st
 				}
 				args = append(args, "--timeout", cacheTimeout(vars))
 				w.notice("Creating cache %s...", e.key)
-				w.helperIf(env, helper, args...)
+				w.helperIf(helper, args...)
 				w.notice("Created cache")
 				w.line("else")
 				// $? is still the helper's exit status here.

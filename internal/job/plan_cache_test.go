@@ -1,12 +1,16 @@
 package job
 
 import (
+	"context"
+	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSanitizeCacheKey(t *testing.T) {
@@ -141,59 +145,15 @@ func TestResolveCache(t *testing.T) {
 	}
 }
 
-func TestCacheStoreValidate(t *testing.T) {
-	s3 := func(f func(*CacheS3)) *CacheStore {
-		c := &CacheS3{BucketName: "b", AccessKey: "a", SecretKey: "s"}
-		f(c)
-		return &CacheStore{Type: "s3", S3: c}
-	}
-	for _, tc := range []struct {
-		name string
-		s    *CacheStore
-		want string // substring of the error; "" no error
-	}{
-		{"nil", nil, ""},
-		{"ok", s3(func(*CacheS3) {}), ""},
-		{"access-key", s3(func(c *CacheS3) { c.AuthenticationType = "access-key" }), ""},
-		{"unknown type", &CacheStore{Type: "swift"}, "not supported"},
-		{"gcs", &CacheStore{Type: "gcs", GCS: &CacheGCS{BucketName: "b"}}, ""},
-		{"gcs no bucket", &CacheStore{Type: "gcs", GCS: &CacheGCS{}}, "[runners.cache.gcs] BucketName"},
-		{"gcs half key", &CacheStore{Type: "gcs", GCS: &CacheGCS{BucketName: "b", AccessID: "x@y"}}, "AccessID and PrivateKey"},
-		{"azure", &CacheStore{Type: "azure", Azure: &CacheAzure{AccountName: "a", ContainerName: "c"}}, ""},
-		{"azure no container", &CacheStore{Type: "azure", Azure: &CacheAzure{AccountName: "a"}}, "[runners.cache.azure] AccountName and ContainerName"},
-		{"azure none", &CacheStore{Type: "azure"}, "[runners.cache.azure]"},
-		{"no bucket", s3(func(c *CacheS3) { c.BucketName = "" }), "BucketName"},
-		{"iam", s3(func(c *CacheS3) { c.AuthenticationType = "iam"; c.AccessKey, c.SecretKey = "", "" }), ""},
-		{"iam ignores keys", s3(func(c *CacheS3) { c.AuthenticationType = "IAM" }), ""},
-		// GitLab Runner: without keys the default is iam.
-		{"implicit iam", s3(func(c *CacheS3) { c.AccessKey, c.SecretKey = "", "" }), ""},
-		{"access-key without keys", s3(func(c *CacheS3) { c.AuthenticationType = "access-key"; c.AccessKey = "" }), "AccessKey and SecretKey"},
-		{"no secret", s3(func(c *CacheS3) { c.SecretKey = "" }), "SecretKey"},
-		{"unknown auth", s3(func(c *CacheS3) { c.AuthenticationType = "oauth" }), "unknown"},
-	} {
-		err := tc.s.Validate()
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%s: %v", tc.name, err)
-		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("%s: got %v, want an error about %q", tc.name, err, tc.want)
-		}
-	}
-}
-
-// fakeHelper writes a helper that logs its arguments and the S3 secret it
-// was given, fails for keys listed in $FAIL_KEYS (a substring match on the
-// arguments), exits CacheArchiverNoFiles for keys in $NOFILES_KEYS and
-// succeeds otherwise.
 func fakeHelper(t *testing.T, dir string) (helper, log string) {
 	t.Helper()
 	helper = filepath.Join(dir, "helper")
 	log = filepath.Join(dir, "calls.log")
 	script := `#!/bin/sh
 [ "$2" = --help ] && exit 0
-printf '%s|secret=%s\n' "$*" "${PODRUNNER_CACHE_S3_SECRET_KEY:-}" >> ` + log + `
+printf '%s\n' "$*" >> ` + log + `
 for k in $FAIL_KEYS; do
-  case "$*" in *"/$k/cache.zip"*|*"/$k "*) echo "cache not found" >&2; exit 1;; esac
+  case "$*" in *"/$k/cache.zip"*|*"/$k "*|*"/$k?"*) echo "cache not found" >&2; exit 1;; esac
 done
 for k in $NOFILES_KEYS; do
   case "$*" in *"/$k/cache.zip"*|*"/$k "*) echo "No files to cache"; exit 3;; esac
@@ -238,7 +198,7 @@ func cachePlan(t *testing.T, caches []Cache, opts ScriptOptions, extra ...Variab
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := NewPlan(p, append(vars, extra...), opts)
+	plan, err := NewPlan(t.Context(), p, append(vars, extra...), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,9 +232,9 @@ func TestRestoreCacheScriptTriesKeysInOrder(t *testing.T) {
 	out := runStage(t, *st, "FAIL_KEYS=main-key fb1")
 	calls := readCalls(t, log)
 	want := []string{
-		"cache-extractor --file /c/group/demo/main-key/cache.zip --timeout 10|secret=",
-		"cache-extractor --file /c/group/demo/fb1/cache.zip --timeout 10|secret=",
-		"cache-extractor --file /c/group/demo/fb2/cache.zip --timeout 10|secret=",
+		"cache-extractor --file /c/group/demo/main-key/cache.zip --timeout 10",
+		"cache-extractor --file /c/group/demo/fb1/cache.zip --timeout 10",
+		"cache-extractor --file /c/group/demo/fb2/cache.zip --timeout 10",
 	}
 	if !slices.Equal(calls, want) {
 		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
@@ -300,37 +260,84 @@ func TestRestoreCacheScriptTriesKeysInOrder(t *testing.T) {
 	}
 }
 
-func TestCacheScriptsS3CredentialsStayOutOfArgv(t *testing.T) {
+// fakeSigner hands out URLs whose signature is sig+object; objects named
+// in fail make it fail.
+type fakeSigner struct {
+	fail map[string]bool
+	ttls []time.Duration
+}
+
+func (f *fakeSigner) sign(op, object string, ttl time.Duration) (string, error) {
+	f.ttls = append(f.ttls, ttl)
+	if f.fail[object] {
+		return "", errors.New("store said no for " + object)
+	}
+	return "https://store.example/b/" + object + "?X-Amz-Credential=AKID%2Fx&X-Amz-Signature=SIG" + op + strings.ReplaceAll(object, "/", "") + "%2B%3D", nil
+}
+
+func (f *fakeSigner) GetURL(_ context.Context, object string, ttl time.Duration) (string, error) {
+	return f.sign("get", object, ttl)
+}
+
+func (f *fakeSigner) PutURL(_ context.Context, object string, ttl time.Duration) (string, http.Header, error) {
+	u, err := f.sign("put", object, ttl)
+	return u, http.Header{"X-Ms-Blob-Type": {"BlockBlob"}, "Content-Type": {"application/zip"}}, err
+}
+
+// TestCacheScriptsPreSignedURLs: the helper gets one pre-signed URL per
+// key and operation (and the upload's headers), never a store credential;
+// the signatures are in the job's mask and never in the stage's output; a
+// URL that cannot be signed skips that key with a warning.
+func TestCacheScriptsPreSignedURLs(t *testing.T) {
 	dir := t.TempDir()
 	helper, log := fakeHelper(t, dir)
-	yes := true
-	store := &CacheStore{Type: "s3", Path: "pre", MaxUploadedArchiveSize: 1000, S3: &CacheS3{
-		ServerAddress: "127.0.0.1:9000", BucketName: "bkt", BucketLocation: "eu-1", Insecure: true, PathStyle: &yes,
-		AccessKey: "AKIDSECRETACCESS", SecretKey: "s3cr3t'$(touch /tmp/pwned)"}}
-	plan := cachePlan(t, []Cache{{Key: "k", Paths: []string{"a", "b/**"}, Untracked: true}},
+	signer := &fakeSigner{fail: map[string]bool{"pre/runner/abcdefghi/project/42/bad": true}}
+	store := &CacheStore{Type: "s3", Path: "pre", MaxUploadedArchiveSize: 1000, Signer: signer}
+	p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
+	p.JobInfo.ProjectID = 42
+	p.GitInfo.RepoURL = "https://example.com/group/demo.git"
+	p.RunnerInfo.Timeout = 3600
+	p.Cache = []Cache{{Key: "k", FallbackKeys: []string{"bad", "fb"}, Paths: []string{"a", "b/**"}, Untracked: true}}
+	root := t.TempDir()
+	prep, err := Prepare(t.Context(), p, RunnerEnv{BuildsDir: root, ProjectDir: root, RunnerToken: "glrt-abcdefghijklmnop"},
 		ScriptOptions{HelperPath: helper, CacheStore: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
 	for _, name := range []string{StageRestoreCache, StageArchiveCache} {
-		st := stage(plan, name)
+		st := stage(prep.Plan, name)
 		if st == nil {
 			t.Fatalf("no %s stage", name)
 		}
-		out := runStage(t, *st)
-		if strings.Contains(out, "AKIDSECRETACCESS") || strings.Contains(out, "s3cr3t") {
-			t.Errorf("%s printed a credential:\n%s", name, out)
-		}
+		out += runStage(t, *st, "FAIL_KEYS=k")
 	}
-	calls := readCalls(t, log)
+	if strings.Contains(out, "SIG") || strings.Contains(out, "store.example") {
+		t.Errorf("a URL reached the output:\n%s", out)
+	}
+	if !strings.Contains(out, "Skipping cache bad: store said no") {
+		t.Errorf("no warning about the key that could not be signed:\n%s", out)
+	}
+	url := func(op, key string) string {
+		return "https://store.example/b/pre/runner/abcdefghi/project/42/" + key +
+			"?X-Amz-Credential=AKID%2Fx&X-Amz-Signature=SIG" + op + "prerunnerabcdefghiproject42" + key + "%2B%3D"
+	}
 	want := []string{
-		"cache-extractor --s3-object pre/runner/abcdefghi/project/42/k --s3-server-address 127.0.0.1:9000 --s3-bucket-name bkt --s3-bucket-location eu-1 --s3-insecure --s3-path-style=true --timeout 10|secret=s3cr3t'$(touch /tmp/pwned)",
-		"cache-archiver --s3-object pre/runner/abcdefghi/project/42/k --s3-server-address 127.0.0.1:9000 --s3-bucket-name bkt --s3-bucket-location eu-1 --s3-insecure --s3-path-style=true --path a --path b/** --untracked --max-size 1000 --timeout 10|secret=s3cr3t'$(touch /tmp/pwned)",
+		"cache-extractor --url " + url("get", "k") + " --timeout 10",
+		"cache-extractor --url " + url("get", "fb") + " --timeout 10",
+		"cache-archiver --url " + url("put", "k") + " --header Content-Type: application/zip --header X-Ms-Blob-Type: BlockBlob --path a --path b/** --untracked --max-size 1000 --timeout 10",
 	}
-	if !slices.Equal(calls, want) {
+	if calls := readCalls(t, log); !slices.Equal(calls, want) {
 		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
 	}
-	for _, c := range calls {
-		argv, _, _ := strings.Cut(c, "|")
-		if strings.Contains(argv, "AKID") || strings.Contains(argv, "s3cr3t") {
-			t.Errorf("credential on the command line: %s", argv)
+	for _, v := range []string{"SIGgetprerunnerabcdefghiproject42k+=", "SIGgetprerunnerabcdefghiproject42k%2B%3D", "SIGputprerunnerabcdefghiproject42k+="} {
+		if !slices.Contains(prep.Mask.Values, v) {
+			t.Errorf("mask lacks the signature %q: %q", v, prep.Mask.Values)
+		}
+	}
+	for _, ttl := range signer.ttls {
+		if ttl != time.Hour+cacheURLMargin {
+			t.Errorf("URL lifetime %v, want the job's timeout (1h) + %v", ttl, cacheURLMargin)
 		}
 	}
 }
@@ -355,9 +362,9 @@ func TestArchiveCacheStagesPolicyAndWhen(t *testing.T) {
 	}
 	out := runStage(t, *ok, "FAIL_KEYS=broken")
 	if calls := readCalls(t, log); !slices.Equal(calls, []string{
-		"cache-archiver --file /c/group/demo/ok/cache.zip --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/broken/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/ok/cache.zip --path a --timeout 10",
+		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10",
+		"cache-archiver --file /c/group/demo/broken/cache.zip --path a --timeout 10",
 	}) {
 		t.Errorf("on success, helper calls:\n%s", strings.Join(calls, "\n"))
 	}
@@ -369,8 +376,8 @@ func TestArchiveCacheStagesPolicyAndWhen(t *testing.T) {
 	os.Remove(log)
 	runStage(t, *fail)
 	if calls := readCalls(t, log); !slices.Equal(calls, []string{
-		"cache-archiver --file /c/group/demo/fail/cache.zip --path a --timeout 10|secret=",
-		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10|secret=",
+		"cache-archiver --file /c/group/demo/fail/cache.zip --path a --timeout 10",
+		"cache-archiver --file /c/group/demo/both/cache.zip --path a --timeout 10",
 	}) {
 		t.Errorf("on failure, helper calls:\n%s", strings.Join(calls, "\n"))
 	}
@@ -398,7 +405,7 @@ func TestCacheStagesEdgeCases(t *testing.T) {
 	}
 	// An unusable store: warning, local cache_dir (default /cache).
 	plan = cachePlan(t, []Cache{{Key: "k", Paths: []string{"a"}}}, ScriptOptions{HelperPath: helper,
-		CacheStore: &CacheStore{Type: "s3", S3: &CacheS3{BucketName: "b", AuthenticationType: "oauth"}}})
+		CacheStore: &CacheStore{Type: "s3", Err: errors.New(`[runners.cache.s3] AuthenticationType "oauth" is unknown`)}})
 	out := runStage(t, *stage(plan, StageRestoreCache))
 	if !strings.Contains(out, `AuthenticationType "oauth" is unknown`) {
 		t.Errorf("no warning about the store:\n%s", out)
@@ -426,24 +433,6 @@ func TestCacheStagesEdgeCases(t *testing.T) {
 	}
 }
 
-// With AuthenticationType = "iam" the helper gets no key at all: it asks
-// the environment's credential chain itself.
-func TestCacheScriptsS3IAMPassesNoCredentials(t *testing.T) {
-	dir := t.TempDir()
-	helper, log := fakeHelper(t, dir)
-	store := &CacheStore{Type: "s3", S3: &CacheS3{ServerAddress: "127.0.0.1:9000", BucketName: "bkt", AuthenticationType: "iam",
-		AccessKey: "AKIDIGNORED", SecretKey: "ignored-secret"}}
-	plan := cachePlan(t, []Cache{{Key: "k", Paths: []string{"a"}}}, ScriptOptions{HelperPath: helper, CacheStore: store})
-	runStage(t, *stage(plan, StageRestoreCache))
-	calls := readCalls(t, log)
-	if len(calls) != 1 || !strings.Contains(calls[0], "--s3-authentication-type iam") {
-		t.Fatalf("helper calls %q, want one with --s3-authentication-type iam", calls)
-	}
-	if strings.Contains(calls[0], "AKIDIGNORED") || strings.Contains(calls[0], "ignored-secret") {
-		t.Errorf("keys passed with iam: %s", calls[0])
-	}
-}
-
 // TestCachePathsExpandVariables: GitLab expands variables in cache:paths
 // as in artifacts:paths (issue #13: `paths: [$CACHEDIR/**.txt]` cached
 // nothing). Undefined variables expand to nothing, as in artifacts.
@@ -453,7 +442,7 @@ func TestCachePathsExpandVariables(t *testing.T) {
 	plan := cachePlan(t, []Cache{{Key: "k", Paths: []string{"$CACHEDIR/**.txt", "${CACHEDIR}/x", "lit/$NOPE/y"}}},
 		ScriptOptions{HelperPath: helper, CacheDir: "/c"}, Variable{Key: "CACHEDIR", Value: "deps", Public: true})
 	runStage(t, *stage(plan, StageArchiveCache))
-	want := []string{"cache-archiver --file /c/group/demo/k/cache.zip --path deps/**.txt --path deps/x --path lit//y --timeout 10|secret="}
+	want := []string{"cache-archiver --file /c/group/demo/k/cache.zip --path deps/**.txt --path deps/x --path lit//y --timeout 10"}
 	if calls := readCalls(t, log); !slices.Equal(calls, want) {
 		t.Errorf("helper calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
 	}

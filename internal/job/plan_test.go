@@ -28,7 +28,7 @@ func testPlan(t *testing.T, p *Payload) *Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := NewPlan(p, vars, ScriptOptions{})
+	plan, err := NewPlan(t.Context(), p, vars, ScriptOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,13 +77,13 @@ func TestPlanErrors(t *testing.T) {
 		p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
 		p.Variables = Variables{{Key: tc.key, Value: tc.val}}
 		vars, _ := BuildVariables(p, RunnerEnv{ProjectDir: "/b/p"})
-		if _, err := NewPlan(p, vars, ScriptOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := NewPlan(t.Context(), p, vars, ScriptOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s=%s: err %v", tc.key, tc.val, err)
 		}
 	}
 	p := testPayload(Step{Name: StepScript, Script: []string{"true"}})
 	vars, _ := BuildVariables(p, RunnerEnv{ProjectDir: "relative"})
-	if _, err := NewPlan(p, vars, ScriptOptions{}); err == nil {
+	if _, err := NewPlan(t.Context(), p, vars, ScriptOptions{}); err == nil {
 		t.Error("relative CI_PROJECT_DIR accepted")
 	}
 }
@@ -333,7 +333,7 @@ func TestStepScriptWithRealShell(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			plan, err := NewPlan(p, vars, ScriptOptions{Shell: shell, PreBuildScript: "echo pre", PostBuildScript: "echo post"})
+			plan, err := NewPlan(t.Context(), p, vars, ScriptOptions{Shell: shell, PreBuildScript: "echo pre", PostBuildScript: "echo post"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -384,7 +384,7 @@ func TestPipefailWithBash(t *testing.T) {
 	dir := t.TempDir()
 	p := testPayload(Step{Name: StepScript, Script: []string{"false | true", "echo after-pipe"}})
 	vars, _ := BuildVariables(p, RunnerEnv{BuildsDir: dir, ProjectDir: dir})
-	plan, err := NewPlan(p, vars, ScriptOptions{Shell: "bash"})
+	plan, err := NewPlan(t.Context(), p, vars, ScriptOptions{Shell: "bash"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,9 @@
 package job
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // Prepared is a job made ready for an executor: the one place that decides
 // its variables, scripts, sources settings (git strategy, depth, clean and
@@ -19,13 +22,13 @@ type Prepared struct {
 
 // Prepare builds a job's variables (BuildVariables), plan (NewPlan) and
 // sources settings. Errors name what is wrong with the job or the runner's
-// settings.
-func Prepare(p *Payload, env RunnerEnv, opts ScriptOptions) (*Prepared, error) {
+// settings. ctx bounds the signing of cache URLs (NewPlan).
+func Prepare(ctx context.Context, p *Payload, env RunnerEnv, opts ScriptOptions) (*Prepared, error) {
 	vars, err := BuildVariables(p, env)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := NewPlan(p, vars, opts)
+	plan, err := NewPlan(ctx, p, vars, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -40,5 +43,5 @@ func Prepare(p *Payload, env RunnerEnv, opts ScriptOptions) (*Prepared, error) {
 			files[x.filePath(v.Key)] = v.Value
 		}
 	}
-	return &Prepared{Variables: vars, Plan: plan, Git: git, Mask: MaskFor(p, vars), Files: files}, nil
+	return &Prepared{Variables: vars, Plan: plan, Git: git, Mask: MaskFor(p, vars).with(plan.secrets...), Files: files}, nil
 }

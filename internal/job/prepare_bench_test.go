@@ -28,7 +28,7 @@ func BenchmarkPrepareManyVariables(b *testing.B) {
 			env := RunnerEnv{BuildsDir: "/b", ProjectDir: "/b/g/p"}
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := Prepare(p, env, ScriptOptions{Shell: "bash"}); err != nil {
+				if _, err := Prepare(b.Context(), p, env, ScriptOptions{Shell: "bash"}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -30,7 +30,7 @@ func TestPrepareCABundle(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			prep, err := Prepare(p, c.env(env), ScriptOptions{Shell: "bash"})
+			prep, err := Prepare(t.Context(), p, c.env(env), ScriptOptions{Shell: "bash"})
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) || !strings.Contains(err.Error(), "tls-ca-file") {
 					t.Fatalf("err = %v, want one naming %s and tls-ca-file", err, c.wantErr)

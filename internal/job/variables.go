@@ -277,14 +277,7 @@ func MaskFor(p *Payload, vars Variables) Mask {
 	if pw := urlPassword(p.GitInfo.RepoURL); pw != "" {
 		vals = append(vals, pw)
 	}
-	vals = slices.DeleteFunc(vals, func(s string) bool { return s == "" })
-	slices.SortFunc(vals, func(a, b string) int {
-		if len(a) != len(b) {
-			return len(b) - len(a)
-		}
-		return strings.Compare(a, b)
-	})
-	vals = slices.Compact(vals)
+	vals = sortMaskValues(vals)
 	var prefixes []string
 	for _, pre := range p.Features.TokenMaskPrefixes {
 		if pre != "" && !slices.Contains(prefixes, pre) {
@@ -292,6 +285,27 @@ func MaskFor(p *Payload, vars Variables) Mask {
 		}
 	}
 	return Mask{Values: vals, Prefixes: prefixes}
+}
+
+// with returns m with vals added to its Values.
+func (m Mask) with(vals ...string) Mask {
+	if len(vals) == 0 {
+		return m
+	}
+	m.Values = sortMaskValues(append(slices.Clone(m.Values), vals...))
+	return m
+}
+
+// sortMaskValues drops empty values and duplicates, longest first.
+func sortMaskValues(vals []string) []string {
+	vals = slices.DeleteFunc(vals, func(s string) bool { return s == "" })
+	slices.SortFunc(vals, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	return slices.Compact(vals)
 }
 
 // ShortToken is the short form of a runner token used in builds

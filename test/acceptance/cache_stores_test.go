@@ -2,6 +2,11 @@ package acceptance
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,6 +60,7 @@ func TestCacheRoundTripAzure(t *testing.T) {
 		t.Errorf("container holds %q, want one ci/runner/<token>/project/<id>/deps-main… blob", blobs)
 	}
 	noSecretInTraces(t, e, []gitlabtest.PipelineView{first, second}, azuretest.AccountKey)
+	noSecretInTraces(t, e, []gitlabtest.PipelineView{first, second}, "sig=")
 
 	e.setCI(t, fallbackPipeline)
 	fb := e.pipeline(3 * time.Minute)
@@ -76,13 +82,16 @@ func TestCacheAzureWrongKey(t *testing.T) {
 		t.Fatalf("build: %s (a cache failure must not fail the job)\n%s", b.Status, e.coord.Trace(b.ID))
 	}
 	tr := e.coord.Trace(jobByName(t, p, "build").ID)
-	contains(t, tr, "WARNING", "check [runners.cache.azure] AccountName and AccountKey", srv.Endpoint+"/"+azuretest.AccountName+"/runner-cache/ci/")
+	contains(t, tr, "WARNING", "Azure Blob Storage refused the runner's pre-signed URL", "[runners.cache.azure]", srv.Endpoint+"/"+azuretest.AccountName+"/runner-cache/ci/")
 	noSecretInTraces(t, e, []gitlabtest.PipelineView{p}, wrong)
+	noSecretInTraces(t, e, []gitlabtest.PipelineView{p}, "sig=")
 }
 
+// startGCS runs fake-gcs-server's library; it serves signed URLs on its
+// public host (without checking their signatures).
 func startGCS(t *testing.T) *fakestorage.Server {
 	t.Helper()
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", Port: 0})
+	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", Port: 0, PublicHost: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,26 +100,42 @@ func startGCS(t *testing.T) *fakestorage.Server {
 	return srv
 }
 
-func gcsCacheConfig(e *env, bucket string) string {
+// gcsCacheConfig has a service account key file (a key made here): the
+// runner signs the URLs with it; STORAGE_EMULATOR_HOST (in the runner's
+// environment) points them at the emulator.
+func gcsCacheConfig(t *testing.T, e *env, bucket string) string {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyJSON, err := json.Marshal(map[string]string{"type": "service_account", "client_email": "ci-cache@project.iam.gserviceaccount.com",
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(e.dir, "gcs-key.json")
+	if err := os.WriteFile(keyFile, keyJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return e.config(1, fmt.Sprintf(`  cache_dir = %q
   [runners.cache]
     Type = "gcs"
     Path = "ci"
     [runners.cache.gcs]
       BucketName = %q
-`, filepath.Join(e.dir, "cache"), bucket))
+      CredentialsFile = %q
+`, filepath.Join(e.dir, "cache"), bucket, keyFile))
 }
 
-// TestCacheRoundTripGCS: the helper reaches fake-gcs-server through the
-// client library's STORAGE_EMULATOR_HOST (no credentials: the emulator
-// checks none).
+// TestCacheRoundTripGCS: the runner signs V4 URLs with the credentials
+// file's key; the helper moves the cache through them to fake-gcs-server.
 func TestCacheRoundTripGCS(t *testing.T) {
 	t.Parallel()
 	srv := startGCS(t)
 	e := newEnv(t, cachePipeline, gitlabtest.Options{})
 	e.extraEnv = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(srv.URL(), "http://")}
-	e.runConfig(gcsCacheConfig(e, "runner-cache"))
-	_, second := runCachePipelines(t, e)
+	e.runConfig(gcsCacheConfig(t, e, "runner-cache"))
+	first, second := runCachePipelines(t, e)
 	list, err := srv.ListObjectsWithOptionsPaginated("runner-cache", fakestorage.ListOptions{})
 	objs := list.Objects
 	if err != nil {
@@ -120,6 +145,7 @@ func TestCacheRoundTripGCS(t *testing.T) {
 		!strings.Contains(objs[0].Name, "/deps-main") {
 		t.Errorf("bucket holds %d objects, want one ci/runner/<token>/project/<id>/deps-main…", len(objs))
 	}
+	noSecretInTraces(t, e, []gitlabtest.PipelineView{first, second}, "X-Goog-Signature")
 
 	e.setCI(t, fallbackPipeline)
 	fb := e.pipeline(3 * time.Minute)
@@ -131,13 +157,13 @@ func TestCacheGCSMissingBucket(t *testing.T) {
 	srv := startGCS(t)
 	e := newEnv(t, cachePipeline, gitlabtest.Options{})
 	e.extraEnv = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(srv.URL(), "http://")}
-	e.runConfig(gcsCacheConfig(e, "no-such-bucket"))
+	e.runConfig(gcsCacheConfig(t, e, "no-such-bucket"))
 	p := e.pipeline(3 * time.Minute)
 	// (check then fails: without a restored cache it has no deps/.)
 	if b := jobByName(t, p, "build"); b.Status != "success" {
 		t.Fatalf("build: %s (a cache failure must not fail the job)\n%s", b.Status, e.coord.Trace(b.ID))
 	}
-	contains(t, e.coord.Trace(jobByName(t, p, "build").ID), "WARNING", `bucket "no-such-bucket" does not exist`, "[runners.cache.gcs] BucketName")
+	contains(t, e.coord.Trace(jobByName(t, p, "build").ID), "WARNING", "Google Cloud Storage has no such bucket or container", "[runners.cache.gcs]")
 }
 
 func azureBlobs(t *testing.T, c *container.Client) []string {

@@ -110,9 +110,9 @@ func TestCacheRoundTripS3(t *testing.T) {
 }
 
 // TestCacheRoundTripS3IAM: AuthenticationType = "iam" with no key in
-// config.toml; the cache helper of each job takes its credentials from
-// the environment it inherits, a web identity token file exchanged at STS
-// (IRSA's shape).
+// config.toml; the runner takes its credentials from its environment, a
+// web identity token file exchanged at STS (IRSA's shape), and pre-signs
+// the helper's URLs with them.
 func TestCacheRoundTripS3IAM(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Start(t, "127.0.0.1")
@@ -152,10 +152,53 @@ func testCacheRoundTripS3(t *testing.T, srv *s3test.Server, extraEnv []string, a
 	}
 	for _, v := range []gitlabtest.PipelineView{first, second} {
 		for _, j := range v.Jobs {
-			if tr := string(e.coord.Trace(j.ID)); strings.Contains(tr, s3test.SecretKey) || strings.Contains(tr, s3test.AccessKey) {
-				t.Errorf("job %s's trace holds an S3 credential", j.Name)
+			if tr := string(e.coord.Trace(j.ID)); strings.Contains(tr, s3test.SecretKey) || strings.Contains(tr, s3test.AccessKey) || strings.Contains(tr, "X-Amz-Signature") {
+				t.Errorf("job %s's trace holds an S3 credential or signature", j.Name)
 			}
 		}
+	}
+}
+
+// TestCacheS3Refused: a wrong secret or a missing bucket never fails the
+// job; the trace says once which store refused and what to check.
+func TestCacheS3Refused(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t, "127.0.0.1")
+	srv.CreateBucket(t, "runner-cache")
+	for _, tc := range []struct {
+		name, bucket, secret string
+		want                 []string
+	}{
+		{"wrong secret", "runner-cache", "wrong-secret", []string{"S3 refused the runner's pre-signed URL", "[runners.cache.s3]"}},
+		{"missing bucket", "no-such-bucket", s3test.SecretKey, []string{"NoSuchBucket", "create it or fix [runners.cache.s3]"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, cachePipeline, gitlabtest.Options{})
+			e.runConfig(e.config(1, fmt.Sprintf(`  [runners.cache]
+    Type = "s3"
+    [runners.cache.s3]
+      ServerAddress = %q
+      BucketName = %q
+      BucketLocation = "us-east-1"
+      Insecure = true
+      AccessKey = %q
+      SecretKey = %q
+`, srv.Address, tc.bucket, s3test.AccessKey, tc.secret)))
+			p := e.pipeline(3 * time.Minute)
+			b := jobByName(t, p, "build")
+			if b.Status != "success" {
+				t.Fatalf("build: %s (a cache failure must not fail the job)\n%s", b.Status, e.coord.Trace(b.ID))
+			}
+			tr := e.coord.Trace(b.ID)
+			contains(t, tr, append([]string{"WARNING: Failed to create cache"}, tc.want...)...)
+			// Once by the restore, once by the upload.
+			if n := strings.Count(string(tr), tc.want[0]); n != 2 {
+				t.Errorf("%q said %d times, want once per cache stage:\n%s", tc.want[0], n, tr)
+			}
+			if strings.Contains(string(tr), "X-Amz-Signature") || strings.Contains(string(tr), tc.secret) {
+				t.Errorf("trace shows a signature or the secret:\n%s", tr)
+			}
+		})
 	}
 }
 

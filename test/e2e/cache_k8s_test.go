@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/cache/azuretest"
 	"github.com/podrunner/podrunner/internal/cache/s3test"
 	"github.com/podrunner/podrunner/internal/gitlabtest"
 	"github.com/podrunner/podrunner/internal/testcluster"
@@ -116,6 +117,31 @@ func TestKubernetesCacheS3(t *testing.T) {
 	for _, name := range e.podNames() {
 		if strings.Contains(e.podJSON(name), s3test.SecretKey) {
 			t.Errorf("pod %s holds the S3 secret key in its spec", name)
+		}
+	}
+}
+
+// TestKubernetesCacheAzure: the runner signs SAS URLs with the account
+// key; the helper in the pod moves the cache through them to Azurite on
+// the node address. Neither the key nor a signature reaches the pod spec
+// or the trace.
+func TestKubernetesCacheAzure(t *testing.T) {
+	t.Parallel()
+	srv := azuretest.Start(t, testcluster.Get(t).NodeIP)
+	srv.CreateContainer(t, "k8s-cache")
+	e := k8sCacheEnv(t, "e2e-cache-azure", "", fmt.Sprintf(`  [runners.cache]
+    Type = "azure"
+    Shared = true
+    [runners.cache.azure]
+      AccountName = %q
+      AccountKey = %q
+      ContainerName = "k8s-cache"
+      StorageDomain = %q
+`, azuretest.AccountName, azuretest.AccountKey, srv.Endpoint))
+	k8sCacheRoundTrip(t, e)
+	for _, name := range e.podNames() {
+		if strings.Contains(e.podJSON(name), azuretest.AccountKey) || strings.Contains(e.podJSON(name), "sig=") {
+			t.Errorf("pod %s holds the account key or a SAS in its spec", name)
 		}
 	}
 }

@@ -317,7 +317,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	prefix.Write(j.Preamble) // the runner's header, already in the trace
 	out := io.MultiWriter(tr, &prefix)
 
-	req, err := e.podRequest(j)
+	req, err := e.podRequest(ctx, j)
 	if err != nil {
 		job.Error(tr, "Job failed: %v", err)
 		return executor.Result{FailureReason: job.ReasonScriptFailure}, nil
@@ -417,7 +417,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 
 // podRequest gathers what BuildPod needs: variables and plan for a job
 // whose sources live under /builds in the pod.
-func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
+func (e *Executor) podRequest(ctx context.Context, j *executor.Job) (PodRequest, error) {
 	p := j.Payload
 	full := strings.Trim(p.JobInfo.ProjectFullPath, "/")
 	if full == "" {
@@ -431,7 +431,7 @@ func (e *Executor) podRequest(j *executor.Job) (PodRequest, error) {
 	if sh == "" {
 		sh = "sh"
 	}
-	prep, err := job.Prepare(p, job.RunnerEnv{
+	prep, err := job.Prepare(ctx, p, job.RunnerEnv{
 		BuildsDir:           buildsDir,
 		ProjectDir:          path.Join(buildsDir, clean),
 		ConcurrentID:        j.Slot,

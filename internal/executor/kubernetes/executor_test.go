@@ -581,7 +581,7 @@ func TestAdoptResumeAndCleanup(t *testing.T) {
 	h := newHarness(t)
 	// What a runner killed mid-job leaves behind: the Secret and the pod,
 	// running, with part of the log in the agent.
-	req, err := h.ex.podRequest(&executor.Job{Payload: testPayload(), Slot: 2})
+	req, err := h.ex.podRequest(t.Context(), &executor.Job{Payload: testPayload(), Slot: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

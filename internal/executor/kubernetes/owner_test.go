@@ -285,7 +285,7 @@ func TestLeaseKeeperRenewsAndDeletes(t *testing.T) {
 // dead manager's pod once its Lease expired.
 func TestAdoptAndCleanupRespectOwners(t *testing.T) {
 	h := newHarness(t)
-	req, err := h.ex.podRequest(&executor.Job{Payload: testPayload(), Slot: 1})
+	req, err := h.ex.podRequest(t.Context(), &executor.Job{Payload: testPayload(), Slot: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func podTestConfig() *config.Kubernetes {
 func podTestRequest(t *testing.T) PodRequest {
 	t.Helper()
 	p := podTestPayload()
-	prep, err := job.Prepare(p, job.RunnerEnv{
+	prep, err := job.Prepare(t.Context(), p, job.RunnerEnv{
 		BuildsDir: "/builds", ProjectDir: "/builds/group/demo", ConcurrentID: 3,
 		RunnerToken: "glrt-abcdefghijklmnop", RunnerVersion: "dev", RunnerRevision: "000000",
 		ExecutableArch: "linux/amd64",

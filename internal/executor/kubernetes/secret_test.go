@@ -47,7 +47,7 @@ func TestAgentSourcesAsShellExecutor(t *testing.T) {
 			for i := 0; i < len(tc.vars); i += 2 {
 				p.Variables = append(p.Variables, job.Variable{Key: tc.vars[i], Value: tc.vars[i+1], Public: true})
 			}
-			req, err := h.ex.podRequest(&executor.Job{Payload: p})
+			req, err := h.ex.podRequest(t.Context(), &executor.Job{Payload: p})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +71,7 @@ func TestAgentSourcesAsShellExecutor(t *testing.T) {
 			}
 
 			// What the shell executor runs for the same payload.
-			prep, err := job.Prepare(p, job.RunnerEnv{BuildsDir: "/builds", ProjectDir: "/builds/group/demo", TLSCAFile: caFile},
+			prep, err := job.Prepare(t.Context(), p, job.RunnerEnv{BuildsDir: "/builds", ProjectDir: "/builds/group/demo", TLSCAFile: caFile},
 				job.ScriptOptions{Shell: "bash"})
 			if err != nil {
 				t.Fatal(err)

@@ -118,7 +118,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		fmt.Fprintf(trace, "Running on %s...\n", host)
 	})
 
-	prep, err := job.Prepare(p, job.RunnerEnv{
+	prep, err := job.Prepare(ctx, p, job.RunnerEnv{
 		BuildsDir:           buildsDir,
 		ProjectDir:          projectDir,
 		ConcurrentID:        j.Slot,
