@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/storage"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/podrunner/podrunner/internal/cache"
@@ -123,7 +125,7 @@ func TestNewSettings(t *testing.T) {
 		{"azure key not base64", &config.Cache{Type: "azure", Azure: &config.CacheAzure{AccountName: "a", AccountKey: "not base64!", ContainerName: "c"}}, "AccountKey"},
 		{"azure domain with path", &config.Cache{Type: "azure", Azure: &config.CacheAzure{AccountName: "a", AccountKey: "a2V5", ContainerName: "c", StorageDomain: "blob.core.windows.net/x"}}, "must be a domain"},
 		{"azure emulator not a URL", &config.Cache{Type: "azure", Azure: &config.CacheAzure{AccountName: "a", AccountKey: "a2V5", ContainerName: "c", StorageDomain: "http://"}}, "not a URL"},
-		{"gcs key", &config.Cache{Type: "gcs", GCS: &config.CacheGCS{BucketName: "b", AccessID: "x@y", PrivateKey: "pem"}}, ""},
+		{"gcs key not PEM", &config.Cache{Type: "gcs", GCS: &config.CacheGCS{BucketName: "b", AccessID: "x@y", PrivateKey: "pem"}}, "the private key is not PEM"},
 		{"gcs no bucket", &config.Cache{Type: "gcs", GCS: &config.CacheGCS{}}, "[runners.cache.gcs] BucketName"},
 		{"gcs half key", &config.Cache{Type: "gcs", GCS: &config.CacheGCS{BucketName: "b", AccessID: "x@y"}}, "AccessID and PrivateKey"},
 		{"gcs missing file", &config.Cache{Type: "gcs", GCS: &config.CacheGCS{BucketName: "b", CredentialsFile: "/nonexistent/key.json"}}, "[runners.cache.gcs] CredentialsFile"},
@@ -430,4 +432,41 @@ func watchHeap(t *testing.T) func() uint64 {
 	}
 	t.Cleanup(func() { done() })
 	return done
+}
+
+// The GCS signer makes the URL the client library makes for the same
+// moment, key and object, byte for byte.
+func TestGCSSignsAsTheClientLibrary(t *testing.T) {
+	key := benchKey(t)
+	for _, tc := range []struct{ host, object string }{
+		{"", "runner/abc/project/1/key"},
+		{"127.0.0.1:4443", "project/1/plain"},
+		{"", "project/1/a key with spaces+and%signs/ü"},
+	} {
+		g, err := NewGCS(t.Context(), GCSConfig{CacheGCS: config.CacheGCS{BucketName: "cache", AccessID: "ci@p.iam.gserviceaccount.com", PrivateKey: key},
+			Endpoint: map[bool]string{true: "http://" + tc.host}[tc.host != ""]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := &storage.SignedURLOptions{GoogleAccessID: "ci@p.iam.gserviceaccount.com", PrivateKey: []byte(key), Method: http.MethodPut,
+			Expires: time.Now().Add(2 * time.Hour), Scheme: storage.SigningSchemeV4, Hostname: tc.host, Insecure: tc.host != ""}
+		want, err := storage.SignedURL("cache", tc.object, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wu, _ := url.Parse(want)
+		at, err := time.Parse("20060102T150405Z", wu.Query().Get("X-Goog-Date"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secs, _ := strconv.Atoi(wu.Query().Get("X-Goog-Expires"))
+		g.now = func() time.Time { return at }
+		got, _, err := g.PutURL(t.Context(), tc.object, time.Duration(secs)*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("object %q:\n got %s\nwant %s", tc.object, got, want)
+		}
+	}
 }
