@@ -106,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "pipeline %d queued (%d jobs) at %s\n", pl.ID, len(pl.Jobs), pl.Sha)
 		v, err := srv.WaitPipeline(ctx, pl.ID)
 		for _, j := range v.Jobs {
-			note := j.FailureReason
+			note := string(j.FailureReason)
 			if j.Retried {
 				note += " (retried)"
 			} else if j.Status == gitlabtest.StatusFailed && j.AllowFailure {

@@ -167,7 +167,7 @@ func (f *follower) snapshot(v gitlabtest.PipelineView) execview.Pipeline {
 		p.Jobs = append(p.Jobs, execview.Job{
 			ID: j.ID, Name: j.Name, Stage: j.Stage, Status: j.Status,
 			Attempt: seen[j.Name], Retried: j.Retried || seen[j.Name] < attempts[j.Name],
-			AllowFailure: j.AllowFailure, FailureReason: j.FailureReason, ExitCode: j.ExitCode,
+			AllowFailure: j.AllowFailure, FailureReason: string(j.FailureReason), ExitCode: j.ExitCode,
 			Started: j.StartedAt, Finished: j.FinishedAt, ScheduledAt: j.ScheduledAt,
 		})
 	}

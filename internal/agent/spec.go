@@ -5,6 +5,7 @@
 package agent
 
 import (
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -83,9 +84,9 @@ type Status struct {
 
 // Result is how the job ended, as the agent saw it.
 type Result struct {
-	Success       bool   `json:"success"`
-	FailureReason string `json:"failure_reason,omitempty"`
-	ExitCode      int    `json:"exit_code,omitempty"`
+	Success       bool                 `json:"success"`
+	FailureReason gitlab.FailureReason `json:"failure_reason,omitempty"`
+	ExitCode      int                  `json:"exit_code,omitempty"`
 }
 
 // States of Status.State.

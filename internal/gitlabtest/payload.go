@@ -86,7 +86,7 @@ func (s *Server) buildPayloadLocked(j *jobState, rn *runner) *job.Payload {
 		Features: job.Features{
 			TraceSections:     true,
 			TokenMaskPrefixes: append([]string(nil), tokenMaskPrefixes...),
-			FailureReasons:    append([]string(nil), failureReasons...),
+			FailureReasons:    slices.Clone(failureReasons),
 		},
 	}
 	if r := s.opts.Registry; r != nil {

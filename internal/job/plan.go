@@ -4,19 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"io"
 	"path"
 	"strings"
 	"sync"
 	"time"
-)
-
-// Failure reasons (GitLab's names) produced by the sequencer.
-const (
-	ReasonScriptFailure       = "script_failure"
-	ReasonRunnerSystemFailure = "runner_system_failure"
-	ReasonJobExecutionTimeout = "job_execution_timeout"
-	ReasonJobCanceled         = "job_canceled"
 )
 
 // Defaults for stage timeouts.
@@ -263,8 +256,8 @@ type StageRunner func(ctx context.Context, stage Stage, trace io.Writer) (exitCo
 // Result is how a job ended.
 type Result struct {
 	Success       bool
-	FailureReason string // GitLab failure reason; empty on success
-	ExitCode      int    // exit code of the failing stage script
+	FailureReason gitlab.FailureReason // empty on success
+	ExitCode      int                  // exit code of the failing stage script
 	// Aborted is set when ctx was cancelled: the job stopped at once.
 	Aborted bool
 	// Err is the runner-side error behind a runner_system_failure.
@@ -333,12 +326,12 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		switch {
 		case !failed:
 			return "success"
-		case res.FailureReason == ReasonJobCanceled:
+		case res.FailureReason == gitlab.JobCanceled:
 			return "canceled"
 		}
 		return "failed"
 	}
-	fail := func(reason string, code int, err error) {
+	fail := func(reason gitlab.FailureReason, code int, err error) {
 		failed = true
 		res = Result{FailureReason: reason, ExitCode: code, Err: err}
 	}
@@ -350,10 +343,10 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 			return false
 		case isCanceled():
 			Warning(trace, "script canceled externally (UI, API)")
-			fail(ReasonJobCanceled, 0, nil)
+			fail(gitlab.JobCanceled, 0, nil)
 			return true
 		case errors.Is(jobCtx.Err(), context.DeadlineExceeded):
-			fail(ReasonJobExecutionTimeout, 0, nil)
+			fail(gitlab.JobExecutionTimeout, 0, nil)
 			return true
 		}
 		return false
@@ -423,22 +416,22 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		switch {
 		case classify():
 		case stageTimedOut:
-			fail(ReasonJobExecutionTimeout, 0, nil)
+			fail(gitlab.JobExecutionTimeout, 0, nil)
 			res.Err = fmt.Errorf("execution took longer than %v seconds", st.Timeout)
 		case err != nil:
-			fail(ReasonRunnerSystemFailure, 0, fmt.Errorf("stage %s: %w", st.Name, err))
+			fail(gitlab.RunnerSystemFailure, 0, fmt.Errorf("stage %s: %w", st.Name, err))
 		case code != 0 && st.AllowFailure:
 			Warning(trace, "%s failed (exit code %d), but failure is allowed", st.Name, code)
 		case code != 0:
-			fail(ReasonScriptFailure, code, nil)
+			fail(gitlab.ScriptFailure, code, nil)
 		}
 	}
 
 	if ctx.Err() != nil {
-		reason := ReasonJobCanceled
+		reason := gitlab.JobCanceled
 		msg := "canceled"
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			reason = ReasonJobExecutionTimeout
+			reason = gitlab.JobExecutionTimeout
 			msg = "execution took longer than the job timeout"
 		}
 		// A canceller that gave a cause (the runner shutting down) knows
@@ -451,11 +444,11 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 	switch res.FailureReason {
 	case "":
 		Notice(trace, "Job succeeded")
-	case ReasonScriptFailure:
+	case gitlab.ScriptFailure:
 		Error(trace, "Job failed: exit code %d", res.ExitCode)
-	case ReasonJobCanceled:
+	case gitlab.JobCanceled:
 		Error(trace, "Job failed: canceled")
-	case ReasonJobExecutionTimeout:
+	case gitlab.JobExecutionTimeout:
 		if res.Err != nil {
 			Error(trace, "Job failed: %v", res.Err)
 		} else {

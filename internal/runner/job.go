@@ -115,10 +115,10 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 	switch {
 	case decodeErr != nil:
 		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed (system failure): the job payload is not valid: %v\x1b[0;m\n", decodeErr)
-		result = executor.Result{FailureReason: "runner_system_failure"}
+		result = executor.Result{FailureReason: gitlab.RunnerSystemFailure}
 	case confirm.CancelRequested:
 		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed: canceled before it started\x1b[0;m\n")
-		result = executor.Result{FailureReason: "job_canceled"}
+		result = executor.Result{FailureReason: gitlab.JobCanceled}
 	default:
 		var handedOver bool
 		result, handedOver = m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
@@ -231,14 +231,14 @@ func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log
 	switch cause := context.Cause(jobCtx); {
 	case errors.Is(cause, errShutdown):
 		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): the runner was shut down while the job was running\x1b[0;m\n")
-		return executor.Result{FailureReason: "runner_system_failure"}, false
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, false
 	case errors.Is(cause, errAbortedByGitLab):
-		return executor.Result{FailureReason: "job_canceled"}, false
+		return executor.Result{FailureReason: gitlab.JobCanceled}, false
 	}
 	if err != nil {
 		log.Error("Executor failed", "error", err)
 		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): %v\x1b[0;m\n", err)
-		return executor.Result{FailureReason: "runner_system_failure"}, false
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, false
 	}
 	return res, false
 }
@@ -246,7 +246,7 @@ func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log
 // failWithoutTrace reports a job failed when not even its log can be made.
 func (m *Manager) failWithoutTrace(r *Runner, p *job.Payload, log *slog.Logger) {
 	req := gitlab.UpdateJobRequest{State: gitlab.StateFailed,
-		FailureReason: gitlab.MapFailureReason("runner_system_failure", p.Features.FailureReasons)}
+		FailureReason: gitlab.MapFailureReason(gitlab.RunnerSystemFailure, p.Features.FailureReasons)}
 	for i := 0; i < 10 && m.finishCtx.Err() == nil; i++ {
 		res := r.API.UpdateJob(m.finishCtx, p.ID, p.Token, req)
 		if res.State == gitlab.UpdateSucceeded || res.State == gitlab.UpdateAbort {
@@ -299,9 +299,9 @@ func (m *Manager) endedHere(id int64) bool {
 	return ok
 }
 
-func (m *Manager) countFailure(r *Runner, reason string) {
+func (m *Manager) countFailure(r *Runner, reason gitlab.FailureReason) {
 	if mt := m.opts.Metrics; mt != nil {
-		mt.failedJobs.WithLabelValues(r.ShortToken, r.Name, reason, "").Inc()
+		mt.failedJobs.WithLabelValues(r.ShortToken, r.Name, string(reason), "").Inc()
 	}
 }
 

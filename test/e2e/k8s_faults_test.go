@@ -14,6 +14,7 @@ import (
 
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/gitlabtest"
 )
 
@@ -51,7 +52,7 @@ func (e *k8sEnv) startLongJob() (int64, int64, *corev1.Pod) {
 // checkFailedOnce: the job failed with reason, its trace holds want and
 // never the line after the sleep, and the runner sent nothing after its
 // final update.
-func (e *k8sEnv) checkFailedOnce(v gitlabtest.PipelineView, id int64, since time.Time, reason string, want ...string) {
+func (e *k8sEnv) checkFailedOnce(v gitlabtest.PipelineView, id int64, since time.Time, reason gitlab.FailureReason, want ...string) {
 	e.t.Helper()
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(id))

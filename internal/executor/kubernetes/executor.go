@@ -30,6 +30,7 @@ import (
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/trace"
 )
@@ -317,7 +318,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	req, err := e.podRequest(j)
 	if err != nil {
 		job.Error(tr, "Job failed: %v", err)
-		return executor.Result{FailureReason: job.ReasonScriptFailure}, nil
+		return executor.Result{FailureReason: gitlab.ScriptFailure}, nil
 	}
 	image := p.Image.Name
 	if image == "" {
@@ -333,14 +334,14 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	if err != nil {
 		if IsConfigError(err) {
 			job.Error(tr, "Job failed: %v", err)
-			return executor.Result{FailureReason: FailureReasonConfig}, nil
+			return executor.Result{FailureReason: gitlab.RunnerConfigurationError}, nil
 		}
 		return executor.Result{}, fmt.Errorf("build pod: %w", err)
 	}
 	if pod.Namespace != e.ns {
 		job.Error(tr, "Job failed: the job asks for namespace %s (KUBERNETES_NAMESPACE_OVERWRITE) but this runner watches only %s: "+
 			"remove the overwrite or run a runner for that namespace", pod.Namespace, e.ns)
-		return executor.Result{FailureReason: FailureReasonConfig}, nil
+		return executor.Result{FailureReason: gitlab.RunnerConfigurationError}, nil
 	}
 	registry, err := BuildRegistrySecret(pod, req.Payload.Credentials)
 	if err != nil {
@@ -519,11 +520,11 @@ func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (e
 	if errors.As(err, &q) {
 		job.Error(r.trace, "Job failed: namespace %s has no quota left for the job's pod after waiting %s: %s. "+
 			"Free resources in the namespace, raise its ResourceQuota, or raise poll_timeout.", e.ns, e.pollLimit, q.msg)
-		return executor.Result{FailureReason: job.ReasonRunnerSystemFailure}, nil
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, nil
 	}
 	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
 		job.Error(r.trace, "Job failed: %v", err)
-		return executor.Result{FailureReason: job.ReasonRunnerSystemFailure}, nil
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, nil
 	}
 	return executor.Result{}, err
 }
@@ -604,9 +605,9 @@ func (e *Executor) deleteSecret(name string) {
 // override the reason).
 func abortResult(ctx context.Context) executor.Result {
 	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return executor.Result{FailureReason: job.ReasonJobExecutionTimeout}
+		return executor.Result{FailureReason: gitlab.JobExecutionTimeout}
 	}
-	return executor.Result{FailureReason: job.ReasonJobCanceled}
+	return executor.Result{FailureReason: gitlab.JobCanceled}
 }
 
 // failed writes a Kubernetes failure to the trace and turns it into a
@@ -615,7 +616,7 @@ func (r *jobRun) failed(f *Failure) executor.Result {
 	job.Error(r.trace, "Job failed: %s", f.Message)
 	reason := f.Reason
 	if reason == "" {
-		reason = job.ReasonRunnerSystemFailure
+		reason = gitlab.RunnerSystemFailure
 	}
 	r.log.Info("job failed in kubernetes", "reason", reason, "exit_code", f.ExitCode, "message", f.Message)
 	return executor.Result{FailureReason: reason, ExitCode: f.ExitCode}
@@ -711,7 +712,7 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 				return ip, executor.Result{}, false
 			}
 			if msg, ok := buildEnded(pod); ok {
-				return "", r.failed(&Failure{Reason: job.ReasonRunnerSystemFailure, Message: msg}), true
+				return "", r.failed(&Failure{Reason: gitlab.RunnerSystemFailure, Message: msg}), true
 			}
 		}
 		select {
@@ -729,14 +730,14 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 				msg += ". " + r.e.capacity(ctx, pod)
 			}
 			msg += "; check the pod's events, or raise poll_timeout if pods are slow to start here"
-			reason := job.ReasonRunnerSystemFailure
+			reason := gitlab.RunnerSystemFailure
 			if lastTransient != nil && lastTransient.Reason != "" {
 				reason = lastTransient.Reason // e.g. image_pull_failure
 			}
 			return "", r.failed(&Failure{Reason: reason, Message: msg}), true
 		case <-r.cancel:
 			job.Error(r.trace, "Job canceled before its pod was running")
-			return "", executor.Result{FailureReason: job.ReasonJobCanceled}, true
+			return "", executor.Result{FailureReason: gitlab.JobCanceled}, true
 		case <-ctx.Done():
 			return "", abortResult(ctx), true
 		}
@@ -1038,7 +1039,7 @@ func oomFailure(pod *corev1.Pod) *Failure {
 			if f := Classify(pod, nil); f != nil {
 				return f
 			}
-			return &Failure{Reason: job.ReasonScriptFailure, ExitCode: oomExitCode, Message: fmt.Sprintf("container %s was OOMKilled", s.Name)}
+			return &Failure{Reason: gitlab.ScriptFailure, ExitCode: oomExitCode, Message: fmt.Sprintf("container %s was OOMKilled", s.Name)}
 		}
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/proc"
 )
@@ -195,7 +196,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	}
 	res := plan.Execute(ctx, j.GracefulCancel, trace, run)
 	log.Info("job finished", "success", res.Success, "failure_reason", res.FailureReason, "exit_code", res.ExitCode, "aborted", res.Aborted)
-	if res.FailureReason == job.ReasonRunnerSystemFailure && res.Err != nil {
+	if res.FailureReason == gitlab.RunnerSystemFailure && res.Err != nil {
 		return executor.Result{FailureReason: res.FailureReason}, res.Err
 	}
 	return executor.Result{Success: res.Success, FailureReason: res.FailureReason, ExitCode: res.ExitCode}, nil
@@ -204,7 +205,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 // configError reports a job whose settings cannot be turned into scripts.
 func (e *Executor) configError(trace io.Writer, err error) executor.Result {
 	job.Error(trace, "Job failed: %v", err)
-	return executor.Result{FailureReason: job.ReasonScriptFailure}
+	return executor.Result{FailureReason: gitlab.ScriptFailure}
 }
 
 func (e *Executor) shell() (name, path string, err error) {
