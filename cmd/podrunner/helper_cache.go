@@ -17,6 +17,7 @@ import (
 	"github.com/podrunner/podrunner/internal/archive"
 	"github.com/podrunner/podrunner/internal/cache"
 	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // addCacheCommands adds the helper commands the job scripts call to
@@ -174,7 +175,7 @@ func newCacheExtractorCmd() *cobra.Command {
 			if errors.Is(err, cache.ErrNotFound) {
 				// A warning, as GitLab Runner's; non-zero, so that the
 				// script tries the next key.
-				job.Warning(out, "no cache at %s", st.Describe(name))
+				trace.Warningf(out, "no cache at %s", st.Describe(name))
 				return quietExit{code: 1}
 			}
 			if err != nil {
@@ -214,7 +215,7 @@ func newCacheArchiverCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Uploading cache to %s\n", st.Describe(name))
 			start := time.Now()
-			spec.Warn = func(msg string) { job.Warning(out, "%s", msg) }
+			spec.Warn = func(msg string) { trace.Warningf(out, "%s", msg) }
 			res, err := cache.Archive(ctx, st, name, dir, spec, maxSize)
 			if errors.Is(err, archive.ErrNoFiles) {
 				// The paths' own warnings (with each pattern) said why.

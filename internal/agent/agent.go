@@ -156,7 +156,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	out := &lockedWriter{w: masker}
 	res, runErr := a.execute(ctx, out)
 	if runErr != nil {
-		job.Error(out, "Job failed (system failure): %v", runErr)
+		trace.Errorf(out, "Job failed (system failure): %v", runErr)
 		res = Result{FailureReason: gitlab.RunnerSystemFailure}
 		runErr = fmt.Errorf("%w: %w", ErrAgent, runErr)
 	}

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/podrunner/podrunner/internal/gitlab"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 // handleRequestJob is POST jobs/request: Workhorse's long poll in front of

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/podrunner/podrunner/internal/gitlab"
 	"io"
 	"path"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/gitlab"
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // Defaults for stage timeouts.
@@ -266,7 +268,7 @@ type Result struct {
 
 // Execute runs the stages in order under GitLab Runner's rules and writes
 // the stage sections and the final "Job succeeded" / "ERROR: Job failed"
-// line to trace.
+// line to out.
 //
 //   - A failing stage (non-zero exit) fails the job with script_failure and
 //     its exit code (unless the stage allows failure); later on_success
@@ -282,10 +284,10 @@ type Result struct {
 //     job_canceled (the runner may override it). The "ERROR: Job failed"
 //     line is left to the caller when ctx was cancelled with a cause.
 //   - A StageRunner error is runner_system_failure.
-func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trace io.Writer, run StageRunner) Result {
+func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, out io.Writer, run StageRunner) Result {
 	now := time.Now
 	for _, w := range p.Warnings {
-		Warning(trace, "%s", w)
+		trace.Warningf(out, "%s", w)
 	}
 	timeout := p.Timeout
 	if timeout <= 0 {
@@ -342,7 +344,7 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		case ctx.Err() != nil:
 			return false
 		case isCanceled():
-			Warning(trace, "script canceled externally (UI, API)")
+			trace.Warningf(out, "script canceled externally (UI, API)")
 			fail(gitlab.JobCanceled, 0, nil)
 			return true
 		case errors.Is(jobCtx.Err(), context.DeadlineExceeded):
@@ -388,15 +390,15 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		if st.Kind == KindUser {
 			userStarted = true
 		}
-		sectionStart(trace, now(), st.Name, st.Title)
+		io.WriteString(out, trace.SectionStart(now(), st.Name, "", trace.SectionOptions{})+trace.Header(st.Title))
 		jobStatus := "running"
 		if !onMainPath {
 			jobStatus = status()
 		}
-		code, err := run(sctx, st.WithJobStatus(jobStatus), trace)
+		code, err := run(sctx, st.WithJobStatus(jobStatus), out)
 		stageTimedOut := errors.Is(sctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil
 		cancel()
-		sectionEnd(trace, now(), st.Name)
+		io.WriteString(out, trace.SectionEnd(now(), st.Name))
 		if ctx.Err() != nil {
 			break
 		}
@@ -409,7 +411,7 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 				case err != nil:
 					what = err.Error()
 				}
-				Warning(trace, "%s failed, but job will continue unaffected: %s", st.Name, what)
+				trace.Warningf(out, "%s failed, but job will continue unaffected: %s", st.Name, what)
 			}
 			continue
 		}
@@ -421,7 +423,7 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		case err != nil:
 			fail(gitlab.RunnerSystemFailure, 0, fmt.Errorf("stage %s: %w", st.Name, err))
 		case code != 0 && st.AllowFailure:
-			Warning(trace, "%s failed (exit code %d), but failure is allowed", st.Name, code)
+			trace.Warningf(out, "%s failed (exit code %d), but failure is allowed", st.Name, code)
 		case code != 0:
 			fail(gitlab.ScriptFailure, code, nil)
 		}
@@ -437,25 +439,25 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		// A canceller that gave a cause (the runner shutting down) knows
 		// better what happened and writes the job's last line itself.
 		if cause := context.Cause(ctx); cause == ctx.Err() {
-			Error(trace, "Job failed: %s", msg)
+			trace.Errorf(out, "Job failed: %s", msg)
 		}
 		return Result{FailureReason: reason, Aborted: true, Err: context.Cause(ctx)}
 	}
 	switch res.FailureReason {
 	case "":
-		Notice(trace, "Job succeeded")
+		trace.Infof(out, "Job succeeded")
 	case gitlab.ScriptFailure:
-		Error(trace, "Job failed: exit code %d", res.ExitCode)
+		trace.Errorf(out, "Job failed: exit code %d", res.ExitCode)
 	case gitlab.JobCanceled:
-		Error(trace, "Job failed: canceled")
+		trace.Errorf(out, "Job failed: canceled")
 	case gitlab.JobExecutionTimeout:
 		if res.Err != nil {
-			Error(trace, "Job failed: %v", res.Err)
+			trace.Errorf(out, "Job failed: %v", res.Err)
 		} else {
-			Error(trace, "Job failed: execution took longer than %v seconds", timeout)
+			trace.Errorf(out, "Job failed: execution took longer than %v seconds", timeout)
 		}
 	default:
-		Error(trace, "Job failed (system failure): %v", res.Err)
+		trace.Errorf(out, "Job failed (system failure): %v", res.Err)
 	}
 	return res
 }

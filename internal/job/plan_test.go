@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/podrunner/podrunner/internal/gitlab"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 func testPayload(steps ...Step) *Payload {

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/podrunner/podrunner/internal/gitlab"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 // Record is one running job. It holds the job token: the file is 0600 in a

@@ -107,17 +107,16 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 	defer tr.Close()
 	tr.Start(m.jobsCtx)
 
-	header := fmt.Sprintf("\x1b[0KRunning with podrunner %s (%s)\n\x1b[0K  on %s %s, system ID: %s\n",
-		m.opts.Version, m.opts.Revision, r.Name, r.ShortToken, m.opts.SystemID)
+	header := trace.Banner(m.opts.Version, m.opts.Revision, r.Name, r.ShortToken, m.opts.SystemID)
 	tr.WriteString(header)
 
 	var result executor.Result
 	switch {
 	case decodeErr != nil:
-		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed (system failure): the job payload is not valid: %v\x1b[0;m\n", decodeErr)
+		trace.Errorf(tr, "Job failed (system failure): the job payload is not valid: %v", decodeErr)
 		result = executor.Result{FailureReason: gitlab.RunnerSystemFailure}
 	case confirm.CancelRequested:
-		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed: canceled before it started\x1b[0;m\n")
+		trace.Errorf(tr, "Job failed: canceled before it started")
 		result = executor.Result{FailureReason: gitlab.JobCanceled}
 	default:
 		var handedOver bool
@@ -230,14 +229,14 @@ func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log
 	}
 	switch cause := context.Cause(jobCtx); {
 	case errors.Is(cause, errShutdown):
-		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): the runner was shut down while the job was running\x1b[0;m\n")
+		tr.WriteString("\n" + trace.Error("Job failed (system failure): the runner was shut down while the job was running"))
 		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, false
 	case errors.Is(cause, errAbortedByGitLab):
 		return executor.Result{FailureReason: gitlab.JobCanceled}, false
 	}
 	if err != nil {
 		log.Error("Executor failed", "error", err)
-		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): %v\x1b[0;m\n", err)
+		tr.WriteString("\n" + trace.Error(fmt.Sprintf("Job failed (system failure): %v", err)))
 		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, false
 	}
 	return res, false

@@ -317,14 +317,14 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 
 	req, err := e.podRequest(j)
 	if err != nil {
-		job.Error(tr, "Job failed: %v", err)
+		trace.Errorf(tr, "Job failed: %v", err)
 		return executor.Result{FailureReason: gitlab.ScriptFailure}, nil
 	}
 	image := p.Image.Name
 	if image == "" {
 		image = e.cfg.Image
 	}
-	job.Section(out, "prepare_executor", `Preparing the "kubernetes" executor`, func() {
+	trace.Section(out, "prepare_executor", `Preparing the "kubernetes" executor`, func() {
 		fmt.Fprintf(out, "Using Kubernetes namespace: %s\n", e.ns)
 		fmt.Fprintf(out, "Using Kubernetes executor with image %s ...\n", image)
 		fmt.Fprintf(out, "Using the podrunner agent (%s) to execute scripts...\n", e.image)
@@ -333,13 +333,13 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	pod, secret, err := BuildPod(req)
 	if err != nil {
 		if IsConfigError(err) {
-			job.Error(tr, "Job failed: %v", err)
+			trace.Errorf(tr, "Job failed: %v", err)
 			return executor.Result{FailureReason: gitlab.RunnerConfigurationError}, nil
 		}
 		return executor.Result{}, fmt.Errorf("build pod: %w", err)
 	}
 	if pod.Namespace != e.ns {
-		job.Error(tr, "Job failed: the job asks for namespace %s (KUBERNETES_NAMESPACE_OVERWRITE) but this runner watches only %s: "+
+		trace.Errorf(tr, "Job failed: the job asks for namespace %s (KUBERNETES_NAMESPACE_OVERWRITE) but this runner watches only %s: "+
 			"remove the overwrite or run a runner for that namespace", pod.Namespace, e.ns)
 		return executor.Result{FailureReason: gitlab.RunnerConfigurationError}, nil
 	}
@@ -482,7 +482,7 @@ func (e *Executor) createWithQuotaRetry(ctx context.Context, out io.Writer, dead
 			return &quotaError{msg: msg, err: err}
 		}
 		if !warned {
-			job.Warning(out, "Namespace %s is over its resource quota, waiting for room (up to poll_timeout): %s", e.ns, msg)
+			trace.Warningf(out, "Namespace %s is over its resource quota, waiting for room (up to poll_timeout): %s", e.ns, msg)
 			warned = true
 		}
 		dctx, cancel := context.WithDeadline(ctx, deadline)
@@ -518,12 +518,12 @@ func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (e
 	}
 	var q *quotaError
 	if errors.As(err, &q) {
-		job.Error(r.trace, "Job failed: namespace %s has no quota left for the job's pod after waiting %s: %s. "+
+		trace.Errorf(r.trace, "Job failed: namespace %s has no quota left for the job's pod after waiting %s: %s. "+
 			"Free resources in the namespace, raise its ResourceQuota, or raise poll_timeout.", e.ns, e.pollLimit, q.msg)
 		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, nil
 	}
 	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
-		job.Error(r.trace, "Job failed: %v", err)
+		trace.Errorf(r.trace, "Job failed: %v", err)
 		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, nil
 	}
 	return executor.Result{}, err
@@ -613,7 +613,7 @@ func abortResult(ctx context.Context) executor.Result {
 // failed writes a Kubernetes failure to the trace and turns it into a
 // result.
 func (r *jobRun) failed(f *Failure) executor.Result {
-	job.Error(r.trace, "Job failed: %s", f.Message)
+	trace.Errorf(r.trace, "Job failed: %s", f.Message)
 	reason := f.Reason
 	if reason == "" {
 		reason = gitlab.RunnerSystemFailure
@@ -736,7 +736,7 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 			}
 			return "", r.failed(&Failure{Reason: reason, Message: msg}), true
 		case <-r.cancel:
-			job.Error(r.trace, "Job canceled before its pod was running")
+			trace.Errorf(r.trace, "Job canceled before its pod was running")
 			return "", executor.Result{FailureReason: gitlab.JobCanceled}, true
 		case <-ctx.Done():
 			return "", abortResult(ctx), true
