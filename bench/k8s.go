@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 const (
@@ -363,7 +363,7 @@ type jobSample struct {
 	queued, picked, podAdded, running, start, end, finished time.Time
 }
 
-func (b *bench) jobSample(w *world, j gitlabtest.JobView) (jobSample, error) {
+func (b *bench) jobSample(w *world, j coordinator.JobView) (jobSample, error) {
 	st := adjtimexStamps(w.coord.Trace(j.ID))
 	if len(st) != 2 {
 		return jobSample{}, fmt.Errorf("job %d: %d adjtimex stamps in its log, want 2:\n%s", j.ID, len(st), tail(w.coord.Trace(j.ID), 2000))
@@ -456,7 +456,7 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 	var total int
 	var delta reqCounts
 	run := func(concurrent int, ci string, body func(w *world) ([]jobSample, error)) ([]jobSample, error) {
-		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s", concurrent, spec.Label)), k.listen(), ci, gitlabtest.Options{})
+		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s", concurrent, spec.Label)), k.listen(), ci, coordinator.Options{})
 		if err != nil {
 			return nil, err
 		}

@@ -21,8 +21,8 @@ import (
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
 	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/execview"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
 	"github.com/podrunner/podrunner/internal/runner"
 )
 
@@ -153,14 +153,14 @@ func (o *execOptions) validate(cmd *cobra.Command) error {
 	return nil
 }
 
-func (o *execOptions) variables() ([]gitlabtest.ProjectVariable, error) {
-	var vars []gitlabtest.ProjectVariable
+func (o *execOptions) variables() ([]coordinator.ProjectVariable, error) {
+	var vars []coordinator.ProjectVariable
 	for _, kv := range o.vars {
 		key, val, found := strings.Cut(kv, "=")
 		if !found || key == "" {
 			return nil, fmt.Errorf("--var %q: use KEY=VALUE", kv)
 		}
-		vars = append(vars, gitlabtest.ProjectVariable{Key: key, Value: val})
+		vars = append(vars, coordinator.ProjectVariable{Key: key, Value: val})
 	}
 	return vars, nil
 }
@@ -251,14 +251,14 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	copts := gitlabtest.Options{
+	copts := coordinator.Options{
 		IgnoreTags: true, DataDir: filepath.Join(work, "coordinator"),
 		TraceUpdateInterval: time.Second, Logger: log,
 	}
 	if kt != nil {
 		copts.ListenAddr = kt.listen
 	}
-	coord, err := gitlabtest.New(copts)
+	coord, err := coordinator.New(copts)
 	if err != nil {
 		return err
 	}
@@ -287,7 +287,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 			return err
 		}
 	}
-	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "podrunner exec", RunUntagged: true})
+	_, token := coord.CreateRunner(coordinator.RunnerOptions{Description: "podrunner exec", RunUntagged: true})
 
 	rc := &config.Runner{
 		Name: "podrunner-exec", URL: coord.URL(), Token: token, Executor: o.executor,
@@ -319,7 +319,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	if err := rcfg.Validate(); err != nil {
 		return err
 	}
-	pl, err := coord.CreatePipelineWith(project, gitlabtest.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
+	pl, err := coord.CreatePipelineWith(project, coordinator.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
 	if err != nil {
 		// The coordinator has no warnings to give then: the first parse's
 		// say why (trigger jobs skipped, so no jobs left).

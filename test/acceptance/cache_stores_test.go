@@ -13,7 +13,7 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/podrunner/podrunner/internal/cache/azuretest"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // fallbackPipeline: a branch-keyed cache that falls back to the key
@@ -46,7 +46,7 @@ func TestCacheRoundTripAzure(t *testing.T) {
 	t.Parallel()
 	srv := azuretest.Start(t, "127.0.0.1")
 	srv.CreateContainer(t, "runner-cache")
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	e.runConfig(azureCacheConfig(e, srv, azuretest.AccountKey))
 	first, second := runCachePipelines(t, e)
 	blobs := azureBlobs(t, srv.Container(t, "runner-cache"))
@@ -54,7 +54,7 @@ func TestCacheRoundTripAzure(t *testing.T) {
 		!strings.Contains(blobs[0], "/deps-main") {
 		t.Errorf("container holds %q, want one ci/runner/<token>/project/<id>/deps-main… blob", blobs)
 	}
-	noSecretInTraces(t, e, []gitlabtest.PipelineView{first, second}, azuretest.AccountKey)
+	noSecretInTraces(t, e, []coordinator.PipelineView{first, second}, azuretest.AccountKey)
 
 	e.setCI(t, fallbackPipeline)
 	fb := e.pipeline(3 * time.Minute)
@@ -67,7 +67,7 @@ func TestCacheAzureWrongKey(t *testing.T) {
 	t.Parallel()
 	srv := azuretest.Start(t, "127.0.0.1")
 	srv.CreateContainer(t, "runner-cache")
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	const wrong = "d3Jvbmcga2V5IGZvciBhenVyaXRl"
 	e.runConfig(azureCacheConfig(e, srv, wrong))
 	p := e.pipeline(3 * time.Minute)
@@ -77,7 +77,7 @@ func TestCacheAzureWrongKey(t *testing.T) {
 	}
 	tr := e.coord.Trace(jobByName(t, p, "build").ID)
 	contains(t, tr, "WARNING", "check [runners.cache.azure] AccountName and AccountKey", srv.Endpoint+"/"+azuretest.AccountName+"/runner-cache/ci/")
-	noSecretInTraces(t, e, []gitlabtest.PipelineView{p}, wrong)
+	noSecretInTraces(t, e, []coordinator.PipelineView{p}, wrong)
 }
 
 func startGCS(t *testing.T) *fakestorage.Server {
@@ -107,7 +107,7 @@ func gcsCacheConfig(e *env, bucket string) string {
 func TestCacheRoundTripGCS(t *testing.T) {
 	t.Parallel()
 	srv := startGCS(t)
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	e.extraEnv = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(srv.URL(), "http://")}
 	e.runConfig(gcsCacheConfig(e, "runner-cache"))
 	_, second := runCachePipelines(t, e)
@@ -129,7 +129,7 @@ func TestCacheRoundTripGCS(t *testing.T) {
 func TestCacheGCSMissingBucket(t *testing.T) {
 	t.Parallel()
 	srv := startGCS(t)
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	e.extraEnv = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(srv.URL(), "http://")}
 	e.runConfig(gcsCacheConfig(e, "no-such-bucket"))
 	p := e.pipeline(3 * time.Minute)
@@ -158,7 +158,7 @@ func azureBlobs(t *testing.T, c *container.Client) []string {
 	return names
 }
 
-func noSecretInTraces(t *testing.T, e *env, views []gitlabtest.PipelineView, secret string) {
+func noSecretInTraces(t *testing.T, e *env, views []coordinator.PipelineView, secret string) {
 	t.Helper()
 	for _, v := range views {
 		for _, j := range v.Jobs {
