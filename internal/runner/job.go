@@ -94,6 +94,9 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 
 	js := &jobState{ID: p.ID, Runner: r.ShortToken, ProjectID: p.JobInfo.ProjectID, Slot: slot, Started: time.Now()}
 	m.addJob(js, r)
+	if mt := m.opts.Metrics; mt != nil {
+		mt.queueDuration.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID).Observe(p.JobInfo.TimeInQueue)
+	}
 	defer m.removeJob(js, r, log)
 
 	_, adopts := r.Executor.(adopter) // its jobs outlive the runner: no crash record
