@@ -42,7 +42,6 @@ const (
 // of the bench's, ServiceAccounts for the runners, and a watch of its pods.
 type kubeTarget struct {
 	cs     *kubernetes.Clientset
-	rest   *rest.Config
 	nodeIP string
 	ns     string
 	host   string
@@ -113,7 +112,7 @@ func setupCluster(ctx context.Context, cs *kubernetes.Clientset, cfg *rest.Confi
 	if err != nil {
 		return nil, fmt.Errorf("create namespace: %w", err)
 	}
-	k := &kubeTarget{cs: cs, rest: cfg, nodeIP: nodeIP, ns: ns.Name, host: cfg.Host, tokens: map[string]string{}}
+	k := &kubeTarget{cs: cs, nodeIP: nodeIP, ns: ns.Name, host: cfg.Host, tokens: map[string]string{}}
 	k.stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

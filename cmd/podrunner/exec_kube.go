@@ -14,8 +14,6 @@ type kubeTarget struct {
 	namespace string
 	// listen is host:port for the coordinator (port 0: any).
 	listen string
-	// apiServer is the cluster's API server URL, for messages.
-	apiServer string
 }
 
 // kubeTarget reads the kubeconfig (--kubeconfig, else $KUBECONFIG or
@@ -30,7 +28,7 @@ func (o *execOptions) kubeTarget() (*kubeTarget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w (name one with --kubeconfig, or set KUBECONFIG)", err)
 	}
-	t := &kubeTarget{namespace: o.namespace, apiServer: rc.Host}
+	t := &kubeTarget{namespace: o.namespace}
 	if t.namespace == "" {
 		// Namespace() answers "default" when the context names none.
 		if t.namespace, _, err = cc.Namespace(); err != nil || t.namespace == "" {
