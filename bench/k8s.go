@@ -17,13 +17,14 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 const (
@@ -42,7 +43,6 @@ const (
 // of the bench's, ServiceAccounts for the runners, and a watch of its pods.
 type kubeTarget struct {
 	cs     *kubernetes.Clientset
-	rest   *rest.Config
 	nodeIP string
 	ns     string
 	host   string
@@ -113,7 +113,7 @@ func setupCluster(ctx context.Context, cs *kubernetes.Clientset, cfg *rest.Confi
 	if err != nil {
 		return nil, fmt.Errorf("create namespace: %w", err)
 	}
-	k := &kubeTarget{cs: cs, rest: cfg, nodeIP: nodeIP, ns: ns.Name, host: cfg.Host, tokens: map[string]string{}}
+	k := &kubeTarget{cs: cs, nodeIP: nodeIP, ns: ns.Name, host: cfg.Host, tokens: map[string]string{}}
 	k.stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -162,15 +162,12 @@ func setupCluster(ctx context.Context, cs *kubernetes.Clientset, cfg *rest.Confi
 		return fail(err)
 	}
 	// The namespace's default ServiceAccount must exist before pods.
-	for {
-		if _, err := cs.CoreV1().ServiceAccounts(k.ns).Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(k.ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		return fail(err)
 	}
 	if k.watch, err = newPodWatch(cs, k.ns); err != nil {
 		return fail(err)
@@ -387,7 +384,7 @@ type jobSample struct {
 	queued, picked, podAdded, running, start, end, finished time.Time
 }
 
-func (b *bench) jobSample(w *world, j gitlabtest.JobView) (jobSample, error) {
+func (b *bench) jobSample(w *world, j coordinator.JobView) (jobSample, error) {
 	st := adjtimexStamps(w.coord.Trace(j.ID))
 	if len(st) != 2 {
 		return jobSample{}, fmt.Errorf("job %d: %d adjtimex stamps in its log, want 2:\n%s", j.ID, len(st), tail(w.coord.Trace(j.ID), 2000))
@@ -481,7 +478,7 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 	var delta reqCounts
 	run := func(concurrent int, ci string, body func(w *world) ([]jobSample, error)) ([]jobSample, error) {
 		k.watch.forget() // each coordinator numbers its jobs from 1
-		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s", concurrent, spec.Label)), k.listen(), ci, gitlabtest.Options{})
+		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s", concurrent, spec.Label)), k.listen(), ci, coordinator.Options{})
 		if err != nil {
 			return nil, err
 		}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/config"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 const scManagers = "7 managers on one token"
@@ -46,7 +46,7 @@ func (b *bench) kubeManagers(ctx context.Context, spec runnerSpec) error {
 		if kill {
 			name = "managers-kill"
 		}
-		w, err := newWorld(ctx, b.tmpDir(name+"-"+spec.Label), k.listen(), ci.String(), gitlabtest.Options{})
+		w, err := newWorld(ctx, b.tmpDir(name+"-"+spec.Label), k.listen(), ci.String(), coordinator.Options{})
 		if err != nil {
 			return err
 		}
@@ -143,9 +143,9 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 			ended, running := 0, map[string]int{}
 			for _, j := range v.Jobs {
 				switch j.Status {
-				case gitlabtest.StatusSuccess, gitlabtest.StatusFailed, gitlabtest.StatusCanceled:
+				case coordinator.StatusSuccess, coordinator.StatusFailed, coordinator.StatusCanceled:
 					ended++
-				case gitlabtest.StatusRunning:
+				case coordinator.StatusRunning:
 					running[j.RunnerManager]++
 				}
 			}
@@ -171,7 +171,7 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 			return nil, fmt.Errorf("kill manager %s: %w", victim, err)
 		}
 	}
-	var v gitlabtest.PipelineView
+	var v coordinator.PipelineView
 	if !kill {
 		if v, err = w.wait(ctx, pl.ID, 10*time.Minute); err != nil {
 			return nil, err
@@ -185,7 +185,7 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 		cancel()
 		if err != nil {
 			for _, j := range v.Jobs {
-				if j.Status == gitlabtest.StatusRunning || j.Status == gitlabtest.StatusPending {
+				if j.Status == coordinator.StatusRunning || j.Status == coordinator.StatusPending {
 					b.note("%s, managers-kill: job %d still %s in GitLab 5 min after the kill (picked up by %s, the killed manager: %v); log:\n%s",
 						spec.Label, j.ID, j.Status, j.RunnerManager, j.RunnerManager == victim, tail(w.coord.Trace(j.ID), 400))
 				}
@@ -201,7 +201,7 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 	perManager := map[string]int{}
 	for _, j := range v.Jobs {
 		perManager[j.RunnerManager]++
-		if j.Status != gitlabtest.StatusSuccess {
+		if j.Status != coordinator.StatusSuccess {
 			res.lost++
 		}
 		tr := w.coord.Trace(j.ID)
@@ -246,7 +246,7 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 
 // ranOn reports whether job j was picked up by manager systemID and was
 // still running when it was killed.
-func (b *bench) ranOn(j gitlabtest.JobView, systemID string, killed time.Time) bool {
+func (b *bench) ranOn(j coordinator.JobView, systemID string, killed time.Time) bool {
 	return j.RunnerManager == systemID && j.StartedAt.Before(killed) && j.FinishedAt.After(killed)
 }
 
@@ -263,10 +263,10 @@ func (b *bench) managerOf(procs []*runnerProc, systemID string) (*runnerProc, er
 
 // finalUpdates counts the final updates (state success or failed) sent for
 // the job, whatever GitLab answered.
-func finalUpdates(coord *gitlabtest.Server, id int64) int {
+func finalUpdates(coord *coordinator.Server, id int64) int {
 	n := 0
 	path := fmt.Sprintf("/api/v4/jobs/%d", id)
-	for _, r := range coord.RequestsTo(gitlabtest.EndpointUpdateJob) {
+	for _, r := range coord.RequestsTo(coordinator.EndpointUpdateJob) {
 		if r.Path != path {
 			continue
 		}

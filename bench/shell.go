@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 const (
@@ -71,7 +71,7 @@ func (b *bench) pickup(ctx context.Context, spec runnerSpec) error {
 	// No clone: what is measured ends when the job is handed over, and
 	// the loop needs the runner back in its long poll soon after.
 	ci := "j:\n  variables: {GIT_STRATEGY: none}\n  script: [\"true\"]\n"
-	w, err := newWorld(ctx, b.tmpDir("pickup-"+spec.Label), b.listenLocal, ci, gitlabtest.Options{})
+	w, err := newWorld(ctx, b.tmpDir("pickup-"+spec.Label), b.listenLocal, ci, coordinator.Options{})
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func (b *bench) shellOverhead(ctx context.Context, spec runnerSpec, concurrent i
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&ci, "j%03d:\n%s", i, shellStampScript)
 	}
-	w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("shell%d-%s", concurrent, spec.Label)), b.listenLocal, ci.String(), gitlabtest.Options{})
+	w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("shell%d-%s", concurrent, spec.Label)), b.listenLocal, ci.String(), coordinator.Options{})
 	if err != nil {
 		return err
 	}
@@ -184,13 +184,13 @@ func (b *bench) trace(ctx context.Context, spec runnerSpec) error {
 		lines /= 8
 	}
 	printed := int64(lines) * traceLineLen
-	w, err := newWorld(ctx, b.tmpDir("trace-"+spec.Label), b.listenLocal, traceCI(lines), gitlabtest.Options{MaxTraceSize: 1 << 30})
+	w, err := newWorld(ctx, b.tmpDir("trace-"+spec.Label), b.listenLocal, traceCI(lines), coordinator.Options{MaxTraceSize: 1 << 30})
 	if err != nil {
 		return err
 	}
 	defer w.Close()
 	for k, v := range map[string]string{"BENCH_SECRET_A": secretA, "BENCH_SECRET_B": secretB} {
-		if err := w.coord.SetProjectVariable(benchProject, gitlabtest.ProjectVariable{Key: k, Value: v, Masked: true}); err != nil {
+		if err := w.coord.SetProjectVariable(benchProject, coordinator.ProjectVariable{Key: k, Value: v, Masked: true}); err != nil {
 			return err
 		}
 	}
@@ -262,7 +262,7 @@ func (b *bench) footprint(ctx context.Context, spec runnerSpec) error {
 	// Polls answer within 2 s so "a few polls" take seconds, not minutes
 	// (GitLab holds them 50 s); it changes how often the runner asks,
 	// nothing it holds.
-	w, err := newWorld(ctx, dir, b.listenLocal, ci.String(), gitlabtest.Options{LongPollTimeout: 2 * time.Second})
+	w, err := newWorld(ctx, dir, b.listenLocal, ci.String(), coordinator.Options{LongPollTimeout: 2 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -272,7 +272,7 @@ func (b *bench) footprint(ctx context.Context, spec runnerSpec) error {
 		return err
 	}
 	defer p.Stop()
-	for len(w.coord.RequestsTo(gitlabtest.EndpointRequestJob)) < 4 {
+	for len(w.coord.RequestsTo(coordinator.EndpointRequestJob)) < 4 {
 		if err := p.exited(); err != nil {
 			return err
 		}

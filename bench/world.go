@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 const benchProject = "bench/demo"
@@ -21,14 +21,14 @@ const benchProject = "bench/demo"
 // project and one runner token.
 type world struct {
 	dir   string
-	coord *gitlabtest.Server
+	coord *coordinator.Server
 	token string
 }
 
 // newWorld starts a coordinator listening on listen (host:port) with a
 // project whose .gitlab-ci.yml is ci. Every scenario gets its own, so no
 // state (queue, recorded requests, runner managers) leaks between them.
-func newWorld(ctx context.Context, dir, listen, ci string, opts gitlabtest.Options) (*world, error) {
+func newWorld(ctx context.Context, dir, listen, ci string, opts coordinator.Options) (*world, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -50,7 +50,7 @@ func newWorld(ctx context.Context, dir, listen, ci string, opts gitlabtest.Optio
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	coord, err := gitlabtest.New(opts)
+	coord, err := coordinator.New(opts)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
@@ -61,7 +61,7 @@ func newWorld(ctx context.Context, dir, listen, ci string, opts gitlabtest.Optio
 		coord.Close()
 		return nil, fmt.Errorf("add project: %w", err)
 	}
-	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "bench", RunUntagged: true})
+	_, token := coord.CreateRunner(coordinator.RunnerOptions{Description: "bench", RunUntagged: true})
 	return &world{dir: dir, coord: coord, token: token}, nil
 }
 
@@ -69,8 +69,8 @@ func (w *world) Close() { w.coord.Close() }
 
 // pipeline creates a pipeline (ci replaces the committed .gitlab-ci.yml
 // when not empty).
-func (w *world) pipeline(ci string) (*gitlabtest.Pipeline, error) {
-	o := gitlabtest.PipelineOptions{}
+func (w *world) pipeline(ci string) (*coordinator.Pipeline, error) {
+	o := coordinator.PipelineOptions{}
 	if ci != "" {
 		o.CIConfig = []byte(ci)
 	}
@@ -82,7 +82,7 @@ func (w *world) pipeline(ci string) (*gitlabtest.Pipeline, error) {
 }
 
 // wait waits for a pipeline to end; every job must have succeeded.
-func (w *world) wait(ctx context.Context, id int64, timeout time.Duration) (gitlabtest.PipelineView, error) {
+func (w *world) wait(ctx context.Context, id int64, timeout time.Duration) (coordinator.PipelineView, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	v, err := w.coord.WaitPipeline(ctx, id)
@@ -90,7 +90,7 @@ func (w *world) wait(ctx context.Context, id int64, timeout time.Duration) (gitl
 		return v, fmt.Errorf("pipeline %d: %w (status %q)", id, err, v.Status)
 	}
 	for _, j := range v.Jobs {
-		if j.Status != gitlabtest.StatusSuccess {
+		if j.Status != coordinator.StatusSuccess {
 			return v, fmt.Errorf("job %d (%s) %s (%s); end of its log:\n%s", j.ID, j.Name, j.Status, j.FailureReason, tail(w.coord.Trace(j.ID), 1500))
 		}
 	}

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 func main() {
@@ -41,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	longPoll := fs.Duration("long-poll", 50*time.Second, "jobs/request long polling duration (0 disables)")
 	traceInterval := fs.Duration("trace-update-interval", 3*time.Second, "X-GitLab-Trace-Update-Interval sent to runners")
 	dataDir := fs.String("data-dir", "", "directory for repositories and uploaded artifacts (a temporary one when empty)")
-	maxArtifacts := fs.Int64("max-artifacts-size", gitlabtest.DefaultMaxArtifactsSize, "maximum size of one uploaded artifact in bytes (413 above)")
+	maxArtifacts := fs.Int64("max-artifacts-size", coordinator.DefaultMaxArtifactsSize, "maximum size of one uploaded artifact in bytes (413 above)")
 	jobs := fs.String("jobs", "", "comma separated jobs to run (and what they need); named manual jobs run")
 	verbose := fs.Bool("v", false, "log every request (tokens are never logged)")
 	useTLS := fs.Bool("tls", false, "serve HTTPS with a certificate from a private CA generated at start")
@@ -59,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if lp == 0 {
 		lp = -1
 	}
-	srv, err := gitlabtest.New(gitlabtest.Options{
+	srv, err := coordinator.New(coordinator.Options{
 		ListenAddr: *listen, ExternalURL: *external, RegistrationToken: *regToken,
 		LongPollTimeout: lp, TraceUpdateInterval: *traceInterval, IgnoreTags: *ignoreTags, Logger: log,
 		DataDir: *dataDir, MaxArtifactsSize: *maxArtifacts, TLS: *useTLS, TLSNames: splitList(*tlsNames),
@@ -83,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	runnerTags := splitList(*tags)
-	_, runnerToken := srv.CreateRunner(gitlabtest.RunnerOptions{Description: "gitlab-coordinator", Tags: runnerTags, RunUntagged: true})
+	_, runnerToken := srv.CreateRunner(coordinator.RunnerOptions{Description: "gitlab-coordinator", Tags: runnerTags, RunUntagged: true})
 
 	fmt.Fprintf(stdout, "URL:                %s\n", srv.URL())
 	if *caOut != "" {
@@ -96,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if _, err := srv.AddProject(*project, *repo); err != nil {
 			return err
 		}
-		pl, err := srv.CreatePipelineWith(*project, gitlabtest.PipelineOptions{Ref: *ref, Jobs: splitList(*jobs)})
+		pl, err := srv.CreatePipelineWith(*project, coordinator.PipelineOptions{Ref: *ref, Jobs: splitList(*jobs)})
 		if err != nil {
 			return err
 		}
@@ -106,10 +106,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "pipeline %d queued (%d jobs) at %s\n", pl.ID, len(pl.Jobs), pl.Sha)
 		v, err := srv.WaitPipeline(ctx, pl.ID)
 		for _, j := range v.Jobs {
-			note := j.FailureReason
+			note := string(j.FailureReason)
 			if j.Retried {
 				note += " (retried)"
-			} else if j.Status == gitlabtest.StatusFailed && j.AllowFailure {
+			} else if j.Status == coordinator.StatusFailed && j.AllowFailure {
 				note += " (allowed to fail)"
 			}
 			fmt.Fprintf(stdout, "job %d %-20s %-9s %s\n", j.ID, j.Name, j.Status, strings.TrimSpace(note))
@@ -118,7 +118,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "pipeline %d %s\n", v.ID, v.Status)
-		if v.Status != gitlabtest.StatusSuccess {
+		if v.Status != coordinator.StatusSuccess {
 			return fmt.Errorf("pipeline %s", v.Status)
 		}
 		return nil

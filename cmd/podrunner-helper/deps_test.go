@@ -19,7 +19,7 @@ func TestHelperLinksOnlyWhatPodsRun(t *testing.T) {
 	for _, p := range strings.Fields(string(out)) {
 		switch {
 		case strings.HasPrefix(p, "k8s.io/"), strings.Contains(p, ".k8s.io/"),
-			strings.HasPrefix(p, mod+"ciyaml"), strings.HasPrefix(p, mod+"gitlabtest"),
+			strings.HasPrefix(p, mod+"ciyaml"), strings.HasPrefix(p, mod+"coordinator"),
 			strings.HasPrefix(p, mod+"runner"), strings.HasPrefix(p, mod+"executor"):
 			bad = append(bad, p)
 		}

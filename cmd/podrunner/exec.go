@@ -22,8 +22,8 @@ import (
 	"github.com/podrunner/podrunner/internal/ciyaml"
 	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/execview"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
 	"github.com/podrunner/podrunner/internal/runner"
 )
 
@@ -154,14 +154,14 @@ func (o *execOptions) validate(cmd *cobra.Command) error {
 	return nil
 }
 
-func (o *execOptions) variables() ([]gitlabtest.ProjectVariable, error) {
-	var vars []gitlabtest.ProjectVariable
+func (o *execOptions) variables() ([]coordinator.ProjectVariable, error) {
+	var vars []coordinator.ProjectVariable
 	for _, kv := range o.vars {
 		key, val, found := strings.Cut(kv, "=")
 		if !found || key == "" {
 			return nil, fmt.Errorf("--var %q: use KEY=VALUE", kv)
 		}
-		vars = append(vars, gitlabtest.ProjectVariable{Key: key, Value: val})
+		vars = append(vars, coordinator.ProjectVariable{Key: key, Value: val})
 	}
 	return vars, nil
 }
@@ -252,14 +252,14 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	copts := gitlabtest.Options{
+	copts := coordinator.Options{
 		IgnoreTags: true, DataDir: filepath.Join(work, "coordinator"),
 		TraceUpdateInterval: time.Second, Logger: log,
 	}
 	if kt != nil {
 		copts.ListenAddr = kt.listen
 	}
-	coord, err := gitlabtest.New(copts)
+	coord, err := coordinator.New(copts)
 	if err != nil {
 		return err
 	}
@@ -288,7 +288,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 			return err
 		}
 	}
-	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "podrunner exec", RunUntagged: true})
+	_, token := coord.CreateRunner(coordinator.RunnerOptions{Description: "podrunner exec", RunUntagged: true})
 
 	rc := &config.Runner{
 		Name: "podrunner-exec", URL: coord.URL(), Token: token, Executor: o.executor,
@@ -320,7 +320,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 	if err := rcfg.Validate(); err != nil {
 		return err
 	}
-	pl, err := coord.CreatePipelineWith(project, gitlabtest.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
+	pl, err := coord.CreatePipelineWith(project, coordinator.PipelineOptions{Ref: branch, CIConfig: ciYAML, Variables: vars, Jobs: o.jobs})
 	if err != nil {
 		// The coordinator has no warnings to give then: the first parse's
 		// say why (trigger jobs skipped, so no jobs left).
@@ -535,6 +535,4 @@ type kubeTarget struct {
 	namespace string
 	// listen is host:port for the coordinator (port 0: any).
 	listen string
-	// apiServer is the cluster's API server URL, for messages.
-	apiServer string
 }

@@ -15,24 +15,24 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/execview"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
 )
 
 // followInterval is how often exec looks at the coordinator: often enough
 // for a live view, rarely enough to cost nothing.
 const followInterval = 150 * time.Millisecond
 
-// coordinator is what exec follows a pipeline with.
-type coordinator interface {
-	Pipeline(id int64) (gitlabtest.PipelineView, bool)
+// pipelineSource is what exec follows a pipeline with (the coordinator).
+type pipelineSource interface {
+	Pipeline(id int64) (coordinator.PipelineView, bool)
 	Trace(id int64) []byte
 	Play(id int64) error
 }
 
 // follower feeds the view from the coordinator until the pipeline ends.
 type follower struct {
-	coord  coordinator
+	coord  pipelineSource
 	id     int64
 	cfg    *ciyaml.Config
 	view   execview.View
@@ -139,7 +139,7 @@ func (f *follower) named(job string) bool {
 // snapshot turns the coordinator's view into the view's: stages from the
 // CI file, and the attempts of retried jobs (a retry is a new job of the
 // same name) numbered.
-func (f *follower) snapshot(v gitlabtest.PipelineView) execview.Pipeline {
+func (f *follower) snapshot(v coordinator.PipelineView) execview.Pipeline {
 	p := execview.Pipeline{ID: v.ID, Status: v.Status, Stages: f.cfg.Stages}
 	jobs := slices.Clone(v.Jobs)
 	// The first attempts in file order, each followed by its retries.
@@ -149,7 +149,7 @@ func (f *follower) snapshot(v gitlabtest.PipelineView) execview.Pipeline {
 			first[j.Name] = i
 		}
 	}
-	slices.SortStableFunc(jobs, func(a, b gitlabtest.JobView) int {
+	slices.SortStableFunc(jobs, func(a, b coordinator.JobView) int {
 		if d := first[a.Name] - first[b.Name]; d != 0 {
 			return d
 		}
@@ -167,7 +167,7 @@ func (f *follower) snapshot(v gitlabtest.PipelineView) execview.Pipeline {
 		p.Jobs = append(p.Jobs, execview.Job{
 			ID: j.ID, Name: j.Name, Stage: j.Stage, Status: j.Status,
 			Attempt: seen[j.Name], Retried: j.Retried || seen[j.Name] < attempts[j.Name],
-			AllowFailure: j.AllowFailure, FailureReason: j.FailureReason, ExitCode: j.ExitCode,
+			AllowFailure: j.AllowFailure, FailureReason: string(j.FailureReason), ExitCode: j.ExitCode,
 			Started: j.StartedAt, Finished: j.FinishedAt, ScheduledAt: j.ScheduledAt,
 		})
 	}

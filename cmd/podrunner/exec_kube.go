@@ -22,7 +22,7 @@ func (o *execOptions) kubeTarget() (*kubeTarget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w (name one with --kubeconfig, or set KUBECONFIG)", err)
 	}
-	t := &kubeTarget{namespace: o.namespace, apiServer: rc.Host}
+	t := &kubeTarget{namespace: o.namespace}
 	if t.namespace == "" {
 		// Namespace() answers "default" when the context names none.
 		if t.namespace, _, err = cc.Namespace(); err != nil || t.namespace == "" {

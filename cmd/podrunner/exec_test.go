@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/execview"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
 )
 
 // runExecCmd runs `podrunner exec args…` in dir.
@@ -247,13 +247,13 @@ func mustGitT(t *testing.T, dir string, args ...string) {
 
 // fakeCoord replays pipeline snapshots, one per call.
 type fakeCoord struct {
-	views  []gitlabtest.PipelineView
+	views  []coordinator.PipelineView
 	traces map[int64][]byte
 	played []int64
 	calls  int
 }
 
-func (f *fakeCoord) Pipeline(int64) (gitlabtest.PipelineView, bool) {
+func (f *fakeCoord) Pipeline(int64) (coordinator.PipelineView, bool) {
 	v := f.views[min(f.calls, len(f.views)-1)]
 	f.calls++
 	return v, true
@@ -290,7 +290,7 @@ vet:
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	v := gitlabtest.PipelineView{ID: 1, Status: "success", Jobs: []gitlabtest.JobView{
+	v := coordinator.PipelineView{ID: 1, Status: "success", Jobs: []coordinator.JobView{
 		{ID: 1, Name: "build", Stage: "build", Status: "success", StartedAt: at, FinishedAt: at.Add(time.Second)},
 		{ID: 2, Name: "flaky", Stage: "test", Status: "failed", ExitCode: 1, FailureReason: "script_failure", Retried: true},
 		{ID: 3, Name: "lint", Stage: "test", Status: "failed", ExitCode: 3, AllowFailure: true},
@@ -345,14 +345,14 @@ other:
 		t.Fatal(err)
 	}
 	at := time.Now()
-	build := gitlabtest.JobView{ID: 1, Name: "build", Stage: "build", Status: "success", StartedAt: at, FinishedAt: at}
+	build := coordinator.JobView{ID: 1, Name: "build", Stage: "build", Status: "success", StartedAt: at, FinishedAt: at}
 	coord := &fakeCoord{
 		traces: map[int64][]byte{1: []byte("built\n"), 2: []byte("shipped\n")},
-		views: []gitlabtest.PipelineView{
-			{ID: 1, Status: "success", Jobs: []gitlabtest.JobView{build,
+		views: []coordinator.PipelineView{
+			{ID: 1, Status: "success", Jobs: []coordinator.JobView{build,
 				{ID: 2, Name: "deploy", Stage: "deploy", Status: "manual"},
 				{ID: 3, Name: "other", Stage: "deploy", Status: "manual"}}},
-			{ID: 1, Status: "success", Jobs: []gitlabtest.JobView{build,
+			{ID: 1, Status: "success", Jobs: []coordinator.JobView{build,
 				{ID: 2, Name: "deploy", Stage: "deploy", Status: "success", StartedAt: at, FinishedAt: at},
 				{ID: 3, Name: "other", Stage: "deploy", Status: "manual"}}},
 		},

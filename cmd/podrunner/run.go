@@ -220,6 +220,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	v := version.Get()
 	metrics := runner.NewMetrics(v.Version, v.Revision)
+	log = slog.New(metrics.LogHandler(log.Handler()))
 	execs := runner.NewExecutors()
 	defer execs.Close()
 	build := runner.Build{

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/proc"
 	"github.com/podrunner/podrunner/internal/trace"
@@ -165,8 +166,8 @@ func (a *agent) run(ctx context.Context) (err error) {
 	out := &lockedWriter{w: masker}
 	res, runErr := a.execute(ctx, out)
 	if runErr != nil {
-		job.Error(out, "Job failed (system failure): %v", runErr)
-		res = Result{FailureReason: job.ReasonRunnerSystemFailure}
+		trace.Errorf(out, "Job failed (system failure): %v", runErr)
+		res = Result{FailureReason: gitlab.RunnerSystemFailure}
 		runErr = fmt.Errorf("%w: %w", ErrAgent, runErr)
 	}
 	fmt.Fprint(out, trace.Plain(resourcesLine(start)))

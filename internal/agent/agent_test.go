@@ -17,6 +17,7 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -168,7 +169,7 @@ func TestFetchFailureIsScriptFailure(t *testing.T) {
 	spec.Mask.Values = append(spec.Mask.Values, "wrong-token")
 	a := startAgent(t, spec, Options{})
 	log, st := a.waitDone(t)
-	if st.Result.Success || st.Result.FailureReason != job.ReasonScriptFailure || st.Result.ExitCode != gitFailure {
+	if st.Result.Success || st.Result.FailureReason != gitlab.ScriptFailure || st.Result.ExitCode != gitFailure {
 		t.Errorf("result %+v", st.Result)
 	}
 	if strings.Contains(log, "wrong-token") || !strings.Contains(log, "ERROR: fetch from http://127.0.0.1") || strings.Contains(log, "never") {
@@ -196,7 +197,7 @@ func TestExitCodeAndAfterScript(t *testing.T) {
 	spec := testJob{strategy: job.GitNone, steps: []job.Step{script(`echo before`, `exit 3`, `echo not-reached`), afterScript(`echo "after: $CI_JOB_STATUS"`)}}.spec(t)
 	a := startAgent(t, spec, Options{})
 	log, st := a.waitDone(t)
-	want := Result{FailureReason: job.ReasonScriptFailure, ExitCode: 3}
+	want := Result{FailureReason: gitlab.ScriptFailure, ExitCode: 3}
 	if *st.Result != want {
 		t.Errorf("result %+v, want %+v", *st.Result, want)
 	}
@@ -217,7 +218,7 @@ func TestGracefulCancelRunsAfterScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, st := a.waitDone(t)
-	if st.Result.FailureReason != job.ReasonJobCanceled || !strings.Contains(log, "after: canceled") {
+	if st.Result.FailureReason != gitlab.JobCanceled || !strings.Contains(log, "after: canceled") {
 		t.Errorf("result %+v\n%s", st.Result, log)
 	}
 }
@@ -407,7 +408,7 @@ func TestNoShellIsAgentFailure(t *testing.T) {
 	spec := testJob{strategy: job.GitNone, steps: []job.Step{script(`true`)}}.spec(t)
 	a := startAgent(t, spec, Options{})
 	log, st := a.waitDone(t)
-	if st.Result.FailureReason != job.ReasonRunnerSystemFailure || !strings.Contains(log, "neither bash nor sh found") {
+	if st.Result.FailureReason != gitlab.RunnerSystemFailure || !strings.Contains(log, "neither bash nor sh found") {
 		t.Errorf("%+v\n%s", st.Result, log)
 	}
 	a.ack(t)

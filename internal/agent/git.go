@@ -19,6 +19,7 @@ import (
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
 	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // gitFailure is the exit code of a failed source fetch, git's own for a
@@ -44,7 +45,7 @@ const gitFailure = 128
 func getSources(ctx context.Context, src *Sources, dir string, w io.Writer) int {
 	g := &getter{src: src, dir: dir, w: w}
 	if err := g.run(ctx); err != nil {
-		job.Error(w, "%s", g.scrub(err.Error()))
+		trace.Errorf(w, "%s", g.scrub(err.Error()))
 		return gitFailure
 	}
 	return 0
@@ -74,10 +75,10 @@ func (g *getter) run(ctx context.Context) error {
 	src, dir := g.src, g.dir
 	switch src.Strategy {
 	case job.GitNone:
-		job.Notice(g.w, "Skipping Git repository setup")
+		trace.Infof(g.w, "Skipping Git repository setup")
 		return mkdir(dir)
 	case job.GitEmpty:
-		job.Notice(g.w, "Skipping Git repository setup and creating an empty build directory")
+		trace.Infof(g.w, "Skipping Git repository setup and creating an empty build directory")
 		if err := clearDir(dir); err != nil {
 			return err
 		}
@@ -85,9 +86,9 @@ func (g *getter) run(ctx context.Context) error {
 	}
 	display := redactURL(src.RepoURL)
 	if src.Depth > 0 {
-		job.Notice(g.w, "Fetching changes from %s with git depth set to %d...", display, src.Depth)
+		trace.Infof(g.w, "Fetching changes from %s with git depth set to %d...", display, src.Depth)
 	} else {
-		job.Notice(g.w, "Fetching changes from %s...", display)
+		trace.Infof(g.w, "Fetching changes from %s...", display)
 	}
 	repo, err := g.open()
 	if err != nil {
@@ -97,18 +98,18 @@ func (g *getter) run(ctx context.Context) error {
 		return err
 	}
 	if !src.Checkout {
-		job.Notice(g.w, "Skipping Git checkout")
+		trace.Infof(g.w, "Skipping Git checkout")
 	} else if err := g.checkout(repo); err != nil {
 		return err
 	}
 	switch src.Submodules {
 	case "", job.SubmoduleNone:
-		job.Notice(g.w, "Skipping Git submodules setup")
+		trace.Infof(g.w, "Skipping Git submodules setup")
 		return nil
 	case job.SubmoduleRecursive:
-		job.Notice(g.w, "Updating/initializing submodules recursively...")
+		trace.Infof(g.w, "Updating/initializing submodules recursively...")
 	default:
-		job.Notice(g.w, "Updating/initializing submodules...")
+		trace.Infof(g.w, "Updating/initializing submodules...")
 	}
 	return g.submodules(ctx, repo, src.Submodules == job.SubmoduleRecursive, 0)
 }
@@ -121,7 +122,7 @@ func (g *getter) open() (*git.Repository, error) {
 			if err == nil {
 				return repo, nil
 			}
-			job.Warning(g.w, "Cannot reuse the Git repository in %s (%s); creating a fresh one", g.dir, g.scrub(err.Error()))
+			trace.Warningf(g.w, "Cannot reuse the Git repository in %s (%s); creating a fresh one", g.dir, g.scrub(err.Error()))
 		}
 	}
 	if err := clearDir(g.dir); err != nil {
@@ -136,7 +137,7 @@ func (g *getter) open() (*git.Repository, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create Git repository in %s: %w", g.dir, err)
 	}
-	job.Notice(g.w, "Created fresh repository.")
+	trace.Infof(g.w, "Created fresh repository.")
 	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: git.DefaultRemoteName, URLs: []string{g.src.RepoURL}}); err != nil {
 		return nil, fmt.Errorf("add remote origin: %w", err)
 	}
@@ -165,7 +166,7 @@ func (g *getter) reuse() (*git.Repository, error) {
 	if err := repo.SetConfig(cfg); err != nil {
 		return nil, err
 	}
-	job.Notice(g.w, "Reusing existing Git repository in %s", g.dir)
+	trace.Infof(g.w, "Reusing existing Git repository in %s", g.dir)
 	return repo, nil
 }
 
@@ -221,9 +222,9 @@ func (g *getter) checkout(repo *git.Repository) error {
 		hash, shown = *h, rev
 	}
 	if src.Ref != "" {
-		job.Notice(g.w, "Checking out %s as detached HEAD (ref is %s)...", shown, src.Ref)
+		trace.Infof(g.w, "Checking out %s as detached HEAD (ref is %s)...", shown, src.Ref)
 	} else {
-		job.Notice(g.w, "Checking out %s...", shown)
+		trace.Infof(g.w, "Checking out %s...", shown)
 	}
 	if _, err := repo.CommitObject(hash); err != nil {
 		return fmt.Errorf("reference is not a tree: %s (not fetched: is it within the git depth %d of the fetched refs?): %w", hash, src.Depth, err)

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -116,9 +117,9 @@ type Status struct {
 
 // Result is how the job ended, as the agent saw it.
 type Result struct {
-	Success       bool   `json:"success"`
-	FailureReason string `json:"failure_reason,omitempty"`
-	ExitCode      int    `json:"exit_code,omitempty"`
+	Success       bool                 `json:"success"`
+	FailureReason gitlab.FailureReason `json:"failure_reason,omitempty"`
+	ExitCode      int                  `json:"exit_code,omitempty"`
 }
 
 // States of Status.State.

@@ -18,7 +18,7 @@ package ciyaml
 import (
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Default stages when the file has no `stages:` (GitLab's).

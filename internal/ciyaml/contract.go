@@ -1,7 +1,7 @@
 package ciyaml
 
 // Types and entry points shared with the test coordinator and `exec`.
-// The coordinator (internal/gitlabtest) builds jobs and payloads from
+// The coordinator (internal/coordinator) builds jobs and payloads from
 // these; keep their shape stable.
 
 // ParseOptions refine ParseWith.

@@ -3,7 +3,7 @@ package ciyaml
 import (
 	"fmt"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // maxNodes bounds the size of the configuration after aliases, merge

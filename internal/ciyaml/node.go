@@ -3,7 +3,7 @@ package ciyaml
 import (
 	"fmt"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // maxAliasDepth bounds alias/merge resolution so hostile input (nested

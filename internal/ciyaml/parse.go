@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // maxTimeout is GitLab's upper bound for a job timeout (one month).
@@ -270,7 +270,7 @@ func (p *parser) root(root *yaml.Node) *Config {
 	}
 
 	// default: and the deprecated global forms (default: wins).
-	var def defaults
+	var def Default
 	for _, k := range []string{"image", "services", "before_script", "after_script", "cache"} {
 		if kv, ok := keys[k]; ok {
 			p.defaultKey(&def, k, kv.Value)
@@ -291,7 +291,7 @@ func (p *parser) root(root *yaml.Node) *Config {
 			}
 		}
 	}
-	cfg.Default = def.Default
+	cfg.Default = def
 
 	for _, kv := range pairs {
 		switch {
@@ -350,14 +350,7 @@ func (p *parser) workflow(cfg *Config, v *yaml.Node) {
 	}
 }
 
-// defaults tracks which default keys were given, since an explicit empty
-// list also overrides.
-type defaults struct {
-	Default
-	hasInterruptible bool
-}
-
-func (p *parser) defaultKey(def *defaults, key string, v *yaml.Node) {
+func (p *parser) defaultKey(def *Default, key string, v *yaml.Node) {
 	path := "default:" + key
 	switch key {
 	case "image":
@@ -379,7 +372,7 @@ func (p *parser) defaultKey(def *defaults, key string, v *yaml.Node) {
 	case "retry":
 		def.Retry = p.retry("default", v)
 	case "interruptible":
-		def.Interruptible, def.hasInterruptible = p.boolVal("default", "interruptible", v)
+		def.Interruptible, _ = p.boolVal("default", "interruptible", v)
 	}
 }
 
@@ -460,7 +453,7 @@ func (p *parser) inheritVariables(path string, v *yaml.Node) []string {
 	return nil
 }
 
-func (p *parser) job(kv pair, def *defaults) *Job {
+func (p *parser) job(kv pair, def *Default) *Job {
 	name := kv.Key
 	path := "jobs:" + name
 	ps, ok := mapping(kv.Value)

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-
 )
 
 // NormalizeURL strips a trailing "/" and then a legacy trailing "/ci"

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"io"
 
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -66,7 +67,7 @@ type Result struct {
 	// FailureReason is one of GitLab's failure reasons (script_failure,
 	// runner_system_failure, job_execution_timeout, image_pull_failure,
 	// job_canceled, ...); empty on success.
-	FailureReason string
+	FailureReason gitlab.FailureReason
 	// ExitCode is the exit code of the failed user script, 0 otherwise.
 	ExitCode int
 }

@@ -74,7 +74,7 @@ const (
 // the client adds).
 type UpdateJobRequest struct {
 	State         JobState
-	FailureReason string // already mapped against the job's accepted reasons
+	FailureReason FailureReason // already mapped against the job's accepted reasons
 	ExitCode      int
 	Checksum      string // "crc32:%08x", empty for none
 	Bytesize      int64

@@ -83,12 +83,12 @@ func TestParseUpdateInterval(t *testing.T) {
 }
 
 func TestMapFailureReason(t *testing.T) {
-	modern := []string{"unknown_failure", "script_failure", "runner_system_failure", "job_execution_timeout",
+	modern := []FailureReason{"unknown_failure", "script_failure", "runner_system_failure", "job_execution_timeout",
 		"image_pull_failure", "runner_configuration_error", "runner_external_dependency_failure", "runner_interrupted"}
 	tests := []struct {
-		reason   string
-		accepted []string
-		want     string
+		reason   FailureReason
+		accepted []FailureReason
+		want     FailureReason
 	}{
 		{"", nil, "script_failure"},
 		{"", modern, "script_failure"},
@@ -104,7 +104,7 @@ func TestMapFailureReason(t *testing.T) {
 		{"runner_interrupted", modern, "runner_interrupted"},
 		{"job_canceled", modern, "unknown_failure"},
 		{"unknown_failure", nil, "unknown_failure"},
-		{"something_new", []string{"something_new"}, "something_new"},
+		{"something_new", []FailureReason{"something_new"}, "something_new"},
 		{"something_else", modern, "unknown_failure"},
 	}
 	for _, tt := range tests {

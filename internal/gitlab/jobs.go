@@ -97,13 +97,13 @@ type updateOutput struct {
 }
 
 type updateBody struct {
-	Info          Info         `json:"info"`
-	Token         string       `json:"token"`
-	State         JobState     `json:"state"`
-	FailureReason string       `json:"failure_reason,omitempty"`
-	Checksum      string       `json:"checksum,omitempty"` // deprecated duplicate of output.checksum
-	Output        updateOutput `json:"output"`
-	ExitCode      int          `json:"exit_code,omitempty"`
+	Info          Info          `json:"info"`
+	Token         string        `json:"token"`
+	State         JobState      `json:"state"`
+	FailureReason FailureReason `json:"failure_reason,omitempty"`
+	Checksum      string        `json:"checksum,omitempty"` // deprecated duplicate of output.checksum
+	Output        updateOutput  `json:"output"`
+	ExitCode      int           `json:"exit_code,omitempty"`
 }
 
 // ConfirmJob is the two-phase job commit: PUT jobs/:id with state running

@@ -18,7 +18,7 @@ import (
 	"github.com/podrunner/podrunner/internal/archive"
 	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/gitlab"
-	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/trace"
 	"github.com/podrunner/podrunner/internal/version"
 )
 
@@ -133,7 +133,7 @@ func uploadArtifacts(ctx context.Context, cmd *cobra.Command, f *uploadFlags) er
 	if err != nil {
 		return err
 	}
-	warn := func(msg string) { job.Warning(out, "%s", msg) }
+	warn := func(msg string) { trace.Warningf(out, "%s", msg) }
 	spec := archive.Spec{Paths: f.paths, Exclude: f.exclude, Untracked: f.untrack, CompressionLevel: f.level, Warn: warn}
 	files, err := archive.Select(ctx, dir, spec)
 	if err != nil {
@@ -141,7 +141,7 @@ func uploadArtifacts(ctx context.Context, cmd *cobra.Command, f *uploadFlags) er
 	}
 	if len(files) == 0 {
 		// As GitLab Runner: nothing to upload is not a job failure.
-		job.Error(out, "No files to upload")
+		trace.Errorf(out, "No files to upload")
 		return nil
 	}
 	fmt.Fprintf(out, "%d matching artifact files and directories\n", len(files))
@@ -183,7 +183,7 @@ func uploadArtifacts(ctx context.Context, cmd *cobra.Command, f *uploadFlags) er
 	}, open)
 	if err != nil {
 		if errors.Is(err, archive.ErrNoFiles) {
-			job.Error(out, "No files to upload (they vanished while archiving)")
+			trace.Errorf(out, "No files to upload (they vanished while archiving)")
 			return nil
 		}
 		return err
@@ -202,16 +202,16 @@ func checkDotenvFiles(out io.Writer, dir string, files []string) {
 	for _, rel := range files {
 		fh, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))
 		if err != nil {
-			job.Warning(out, "dotenv report %s: %v", rel, err)
+			trace.Warningf(out, "dotenv report %s: %v", rel, err)
 			continue
 		}
 		findings, err := archive.CheckDotenv(fh)
 		fh.Close()
 		if err != nil {
-			job.Warning(out, "dotenv report %s: %v", rel, err)
+			trace.Warningf(out, "dotenv report %s: %v", rel, err)
 		}
 		for _, m := range findings {
-			job.Warning(out, "dotenv report %s: %s (GitLab will reject it)", rel, m)
+			trace.Warningf(out, "dotenv report %s: %s (GitLab will reject it)", rel, m)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/podrunner/podrunner/internal/cache"
 	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // cacheTarget are the flags that say where one cache archive lives: a
@@ -117,7 +118,7 @@ func newCacheExtractorCmd() *cobra.Command {
 			if errors.Is(err, cache.ErrNotFound) {
 				// A warning, as GitLab Runner's; non-zero, so that the
 				// script tries the next key.
-				job.Warning(out, "no cache at %s", st.Describe(name))
+				trace.Warningf(out, "no cache at %s", st.Describe(name))
 				return cli.QuietExit{Code: 1}
 			}
 			if err != nil {
@@ -157,7 +158,7 @@ func newCacheArchiverCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Uploading cache to %s\n", st.Describe(name))
 			start := time.Now()
-			spec.Warn = func(msg string) { job.Warning(out, "%s", msg) }
+			spec.Warn = func(msg string) { trace.Warningf(out, "%s", msg) }
 			res, err := cache.Archive(ctx, st, name, dir, spec, maxSize)
 			if errors.Is(err, archive.ErrNoFiles) {
 				// The paths' own warnings (with each pattern) said why.

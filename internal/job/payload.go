@@ -3,6 +3,8 @@
 // scripts generated from it.
 package job
 
+import "github.com/podrunner/podrunner/internal/gitlab"
+
 // Payload is the job as GitLab sends it. Field names follow the wire format.
 type Payload struct {
 	ID            int64        `json:"id"`
@@ -150,9 +152,9 @@ type Dependency struct {
 
 // Features are switches GitLab sends with the job.
 type Features struct {
-	TraceSections     bool     `json:"trace_sections"`
-	TokenMaskPrefixes []string `json:"token_mask_prefixes,omitempty"`
-	FailureReasons    []string `json:"failure_reasons,omitempty"`
+	TraceSections     bool                   `json:"trace_sections"`
+	TokenMaskPrefixes []string               `json:"token_mask_prefixes,omitempty"`
+	FailureReasons    []gitlab.FailureReason `json:"failure_reasons,omitempty"`
 }
 
 // Hook is a pre/post get-sources hook.

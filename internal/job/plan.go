@@ -9,14 +9,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-// Failure reasons (GitLab's names) produced by the sequencer.
-const (
-	ReasonScriptFailure       = "script_failure"
-	ReasonRunnerSystemFailure = "runner_system_failure"
-	ReasonJobExecutionTimeout = "job_execution_timeout"
-	ReasonJobCanceled         = "job_canceled"
+	"github.com/podrunner/podrunner/internal/gitlab"
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // Defaults for stage timeouts.
@@ -267,8 +262,8 @@ type StageRunner func(ctx context.Context, stage Stage, trace io.Writer) (exitCo
 // Result is how a job ended.
 type Result struct {
 	Success       bool
-	FailureReason string // GitLab failure reason; empty on success
-	ExitCode      int    // exit code of the failing stage script
+	FailureReason gitlab.FailureReason // empty on success
+	ExitCode      int                  // exit code of the failing stage script
 	// Aborted is set when ctx was cancelled: the job stopped at once.
 	Aborted bool
 	// Err is the runner-side error behind a runner_system_failure.
@@ -277,7 +272,7 @@ type Result struct {
 
 // Execute runs the stages in order under GitLab Runner's rules and writes
 // the stage sections and the final "Job succeeded" / "ERROR: Job failed"
-// line to trace.
+// line to out.
 //
 //   - A failing stage (non-zero exit) fails the job with script_failure and
 //     its exit code (unless the stage allows failure); later on_success
@@ -293,10 +288,10 @@ type Result struct {
 //     job_canceled (the runner may override it). The "ERROR: Job failed"
 //     line is left to the caller when ctx was cancelled with a cause.
 //   - A StageRunner error is runner_system_failure.
-func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trace io.Writer, run StageRunner) Result {
+func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, out io.Writer, run StageRunner) Result {
 	now := time.Now
 	for _, w := range p.Warnings {
-		Warning(trace, "%s", w)
+		trace.Warningf(out, "%s", w)
 	}
 	timeout := p.Timeout
 	if timeout <= 0 {
@@ -337,12 +332,12 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		switch {
 		case !failed:
 			return "success"
-		case res.FailureReason == ReasonJobCanceled:
+		case res.FailureReason == gitlab.JobCanceled:
 			return "canceled"
 		}
 		return "failed"
 	}
-	fail := func(reason string, code int, err error) {
+	fail := func(reason gitlab.FailureReason, code int, err error) {
 		failed = true
 		res = Result{FailureReason: reason, ExitCode: code, Err: err}
 	}
@@ -353,11 +348,11 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		case ctx.Err() != nil:
 			return false
 		case isCanceled():
-			Warning(trace, "script canceled externally (UI, API)")
-			fail(ReasonJobCanceled, 0, nil)
+			trace.Warningf(out, "script canceled externally (UI, API)")
+			fail(gitlab.JobCanceled, 0, nil)
 			return true
 		case errors.Is(jobCtx.Err(), context.DeadlineExceeded):
-			fail(ReasonJobExecutionTimeout, 0, nil)
+			fail(gitlab.JobExecutionTimeout, 0, nil)
 			return true
 		}
 		return false
@@ -399,15 +394,15 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 		if st.Kind == KindUser {
 			userStarted = true
 		}
-		sectionStart(trace, now(), st.Name, st.Title)
+		io.WriteString(out, trace.SectionStart(now(), st.Name, "", trace.SectionOptions{})+trace.Header(st.Title))
 		jobStatus := "running"
 		if !onMainPath {
 			jobStatus = status()
 		}
-		code, err := run(sctx, st.WithJobStatus(jobStatus), trace)
+		code, err := run(sctx, st.WithJobStatus(jobStatus), out)
 		stageTimedOut := errors.Is(sctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil
 		cancel()
-		sectionEnd(trace, now(), st.Name)
+		io.WriteString(out, trace.SectionEnd(now(), st.Name))
 		if ctx.Err() != nil {
 			break
 		}
@@ -420,53 +415,53 @@ func (p *Plan) Execute(ctx context.Context, gracefulCancel <-chan struct{}, trac
 				case err != nil:
 					what = err.Error()
 				}
-				Warning(trace, "%s failed, but job will continue unaffected: %s", st.Name, what)
+				trace.Warningf(out, "%s failed, but job will continue unaffected: %s", st.Name, what)
 			}
 			continue
 		}
 		switch {
 		case classify():
 		case stageTimedOut:
-			fail(ReasonJobExecutionTimeout, 0, nil)
+			fail(gitlab.JobExecutionTimeout, 0, nil)
 			res.Err = fmt.Errorf("execution took longer than %v seconds", st.Timeout)
 		case err != nil:
-			fail(ReasonRunnerSystemFailure, 0, fmt.Errorf("stage %s: %w", st.Name, err))
+			fail(gitlab.RunnerSystemFailure, 0, fmt.Errorf("stage %s: %w", st.Name, err))
 		case code != 0 && st.AllowFailure:
-			Warning(trace, "%s failed (exit code %d), but failure is allowed", st.Name, code)
+			trace.Warningf(out, "%s failed (exit code %d), but failure is allowed", st.Name, code)
 		case code != 0:
-			fail(ReasonScriptFailure, code, nil)
+			fail(gitlab.ScriptFailure, code, nil)
 		}
 	}
 
 	if ctx.Err() != nil {
-		reason := ReasonJobCanceled
+		reason := gitlab.JobCanceled
 		msg := "canceled"
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			reason = ReasonJobExecutionTimeout
+			reason = gitlab.JobExecutionTimeout
 			msg = "execution took longer than the job timeout"
 		}
 		// A canceller that gave a cause (the runner shutting down) knows
 		// better what happened and writes the job's last line itself.
 		if cause := context.Cause(ctx); cause == ctx.Err() {
-			Error(trace, "Job failed: %s", msg)
+			trace.Errorf(out, "Job failed: %s", msg)
 		}
 		return Result{FailureReason: reason, Aborted: true, Err: context.Cause(ctx)}
 	}
 	switch res.FailureReason {
 	case "":
-		Notice(trace, "Job succeeded")
-	case ReasonScriptFailure:
-		Error(trace, "Job failed: exit code %d", res.ExitCode)
-	case ReasonJobCanceled:
-		Error(trace, "Job failed: canceled")
-	case ReasonJobExecutionTimeout:
+		trace.Infof(out, "Job succeeded")
+	case gitlab.ScriptFailure:
+		trace.Errorf(out, "Job failed: exit code %d", res.ExitCode)
+	case gitlab.JobCanceled:
+		trace.Errorf(out, "Job failed: canceled")
+	case gitlab.JobExecutionTimeout:
 		if res.Err != nil {
-			Error(trace, "Job failed: %v", res.Err)
+			trace.Errorf(out, "Job failed: %v", res.Err)
 		} else {
-			Error(trace, "Job failed: execution took longer than %v seconds", timeout)
+			trace.Errorf(out, "Job failed: execution took longer than %v seconds", timeout)
 		}
 	default:
-		Error(trace, "Job failed (system failure): %v", res.Err)
+		trace.Errorf(out, "Job failed (system failure): %v", res.Err)
 	}
 	return res
 }

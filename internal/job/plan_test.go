@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 func testPayload(steps ...Step) *Payload {
@@ -138,16 +140,16 @@ func TestExecuteSemantics(t *testing.T) {
 		{name: "success", f: &fakeRun{}, want: Result{Success: true},
 			ran: "get_sources,step_script,after_script,cleanup_file_variables", trace: "Job succeeded"},
 		{name: "exit 3", f: &fakeRun{codes: map[string]int{"step_script": 3}},
-			want: Result{FailureReason: ReasonScriptFailure, ExitCode: 3},
+			want: Result{FailureReason: gitlab.ScriptFailure, ExitCode: 3},
 			ran:  "get_sources,step_script,after_script,cleanup_file_variables", trace: "ERROR: Job failed: exit code 3"},
 		{name: "after_script failure ignored", f: &fakeRun{codes: map[string]int{"after_script": 9}},
 			want: Result{Success: true}, ran: "get_sources,step_script,after_script,cleanup_file_variables",
 			trace: "after_script failed, but job will continue unaffected: exit code 9"},
 		{name: "get_sources fails: no user script, no after_script",
 			f:    &fakeRun{codes: map[string]int{"get_sources": 128}},
-			want: Result{FailureReason: ReasonScriptFailure, ExitCode: 128}, ran: "get_sources,cleanup_file_variables"},
+			want: Result{FailureReason: gitlab.ScriptFailure, ExitCode: 128}, ran: "get_sources,cleanup_file_variables"},
 		{name: "executor error", f: &fakeRun{errs: map[string]error{"step_script": errors.New("boom")}},
-			want: Result{FailureReason: ReasonRunnerSystemFailure},
+			want: Result{FailureReason: gitlab.RunnerSystemFailure},
 			ran:  "get_sources,step_script,after_script,cleanup_file_variables", trace: "boom"},
 		{name: "failure skips later success stages, runs on_failure ones",
 			f: &fakeRun{codes: map[string]int{"step_script": 1}},
@@ -157,7 +159,7 @@ func TestExecuteSemantics(t *testing.T) {
 				p.Artifacts = []Artifact{{Paths: []string{"a"}}}
 				return p
 			},
-			want: Result{FailureReason: ReasonScriptFailure, ExitCode: 1},
+			want: Result{FailureReason: gitlab.ScriptFailure, ExitCode: 1},
 			ran:  "get_sources,step_script,after_script,upload_artifacts_on_failure,cleanup_file_variables"},
 		{name: "allowed failure", f: &fakeRun{codes: map[string]int{"step_script": 2}},
 			payload: func() *Payload {
@@ -214,7 +216,7 @@ func TestExecuteGracefulCancel(t *testing.T) {
 	}()
 	var trace bytes.Buffer
 	res := testPlan(t, stdPayload()).Execute(context.Background(), cancel, &trace, f.run)
-	if res.Success || res.FailureReason != ReasonJobCanceled {
+	if res.Success || res.FailureReason != gitlab.JobCanceled {
 		t.Errorf("result %+v", res)
 	}
 	if f.names() != "get_sources,step_script,after_script,cleanup_file_variables" {
@@ -236,7 +238,7 @@ func TestExecuteJobTimeout(t *testing.T) {
 	plan.Timeout = 100 * time.Millisecond
 	var trace bytes.Buffer
 	res := plan.Execute(context.Background(), nil, &trace, f.run)
-	if res.FailureReason != ReasonJobExecutionTimeout {
+	if res.FailureReason != gitlab.JobExecutionTimeout {
 		t.Errorf("result %+v", res)
 	}
 	if f.names() != "get_sources,step_script,after_script,cleanup_file_variables" {
@@ -252,7 +254,7 @@ func TestExecuteStageTimeout(t *testing.T) {
 	p := stdPayload()
 	p.Variables = Variables{{Key: "RUNNER_SCRIPT_TIMEOUT", Value: "50ms"}}
 	res := testPlan(t, p).Execute(context.Background(), nil, io.Discard, f.run)
-	if res.FailureReason != ReasonJobExecutionTimeout || !strings.Contains(f.names(), "after_script") {
+	if res.FailureReason != gitlab.JobExecutionTimeout || !strings.Contains(f.names(), "after_script") {
 		t.Errorf("result %+v ran %s", res, f.names())
 	}
 }
@@ -281,7 +283,7 @@ func TestExecuteAbort(t *testing.T) {
 		cancel()
 	}()
 	res := testPlan(t, stdPayload()).Execute(ctx, nil, io.Discard, f.run)
-	if !res.Aborted || res.FailureReason != ReasonJobCanceled {
+	if !res.Aborted || res.FailureReason != gitlab.JobCanceled {
 		t.Errorf("result %+v", res)
 	}
 	if f.names() != "get_sources,step_script" {

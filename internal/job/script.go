@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // ScriptOptions are the runner-config parts of script generation.
@@ -71,11 +73,11 @@ func (w *scriptWriter) echo(text string) {
 }
 
 func (w *scriptWriter) notice(format string, args ...any) {
-	w.echo(ansiBoldGreen + fmt.Sprintf(format, args...) + ansiReset)
+	w.echo(strings.TrimSuffix(trace.Info(fmt.Sprintf(format, args...)), "\n"))
 }
 
 func (w *scriptWriter) warning(format string, args ...any) {
-	w.echo(ansiYellow + "WARNING: " + fmt.Sprintf(format, args...) + ansiReset)
+	w.echo(strings.TrimSuffix(trace.Warning(fmt.Sprintf(format, args...)), "\n"))
 }
 
 // commands writes user commands, each echoed as "$ cmd" in green first.

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 // Record is one running job. It holds the job token: the file is 0600 in a
@@ -51,16 +53,16 @@ type Record struct {
 	Paths []string `json:"paths,omitempty"`
 	// SystemFailure is how "runner_system_failure" is reported to this
 	// GitLab (its supported failure reasons).
-	SystemFailure string `json:"system_failure"`
+	SystemFailure gitlab.FailureReason `json:"system_failure"`
 	// Result is the final state once the job ended; nil while it runs.
 	Result *Result `json:"result,omitempty"`
 }
 
 // Result is a job's final state as it is submitted.
 type Result struct {
-	State         string `json:"state"`
-	FailureReason string `json:"failure_reason,omitempty"`
-	ExitCode      int    `json:"exit_code,omitempty"`
+	State         string               `json:"state"`
+	FailureReason gitlab.FailureReason `json:"failure_reason,omitempty"`
+	ExitCode      int                  `json:"exit_code,omitempty"`
 }
 
 // RunnerID is the stable, non-secret name of a runner (from its URL and

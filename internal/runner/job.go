@@ -94,6 +94,9 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 
 	js := &jobState{ID: p.ID, Runner: r.ShortToken, ProjectID: p.JobInfo.ProjectID, Slot: slot, Started: time.Now()}
 	m.addJob(js, r)
+	if mt := m.opts.Metrics; mt != nil {
+		mt.queueDuration.WithLabelValues(r.ShortToken, r.Name, m.opts.SystemID).Observe(p.JobInfo.TimeInQueue)
+	}
 	defer m.removeJob(js, r, log)
 
 	_, adopts := r.Executor.(adopter) // its jobs outlive the runner: no crash record
@@ -107,18 +110,17 @@ func (m *Manager) runJob(st *runnerState, r *Runner, slot int, res gitlab.Reques
 	defer tr.Close()
 	tr.Start(m.jobsCtx)
 
-	header := fmt.Sprintf("\x1b[0KRunning with podrunner %s (%s)\n\x1b[0K  on %s %s, system ID: %s\n",
-		m.opts.Version, m.opts.Revision, r.Name, r.ShortToken, m.opts.SystemID)
+	header := trace.Banner(m.opts.Version, m.opts.Revision, r.Name, r.ShortToken, m.opts.SystemID)
 	tr.WriteString(header)
 
 	var result executor.Result
 	switch {
 	case decodeErr != nil:
-		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed (system failure): the job payload is not valid: %v\x1b[0;m\n", decodeErr)
-		result = executor.Result{FailureReason: "runner_system_failure"}
+		trace.Errorf(tr, "Job failed (system failure): the job payload is not valid: %v", decodeErr)
+		result = executor.Result{FailureReason: gitlab.RunnerSystemFailure}
 	case confirm.CancelRequested:
-		fmt.Fprintf(tr, "\x1b[31;1mERROR: Job failed: canceled before it started\x1b[0;m\n")
-		result = executor.Result{FailureReason: "job_canceled"}
+		trace.Errorf(tr, "Job failed: canceled before it started")
+		result = executor.Result{FailureReason: gitlab.JobCanceled}
 	default:
 		var handedOver bool
 		result, handedOver = m.runExecutor(st, p, tr, log, func(ctx context.Context, j *executor.Job) (executor.Result, error) {
@@ -230,15 +232,15 @@ func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log
 	}
 	switch cause := context.Cause(jobCtx); {
 	case errors.Is(cause, errShutdown):
-		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): the runner was shut down while the job was running\x1b[0;m\n")
-		return executor.Result{FailureReason: "runner_system_failure"}, false
+		tr.WriteString("\n" + trace.Error("Job failed (system failure): the runner was shut down while the job was running"))
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, false
 	case errors.Is(cause, errAbortedByGitLab):
-		return executor.Result{FailureReason: "job_canceled"}, false
+		return executor.Result{FailureReason: gitlab.JobCanceled}, false
 	}
 	if err != nil {
 		log.Error("Executor failed", "error", err)
-		fmt.Fprintf(tr, "\n\x1b[31;1mERROR: Job failed (system failure): %v\x1b[0;m\n", err)
-		return executor.Result{FailureReason: "runner_system_failure"}, false
+		tr.WriteString("\n" + trace.Error(fmt.Sprintf("Job failed (system failure): %v", err)))
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, false
 	}
 	return res, false
 }
@@ -246,7 +248,7 @@ func (m *Manager) runExecutor(st *runnerState, p *job.Payload, tr *jobTrace, log
 // failWithoutTrace reports a job failed when not even its log can be made.
 func (m *Manager) failWithoutTrace(r *Runner, p *job.Payload, log *slog.Logger) {
 	req := gitlab.UpdateJobRequest{State: gitlab.StateFailed,
-		FailureReason: gitlab.MapFailureReason("runner_system_failure", p.Features.FailureReasons)}
+		FailureReason: gitlab.MapFailureReason(gitlab.RunnerSystemFailure, p.Features.FailureReasons)}
 	for i := 0; i < 10 && m.finishCtx.Err() == nil; i++ {
 		res := r.API.UpdateJob(m.finishCtx, p.ID, p.Token, req)
 		if res.State == gitlab.UpdateSucceeded || res.State == gitlab.UpdateAbort {
@@ -299,9 +301,9 @@ func (m *Manager) endedHere(id int64) bool {
 	return ok
 }
 
-func (m *Manager) countFailure(r *Runner, reason string) {
+func (m *Manager) countFailure(r *Runner, reason gitlab.FailureReason) {
 	if mt := m.opts.Metrics; mt != nil {
-		mt.failedJobs.WithLabelValues(r.ShortToken, r.Name, reason, "").Inc()
+		mt.failedJobs.WithLabelValues(r.ShortToken, r.Name, string(reason), "").Inc()
 	}
 }
 

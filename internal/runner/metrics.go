@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"context"
+	"log/slog"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,4 +107,36 @@ func (m *Metrics) APIRequest(runner, systemID, endpoint, method string, status i
 		return
 	}
 	m.apiStatuses.WithLabelValues(runner, systemID, endpoint, strconv.Itoa(status), method).Inc()
+}
+
+// LogHandler wraps h so that the warning and error records it handles are
+// counted in gitlab_runner_errors_total, as GitLab Runner counts its log.
+func (m *Metrics) LogHandler(h slog.Handler) slog.Handler {
+	if m == nil {
+		return h
+	}
+	return &countingHandler{Handler: h, errors: m.errors}
+}
+
+type countingHandler struct {
+	slog.Handler
+	errors *prometheus.CounterVec
+}
+
+func (c *countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	switch {
+	case r.Level >= slog.LevelError:
+		c.errors.WithLabelValues("error").Inc()
+	case r.Level >= slog.LevelWarn:
+		c.errors.WithLabelValues("warning").Inc()
+	}
+	return c.Handler.Handle(ctx, r)
+}
+
+func (c *countingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &countingHandler{Handler: c.Handler.WithAttrs(attrs), errors: c.errors}
+}
+
+func (c *countingHandler) WithGroup(name string) slog.Handler {
+	return &countingHandler{Handler: c.Handler.WithGroup(name), errors: c.errors}
 }

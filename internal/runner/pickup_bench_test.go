@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/gitlab"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
 )
 
 // BenchmarkPickupLatency measures how long a job queued in the coordinator
@@ -41,7 +41,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 		}
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	coord, err := gitlabtest.New(gitlabtest.Options{DataDir: filepath.Join(dir, "coord"), Logger: quiet})
+	coord, err := coordinator.New(coordinator.Options{DataDir: filepath.Join(dir, "coord"), Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 	if _, err := coord.AddProject("g/p", repo); err != nil {
 		b.Fatal(err)
 	}
-	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{RunUntagged: true})
+	_, token := coord.CreateRunner(coordinator.RunnerOptions{RunUntagged: true})
 	client, err := gitlab.NewClient(gitlab.Credentials{URL: coord.URL(), Token: token}, gitlab.Options{Logger: quiet})
 	if err != nil {
 		b.Fatal(err)

@@ -11,7 +11,7 @@ import (
 )
 
 // diedLine ends the log of a job whose runner process died under it.
-const diedLine = "\n\x1b[31;1mERROR: Job failed (system failure): the runner process died while this job was running\x1b[0;m\n"
+var diedLine = "\n" + trace.Error("Job failed (system failure): the runner process died while this job was running")
 
 // recoverAll finishes the jobs of runner r that a dead process of this
 // runner (same config, token and system_id) left records of: their

@@ -42,7 +42,7 @@ func (m *Manager) newTrace(r *Runner, p *job.Payload, log *slog.Logger, track bo
 			PID: os.Getpid(), PIDStart: m.pidStart,
 			JobID: p.ID, JobToken: p.Token, DebugTrace: p.Variables.Bool("CI_DEBUG_TRACE"),
 			TraceFile:     t.Buffer().Name(),
-			SystemFailure: gitlab.MapFailureReason("runner_system_failure", p.Features.FailureReasons),
+			SystemFailure: gitlab.MapFailureReason(gitlab.RunnerSystemFailure, p.Features.FailureReasons),
 		}, log)
 	}
 	s := trace.NewSender(r.API, t.Buffer(), trace.SenderOptions{

@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -175,19 +176,20 @@ func (c *Cluster) waitServiceAccount(t testing.TB, ns, sa string) {
 	defer cancel()
 	// The ServiceAccount controller creates it within milliseconds; a short
 	// poll is simpler than a watch here.
-	for {
+	var getErr error
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		_, err := c.Clientset.CoreV1().ServiceAccounts(ns).Get(ctx, sa, metav1.GetOptions{})
-		if err == nil {
-			return
+		if err != nil && !apierrors.IsNotFound(err) {
+			getErr = err
+			return false, err
 		}
-		if !apierrors.IsNotFound(err) {
-			t.Fatalf("get serviceaccount %s/%s: %v", ns, sa, err)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("serviceaccount %s/%s did not appear: %v", ns, sa, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+		return err == nil, nil
+	})
+	switch {
+	case getErr != nil:
+		t.Fatalf("get serviceaccount %s/%s: %v", ns, sa, getErr)
+	case err != nil:
+		t.Fatalf("serviceaccount %s/%s did not appear: %v", ns, sa, err)
 	}
 }
 

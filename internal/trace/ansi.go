@@ -2,6 +2,7 @@ package trace
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"time"
 )
@@ -10,10 +11,10 @@ import (
 const (
 	ANSIBoldRed    = "\x1b[31;1m"
 	ANSIBoldGreen  = "\x1b[32;1m"
-	ANSIBoldYellow = ansiBoldYellow
+	ANSIBoldYellow = "\x1b[33;1m"
 	ANSIBoldCyan   = "\x1b[36;1m"
 	ANSIYellow     = "\x1b[0;33m"
-	ANSIReset      = ansiReset
+	ANSIReset      = "\x1b[0;m"
 	ANSIClear      = "\x1b[0K" // erase to end of line; ends section markers
 )
 
@@ -71,6 +72,17 @@ func SectionEnd(at time.Time, name string) string {
 // The runner's own log lines, as GitLab Runner prints them: each ends with
 // a colour reset and a newline.
 
+// Header is a section's header on its own line, as GitLab Runner writes
+// it after a bare SectionStart marker: an erase-line, then bold cyan.
+func Header(msg string) string { return Plain(ANSIBoldCyan + msg) }
+
+// Banner is the first two lines of every job log: which runner runs the
+// job and on which of its registrations.
+func Banner(version, revision, runnerName, shortToken, systemID string) string {
+	return fmt.Sprintf("%sRunning with podrunner %s (%s)\n%s  on %s %s, system ID: %s\n",
+		ANSIClear, version, revision, ANSIClear, runnerName, shortToken, systemID)
+}
+
 // Plain is an uncoloured line (e.g. "Running with podrunner …"); like
 // GitLab Runner it starts with an erase-line so it overwrites any partial
 // line drawn with \r.
@@ -88,3 +100,24 @@ func Error(msg string) string { return ANSIBoldRed + "ERROR: " + msg + ANSIReset
 // Command is how a script line is echoed before it runs: "$ <cmd>" in bold
 // green.
 func Command(cmd string) string { return Info("$ " + cmd) }
+
+// Infof, Warningf and Errorf write one Info, Warning or Error line to w.
+func Infof(w io.Writer, format string, args ...any) {
+	io.WriteString(w, Info(fmt.Sprintf(format, args...)))
+}
+
+func Warningf(w io.Writer, format string, args ...any) {
+	io.WriteString(w, Warning(fmt.Sprintf(format, args...)))
+}
+
+func Errorf(w io.Writer, format string, args ...any) {
+	io.WriteString(w, Error(fmt.Sprintf(format, args...)))
+}
+
+// Section writes a whole collapsible section around fn: a bare marker, the
+// header on its own line, fn's output, the end marker.
+func Section(w io.Writer, name, header string, fn func()) {
+	io.WriteString(w, SectionStart(time.Now(), name, "", SectionOptions{})+Header(header))
+	fn()
+	io.WriteString(w, SectionEnd(time.Now(), name))
+}

@@ -18,18 +18,12 @@ const DefaultLimit int64 = 4096 * 1024
 // ErrClosed is returned by a Buffer used after Close.
 var ErrClosed = errors.New("trace buffer closed")
 
-const (
-	ansiBoldYellow = "\x1b[33;1m"
-	ansiBoldRed    = "\x1b[31;1m"
-	ansiReset      = "\x1b[0;m"
-)
-
 // LimitNotice is the one-time notice appended when the log reaches limit
 // bytes; the wording and colours are GitLab Runner's.
 func LimitNotice(limit int64) string {
 	return fmt.Sprintf("\n%sJob's log exceeded limit of %d bytes.\n"+
 		"Job execution will continue but no more output will be collected.%s\n",
-		ansiBoldYellow, limit, ansiReset)
+		ANSIBoldYellow, limit, ANSIReset)
 }
 
 // Buffer stores the (already masked) job log in a temporary file, so memory
@@ -123,8 +117,8 @@ func (b *Buffer) breakDown(werr error) {
 		msg = msg[:200] + "…"
 	}
 	b.durable = durable
-	b.tail = fmt.Appendf(nil, "\n%sERROR: the runner could not store the job log (%s): output after byte %d is missing%s\n",
-		ansiBoldRed, strings.ToValidUTF8(msg, "\uFFFD"), durable, ansiReset)
+	b.tail = []byte("\n" + Error(fmt.Sprintf("the runner could not store the job log (%s): output after byte %d is missing",
+		strings.ToValidUTF8(msg, "\uFFFD"), durable)))
 	b.crc = crc32.Update(crc, crc32.IEEETable, b.tail)
 	b.size = durable + int64(len(b.tail))
 }

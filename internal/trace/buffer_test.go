@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -263,10 +264,35 @@ func TestSections(t *testing.T) {
 		{Error("Job failed: exit code 3"), "\x1b[31;1mERROR: Job failed: exit code 3\x1b[0;m\n"},
 		{Plain("Running with podrunner"), "\x1b[0KRunning with podrunner\x1b[0;m\n"},
 		{SectionName(""), "section"},
+		{Header("Preparing environment"), "\x1b[0K\x1b[36;1mPreparing environment\x1b[0;m\n"},
+		{Banner("1.2.3", "abc", "r1", "t0k3n", "s_1"),
+			"\x1b[0KRunning with podrunner 1.2.3 (abc)\n\x1b[0K  on r1 t0k3n, system ID: s_1\n"},
+		{written(func(w io.Writer) { Infof(w, "Job %s", "succeeded") }), "\x1b[32;1mJob succeeded\x1b[0;m\n"},
+		{written(func(w io.Writer) { Warningf(w, "%d left", 2) }), "\x1b[0;33mWARNING: 2 left\x1b[0;m\n"},
+		{written(func(w io.Writer) { Errorf(w, "Job failed: exit code %d", 3) }), "\x1b[31;1mERROR: Job failed: exit code 3\x1b[0;m\n"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
+	}
+}
+
+func written(f func(io.Writer)) string {
+	var b strings.Builder
+	f(&b)
+	return b.String()
+}
+
+// TestSection: a stage section as GitLab Runner writes it, the header on
+// its own erase-line after the bare marker.
+func TestSection(t *testing.T) {
+	got := written(func(w io.Writer) {
+		Section(w, "prepare_script", "Preparing environment", func() { io.WriteString(w, "Running on host...\n") })
+	})
+	re := regexp.MustCompile(`^section_start:[0-9]+:prepare_script\r\x1b\[0K\x1b\[0K\x1b\[36;1mPreparing environment\x1b\[0;m\n` +
+		`Running on host\.\.\.\nsection_end:[0-9]+:prepare_script\r\x1b\[0K$`)
+	if !re.MatchString(got) {
+		t.Errorf("Section wrote %q", got)
 	}
 }

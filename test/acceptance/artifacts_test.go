@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // A build job's artifact (a directory with a file and a symlink, an
@@ -49,7 +49,7 @@ test:
     - test "$(cat notes.txt)" = untracked
     - test ! -e cache.ignored
     - echo artifacts-checked
-`, gitlabtest.Options{})
+`, coordinator.Options{})
 	commitFile(t, e, ".gitignore", "*.ignored\n")
 	e.runConfig(e.config(1, ""))
 	v := e.pipeline(2 * time.Minute)
@@ -78,7 +78,7 @@ test:
 	if !slices.Equal(got, want) {
 		t.Errorf("archive holds %q, want %q", got, want)
 	}
-	for _, j := range []gitlabtest.JobView{build, test} {
+	for _, j := range []coordinator.JobView{build, test} {
 		checkTrace(t, j)
 		if strings.Contains(string(e.coord.Trace(j.ID)), j.Token) {
 			t.Errorf("job %s: token in the trace", j.Name)
@@ -113,7 +113,7 @@ failed-on-success:
 always-nothing:
   script: [echo nothing]
   artifacts: {when: always, paths: [missing/]}
-`, gitlabtest.Options{})
+`, coordinator.Options{})
 	e.runConfig(e.config(2, ""))
 	v := e.pipeline(2 * time.Minute)
 	for _, tt := range []struct {
@@ -149,13 +149,13 @@ evil:
 victim:
   stage: test
   script: [echo must-not-run]
-`, marker), gitlabtest.Options{})
+`, marker), coordinator.Options{})
 	e.runConfig(e.config(1, ""))
 	pl, err := e.coord.CreatePipeline(e.project, "main")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var evil gitlabtest.JobView
+	var evil coordinator.JobView
 	deadline := time.Now().Add(time.Minute)
 	for evil.Status != "running" {
 		if time.Now().After(deadline) {

@@ -18,7 +18,7 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/podrunner/podrunner/internal/cache/azuretest"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // fallbackPipeline: a branch-keyed cache that falls back to the key
@@ -51,7 +51,7 @@ func TestCacheRoundTripAzure(t *testing.T) {
 	t.Parallel()
 	srv := azuretest.Start(t, "127.0.0.1")
 	srv.CreateContainer(t, "runner-cache")
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	e.runConfig(azureCacheConfig(e, srv, azuretest.AccountKey))
 	first, second := runCachePipelines(t, e)
 	blobs := azureBlobs(t, srv.Container(t, "runner-cache"))
@@ -59,8 +59,8 @@ func TestCacheRoundTripAzure(t *testing.T) {
 		!strings.Contains(blobs[0], "/deps-main") {
 		t.Errorf("container holds %q, want one ci/runner/<token>/project/<id>/deps-main… blob", blobs)
 	}
-	noSecretInTraces(t, e, []gitlabtest.PipelineView{first, second}, azuretest.AccountKey)
-	noSecretInTraces(t, e, []gitlabtest.PipelineView{first, second}, "sig=")
+	noSecretInTraces(t, e, []coordinator.PipelineView{first, second}, azuretest.AccountKey)
+	noSecretInTraces(t, e, []coordinator.PipelineView{first, second}, "sig=")
 
 	e.setCI(t, fallbackPipeline)
 	fb := e.pipeline(3 * time.Minute)
@@ -73,7 +73,7 @@ func TestCacheAzureWrongKey(t *testing.T) {
 	t.Parallel()
 	srv := azuretest.Start(t, "127.0.0.1")
 	srv.CreateContainer(t, "runner-cache")
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	const wrong = "d3Jvbmcga2V5IGZvciBhenVyaXRl"
 	e.runConfig(azureCacheConfig(e, srv, wrong))
 	p := e.pipeline(3 * time.Minute)
@@ -83,8 +83,8 @@ func TestCacheAzureWrongKey(t *testing.T) {
 	}
 	tr := e.coord.Trace(jobByName(t, p, "build").ID)
 	contains(t, tr, "WARNING", "Azure Blob Storage refused the runner's pre-signed URL", "[runners.cache.azure]", srv.Endpoint+"/"+azuretest.AccountName+"/runner-cache/ci/")
-	noSecretInTraces(t, e, []gitlabtest.PipelineView{p}, wrong)
-	noSecretInTraces(t, e, []gitlabtest.PipelineView{p}, "sig=")
+	noSecretInTraces(t, e, []coordinator.PipelineView{p}, wrong)
+	noSecretInTraces(t, e, []coordinator.PipelineView{p}, "sig=")
 }
 
 // startGCS runs fake-gcs-server's library; it serves signed URLs on its
@@ -132,7 +132,7 @@ func gcsCacheConfig(t *testing.T, e *env, bucket string) string {
 func TestCacheRoundTripGCS(t *testing.T) {
 	t.Parallel()
 	srv := startGCS(t)
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	e.extraEnv = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(srv.URL(), "http://")}
 	e.runConfig(gcsCacheConfig(t, e, "runner-cache"))
 	first, second := runCachePipelines(t, e)
@@ -145,7 +145,7 @@ func TestCacheRoundTripGCS(t *testing.T) {
 		!strings.Contains(objs[0].Name, "/deps-main") {
 		t.Errorf("bucket holds %d objects, want one ci/runner/<token>/project/<id>/deps-main…", len(objs))
 	}
-	noSecretInTraces(t, e, []gitlabtest.PipelineView{first, second}, "X-Goog-Signature")
+	noSecretInTraces(t, e, []coordinator.PipelineView{first, second}, "X-Goog-Signature")
 
 	e.setCI(t, fallbackPipeline)
 	fb := e.pipeline(3 * time.Minute)
@@ -155,7 +155,7 @@ func TestCacheRoundTripGCS(t *testing.T) {
 func TestCacheGCSMissingBucket(t *testing.T) {
 	t.Parallel()
 	srv := startGCS(t)
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	e.extraEnv = []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(srv.URL(), "http://")}
 	e.runConfig(gcsCacheConfig(t, e, "no-such-bucket"))
 	p := e.pipeline(3 * time.Minute)
@@ -184,7 +184,7 @@ func azureBlobs(t *testing.T, c *container.Client) []string {
 	return names
 }
 
-func noSecretInTraces(t *testing.T, e *env, views []gitlabtest.PipelineView, secret string) {
+func noSecretInTraces(t *testing.T, e *env, views []coordinator.PipelineView, secret string) {
 	t.Helper()
 	for _, v := range views {
 		for _, j := range v.Jobs {

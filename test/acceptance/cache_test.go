@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/cache/s3test"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // cachePipeline: build restores and pushes deps/; check (policy: pull)
@@ -40,7 +40,7 @@ check:
 `
 
 // runCachePipelines runs the pipeline twice and checks what each job saw.
-func runCachePipelines(t *testing.T, e *env) (first, second gitlabtest.PipelineView) {
+func runCachePipelines(t *testing.T, e *env) (first, second coordinator.PipelineView) {
 	t.Helper()
 	first = e.pipeline(3 * time.Minute)
 	if first.Status != "success" {
@@ -69,7 +69,7 @@ func runCachePipelines(t *testing.T, e *env) (first, second gitlabtest.PipelineV
 
 func TestCacheRoundTripLocalDir(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	cacheDir := filepath.Join(e.dir, "cache")
 	e.runConfig(e.config(1, fmt.Sprintf("  cache_dir = %q\n", cacheDir)))
 	runCachePipelines(t, e)
@@ -129,7 +129,7 @@ func TestCacheRoundTripS3IAM(t *testing.T) {
 
 func testCacheRoundTripS3(t *testing.T, srv *s3test.Server, extraEnv []string, auth string) {
 	srv.CreateBucket(t, "runner-cache")
-	e := newEnv(t, cachePipeline, gitlabtest.Options{})
+	e := newEnv(t, cachePipeline, coordinator.Options{})
 	e.extraEnv = extraEnv
 	e.runConfig(e.config(1, fmt.Sprintf(`  cache_dir = %q
   [runners.cache]
@@ -150,7 +150,7 @@ func testCacheRoundTripS3(t *testing.T, srv *s3test.Server, extraEnv []string, a
 	if _, err := os.Stat(filepath.Join(e.dir, "cache")); err == nil {
 		t.Error("with an S3 store nothing must be written to cache_dir")
 	}
-	for _, v := range []gitlabtest.PipelineView{first, second} {
+	for _, v := range []coordinator.PipelineView{first, second} {
 		for _, j := range v.Jobs {
 			if tr := string(e.coord.Trace(j.ID)); strings.Contains(tr, s3test.SecretKey) || strings.Contains(tr, s3test.AccessKey) || strings.Contains(tr, "X-Amz-Signature") {
 				t.Errorf("job %s's trace holds an S3 credential or signature", j.Name)
@@ -173,7 +173,7 @@ func TestCacheS3Refused(t *testing.T) {
 		{"missing bucket", "no-such-bucket", s3test.SecretKey, []string{"NoSuchBucket", "create it or fix [runners.cache.s3]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, cachePipeline, gitlabtest.Options{})
+			e := newEnv(t, cachePipeline, coordinator.Options{})
 			e.runConfig(e.config(1, fmt.Sprintf(`  [runners.cache]
     Type = "s3"
     [runners.cache.s3]
@@ -225,7 +225,7 @@ build:
 
 func TestCachePathsWithVariables(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, cacheVarsPipeline, gitlabtest.Options{})
+	e := newEnv(t, cacheVarsPipeline, coordinator.Options{})
 	cacheDir := filepath.Join(e.dir, "cache")
 	e.runConfig(e.config(1, fmt.Sprintf("  cache_dir = %q\n", cacheDir)))
 	first := e.pipeline(3 * time.Minute)

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 func TestRunSingle(t *testing.T) {
-	e := newEnv(t, "one:\n  script: [echo single-ran]\n", gitlabtest.Options{})
+	e := newEnv(t, "one:\n  script: [echo single-ran]\n", coordinator.Options{})
 	p := e.start("run-single", "--url", e.coord.URL(), "--token", e.token, "--executor", "shell",
 		"--builds-dir", filepath.Join(e.dir, "builds"), "--max-builds", "1")
 	v := e.pipeline(time.Minute)
@@ -33,7 +33,7 @@ func TestRunSingle(t *testing.T) {
 
 // register (glrt- token), verify, list, unregister against the coordinator.
 func TestRunnerLifecycleCommands(t *testing.T) {
-	e := newEnv(t, "x:\n  script: [echo]\n", gitlabtest.Options{})
+	e := newEnv(t, "x:\n  script: [echo]\n", coordinator.Options{})
 	cfg := filepath.Join(e.dir, "glrt.toml")
 	run := func(args ...string) string {
 		t.Helper()
@@ -63,7 +63,7 @@ func TestRunnerLifecycleCommands(t *testing.T) {
 
 // log_format = "json": every line of the runner's log is a JSON object.
 func TestJSONLog(t *testing.T) {
-	e := newEnv(t, seed(t, "runner-test.gitlab-ci.yml"), gitlabtest.Options{})
+	e := newEnv(t, seed(t, "runner-test.gitlab-ci.yml"), coordinator.Options{})
 	p := e.runConfig("log_format = \"json\"\n" + e.config(1, ""))
 	e.pipeline(time.Minute)
 	waitLog(t, p, "Removed job from processing list")

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/jobrecord"
 	procs "github.com/podrunner/podrunner/internal/proc"
 )
@@ -34,7 +34,7 @@ sleeper:
     - echo "CHILD=$! PGID=$(cut -d' ' -f5 /proc/$$/stat)"
     - sleep 300
 `
-	e := newEnv(t, ci, gitlabtest.Options{})
+	e := newEnv(t, ci, coordinator.Options{})
 	tmp := filepath.Join(e.dir, "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 var binary string
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 type env struct {
 	t       *testing.T
 	dir     string
-	coord   *gitlabtest.Server
+	coord   *coordinator.Server
 	project string
 	token   string
 	// extraEnv is added to the environment of the podrunner processes
@@ -54,7 +54,7 @@ const projectPath = "group/demo"
 
 // newEnv creates a repository holding ciYAML as .gitlab-ci.yml and a
 // coordinator serving it, with a runner tagged "aks".
-func newEnv(t *testing.T, ciYAML string, opts gitlabtest.Options) *env {
+func newEnv(t *testing.T, ciYAML string, opts coordinator.Options) *env {
 	t.Helper()
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
@@ -72,7 +72,7 @@ func newEnv(t *testing.T, ciYAML string, opts gitlabtest.Options) *env {
 	if opts.DataDir == "" {
 		opts.DataDir = filepath.Join(dir, "coordinator")
 	}
-	coord, err := gitlabtest.New(opts)
+	coord, err := coordinator.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func newEnv(t *testing.T, ciYAML string, opts gitlabtest.Options) *env {
 	if _, err := coord.AddProject(projectPath, repo); err != nil {
 		t.Fatal(err)
 	}
-	_, token := coord.CreateRunner(gitlabtest.RunnerOptions{Description: "acceptance", Tags: []string{"aks"}, RunUntagged: true})
+	_, token := coord.CreateRunner(coordinator.RunnerOptions{Description: "acceptance", Tags: []string{"aks"}, RunUntagged: true})
 	return &env{t: t, dir: dir, coord: coord, project: projectPath, token: token}
 }
 
@@ -183,7 +183,7 @@ func (p *proc) wait(t *testing.T, d time.Duration) error {
 }
 
 // pipeline creates a pipeline on main and waits for it to end.
-func (e *env) pipeline(timeout time.Duration) gitlabtest.PipelineView {
+func (e *env) pipeline(timeout time.Duration) coordinator.PipelineView {
 	e.t.Helper()
 	pl, err := e.coord.CreatePipeline(e.project, "main")
 	if err != nil {
@@ -192,7 +192,7 @@ func (e *env) pipeline(timeout time.Duration) gitlabtest.PipelineView {
 	return e.waitPipeline(pl.ID, timeout)
 }
 
-func (e *env) waitPipeline(id int64, timeout time.Duration) gitlabtest.PipelineView {
+func (e *env) waitPipeline(id int64, timeout time.Duration) coordinator.PipelineView {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -204,7 +204,7 @@ func (e *env) waitPipeline(id int64, timeout time.Duration) gitlabtest.PipelineV
 }
 
 // waitJobStatus waits until the job reaches one of the statuses.
-func (e *env) waitJobStatus(id int64, timeout time.Duration, statuses ...string) gitlabtest.JobView {
+func (e *env) waitJobStatus(id int64, timeout time.Duration, statuses ...string) coordinator.JobView {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -223,7 +223,7 @@ func (e *env) waitJobStatus(id int64, timeout time.Duration, statuses ...string)
 
 // checkTrace asserts the trace GitLab holds is the one the runner
 // checksummed.
-func checkTrace(t *testing.T, j gitlabtest.JobView) {
+func checkTrace(t *testing.T, j coordinator.JobView) {
 	t.Helper()
 	if j.Checksum == "" || j.Checksum != j.TraceChecksum || j.Bytesize != j.TraceSize {
 		t.Fatalf("job %d (%s): runner sent %s/%d bytes, GitLab holds %s/%d bytes",
@@ -231,7 +231,7 @@ func checkTrace(t *testing.T, j gitlabtest.JobView) {
 	}
 }
 
-func jobByName(t *testing.T, v gitlabtest.PipelineView, name string) gitlabtest.JobView {
+func jobByName(t *testing.T, v coordinator.PipelineView, name string) coordinator.JobView {
 	t.Helper()
 	for _, j := range v.Jobs {
 		if j.Name == name {
@@ -239,7 +239,7 @@ func jobByName(t *testing.T, v gitlabtest.PipelineView, name string) gitlabtest.
 		}
 	}
 	t.Fatalf("no job %q in pipeline %d", name, v.ID)
-	return gitlabtest.JobView{}
+	return coordinator.JobView{}
 }
 
 func contains(t *testing.T, trace []byte, want ...string) {

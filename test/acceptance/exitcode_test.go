@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // exitCodePipeline fails each job in one of the ways a script can fail;
@@ -35,7 +35,7 @@ func TestExitCodesPerShell(t *testing.T) {
 	for _, shell := range []string{"bash", "sh"} {
 		t.Run(shell, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, exitCodePipeline, gitlabtest.Options{})
+			e := newEnv(t, exitCodePipeline, coordinator.Options{})
 			e.runConfig(e.config(2, `  shell = "`+shell+`"`))
 			v := e.pipeline(2 * time.Minute)
 			for name, code := range want {

@@ -14,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // A payload the runner cannot use fails that job, with the reason in its
 // log, and the runner goes on with the next one.
 func TestMalformedPayloadFailsOnlyThatJob(t *testing.T) {
-	e := newEnv(t, "a:\n  script: [echo a-ran]\nb:\n  script: [echo b-ran]\n", gitlabtest.Options{})
+	e := newEnv(t, "a:\n  script: [echo a-ran]\nb:\n  script: [echo b-ran]\n", coordinator.Options{})
 	e.coord.MangleNextPayload(func(b []byte) []byte {
 		return bytes.Replace(b, []byte(`"steps":[`), []byte(`"steps":[42,`), 1)
 	})
@@ -45,7 +45,7 @@ func TestMalformedPayloadFailsOnlyThatJob(t *testing.T) {
 // config.toml edits are picked up while running; a broken edit is refused
 // and the running configuration kept.
 func TestConfigReload(t *testing.T) {
-	e := newEnv(t, "x:\n  script: [echo reloaded-ok]\n", gitlabtest.Options{})
+	e := newEnv(t, "x:\n  script: [echo reloaded-ok]\n", coordinator.Options{})
 	good := e.config(1, "")
 	wrong := strings.Replace(good, e.token, "glrt-notthetoken", 1)
 	path := filepath.Join(e.dir, "config.toml")
@@ -91,7 +91,7 @@ func waitLog(t *testing.T, p *proc, want string) {
 }
 
 func TestMetricsAndHealth(t *testing.T) {
-	e := newEnv(t, seed(t, "runner-test.gitlab-ci.yml"), gitlabtest.Options{})
+	e := newEnv(t, seed(t, "runner-test.gitlab-ci.yml"), coordinator.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ test:
 // with status 0 would defeat Restart=on-failure) and takes the runners
 // once the file has them.
 func TestEmptyConfigWaits(t *testing.T) {
-	e := newEnv(t, "x:\n  script: [echo empty-config-ok]\n", gitlabtest.Options{})
+	e := newEnv(t, "x:\n  script: [echo empty-config-ok]\n", coordinator.Options{})
 	good := e.config(1, "")
 	path := filepath.Join(e.dir, "config.toml")
 	p := e.runConfig("")

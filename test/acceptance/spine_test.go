@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 func seed(t *testing.T, name string) string {
@@ -40,7 +40,7 @@ func TestSeedPipelines(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.job, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, seed(t, c.file), gitlabtest.Options{})
+			e := newEnv(t, seed(t, c.file), coordinator.Options{})
 			p := e.runConfig(e.config(1, ""))
 			v := e.pipeline(2 * time.Minute)
 			j := jobByName(t, v, c.job)
@@ -76,7 +76,7 @@ fail:
     - echo never
   after_script:
     - echo after-script-ran
-`, gitlabtest.Options{})
+`, coordinator.Options{})
 	e.runConfig(e.config(1, ""))
 	v := e.pipeline(time.Minute)
 	j := jobByName(t, v, "fail")
@@ -101,8 +101,8 @@ mask:
     - |
       printf 'split: %s' "${MY_SECRET%???????}"; sleep 0.5; printf '%s\n' "${MY_SECRET#${MY_SECRET%???????}}"
     - 'echo "token: $CI_JOB_TOKEN"'
-`, gitlabtest.Options{})
-	if err := e.coord.SetProjectVariable(projectPath, gitlabtest.ProjectVariable{Key: "MY_SECRET", Value: secret, Masked: true}); err != nil {
+`, coordinator.Options{})
+	if err := e.coord.SetProjectVariable(projectPath, coordinator.ProjectVariable{Key: "MY_SECRET", Value: secret, Masked: true}); err != nil {
 		t.Fatal(err)
 	}
 	p := e.runConfig(e.config(1, ""))
@@ -137,7 +137,7 @@ sleeper:
 `
 	t.Run("graceful", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, ci, gitlabtest.Options{})
+		e := newEnv(t, ci, coordinator.Options{})
 		e.runConfig(e.config(1, ""))
 		pl, err := e.coord.CreatePipeline(projectPath, "main")
 		if err != nil {
@@ -157,7 +157,7 @@ sleeper:
 	})
 	t.Run("hard", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, ci, gitlabtest.Options{})
+		e := newEnv(t, ci, coordinator.Options{})
 		e.runConfig(e.config(1, ""))
 		pl, err := e.coord.CreatePipeline(projectPath, "main")
 		if err != nil {
@@ -240,15 +240,15 @@ func TestFaultsLoseNothing(t *testing.T) {
 	for i := 1; i <= 4; i++ {
 		fmt.Fprintf(&b, "job%d:\n  script:\n    - seq 1 %d | sed 's/^/line-%d-/'\n    - sleep 1\n    - seq 1 2000 | sed 's/^/tail-%d-/'\n", i, 3000*i, i, i)
 	}
-	e := newEnv(t, b.String(), gitlabtest.Options{})
+	e := newEnv(t, b.String(), coordinator.Options{})
 	// Every endpoint of the runner API; git fetches are not the runner's
 	// protocol (a failed fetch fails the job's get_sources, as in GitLab).
 	rate := map[string]float64{}
-	for _, ep := range []string{gitlabtest.EndpointRequestJob, gitlabtest.EndpointUpdateJob, gitlabtest.EndpointPatchTrace,
-		gitlabtest.EndpointVerify, gitlabtest.EndpointRegister, gitlabtest.EndpointUploadArtifacts, gitlabtest.EndpointDownloadArtifacts} {
+	for _, ep := range []string{coordinator.EndpointRequestJob, coordinator.EndpointUpdateJob, coordinator.EndpointPatchTrace,
+		coordinator.EndpointVerify, coordinator.EndpointRegister, coordinator.EndpointUploadArtifacts, coordinator.EndpointDownloadArtifacts} {
 		rate[ep] = 0.3
 	}
-	e.coord.SetFaults(gitlabtest.Faults{Seed: 7, ErrorRate: rate})
+	e.coord.SetFaults(coordinator.Faults{Seed: 7, ErrorRate: rate})
 	e.coord.ForceTrace416(1)
 	e.coord.ForceUpdate412(1)
 	e.runConfig(e.config(2, ""))
@@ -296,7 +296,7 @@ slow:
     - sleep 60
   after_script:
     - echo after-timeout
-`, gitlabtest.Options{})
+`, coordinator.Options{})
 	e.runConfig(e.config(1, ""))
 	v := e.pipeline(time.Minute)
 	j := jobByName(t, v, "slow")
@@ -316,7 +316,7 @@ work:
 `
 	t.Run("SIGQUIT finishes the job, then exits", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, ci, gitlabtest.Options{})
+		e := newEnv(t, ci, coordinator.Options{})
 		p := e.runConfig(e.config(1, ""))
 		pl, err := e.coord.CreatePipeline(projectPath, "main")
 		if err != nil {
@@ -336,7 +336,7 @@ work:
 	})
 	t.Run("SIGTERM reports the job failed before exiting", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, strings.Replace(ci, "sleep 4", "sleep 60", 1), gitlabtest.Options{})
+		e := newEnv(t, strings.Replace(ci, "sleep 4", "sleep 60", 1), coordinator.Options{})
 		p := e.runConfig(e.config(1, ""))
 		pl, err := e.coord.CreatePipeline(projectPath, "main")
 		if err != nil {
@@ -360,7 +360,7 @@ work:
 	// reported, not be left running in GitLab.
 	t.Run("SIGTERM after SIGQUIT reports the job failed before exiting", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, strings.Replace(ci, "sleep 4", "sleep 60", 1), gitlabtest.Options{})
+		e := newEnv(t, strings.Replace(ci, "sleep 4", "sleep 60", 1), coordinator.Options{})
 		p := e.runConfig(e.config(1, ""))
 		pl, err := e.coord.CreatePipeline(projectPath, "main")
 		if err != nil {
@@ -380,7 +380,7 @@ work:
 }
 
 func TestBadConfig(t *testing.T) {
-	e := newEnv(t, "x:\n  script: [true]\n", gitlabtest.Options{})
+	e := newEnv(t, "x:\n  script: [true]\n", coordinator.Options{})
 	cases := []struct {
 		name, toml, want string
 	}{
@@ -405,7 +405,7 @@ func TestBadConfig(t *testing.T) {
 // The Helm chart's flow: register with a legacy registration token, then
 // run; and with a glrt- authentication token.
 func TestRegisterThenRun(t *testing.T) {
-	e := newEnv(t, seed(t, "runner-test.gitlab-ci.yml"), gitlabtest.Options{})
+	e := newEnv(t, seed(t, "runner-test.gitlab-ci.yml"), coordinator.Options{})
 	cfg := filepath.Join(e.dir, "registered.toml")
 	reg := exec.Command(binary, "register", "--non-interactive", "-c", cfg)
 	reg.Env = append(os.Environ(),

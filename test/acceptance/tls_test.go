@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 func tlsTestdata(t *testing.T, name string) string {
@@ -27,7 +27,7 @@ func TestHTTPSPrivateCA(t *testing.T) {
 	// that sets it (to the system bundle) would hide what is tested here.
 	t.Setenv("GIT_SSL_CAINFO", "")
 	os.Unsetenv("GIT_SSL_CAINFO")
-	e := newEnv(t, tlsTestdata(t, "gitlab-ci.yml"), gitlabtest.Options{TLS: true})
+	e := newEnv(t, tlsTestdata(t, "gitlab-ci.yml"), coordinator.Options{TLS: true})
 	ca := filepath.Join(e.dir, "ca.crt")
 	if err := os.WriteFile(ca, e.coord.CACertPEM(), 0o644); err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestHTTPSPrivateCA(t *testing.T) {
 // A running manager without the CA: its log names the certificate problem and
 // what to configure.
 func TestHTTPSWithoutCA(t *testing.T) {
-	e := newEnv(t, "x:\n  script: [echo]\n", gitlabtest.Options{TLS: true})
+	e := newEnv(t, "x:\n  script: [echo]\n", coordinator.Options{TLS: true})
 	p := e.runConfig(e.config(1, ""))
 	waitLog(t, p, "not trusted")
 	for _, want := range []string{"unknown authority", "tls-ca-file", "certsSecretName"} {

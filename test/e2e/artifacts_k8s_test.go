@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // Artifacts round trip (issue 8) with the Kubernetes executor: the helper
@@ -44,8 +44,8 @@ test:
     - echo "version=$BUILD_VERSION"
     - echo artifacts-checked
 `, k8sOptions{})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
-	var build, test gitlabtest.JobView
+	v := e.pipeline(coordinator.PipelineOptions{}, 4*time.Minute)
+	var build, test coordinator.JobView
 	for _, j := range v.Jobs {
 		switch j.Name {
 		case "build":
@@ -55,7 +55,7 @@ test:
 		}
 	}
 	bt, tt := string(e.coord.Trace(build.ID)), string(e.coord.Trace(test.ID))
-	if v.Status != gitlabtest.StatusSuccess {
+	if v.Status != coordinator.StatusSuccess {
 		t.Fatalf("pipeline %s\nbuild:\n%s\ntest:\n%s", v.Status, bt, tt)
 	}
 	for _, w := range []string{"Uploading artifacts as \"archive\"", "Uploading artifacts as \"dotenv\"", "Uploaded artifacts"} {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/podrunner/podrunner/internal/cache/azuretest"
 	"github.com/podrunner/podrunner/internal/cache/s3test"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
@@ -63,7 +63,7 @@ func k8sCacheEnv(t *testing.T, name, runnerKeys, tables string) *k8sEnv {
 
 func k8sCacheRoundTrip(t *testing.T, e *k8sEnv) {
 	t.Helper()
-	trace := func(v gitlabtest.PipelineView, job string) string {
+	trace := func(v coordinator.PipelineView, job string) string {
 		for _, j := range v.Jobs {
 			if j.Name == job {
 				return string(e.coord.Trace(j.ID))
@@ -80,14 +80,14 @@ func k8sCacheRoundTrip(t *testing.T, e *k8sEnv) {
 			}
 		}
 	}
-	first := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
-	if first.Status != gitlabtest.StatusSuccess {
+	first := e.pipeline(coordinator.PipelineOptions{}, 4*time.Minute)
+	if first.Status != coordinator.StatusSuccess {
 		t.Fatalf("first pipeline %s:\n%s\n%s", first.Status, trace(first, "build"), trace(first, "check"))
 	}
 	want(trace(first, "build"), "restored=none", "Creating cache deps", "Created cache")
 	want(trace(first, "check"), "Successfully extracted cache", fmt.Sprintf("check-saw=pipeline-%d", first.ID), "Not uploading cache deps")
-	second := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
-	if second.Status != gitlabtest.StatusSuccess {
+	second := e.pipeline(coordinator.PipelineOptions{}, 4*time.Minute)
+	if second.Status != coordinator.StatusSuccess {
 		t.Fatalf("second pipeline %s", second.Status)
 	}
 	want(trace(second, "build"), fmt.Sprintf("restored=pipeline-%d", first.ID))

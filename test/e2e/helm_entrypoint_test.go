@@ -16,7 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
@@ -37,7 +37,7 @@ func TestHelmEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 		t.Fatalf("build podrunner: %v\n%s", err, out)
 	}
 
-	coord, err := gitlabtest.New(gitlabtest.Options{TraceUpdateInterval: time.Second, DataDir: filepath.Join(dir, "coordinator")})
+	coord, err := coordinator.New(coordinator.Options{TraceUpdateInterval: time.Second, DataDir: filepath.Join(dir, "coordinator")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestHelmEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 		// runners.tags is left set: GitLab owns the tags of glrt- runners,
 		// the entrypoint must drop it rather than fail.
 		{"glrt token", func() string {
-			_, glrt = coord.CreateRunner(gitlabtest.RunnerOptions{Description: "glrt", Tags: []string{"aks"}})
+			_, glrt = coord.CreateRunner(coordinator.RunnerOptions{Description: "glrt", Tags: []string{"aks"}})
 			return "runnerToken=" + glrt
 		}, false},
 	} {
@@ -156,7 +156,7 @@ func TestHelmEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 
 			// A job runs; SIGTERM in the middle: it still succeeds, then the
 			// runner is unregistered and the entrypoint exits 0.
-			pl, err := coord.CreatePipelineWith("group/demo", gitlabtest.PipelineOptions{CIConfig: []byte("long:\n  tags: [aks]\n  script:\n    - echo started\n    - sleep 3\n    - echo finished\n")})
+			pl, err := coord.CreatePipelineWith("group/demo", coordinator.PipelineOptions{CIConfig: []byte("long:\n  tags: [aks]\n  script:\n    - echo started\n    - sleep 3\n    - echo finished\n")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -175,7 +175,7 @@ func TestHelmEntrypointRegistersRunsAndUnregisters(t *testing.T) {
 				t.Fatal("entrypoint still running 60 s after SIGTERM")
 			}
 			j, _ := coord.Job(id)
-			if j.Status != gitlabtest.StatusSuccess || !strings.Contains(string(coord.Trace(id)), "finished") {
+			if j.Status != coordinator.StatusSuccess || !strings.Contains(string(coord.Trace(id)), "finished") {
 				t.Errorf("job %s after SIGTERM:\n%s", j.Status, coord.Trace(id))
 			}
 			rs := coord.Runners()

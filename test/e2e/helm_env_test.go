@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/helmchart"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
@@ -35,7 +35,7 @@ type helmEnv struct {
 	root    string
 	helm    string
 	helmEnv []string
-	coord   *gitlabtest.Server
+	coord   *coordinator.Server
 	project string
 
 	mu     sync.Mutex
@@ -86,7 +86,7 @@ func newHelmEnv(t *testing.T, opts ...helmOptions) *helmEnv {
 	}
 	k8sGit(t, repo, "add", "-A")
 	k8sGit(t, repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ci")
-	coord, err := gitlabtest.New(gitlabtest.Options{
+	coord, err := coordinator.New(coordinator.Options{
 		ListenAddr:          c.NodeIP + ":0",
 		TraceUpdateInterval: time.Second,
 		DataDir:             filepath.Join(dir, "coordinator"),
@@ -365,16 +365,16 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 }
 
 // pipeline runs a pipeline with the given .gitlab-ci.yml and waits for it.
-func (e *helmEnv) pipeline(ci string, timeout time.Duration) gitlabtest.PipelineView {
+func (e *helmEnv) pipeline(ci string, timeout time.Duration) coordinator.PipelineView {
 	e.t.Helper()
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{CIConfig: []byte(ci)})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{CIConfig: []byte(ci)})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	return e.waitPipeline(pl.ID, timeout)
 }
 
-func (e *helmEnv) waitPipeline(id int64, timeout time.Duration) gitlabtest.PipelineView {
+func (e *helmEnv) waitPipeline(id int64, timeout time.Duration) coordinator.PipelineView {
 	e.t.Helper()
 	return waitPipeline(e.t, e.coord, id, timeout)
 }

@@ -8,7 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/helmchart"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
@@ -33,7 +33,7 @@ two:
 // complete; no job pod is left behind.
 func TestHelmReplicasUpgradeDeleteAndKill(t *testing.T) {
 	e := newHelmEnv(t)
-	runnerID, token := e.coord.CreateRunner(gitlabtest.RunnerOptions{Description: "replicas", Tags: []string{"aks"}})
+	runnerID, token := e.coord.CreateRunner(coordinator.RunnerOptions{Description: "replicas", Tags: []string{"aks"}})
 	values := []string{
 		"--namespace", e.ns,
 		"--set", "gitlabUrl=" + e.coord.URL(),
@@ -59,13 +59,13 @@ func TestHelmReplicasUpgradeDeleteAndKill(t *testing.T) {
 	// the job ids by name.
 	runTwo := func() (int64, map[string]int64) {
 		t.Helper()
-		pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{CIConfig: []byte(twoSlowTaggedJobs)})
+		pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{CIConfig: []byte(twoSlowTaggedJobs)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx := testcluster.Context(t)
 		for _, name := range []string{"one", "two"} {
-			if _, err := e.coord.WaitJob(ctx, pl.Jobs[name], gitlabtest.StatusRunning); err != nil {
+			if _, err := e.coord.WaitJob(ctx, pl.Jobs[name], coordinator.StatusRunning); err != nil {
 				t.Fatalf("job %s not running: %v", name, err)
 			}
 			waitFor(t, "job "+name+" to print", 2*time.Minute, func() bool {
@@ -79,7 +79,7 @@ func TestHelmReplicasUpgradeDeleteAndKill(t *testing.T) {
 		}
 		return pl.ID, pl.Jobs
 	}
-	checkTwo := func(phase string, pipeline int64, jobs map[string]int64) gitlabtest.PipelineView {
+	checkTwo := func(phase string, pipeline int64, jobs map[string]int64) coordinator.PipelineView {
 		t.Helper()
 		v := e.waitPipeline(pipeline, 4*time.Minute)
 		for name, id := range jobs {

@@ -9,7 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
@@ -96,7 +96,7 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 	v := e.pipeline(readSeed(t, "runner-test.gitlab-ci.yml"), 3*time.Minute)
 	tr := string(e.coord.Trace(v.Jobs[0].ID))
 	t.Logf("trace of runner-test (job %d, %s):\n%s", v.Jobs[0].ID, v.Status, tr)
-	if v.Status != gitlabtest.StatusSuccess {
+	if v.Status != coordinator.StatusSuccess {
 		t.Fatalf("runner-test pipeline %s:\n%s", v.Status, tr)
 	}
 	if !strings.Contains(tr, "\n✅ Runner 동작 확인 완료!") {
@@ -113,7 +113,7 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 	tr = string(e.coord.Trace(job.ID))
 	t.Logf("trace of pod-creation (job %d, %s):\n%s", job.ID, v.Status, tr)
 	t.Logf("the pods of the namespace as kubectl get pods -w shows them:\n%s", e.podWatch())
-	if v.Status != gitlabtest.StatusSuccess {
+	if v.Status != coordinator.StatusSuccess {
 		t.Fatalf("pod-creation pipeline %s:\n%s", v.Status, tr)
 	}
 	jobPods := e.podsSeen(func(p *corev1.Pod) bool { return !isManager(p) })
@@ -168,7 +168,7 @@ func TestHelmSeedWalkthrough(t *testing.T) {
 
 	// helm upgrade with a new config value while a job runs: the old pod
 	// finishes the job (SIGTERM → SIGQUIT), the new one registers.
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{CIConfig: []byte(`
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{CIConfig: []byte(`
 long:
   tags: [aks]
   script:
@@ -180,7 +180,7 @@ long:
 		t.Fatal(err)
 	}
 	ctx := testcluster.Context(t)
-	if _, err := e.coord.WaitJob(ctx, pl.Jobs["long"], gitlabtest.StatusRunning); err != nil {
+	if _, err := e.coord.WaitJob(ctx, pl.Jobs["long"], coordinator.StatusRunning); err != nil {
 		t.Fatalf("long job not running: %v", err)
 	}
 	waitFor(t, "the long job's log to start", time.Minute, func() bool {
@@ -190,7 +190,7 @@ long:
 	e.mustHelm(append(append(append(append([]string{"upgrade", e.release}, chart...), "--set", "concurrent=4", "--set", "logLevel=debug"), seed...), local...)...)
 	lv := e.waitPipeline(pl.ID, 3*time.Minute)
 	ltr := string(e.coord.Trace(lv.Jobs[0].ID))
-	if lv.Status != gitlabtest.StatusSuccess || !strings.Contains(ltr, "still here after the upgrade") {
+	if lv.Status != coordinator.StatusSuccess || !strings.Contains(ltr, "still here after the upgrade") {
 		t.Fatalf("job during the upgrade: %s\n%s", lv.Status, ltr)
 	}
 	if lv.Jobs[0].RunnerID != r.ID {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // lockedBuffer collects a process's output.
@@ -45,7 +45,7 @@ survivor:
 	start := func() (*exec.Cmd, *lockedBuffer) { return e.startRunnerProcess(bin, cfg) }
 
 	first, _ := start()
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ survivor:
 	v := e.waitPipeline(pl.ID, 3*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(id))
-	if j.Status != gitlabtest.StatusSuccess {
+	if j.Status != coordinator.StatusSuccess {
 		t.Fatalf("job %s (%s) after the runner restart:\n%s", j.Status, j.FailureReason, tr)
 	}
 	var want strings.Builder

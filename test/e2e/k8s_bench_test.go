@@ -19,9 +19,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
 	"github.com/podrunner/podrunner/internal/gitlab"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/runner"
 	"github.com/podrunner/podrunner/internal/testcluster"
@@ -270,10 +270,10 @@ type jobSample struct {
 	execPodCreated, execRunning, execResult, runReturned time.Time
 }
 
-func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, bl *benchLog, j gitlabtest.JobView) jobSample {
+func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, bl *benchLog, j coordinator.JobView) jobSample {
 	t.Helper()
 	tr := string(e.coord.Trace(j.ID))
-	if j.Status != gitlabtest.StatusSuccess {
+	if j.Status != coordinator.StatusSuccess {
 		t.Fatalf("job %d %s:\n%s", j.ID, j.Status, tr)
 	}
 	st := benchStamps(tr)
@@ -490,7 +490,7 @@ func TestKubernetesOverhead(t *testing.T) {
 		bl := benchRunner(t, e, 1)
 		// One unmeasured round warms the informers, connections, the
 		// page cache and the image layers.
-		e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+		e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 		floors := []string{floorBare, floorLayout}
 		if os.Getenv("PODRUNNER_BENCH_FLOORS") == "all" {
 			floors = []string{floorBare, floorInit, floorDirs, floorLayout}
@@ -503,7 +503,7 @@ func TestKubernetesOverhead(t *testing.T) {
 		// Jobs and bare pods alternate, so both see the same machine
 		// load (the machine is shared).
 		for i := 1; i <= n; i++ {
-			v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+			v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 			js = append(js, e.benchSample(t, bw, bl, v.Jobs[0]))
 			for _, f := range floors {
 				bs[f] = append(bs[f], barePod(t, e.c, e.ns, bw, i, f))
@@ -528,9 +528,9 @@ func TestKubernetesOverhead(t *testing.T) {
 		e := newK8sEnv(t, ci.String(), k8sOptions{external: true})
 		bw := newBenchWatch(t, e.c, e.ns, jobContainer)
 		bl := benchRunner(t, e, 5)
-		e.pipeline(gitlabtest.PipelineOptions{CIConfig: []byte(benchCI)}, 2*time.Minute)
+		e.pipeline(coordinator.PipelineOptions{CIConfig: []byte(benchCI)}, 2*time.Minute)
 		start := time.Now()
-		v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
+		v := e.pipeline(coordinator.PipelineOptions{}, 4*time.Minute)
 		var js []jobSample
 		var last time.Time
 		for _, j := range v.Jobs {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
@@ -67,7 +67,7 @@ func TestKubernetesBigLogAcrossAPIServerRestart(t *testing.T) {
 	// coordinator in this process holds the 200 MiB trace twice).
 	runner, runnerOut := e.startRunnerProcess(e.runnerProcessConfig("e2e-biglog", 1, 256<<10 /* KiB */))
 
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestKubernetesBigLogAcrossAPIServerRestart(t *testing.T) {
 			waiting = false
 		case <-time.After(500 * time.Millisecond):
 			j, _ := e.coord.Job(id)
-			if (j.Status != gitlabtest.StatusPending && j.Status != gitlabtest.StatusRunning) || time.Now().After(deadline) {
+			if (j.Status != coordinator.StatusPending && j.Status != coordinator.StatusRunning) || time.Now().After(deadline) {
 				t.Fatalf("the job never reached gate 1 (job %s, %d bytes of log):\n%s", j.Status, j.TraceSize, tail(e.coord.Trace(id), 2000))
 			}
 		}
@@ -159,7 +159,7 @@ func TestKubernetesBigLogAcrossAPIServerRestart(t *testing.T) {
 	}
 	t.Logf("runner log (PATCH successes left out):\n%s", story.String())
 
-	if j.Status != gitlabtest.StatusSuccess {
+	if j.Status != coordinator.StatusSuccess {
 		t.Fatalf("job %s (%s):\n%s", j.Status, j.FailureReason, tail(e.coord.Trace(id), 4000))
 	}
 	if j.Checksum == "" || j.Checksum != j.TraceChecksum || j.Bytesize != j.TraceSize {

@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/podrunner/podrunner/internal/config"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
@@ -82,7 +82,7 @@ later:
 	if err := setCordoned(t, e.c, true); err != nil {
 		t.Fatal(err)
 	}
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ later:
 	v := e.waitPipeline(pl.ID, 3*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
-	if j.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "scheduled-at-last") {
+	if j.Status != coordinator.StatusSuccess || !strings.Contains(tr, "scheduled-at-last") {
 		t.Fatalf("job %s (%s), want success after the node came back:\n%s", j.Status, j.FailureReason, tr)
 	}
 	if !strings.Contains(tr, "Waiting for pod "+e.ns+"/") || !strings.Contains(tr, "unschedulable: 0/1 nodes are available") {
@@ -169,7 +169,7 @@ func TestKubernetesTooBigForAnyNodeFailsAtPollTimeout(t *testing.T) {
 	}
 	n := nodes.Items[0]
 	alloc := n.Status.Allocatable[corev1.ResourceCPU]
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
 	t.Logf("failed after %v", j.FinishedAt.Sub(j.StartedAt))
@@ -182,7 +182,7 @@ func TestKubernetesTooBigForAnyNodeFailsAtPollTimeout(t *testing.T) {
 			t.Errorf("trace lacks %q", want)
 		}
 	}
-	if j.Status != gitlabtest.StatusFailed || j.FailureReason != "runner_system_failure" || t.Failed() {
+	if j.Status != coordinator.StatusFailed || j.FailureReason != "runner_system_failure" || t.Failed() {
 		t.Fatalf("job %s (%s):\n%s", j.Status, j.FailureReason, tr)
 	}
 	e.waitNoPods()
@@ -196,7 +196,7 @@ func TestKubernetesNotTriggerScaleUpFailsAtOnce(t *testing.T) {
 		k.CPURequest = "64"
 		k.PollTimeout = 600
 	}})
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestKubernetesNotTriggerScaleUpFailsAtOnce(t *testing.T) {
 	v := e.waitPipeline(pl.ID, 2*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
-	if j.Status != gitlabtest.StatusFailed || j.FailureReason != "runner_system_failure" ||
+	if j.Status != coordinator.StatusFailed || j.FailureReason != "runner_system_failure" ||
 		!strings.Contains(tr, "cluster-autoscaler will not add a node for it: "+msg) || strings.Contains(tr, "timed out") {
 		t.Fatalf("job %s (%s), want failed naming the autoscaler's refusal:\n%s", j.Status, j.FailureReason, tr)
 	}

@@ -21,9 +21,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
 	"github.com/podrunner/podrunner/internal/gitlab"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/runner"
 	"github.com/podrunner/podrunner/internal/testcluster"
@@ -74,7 +74,7 @@ type k8sEnv struct {
 	c       *testcluster.Cluster
 	ns      string
 	dir     string
-	coord   *gitlabtest.Server
+	coord   *coordinator.Server
 	token   string
 	ex      *kubernetes.Executor
 	project string
@@ -98,7 +98,7 @@ type k8sOptions struct {
 	tls bool
 	// registry is the coordinator's container registry (CI_REGISTRY and the
 	// job's registry credential); none when nil.
-	registry *gitlabtest.Registry
+	registry *coordinator.Registry
 }
 
 func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
@@ -117,7 +117,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 	}
 	k8sGit(t, repo, "add", "-A")
 	k8sGit(t, repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ci")
-	coord, err := gitlabtest.New(gitlabtest.Options{
+	coord, err := coordinator.New(coordinator.Options{
 		ListenAddr:          c.NodeIP + ":0",
 		TraceUpdateInterval: time.Second,
 		DataDir:             filepath.Join(e.dir, "coordinator"),
@@ -135,7 +135,7 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 	if _, err := coord.AddProject(e.project, repo); err != nil {
 		t.Fatal(err)
 	}
-	_, e.token = coord.CreateRunner(gitlabtest.RunnerOptions{Description: "e2e-k8s", Tags: []string{"aks"}, RunUntagged: true})
+	_, e.token = coord.CreateRunner(coordinator.RunnerOptions{Description: "e2e-k8s", Tags: []string{"aks"}, RunUntagged: true})
 	e.coord = coord
 
 	if o.concurrent == 0 {
@@ -300,7 +300,7 @@ func (e *k8sEnv) podJSON(name string) string {
 }
 
 // pipeline creates a pipeline and waits for it to end.
-func (e *k8sEnv) pipeline(opts gitlabtest.PipelineOptions, timeout time.Duration) gitlabtest.PipelineView {
+func (e *k8sEnv) pipeline(opts coordinator.PipelineOptions, timeout time.Duration) coordinator.PipelineView {
 	e.t.Helper()
 	pl, err := e.coord.CreatePipelineWith(e.project, opts)
 	if err != nil {
@@ -309,14 +309,14 @@ func (e *k8sEnv) pipeline(opts gitlabtest.PipelineOptions, timeout time.Duration
 	return e.waitPipeline(pl.ID, timeout)
 }
 
-func (e *k8sEnv) waitPipeline(id int64, timeout time.Duration) gitlabtest.PipelineView {
+func (e *k8sEnv) waitPipeline(id int64, timeout time.Duration) coordinator.PipelineView {
 	e.t.Helper()
 	return waitPipeline(e.t, e.coord, id, timeout)
 }
 
 // waitPipeline waits for a pipeline to end; on timeout it logs every
 // job's trace and fails the test.
-func waitPipeline(t *testing.T, coord *gitlabtest.Server, id int64, timeout time.Duration) gitlabtest.PipelineView {
+func waitPipeline(t *testing.T, coord *coordinator.Server, id int64, timeout time.Duration) coordinator.PipelineView {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

@@ -13,8 +13,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 // Faults a running job's pod meets on a cluster in trouble (issue 12). The
@@ -33,7 +34,7 @@ victim:
 // the pipeline, the job id and the job's pod.
 func (e *k8sEnv) startLongJob() (int64, int64, *corev1.Pod) {
 	e.t.Helper()
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -51,12 +52,12 @@ func (e *k8sEnv) startLongJob() (int64, int64, *corev1.Pod) {
 // checkFailedOnce: the job failed with reason, its trace holds want and
 // never the line after the sleep, and the runner sent nothing after its
 // final update.
-func (e *k8sEnv) checkFailedOnce(v gitlabtest.PipelineView, id int64, since time.Time, reason string, want ...string) {
+func (e *k8sEnv) checkFailedOnce(v coordinator.PipelineView, id int64, since time.Time, reason gitlab.FailureReason, want ...string) {
 	e.t.Helper()
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(id))
 	e.t.Logf("job ended %v after the fault: %s (%s), exit code %d", j.FinishedAt.Sub(since).Round(100*time.Millisecond), j.Status, j.FailureReason, j.ExitCode)
-	if j.Status != gitlabtest.StatusFailed || j.FailureReason != reason || strings.Contains(tr, "\nnever") {
+	if j.Status != coordinator.StatusFailed || j.FailureReason != reason || strings.Contains(tr, "\nnever") {
 		e.t.Fatalf("job %s (%s), want failed with %s:\n%s", j.Status, j.FailureReason, reason, tr)
 	}
 	for _, w := range want {
@@ -160,7 +161,7 @@ steady:
 // the final update is GitLab's, and nothing is left.
 func runThroughFault(t *testing.T, fault func(e *k8sEnv, pod *corev1.Pod)) {
 	e := newK8sEnv(t, fortyLines, k8sOptions{})
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func runThroughFault(t *testing.T, fault func(e *k8sEnv, pod *corev1.Pod)) {
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(id))
 	t.Logf("job ended %v after the fault began: %s (%s)", j.FinishedAt.Sub(at).Round(100*time.Millisecond), j.Status, j.FailureReason)
-	checkJobReportedOnce(t, e.coord, gitlabtest.PipelineView{Jobs: v.Jobs}, "steady", id)
+	checkJobReportedOnce(t, e.coord, coordinator.PipelineView{Jobs: v.Jobs}, "steady", id)
 	for i := 31; i <= 40; i++ {
 		if n := strings.Count(tr, fmt.Sprintf("\nsteady %d\n", i)); n != 1 {
 			t.Fatalf("line %d is in the trace %d times:\n%s", i, n, tr)
@@ -268,7 +269,7 @@ slow:
 `, k8sOptions{external: true})
 	bin, cfg := e.runnerProcessConfig("e2e-deadline", 1, 0)
 	first, _ := e.startRunnerProcess(bin, cfg)
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ slow:
 	v := e.waitPipeline(pl.ID, 2*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(id))
-	if j.Status != gitlabtest.StatusFailed || j.FailureReason != "job_execution_timeout" || !strings.Contains(tr, "\nstarted") {
+	if j.Status != coordinator.StatusFailed || j.FailureReason != "job_execution_timeout" || !strings.Contains(tr, "\nstarted") {
 		t.Fatalf("job %s (%s), want failed with job_execution_timeout, the log kept:\n%s", j.Status, j.FailureReason, tr)
 	}
 	e.waitNoPods()

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/config"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // Two jobs of 30 lines, one a second.
@@ -60,19 +60,19 @@ func (e *k8sEnv) waitTrace(id int64, s string) {
 // checkJobReportedOnce checks a job's end as GitLab saw it: success, every
 // line of its loop exactly once, the checksum of the final update right,
 // and exactly one final update (nothing after it).
-func (e *k8sEnv) checkJobReportedOnce(v gitlabtest.PipelineView, name string, id int64) {
+func (e *k8sEnv) checkJobReportedOnce(v coordinator.PipelineView, name string, id int64) {
 	e.t.Helper()
 	checkJobReportedOnce(e.t, e.coord, v, name, id)
 }
 
-func checkJobReportedOnce(t *testing.T, coord *gitlabtest.Server, v gitlabtest.PipelineView, name string, id int64) {
+func checkJobReportedOnce(t *testing.T, coord *coordinator.Server, v coordinator.PipelineView, name string, id int64) {
 	t.Helper()
 	tr := string(coord.Trace(id))
 	for _, j := range v.Jobs {
 		if j.ID != id {
 			continue
 		}
-		if j.Status != gitlabtest.StatusSuccess {
+		if j.Status != coordinator.StatusSuccess {
 			t.Fatalf("job %s: %s (%s)\n%s", name, j.Status, j.FailureReason, tr)
 		}
 		if j.Checksum == "" || j.Checksum != j.TraceChecksum {
@@ -93,8 +93,8 @@ func checkJobReportedOnce(t *testing.T, coord *gitlabtest.Server, v gitlabtest.P
 // rejected are the job's updates and trace PATCHes GitLab refused with
 // 403: once a final update is accepted the job is no longer running, so
 // any second final update (or write after it) would be one of them.
-func rejected(coord *gitlabtest.Server, id int64) []gitlabtest.Request {
-	var out []gitlabtest.Request
+func rejected(coord *coordinator.Server, id int64) []coordinator.Request {
+	var out []coordinator.Request
 	for _, r := range coord.Requests() {
 		if (r.Path == fmt.Sprintf("/api/v4/jobs/%d", id) || r.Path == fmt.Sprintf("/api/v4/jobs/%d/trace", id)) && r.Status == 403 {
 			out = append(out, r)
@@ -105,9 +105,9 @@ func rejected(coord *gitlabtest.Server, id int64) []gitlabtest.Request {
 
 // tracePatches are the trace PATCHes of a job, with status code status
 // (0: all).
-func (e *k8sEnv) tracePatches(id int64, status int) []gitlabtest.Request {
-	var out []gitlabtest.Request
-	for _, r := range e.coord.RequestsTo(gitlabtest.EndpointPatchTrace) {
+func (e *k8sEnv) tracePatches(id int64, status int) []coordinator.Request {
+	var out []coordinator.Request
+	for _, r := range e.coord.RequestsTo(coordinator.EndpointPatchTrace) {
 		if r.Path == fmt.Sprintf("/api/v4/jobs/%d/trace", id) && (status == 0 || r.Status == status) {
 			out = append(out, r)
 		}
@@ -125,7 +125,7 @@ func TestKubernetesTwoManagersOneToken(t *testing.T) {
 	cfgB := e.managerConfig(cfg, "b", "s_managerb0001")
 
 	e.startRunnerProcess(bin, cfgA)
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestKubernetesManagerKilledJobsTakenOver(t *testing.T) {
 	cfgB := e.managerConfig(cfg, "b", "s_managerb0002")
 
 	a, _ := e.startRunnerProcess(bin, cfgA)
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podrunner/podrunner/internal/config"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/testcluster"
 )
 
@@ -30,9 +30,9 @@ plain:
 		k.Image = "alpine:latest"
 		k.PullPolicy = config.StringOrList{"always"}
 	}})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 	tr := string(e.coord.Trace(v.Jobs[0].ID))
-	if v.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "ID=podrunner-standin") {
+	if v.Status != coordinator.StatusSuccess || !strings.Contains(tr, "ID=podrunner-standin") {
 		t.Fatalf("pipeline %s, want success running the alpine stand-in:\n%s", v.Status, tr)
 	}
 	e.waitNoPods()
@@ -63,20 +63,20 @@ private:
   image: %s
   script: [echo pulled-$((6*7))]
 `, tc.image), k8sOptions{
-				registry: &gitlabtest.Registry{Host: c.Registry, Username: c.RegistryUser, Password: tc.password},
+				registry: &coordinator.Registry{Host: c.Registry, Username: c.RegistryUser, Password: tc.password},
 				kube:     func(k *config.Kubernetes) { k.PullPolicy = config.StringOrList{tc.policy} },
 			})
-			v := e.pipeline(gitlabtest.PipelineOptions{}, 3*time.Minute)
+			v := e.pipeline(coordinator.PipelineOptions{}, 3*time.Minute)
 			j := v.Jobs[0]
 			tr := string(e.coord.Trace(j.ID))
 			if tc.want == nil {
-				if j.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "pulled-42") {
+				if j.Status != coordinator.StatusSuccess || !strings.Contains(tr, "pulled-42") {
 					t.Fatalf("job %s (%s), want success:\n%s", j.Status, j.FailureReason, tr)
 				}
 			} else {
 				low := strings.ToLower(tr)
 				for _, w := range tc.want {
-					if j.Status != gitlabtest.StatusFailed || !strings.Contains(low, strings.ToLower(w)) {
+					if j.Status != coordinator.StatusFailed || !strings.Contains(low, strings.ToLower(w)) {
 						t.Fatalf("job %s (%s), want failed naming %q:\n%s", j.Status, j.FailureReason, w, tr)
 					}
 				}
@@ -109,13 +109,13 @@ never:
   image: %s
   script: [echo ran-$((6*7))]
 `, tc.image), k8sOptions{
-				registry: &gitlabtest.Registry{Host: c.Registry, Username: c.RegistryUser, Password: c.RegistryPassword},
+				registry: &coordinator.Registry{Host: c.Registry, Username: c.RegistryUser, Password: c.RegistryPassword},
 				kube:     func(k *config.Kubernetes) { k.PullPolicy = config.StringOrList{"never"} },
 			})
-			v := e.pipeline(gitlabtest.PipelineOptions{}, 3*time.Minute)
+			v := e.pipeline(coordinator.PipelineOptions{}, 3*time.Minute)
 			j := v.Jobs[0]
 			tr := string(e.coord.Trace(j.ID))
-			if tc.ok != (j.Status == gitlabtest.StatusSuccess) || (tc.ok && !strings.Contains(tr, "ran-42")) || (!tc.ok && !strings.Contains(tr, tc.image)) {
+			if tc.ok != (j.Status == coordinator.StatusSuccess) || (tc.ok && !strings.Contains(tr, "ran-42")) || (!tc.ok && !strings.Contains(tr, tc.image)) {
 				t.Fatalf("job %s (%s), want success=%v (and the image named on failure):\n%s", j.Status, j.FailureReason, tc.ok, tr)
 			}
 			e.waitNoPods()
@@ -148,14 +148,14 @@ outage:
 	go func() { done <- cmd.Wait() }()
 	waitFor(t, "the registry to stop", time.Minute, func() bool { return strings.Contains(out.String(), "registry stopped") })
 	down := time.Now()
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 4*time.Minute)
 	if err := <-done; err != nil {
 		t.Fatalf("restart registry: %v\n%s", err, out.String())
 	}
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
 	t.Logf("registry down at %v for 20 s; the job ended %v after that, %s\n%s", down.Format("15:04:05"), j.FinishedAt.Sub(down).Round(100*time.Millisecond), j.Status, out.String())
-	if j.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "pulled-42") {
+	if j.Status != coordinator.StatusSuccess || !strings.Contains(tr, "pulled-42") {
 		t.Fatalf("job %s (%s), want success after the outage:\n%s", j.Status, j.FailureReason, tr)
 	}
 	if !strings.Contains(tr, `cannot pull image "alpine:3.20" yet, the kubelet retries with back-off`) {
@@ -195,11 +195,11 @@ func TestKubernetesImagePullSecretsFromConfig(t *testing.T) {
 			}, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			v := e.pipeline(gitlabtest.PipelineOptions{}, 3*time.Minute)
+			v := e.pipeline(coordinator.PipelineOptions{}, 3*time.Minute)
 			j := v.Jobs[0]
 			tr := string(e.coord.Trace(j.ID))
-			if tc.ok && (j.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "pulled-42")) ||
-				!tc.ok && (j.Status != gitlabtest.StatusFailed || !strings.Contains(strings.ToLower(tr), "unauthorized")) {
+			if tc.ok && (j.Status != coordinator.StatusSuccess || !strings.Contains(tr, "pulled-42")) ||
+				!tc.ok && (j.Status != coordinator.StatusFailed || !strings.Contains(strings.ToLower(tr), "unauthorized")) {
 				t.Fatalf("job %s (%s), want success=%v (unauthorized named on failure):\n%s", j.Status, j.FailureReason, tc.ok, tr)
 			}
 			e.waitNoPods()

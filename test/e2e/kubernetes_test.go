@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podrunner/podrunner/internal/config"
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // Acceptance of the Kubernetes executor (issue 4) on the local cluster,
@@ -34,9 +34,9 @@ func TestKubernetesSeedPodCreation(t *testing.T) {
 	t.Parallel()
 	e := newK8sEnv(t, readSeed(t, "pod-creation.gitlab-ci.yml"), k8sOptions{})
 	start := time.Now()
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 3*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 3*time.Minute)
 	t.Logf("pipeline took %v", time.Since(start))
-	if v.Status != gitlabtest.StatusSuccess {
+	if v.Status != coordinator.StatusSuccess {
 		t.Fatalf("pipeline %s:\n%s", v.Status, e.coord.Trace(v.Jobs[0].ID))
 	}
 	names := e.podNames()
@@ -56,9 +56,9 @@ func TestKubernetesSeedPodCreation(t *testing.T) {
 func TestKubernetesSeedRunnerTestUTF8(t *testing.T) {
 	t.Parallel()
 	e := newK8sEnv(t, readSeed(t, "runner-test.gitlab-ci.yml"), k8sOptions{})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 	tr := string(e.coord.Trace(v.Jobs[0].ID))
-	if v.Status != gitlabtest.StatusSuccess {
+	if v.Status != coordinator.StatusSuccess {
 		t.Fatalf("pipeline %s:\n%s", v.Status, tr)
 	}
 	if !strings.Contains(tr, "\n✅ Runner 동작 확인 완료!") {
@@ -79,13 +79,13 @@ fail:
     - echo "the secret is $MY_SECRET"
     - exit 3
 `, k8sOptions{})
-	if err := e.coord.SetProjectVariable(e.project, gitlabtest.ProjectVariable{Key: "MY_SECRET", Value: secret, Masked: true}); err != nil {
+	if err := e.coord.SetProjectVariable(e.project, coordinator.ProjectVariable{Key: "MY_SECRET", Value: secret, Masked: true}); err != nil {
 		t.Fatal(err)
 	}
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
-	if j.Status != gitlabtest.StatusFailed || j.FailureReason != "script_failure" || j.ExitCode != 3 {
+	if j.Status != coordinator.StatusFailed || j.FailureReason != "script_failure" || j.ExitCode != 3 {
 		t.Fatalf("job %s %s exit %d, want failed script_failure exit 3:\n%s", j.Status, j.FailureReason, j.ExitCode, tr)
 	}
 	if strings.Contains(tr, secret) || !strings.Contains(tr, "the secret is [MASKED]") {
@@ -118,9 +118,9 @@ svc:
     - for i in $(seq 1 100); do out=$(nc echo-svc 8080 </dev/null 2>/dev/null || true); [ -n "$out" ] && break; sleep 0.2; done
     - echo "got $out"
 `, k8sOptions{})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 	tr := string(e.coord.Trace(v.Jobs[0].ID))
-	if v.Status != gitlabtest.StatusSuccess || !strings.Contains(tr, "got hello-from-service") {
+	if v.Status != coordinator.StatusSuccess || !strings.Contains(tr, "got hello-from-service") {
 		t.Fatalf("pipeline %s, service not reached by its alias:\n%s", v.Status, tr)
 	}
 	e.waitNoPods()
@@ -138,7 +138,7 @@ missing:
   image: `+image+`
   script: [echo never]
 `, k8sOptions{kube: func(k *config.Kubernetes) { k.PollTimeout = 20 }})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
 	t.Logf("unreachable registry: failed after %v with %s", j.FinishedAt.Sub(j.StartedAt), j.FailureReason)
@@ -150,7 +150,7 @@ missing:
 			t.Errorf("trace lacks %q", want)
 		}
 	}
-	if j.Status != gitlabtest.StatusFailed || j.FailureReason != "image_pull_failure" || t.Failed() {
+	if j.Status != coordinator.StatusFailed || j.FailureReason != "image_pull_failure" || t.Failed() {
 		t.Fatalf("job %s (%s), want failed with image_pull_failure:\n%s", j.Status, j.FailureReason, tr)
 	}
 	e.waitNoPods()
@@ -165,10 +165,10 @@ hog:
     - dd if=/dev/zero of=/dev/null bs=128M count=1
     - echo survived
 `, k8sOptions{kube: func(k *config.Kubernetes) { k.MemoryLimit = "32Mi" }})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 2*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 2*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
-	if j.Status != gitlabtest.StatusFailed || !strings.Contains(tr, "OOMKilled") || strings.Contains(tr, "survived") {
+	if j.Status != coordinator.StatusFailed || !strings.Contains(tr, "OOMKilled") || strings.Contains(tr, "survived") {
 		t.Fatalf("job %s (%s), want failed with OOMKilled in the trace:\n%s", j.Status, j.FailureReason, tr)
 	}
 	// Issue 13: the exit code of a SIGKILLed script reaches GitLab.
@@ -188,7 +188,7 @@ long:
   after_script:
     - echo after-script-ran
 `, k8sOptions{})
-	pl, err := e.coord.CreatePipelineWith(e.project, gitlabtest.PipelineOptions{})
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ long:
 	v := e.waitPipeline(pl.ID, 2*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
-	if j.Status != gitlabtest.StatusCanceled || !strings.Contains(tr, "after-script-ran") {
+	if j.Status != coordinator.StatusCanceled || !strings.Contains(tr, "after-script-ran") {
 		t.Fatalf("job %s, want canceled with after_script output:\n%s", j.Status, tr)
 	}
 	e.waitNoPods()
@@ -221,9 +221,9 @@ func TestKubernetesTenConcurrentJobs(t *testing.T) {
 	}
 	e := newK8sEnv(t, ci.String(), k8sOptions{concurrent: 10})
 	start := time.Now()
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 4*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 4*time.Minute)
 	t.Logf("10 jobs took %v", time.Since(start))
-	if v.Status != gitlabtest.StatusSuccess {
+	if v.Status != coordinator.StatusSuccess {
 		t.Fatalf("pipeline %s", v.Status)
 	}
 	names := e.podNames()
@@ -249,10 +249,10 @@ big:
     KUBERNETES_MEMORY_LIMIT: 1Gi
   script: [echo never]
 `, k8sOptions{kube: func(k *config.Kubernetes) { k.MemoryLimitOverwriteMaxAllowed = "64Mi" }})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(j.ID))
-	if j.Status != gitlabtest.StatusFailed || !strings.Contains(tr, "KUBERNETES_MEMORY_LIMIT") || !strings.Contains(tr, "64Mi") {
+	if j.Status != coordinator.StatusFailed || !strings.Contains(tr, "KUBERNETES_MEMORY_LIMIT") || !strings.Contains(tr, "64Mi") {
 		t.Fatalf("job %s (%s), want failed naming the variable and the cap:\n%s", j.Status, j.FailureReason, tr)
 	}
 	if strings.Contains(tr, "never\n") {
@@ -279,11 +279,11 @@ signal-killed:
   script: ["sh -c 'kill -9 $$'", "echo never"]
   allow_failure: {exit_codes: [137]}
 `, k8sOptions{})
-	v := e.pipeline(gitlabtest.PipelineOptions{}, 3*time.Minute)
+	v := e.pipeline(coordinator.PipelineOptions{}, 3*time.Minute)
 	want := map[string]int{"external-exit": 7, "not-found": 127, "signal-killed": 137}
 	for _, j := range v.Jobs {
 		tr := string(e.coord.Trace(j.ID))
-		if j.Status != gitlabtest.StatusFailed || j.FailureReason != "script_failure" || j.ExitCode != want[j.Name] || !j.AllowFailure {
+		if j.Status != coordinator.StatusFailed || j.FailureReason != "script_failure" || j.ExitCode != want[j.Name] || !j.AllowFailure {
 			t.Errorf("%s: %s %s exit %d allowed %v, want failed script_failure exit %d allowed:\n%s",
 				j.Name, j.Status, j.FailureReason, j.ExitCode, j.AllowFailure, want[j.Name], tr)
 		}
@@ -291,7 +291,7 @@ signal-killed:
 			t.Errorf("%s: a command after the failing one ran", j.Name)
 		}
 	}
-	if v.Status != gitlabtest.StatusSuccess {
+	if v.Status != coordinator.StatusSuccess {
 		t.Errorf("pipeline %s, want success", v.Status)
 	}
 	e.waitNoPods()

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podrunner/podrunner/internal/gitlabtest"
+	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
 // HTTPS GitLab signed by a private CA with the Kubernetes executor: the CA
@@ -80,14 +80,14 @@ func TestKubernetesHTTPSPrivateCA(t *testing.T) {
 				}
 				return
 			}
-			v := e.pipeline(gitlabtest.PipelineOptions{}, 5*time.Minute)
-			if v.Status != gitlabtest.StatusSuccess {
+			v := e.pipeline(coordinator.PipelineOptions{}, 5*time.Minute)
+			if v.Status != coordinator.StatusSuccess {
 				for _, j := range v.Jobs {
 					t.Logf("job %s %s %s:\n%s", j.Name, j.Status, j.FailureReason, e.coord.Trace(j.ID))
 				}
 				t.Fatalf("pipeline %s", v.Status)
 			}
-			byName := map[string]gitlabtest.JobView{}
+			byName := map[string]coordinator.JobView{}
 			for _, j := range v.Jobs {
 				byName[j.Name] = j
 			}

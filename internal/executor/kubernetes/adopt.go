@@ -54,7 +54,6 @@ type podHandle struct {
 	claims  int64
 	claimed bool
 
-	uid        string
 	created    time.Time
 	agentToken string
 	agentPort  int
@@ -149,7 +148,7 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (executor.Ado
 	return executor.Adoptable{
 		Where: pod.Name, JobID: p.ID, Payload: &p, TracePrefix: prefix, Slot: slot, Owner: podOwner(pod),
 		Handle: &podHandle{
-			claims: claimCount(pod), uid: string(pod.UID), created: pod.CreationTimestamp.Time,
+			claims: claimCount(pod), created: pod.CreationTimestamp.Time,
 			agentToken: spec.Token, agentPort: port, spec: sec.Data[agent.SpecKey],
 		},
 	}, nil

@@ -8,23 +8,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/gitlab"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-)
-
-// GitLab failure reasons used by Classify.
-const (
-	ReasonScriptFailure       = "script_failure"
-	ReasonRunnerSystemFailure = "runner_system_failure"
-	ReasonJobExecutionTimeout = "job_execution_timeout"
-	ReasonImagePullFailure    = "image_pull_failure"
-	ReasonConfigurationError  = FailureReasonConfig
 )
 
 // Failure is why a job's pod cannot run or stopped running.
 type Failure struct {
 	// Reason is GitLab's failure reason.
-	Reason string
+	Reason gitlab.FailureReason
 	// Message is for the job log: what happened and what to do.
 	Message string
 	// Container is the container concerned ("" for the pod as a whole).
@@ -74,10 +66,10 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		return evictedFailure(name, st.Message)
 	}
 	if c := condition(pod, corev1.DisruptionTarget); c != nil && c.Status == corev1.ConditionTrue {
-		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was stopped by Kubernetes (%s): %s. This happens on node drains, preemption or taints; retry the job, or protect job pods (pod_disruption_budget, priority_class_name)", name, c.Reason, orDefault(c.Message, "no message"))}
+		return &Failure{Reason: gitlab.RunnerSystemFailure, Message: fmt.Sprintf("pod %s was stopped by Kubernetes (%s): %s. This happens on node drains, preemption or taints; retry the job, or protect job pods (pod_disruption_budget, priority_class_name)", name, c.Reason, orDefault(c.Message, "no message"))}
 	}
 	if st.Reason == "DeadlineExceeded" {
-		return &Failure{Reason: ReasonJobExecutionTimeout, Message: fmt.Sprintf("pod %s exceeded its activeDeadlineSeconds (job timeout + after_script timeout + 60 s) and was stopped by Kubernetes: raise the job's timeout if it needs more time", name)}
+		return &Failure{Reason: gitlab.JobExecutionTimeout, Message: fmt.Sprintf("pod %s exceeded its activeDeadlineSeconds (job timeout + after_script timeout + 60 s) and was stopped by Kubernetes: raise the job's timeout if it needs more time", name)}
 	}
 
 	// OOM first: it explains any other symptom of the same container.
@@ -91,7 +83,7 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		if code == 0 {
 			code = oomExitCode // the kill's signal, whatever the runtime recorded
 		}
-		f := &Failure{Reason: ReasonScriptFailure, Container: cs.Name,
+		f := &Failure{Reason: gitlab.ScriptFailure, Container: cs.Name,
 			Message: fmt.Sprintf("container %s was OOMKilled (exit code %d): memory limit %s; raise %s", cs.Name, code, limit, key)}
 		if cs.Name == ContainerBuild {
 			f.ExitCode = code // the script's exit code, as GitLab shows it
@@ -104,7 +96,7 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 			return f
 		}
 		if t := terminated(cs); cs.Name == ContainerHelper && t != nil && t.ExitCode != 0 {
-			return &Failure{Reason: ReasonRunnerSystemFailure, Container: cs.Name,
+			return &Failure{Reason: gitlab.RunnerSystemFailure, Container: cs.Name,
 				Message: fmt.Sprintf("container %s (image %s) failed with exit code %d%s: the podrunner agent could not be installed; check helper_image in [runners.kubernetes] points at a podrunner helper image of this version", cs.Name, cs.Image, t.ExitCode, detail(t.Reason, t.Message))}
 		}
 	}
@@ -120,16 +112,16 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 			continue
 		}
 		if strings.HasPrefix(cs.Name, ServiceContainerPrefix) {
-			return &Failure{Reason: ReasonScriptFailure, Container: cs.Name,
+			return &Failure{Reason: gitlab.ScriptFailure, Container: cs.Name,
 				Message: fmt.Sprintf("service container %s (image %s) exited with code %d%s: the job's service crashed; check the service's command, variables and resources (service_memory_limit / KUBERNETES_SERVICE_MEMORY_LIMIT)", cs.Name, serviceImage(pod, cs), t.ExitCode, detail(t.Reason, t.Message))}
 		}
 		if cs.Name == ContainerBuild {
-			return &Failure{Reason: ReasonRunnerSystemFailure, Container: cs.Name,
+			return &Failure{Reason: gitlab.RunnerSystemFailure, Container: cs.Name,
 				Message: fmt.Sprintf("container build (image %s) exited with code %d%s before the job ended: the podrunner agent failed; the end of the agent's log has details", cs.Image, t.ExitCode, detail(t.Reason, t.Message))}
 		}
 	}
 	if st.Phase == corev1.PodFailed {
-		return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s failed%s", name, detail(st.Reason, st.Message))}
+		return &Failure{Reason: gitlab.RunnerSystemFailure, Message: fmt.Sprintf("pod %s failed%s", name, detail(st.Reason, st.Message))}
 	}
 
 	if c := unschedulable(pod); c != nil {
@@ -144,12 +136,12 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		if e := lastAutoscalerEvent(events); e != nil {
 			if e.Reason == "NotTriggerScaleUp" {
 				// Waiting cannot help: no node group would fit the pod.
-				return &Failure{Reason: ReasonRunnerSystemFailure,
+				return &Failure{Reason: gitlab.RunnerSystemFailure,
 					Message: fmt.Sprintf("pod %s cannot be scheduled (%s) and cluster-autoscaler will not add a node for it: %s. %s, or the autoscaler's node groups", name, msg, orDefault(e.Message, "no message"), advice)}
 			}
 			progress += "; cluster-autoscaler: " + orDefault(e.Message, e.Reason)
 		}
-		return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true, Waits: true, Progress: progress,
+		return &Failure{Reason: gitlab.RunnerSystemFailure, Transient: true, Waits: true, Progress: progress,
 			Message: fmt.Sprintf("pod %s cannot be scheduled: %s. %s, or raise poll_timeout if the cluster adds nodes slowly", name, msg, advice)}
 	}
 	// Once the sandbox is up or a container ran, the volumes are mounted
@@ -161,7 +153,7 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		for _, reason := range []string{"FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox"} {
 			if e := lastEvent(events, reason, ""); e != nil {
 				waits := kubeletRetries(e.Message)
-				return &Failure{Reason: ReasonRunnerSystemFailure, Transient: true, Waits: waits,
+				return &Failure{Reason: gitlab.RunnerSystemFailure, Transient: true, Waits: waits,
 					Progress: fmt.Sprintf("%s (the kubelet retries): %s", reason, e.Message),
 					Message:  fmt.Sprintf("pod %s cannot start (%s): %s. Check the volumes in [runners.kubernetes.volumes] and that the Secrets, ConfigMaps and claims they name exist", name, reason, e.Message)}
 			}
@@ -180,7 +172,7 @@ func kubeletRetries(msg string) bool {
 // DeletedFailure is the failure of a job whose pod disappeared while the
 // runner was not deleting it.
 func DeletedFailure(podName string) *Failure {
-	return &Failure{Reason: ReasonRunnerSystemFailure,
+	return &Failure{Reason: gitlab.RunnerSystemFailure,
 		Message: fmt.Sprintf("pod %s was deleted by someone else (kubectl, a cleanup job, a namespace deletion or the node controller) while the job ran: the job cannot continue; exclude podrunner.io/managed=true pods from cleanups and retry the job", podName)}
 }
 
@@ -192,14 +184,14 @@ func evictedFailure(name, msg string) *Failure {
 		// The job's own ephemeral storage limit, not the node.
 		advice = "The job wrote more to its container file systems and emptyDir volumes than its limit allows: raise ephemeral_storage_limit (KUBERNETES_EPHEMERAL_STORAGE_LIMIT, or the job's override) or write less"
 	}
-	return &Failure{Reason: ReasonRunnerSystemFailure, Message: fmt.Sprintf("pod %s was evicted by Kubernetes: %s. %s", name, orDefault(strings.TrimSpace(msg), "no message"), advice)}
+	return &Failure{Reason: gitlab.RunnerSystemFailure, Message: fmt.Sprintf("pod %s was evicted by Kubernetes: %s. %s", name, orDefault(strings.TrimSpace(msg), "no message"), advice)}
 }
 
 // StoppedFailure is the build container (where the agent runs the
 // script) stopped from outside before the agent reported the result:
 // crictl/docker stop, a container runtime restart, the node.
 func StoppedFailure(podName string, t *corev1.ContainerStateTerminated) *Failure {
-	return &Failure{Reason: ReasonRunnerSystemFailure, Container: ContainerBuild,
+	return &Failure{Reason: gitlab.RunnerSystemFailure, Container: ContainerBuild,
 		Message: fmt.Sprintf("the build container of pod %s stopped (%s, exit code %d) before the job's script ended: it was stopped from outside the job (crictl or docker stop, a container runtime restart, the node); retry the job",
 			podName, orDefault(t.Reason, "no reason"), t.ExitCode)}
 }
@@ -233,7 +225,7 @@ func pullFailure(container, image, reason, msg string) *Failure {
 		what = "the service image"
 	}
 	msg = orDefault(msg, "no message from the kubelet")
-	f := &Failure{Reason: ReasonImagePullFailure, Container: container}
+	f := &Failure{Reason: gitlab.ImagePullFailure, Container: container}
 	switch pullProblemOf(msg) {
 	case pullNotFound:
 		f.Message = fmt.Sprintf("image %q for container %s (%s) does not exist: %s. Check the image name and tag", image, container, what, msg)
@@ -329,10 +321,10 @@ func waitingFailure(pod *corev1.Pod, cs corev1.ContainerStatus, events []corev1.
 		}
 		return pullFailure(cs.Name, image, w.Reason, msg)
 	case w.Reason == "CreateContainerConfigError":
-		return &Failure{Reason: ReasonConfigurationError, Container: cs.Name,
+		return &Failure{Reason: gitlab.RunnerConfigurationError, Container: cs.Name,
 			Message: fmt.Sprintf("container %s cannot be configured: %s. A Secret or ConfigMap it refers to is missing or lacks a key, or the image's user cannot be used with run_as_non_root; fix the runner's config", cs.Name, orDefault(w.Message, w.Reason))}
 	case w.Reason == "CreateContainerError", w.Reason == "RunContainerError", w.Reason == "CrashLoopBackOff", w.Reason == "PreStartHookError", w.Reason == "PostStartHookError":
-		return &Failure{Reason: ReasonRunnerSystemFailure, Container: cs.Name,
+		return &Failure{Reason: gitlab.RunnerSystemFailure, Container: cs.Name,
 			Message: fmt.Sprintf("container %s (image %s) cannot be started: %s: %s", cs.Name, image, w.Reason, orDefault(w.Message, "no message from the kubelet"))}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/gitlab"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -58,7 +59,7 @@ func TestClassify(t *testing.T) {
 		name      string
 		edit      func(p *corev1.Pod)
 		events    []corev1.Event
-		reason    string
+		reason    gitlab.FailureReason
 		container string
 		transient bool
 		waits     bool
@@ -77,7 +78,7 @@ func TestClassify(t *testing.T) {
 		}},
 		{name: "ErrImagePull", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "ErrImagePull", `rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/busybox:nope": not found`), running("svc-0")}
-		}, reason: ReasonImagePullFailure, container: "build",
+		}, reason: gitlab.ImagePullFailure, container: "build",
 			msg: []string{`image "busybox:nope" for container build (the job's image) does not exist: rpc error: code = NotFound`, "Check the image name and tag"}},
 		{name: "ImagePullBackOff uses the kubelet's event", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "ImagePullBackOff", `Back-off pulling image "busybox:nope"`)}
@@ -85,17 +86,17 @@ func TestClassify(t *testing.T) {
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": old", t0),
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": manifest unknown", t0.Add(time.Second)),
 			podEvent("Failed", "spec.containers{svc-0}", "other container", t0.Add(2*time.Second)),
-		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"does not exist: Failed to pull image \"busybox:nope\": manifest unknown"}},
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{"does not exist: Failed to pull image \"busybox:nope\": manifest unknown"}},
 		{name: "pull failure event before the status shows it", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "PodInitializing", "")}
 		}, events: []corev1.Event{
 			podEvent("Failed", "spec.containers{build}", "Failed to pull image \"busybox:nope\": manifest unknown", t0),
-		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`image "busybox:1.37" for container build (the job's image) does not exist`, "manifest unknown"}},
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{`image "busybox:1.37" for container build (the job's image) does not exist`, "manifest unknown"}},
 		{name: "registry unreachable waits", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "127.0.0.1:9/x:1", "ImagePullBackOff", `Back-off pulling image "127.0.0.1:9/x:1"`)}
 		}, events: []corev1.Event{
 			podEvent("Failed", "spec.containers{build}", `Failed to pull image "127.0.0.1:9/x:1": failed to do request: Head "https://127.0.0.1:9/v2/x/manifests/1": dial tcp 127.0.0.1:9: connect: connection refused`, t0),
-		}, reason: ReasonImagePullFailure, container: "build", transient: true, waits: true,
+		}, reason: gitlab.ImagePullFailure, container: "build", transient: true, waits: true,
 			progress: []string{`cannot pull image "127.0.0.1:9/x:1" yet, the kubelet retries with back-off`, "connection refused"},
 			msg:      []string{`the registry of image "127.0.0.1:9/x:1" for container build (the job's image) stayed unreachable`, "connection refused", "poll_timeout"}},
 		{name: "registry unreachable waits through the kubelet's Error events", edit: func(p *corev1.Pod) {
@@ -105,12 +106,12 @@ func TestClassify(t *testing.T) {
 			podEvent("Failed", "spec.containers{build}", `Failed to pull image "alpine:3.20": failed to pull and unpack image "docker.io/library/alpine:3.20": failed to resolve reference "docker.io/library/alpine:3.20": failed to do request: Head "https://10.0.0.1:5000/v2/library/alpine/manifests/3.20?ns=docker.io": dial tcp 10.0.0.1:5000: connect: connection refused`, t0),
 			podEvent("Failed", "spec.containers{build}", "Error: ErrImagePull", t0),
 			podEvent("Failed", "spec.containers{build}", "Error: ImagePullBackOff", t0.Add(time.Second)),
-		}, reason: ReasonImagePullFailure, container: "build", transient: true, waits: true,
+		}, reason: gitlab.ImagePullFailure, container: "build", transient: true, waits: true,
 			progress: []string{`cannot pull image "alpine:3.20" yet`, "connection refused"},
 			msg:      []string{"stayed unreachable", "connection refused"}},
 		{name: "registry denies", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "registry.example.com/private/app:1", "ErrImagePull", `failed to pull and unpack image "registry.example.com/private/app:1": failed to resolve reference "registry.example.com/private/app:1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed`)}
-		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`the registry refused access to image "registry.example.com/private/app:1"`, "insufficient_scope", "image_pull_secrets"}},
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{`the registry refused access to image "registry.example.com/private/app:1"`, "insufficient_scope", "image_pull_secrets"}},
 		{name: "old pull failure of a container that runs now is history", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), running("svc-0")}
@@ -120,26 +121,26 @@ func TestClassify(t *testing.T) {
 		{name: "InvalidImageName", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "", "InvalidImageName", `Failed to apply default image tag "BusyBox": couldn't parse image name`)}
 			p.Spec.Containers[0].Image = "BusyBox"
-		}, reason: ReasonImagePullFailure, container: "build", msg: []string{`cannot pull image "BusyBox"`, "InvalidImageName"}},
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{`cannot pull image "BusyBox"`, "InvalidImageName"}},
 		{name: "ErrImageNeverPull", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "ErrImageNeverPull", `Container image "busybox:1.37" is not present with pull policy of Never`)}
-		}, reason: ReasonImagePullFailure, container: "build", msg: []string{"ErrImageNeverPull"}},
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{"ErrImageNeverPull"}},
 		{name: "service image", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), waiting("svc-0", "redis:99", "ErrImagePull", "not found")}
-		}, reason: ReasonImagePullFailure, container: "svc-0", msg: []string{`"redis:99" for container svc-0 (the service image)`}},
+		}, reason: gitlab.ImagePullFailure, container: "svc-0", msg: []string{`"redis:99" for container svc-0 (the service image)`}},
 		{name: "agent image", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting(ContainerHelper, "podrunner.local/podrunner-helper:dev", "ErrImagePull", "not found")}
-		}, reason: ReasonImagePullFailure, container: ContainerHelper, msg: []string{"the podrunner helper image (helper_image)"}},
+		}, reason: gitlab.ImagePullFailure, container: ContainerHelper, msg: []string{"the podrunner helper image (helper_image)"}},
 		{name: "CreateContainerConfigError", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "CreateContainerConfigError", `secret "regcred" not found`)}
-		}, reason: ReasonConfigurationError, container: "build", msg: []string{`container build cannot be configured: secret "regcred" not found`}},
+		}, reason: gitlab.RunnerConfigurationError, container: "build", msg: []string{`container build cannot be configured: secret "regcred" not found`}},
 		{name: "CreateContainerError", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "CreateContainerError", "context deadline exceeded")}
-		}, reason: ReasonRunnerSystemFailure, container: "build", msg: []string{"container build (image busybox:1.37) cannot be started: CreateContainerError: context deadline exceeded"}},
+		}, reason: gitlab.RunnerSystemFailure, container: "build", msg: []string{"container build (image busybox:1.37) cannot be started: CreateContainerError: context deadline exceeded"}},
 		{name: "unschedulable", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 				Message: "0/3 nodes are available: 3 Insufficient memory."}}
-		}, reason: ReasonRunnerSystemFailure, transient: true, waits: true,
+		}, reason: gitlab.RunnerSystemFailure, transient: true, waits: true,
 			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient memory"},
 			msg:      []string{"cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory. Check", "memory_request", "poll_timeout"}},
 		{name: "unschedulable while the autoscaler adds a node", edit: func(p *corev1.Pod) {
@@ -148,7 +149,7 @@ func TestClassify(t *testing.T) {
 		}, events: []corev1.Event{
 			podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up: 1 max node group size reached", t0),
 			podEvent("TriggeredScaleUp", "", "pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]", t0.Add(time.Minute)),
-		}, reason: ReasonRunnerSystemFailure, transient: true, waits: true,
+		}, reason: gitlab.RunnerSystemFailure, transient: true, waits: true,
 			progress: []string{"unschedulable: 0/3 nodes are available: 3 Insufficient cpu; cluster-autoscaler: pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]"}},
 		{name: "autoscaler will not add a node", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
@@ -156,7 +157,7 @@ func TestClassify(t *testing.T) {
 		}, events: []corev1.Event{
 			podEvent("TriggeredScaleUp", "", "pod triggered scale-up: [{aks-ci-12345678-vmss 1->2 (max: 5)}]", t0),
 			podEvent("NotTriggerScaleUp", "", "pod didn't trigger scale-up: 2 Insufficient cpu", t0.Add(time.Minute)),
-		}, reason: ReasonRunnerSystemFailure,
+		}, reason: gitlab.RunnerSystemFailure,
 			msg: []string{"cannot be scheduled (0/3 nodes are available: 3 Insufficient cpu) and cluster-autoscaler will not add a node for it: pod didn't trigger scale-up: 2 Insufficient cpu", "cpu_request"}},
 		{name: "autoscaler events of a scheduled pod are history", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}
@@ -164,51 +165,51 @@ func TestClassify(t *testing.T) {
 		{name: "unschedulable message from event", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
 		}, events: []corev1.Event{podEvent("FailedScheduling", "", "0/1 nodes are available: 1 node(s) had untolerated taint {ci: true}.", t0)},
-			reason: ReasonRunnerSystemFailure, transient: true, waits: true, msg: []string{"untolerated taint"}},
+			reason: gitlab.RunnerSystemFailure, transient: true, waits: true, msg: []string{"untolerated taint"}},
 		{name: "evicted", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodFailed
 			p.Status.Reason = "Evicted"
 			p.Status.Message = "The node was low on resource: memory."
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "Error")}
-		}, reason: ReasonRunnerSystemFailure, msg: []string{"was evicted by Kubernetes: The node was low on resource: memory."}},
+		}, reason: gitlab.RunnerSystemFailure, msg: []string{"was evicted by Kubernetes: The node was low on resource: memory."}},
 		{name: "evicted over its ephemeral storage limit", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodFailed
 			p.Status.Reason = "Evicted"
 			p.Status.Message = "Pod ephemeral local storage usage exceeds the total limit of containers 16Mi. "
-		}, reason: ReasonRunnerSystemFailure, msg: []string{"exceeds the total limit of containers 16Mi", "raise ephemeral_storage_limit"}},
+		}, reason: gitlab.RunnerSystemFailure, msg: []string{"exceeds the total limit of containers 16Mi", "raise ephemeral_storage_limit"}},
 		{name: "drained", edit: func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "EvictionByEvictionAPI", Message: "Eviction API: evicting"}}
-		}, reason: ReasonRunnerSystemFailure, msg: []string{"stopped by Kubernetes (EvictionByEvictionAPI)"}},
+		}, reason: gitlab.RunnerSystemFailure, msg: []string{"stopped by Kubernetes (EvictionByEvictionAPI)"}},
 		{name: "deadline", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodFailed
 			p.Status.Reason = "DeadlineExceeded"
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "Error")}
-		}, reason: ReasonJobExecutionTimeout, msg: []string{"activeDeadlineSeconds"}},
+		}, reason: gitlab.JobExecutionTimeout, msg: []string{"activeDeadlineSeconds"}},
 		{name: "OOMKilled build", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 137, "OOMKilled"), running("svc-0")}
-		}, reason: ReasonScriptFailure, container: "build", exitCode: 137,
+		}, reason: gitlab.ScriptFailure, container: "build", exitCode: 137,
 			msg: []string{"container build was OOMKilled (exit code 137): memory limit 32Mi; raise memory_limit / KUBERNETES_MEMORY_LIMIT"}},
 		{name: "OOMKilled service in last state", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			svc := running("svc-0")
 			svc.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), svc}
-		}, reason: ReasonScriptFailure, container: "svc-0", // the script did not exit: no exit code
+		}, reason: gitlab.ScriptFailure, container: "svc-0", // the script did not exit: no exit code
 			msg: []string{"container svc-0 was OOMKilled", "memory limit 256Mi; raise service_memory_limit / KUBERNETES_SERVICE_MEMORY_LIMIT"}},
 		{name: "OOM wins over deadline-free failure", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodFailed
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("svc-0", 1, "Error"), term("build", 137, "OOMKilled")}
-		}, reason: ReasonScriptFailure, container: "build", exitCode: 137},
+		}, reason: gitlab.ScriptFailure, container: "build", exitCode: 137},
 		{name: "OOMKilled build without a recorded code", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{term("build", 0, "OOMKilled")}
-		}, reason: ReasonScriptFailure, container: "build", exitCode: 137, msg: []string{"exit code 137"}},
+		}, reason: gitlab.ScriptFailure, container: "build", exitCode: 137, msg: []string{"exit code 137"}},
 		{name: "helper failed", edit: func(p *corev1.Pod) {
 			s := term(ContainerHelper, 127, "Error")
 			s.Image = "busybox:1.37"
 			s.State.Terminated.Message = "exec: podrunner-helper: not found"
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), s}
-		}, reason: ReasonRunnerSystemFailure, container: ContainerHelper,
+		}, reason: gitlab.RunnerSystemFailure, container: ContainerHelper,
 			msg: []string{"container helper (image busybox:1.37) failed with exit code 127 (Error: exec: podrunner-helper: not found)", "helper_image"}},
 		{name: "helper done is fine", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
@@ -217,7 +218,7 @@ func TestClassify(t *testing.T) {
 		{name: "service crashed", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), term("svc-0", 2, "Error")}
-		}, reason: ReasonScriptFailure, container: "svc-0", msg: []string{"service container svc-0 (image redis:7) exited with code 2 (Error)"}},
+		}, reason: gitlab.ScriptFailure, container: "svc-0", msg: []string{"service container svc-0 (image redis:7) exited with code 2 (Error)"}},
 		{name: "service exited 0 is fine", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running("build"), term("svc-0", 0, "Completed")}
@@ -227,15 +228,15 @@ func TestClassify(t *testing.T) {
 			b := term("build", 1, "Error")
 			b.Image = "busybox:1.37"
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{b, running("svc-0")}
-		}, reason: ReasonRunnerSystemFailure, container: "build", msg: []string{"container build (image busybox:1.37) exited with code 1 (Error) before the job ended"}},
+		}, reason: gitlab.RunnerSystemFailure, container: "build", msg: []string{"container build (image busybox:1.37) exited with code 1 (Error) before the job ended"}},
 		{name: "pod failed otherwise", edit: func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodFailed
 			p.Status.Reason = "NodeLost"
 			p.Status.Message = "node went away"
-		}, reason: ReasonRunnerSystemFailure, msg: []string{"failed (NodeLost: node went away)"}},
+		}, reason: gitlab.RunnerSystemFailure, msg: []string{"failed (NodeLost: node went away)"}},
 		{name: "volume not mounted", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
-			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount): MountVolume.SetUp failed for volume "ca"`}},
+			reason: gitlab.RunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount): MountVolume.SetUp failed for volume "ca"`}},
 		{name: "mount failure retried with success: a container ran", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{running(ContainerHelper)}
 		}, events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "podrunner-spec" : failed to sync secret cache: timed out waiting for the condition`, t0)}},
@@ -246,10 +247,10 @@ func TestClassify(t *testing.T) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionFalse}}
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting(ContainerHelper, "podrunner.local/podrunner-helper:dev", "ContainerCreating", "")}
 		}, events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "ca" : configmap "ca" not found`, t0)},
-			reason: ReasonRunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount)`}},
+			reason: gitlab.RunnerSystemFailure, transient: true, msg: []string{`cannot start (FailedMount)`}},
 		{name: "kubelet secret cache not synced yet: kubelet retries", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{podEvent("FailedMount", "", `MountVolume.SetUp failed for volume "podrunner-spec" : failed to sync secret cache: timed out waiting for the condition`, t0)},
-			reason: ReasonRunnerSystemFailure, transient: true, waits: true, msg: []string{`cannot start (FailedMount)`, "failed to sync secret cache"}},
+			reason: gitlab.RunnerSystemFailure, transient: true, waits: true, msg: []string{`cannot start (FailedMount)`, "failed to sync secret cache"}},
 		{name: "events of another pod ignored", edit: func(p *corev1.Pod) {},
 			events: []corev1.Event{func() corev1.Event {
 				e := podEvent("FailedMount", "", "x", t0)
@@ -329,7 +330,7 @@ func TestPullProblemOf(t *testing.T) {
 
 func TestDeletedFailure(t *testing.T) {
 	f := DeletedFailure("ci/runner-x")
-	if f.Reason != ReasonRunnerSystemFailure || !strings.Contains(f.Message, "pod ci/runner-x was deleted by someone else") {
+	if f.Reason != gitlab.RunnerSystemFailure || !strings.Contains(f.Message, "pod ci/runner-x was deleted by someone else") {
 		t.Errorf("%+v", f)
 	}
 }

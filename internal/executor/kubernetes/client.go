@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	utilwait "k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -128,21 +130,20 @@ func isTransient(err error) bool {
 	return false
 }
 
-// backoff is an exponential wait sequence (doubling, capped).
-type backoff struct {
-	next, max time.Duration
-}
+// backoff is a doubling wait sequence, capped: apimachinery's
+// wait.Backoff, waited for under a context.
+type backoff struct{ steps utilwait.Backoff }
 
-func newBackoff(first, max time.Duration) *backoff { return &backoff{next: first, max: max} }
+// newBackoff starts at first and doubles up to max. Steps only runs out
+// when the cap is reached; wait.Backoff then keeps returning the cap.
+func newBackoff(first, max time.Duration) *backoff {
+	return &backoff{utilwait.Backoff{Duration: first, Factor: 2, Cap: max, Steps: math.MaxInt32}}
+}
 
 // wait sleeps for the next step or until ctx ends.
 func (b *backoff) wait(ctx context.Context) error {
-	t := time.NewTimer(b.next)
+	t := time.NewTimer(b.steps.Step())
 	defer t.Stop()
-	b.next *= 2
-	if b.next > b.max {
-		b.next = b.max
-	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()

@@ -30,6 +30,7 @@ import (
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/trace"
 )
@@ -319,14 +320,14 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 
 	req, err := e.podRequest(ctx, j)
 	if err != nil {
-		job.Error(tr, "Job failed: %v", err)
-		return executor.Result{FailureReason: job.ReasonScriptFailure}, nil
+		trace.Errorf(tr, "Job failed: %v", err)
+		return executor.Result{FailureReason: gitlab.ScriptFailure}, nil
 	}
 	image := p.Image.Name
 	if image == "" {
 		image = e.cfg.Image
 	}
-	job.Section(out, "prepare_executor", `Preparing the "kubernetes" executor`, func() {
+	trace.Section(out, "prepare_executor", `Preparing the "kubernetes" executor`, func() {
 		fmt.Fprintf(out, "Using Kubernetes namespace: %s\n", e.ns)
 		fmt.Fprintf(out, "Using Kubernetes executor with image %s ...\n", image)
 		fmt.Fprintf(out, "Using the podrunner agent (%s) to execute scripts...\n", e.image)
@@ -335,15 +336,15 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	pod, secret, err := BuildPod(req)
 	if err != nil {
 		if IsConfigError(err) {
-			job.Error(tr, "Job failed: %v", err)
-			return executor.Result{FailureReason: FailureReasonConfig}, nil
+			trace.Errorf(tr, "Job failed: %v", err)
+			return executor.Result{FailureReason: gitlab.RunnerConfigurationError}, nil
 		}
 		return executor.Result{}, fmt.Errorf("build pod: %w", err)
 	}
 	if pod.Namespace != e.ns {
-		job.Error(tr, "Job failed: the job asks for namespace %s (KUBERNETES_NAMESPACE_OVERWRITE) but this runner watches only %s: "+
+		trace.Errorf(tr, "Job failed: the job asks for namespace %s (KUBERNETES_NAMESPACE_OVERWRITE) but this runner watches only %s: "+
 			"remove the overwrite or run a runner for that namespace", pod.Namespace, e.ns)
-		return executor.Result{FailureReason: FailureReasonConfig}, nil
+		return executor.Result{FailureReason: gitlab.RunnerConfigurationError}, nil
 	}
 	registry, err := BuildRegistrySecret(pod, req.Payload.Credentials)
 	if err != nil {
@@ -484,7 +485,7 @@ func (e *Executor) createWithQuotaRetry(ctx context.Context, out io.Writer, dead
 			return &quotaError{msg: msg, err: err}
 		}
 		if !warned {
-			job.Warning(out, "Namespace %s is over its resource quota, waiting for room (up to poll_timeout): %s", e.ns, msg)
+			trace.Warningf(out, "Namespace %s is over its resource quota, waiting for room (up to poll_timeout): %s", e.ns, msg)
 			warned = true
 		}
 		dctx, cancel := context.WithDeadline(ctx, deadline)
@@ -517,13 +518,13 @@ func (r *jobRun) startFailed(ctx context.Context, err error, podCreated bool) (e
 	}
 	var q *quotaError
 	if errors.As(err, &q) {
-		job.Error(r.trace, "Job failed: namespace %s has no quota left for the job's pod after waiting %s: %s. "+
+		trace.Errorf(r.trace, "Job failed: namespace %s has no quota left for the job's pod after waiting %s: %s. "+
 			"Free resources in the namespace, raise its ResourceQuota, or raise poll_timeout.", e.ns, e.pollLimit, q.msg)
-		return executor.Result{FailureReason: job.ReasonRunnerSystemFailure}, nil
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, nil
 	}
 	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
-		job.Error(r.trace, "Job failed: %v", err)
-		return executor.Result{FailureReason: job.ReasonRunnerSystemFailure}, nil
+		trace.Errorf(r.trace, "Job failed: %v", err)
+		return executor.Result{FailureReason: gitlab.RunnerSystemFailure}, nil
 	}
 	return executor.Result{}, err
 }
@@ -578,18 +579,18 @@ func (e *Executor) deleteSecret(name string) {
 // override the reason).
 func abortResult(ctx context.Context) executor.Result {
 	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return executor.Result{FailureReason: job.ReasonJobExecutionTimeout}
+		return executor.Result{FailureReason: gitlab.JobExecutionTimeout}
 	}
-	return executor.Result{FailureReason: job.ReasonJobCanceled}
+	return executor.Result{FailureReason: gitlab.JobCanceled}
 }
 
 // failed writes a Kubernetes failure to the trace and turns it into a
 // result.
 func (r *jobRun) failed(f *Failure) executor.Result {
-	job.Error(r.trace, "Job failed: %s", f.Message)
+	trace.Errorf(r.trace, "Job failed: %s", f.Message)
 	reason := f.Reason
 	if reason == "" {
-		reason = job.ReasonRunnerSystemFailure
+		reason = gitlab.RunnerSystemFailure
 	}
 	r.log.Info("job failed in kubernetes", "reason", reason, "exit_code", f.ExitCode, "message", f.Message)
 	return executor.Result{FailureReason: reason, ExitCode: f.ExitCode}
@@ -685,7 +686,7 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 				return ip, executor.Result{}, false
 			}
 			if msg, ok := buildEnded(pod); ok {
-				return "", r.failed(&Failure{Reason: job.ReasonRunnerSystemFailure, Message: msg}), true
+				return "", r.failed(&Failure{Reason: gitlab.RunnerSystemFailure, Message: msg}), true
 			}
 		}
 		select {
@@ -703,14 +704,14 @@ func (r *jobRun) waitRunning(ctx context.Context) (ip string, res executor.Resul
 				msg += ". " + r.e.capacity(ctx, pod)
 			}
 			msg += "; check the pod's events, or raise poll_timeout if pods are slow to start here"
-			reason := job.ReasonRunnerSystemFailure
+			reason := gitlab.RunnerSystemFailure
 			if lastTransient != nil && lastTransient.Reason != "" {
 				reason = lastTransient.Reason // e.g. image_pull_failure
 			}
 			return "", r.failed(&Failure{Reason: reason, Message: msg}), true
 		case <-r.cancel:
-			job.Error(r.trace, "Job canceled before its pod was running")
-			return "", executor.Result{FailureReason: job.ReasonJobCanceled}, true
+			trace.Errorf(r.trace, "Job canceled before its pod was running")
+			return "", executor.Result{FailureReason: gitlab.JobCanceled}, true
 		case <-ctx.Done():
 			return "", abortResult(ctx), true
 		}
@@ -1018,7 +1019,7 @@ func oomFailure(pod *corev1.Pod) *Failure {
 			if f := Classify(pod, nil); f != nil {
 				return f
 			}
-			return &Failure{Reason: job.ReasonScriptFailure, ExitCode: oomExitCode, Message: fmt.Sprintf("container %s was OOMKilled", s.Name)}
+			return &Failure{Reason: gitlab.ScriptFailure, ExitCode: oomExitCode, Message: fmt.Sprintf("container %s was OOMKilled", s.Name)}
 		}
 	}
 	return nil

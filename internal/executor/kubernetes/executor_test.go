@@ -25,6 +25,7 @@ import (
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -407,9 +408,9 @@ func TestRunScriptFailureKeepsExitCode(t *testing.T) {
 	ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
 	h.waitAction("create", "pods")
 	h.agent.write("ERROR: Job failed: exit code 3\n")
-	h.agent.finish(agent.Result{FailureReason: job.ReasonScriptFailure, ExitCode: 3})
+	h.agent.finish(agent.Result{FailureReason: gitlab.ScriptFailure, ExitCode: 3})
 	o := wait(t, ch)
-	if o.err != nil || o.res.Success || o.res.FailureReason != job.ReasonScriptFailure || o.res.ExitCode != 3 {
+	if o.err != nil || o.res.Success || o.res.FailureReason != gitlab.ScriptFailure || o.res.ExitCode != 3 {
 		t.Fatalf("result %+v, err %v", o.res, o.err)
 	}
 }
@@ -489,7 +490,7 @@ func TestRunOOMKilledOverridesAgentResult(t *testing.T) {
 	ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
 	h.waitAction("create", "pods")
 	h.agent.write("Killed\n")
-	h.agent.finish(agent.Result{FailureReason: job.ReasonScriptFailure, ExitCode: 137})
+	h.agent.finish(agent.Result{FailureReason: gitlab.ScriptFailure, ExitCode: 137})
 	o := wait(t, ch)
 	if o.err != nil || o.res.Success || o.res.ExitCode != 137 {
 		t.Fatalf("result %+v, err %v", o.res, o.err)
@@ -505,7 +506,7 @@ func TestRunGracefulCancelAsksAgent(t *testing.T) {
 	h.agent.onCancel = func() {
 		go func() {
 			h.agent.write("Running after_script\n")
-			h.agent.finish(agent.Result{FailureReason: job.ReasonJobCanceled})
+			h.agent.finish(agent.Result{FailureReason: gitlab.JobCanceled})
 		}()
 	}
 	tr := &syncBuffer{}
@@ -515,7 +516,7 @@ func TestRunGracefulCancelAsksAgent(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(tr.String(), "started") })
 	close(cancel)
 	o := wait(t, ch)
-	if o.err != nil || o.res.FailureReason != job.ReasonJobCanceled {
+	if o.err != nil || o.res.FailureReason != gitlab.JobCanceled {
 		t.Fatalf("result %+v, err %v", o.res, o.err)
 	}
 	if c, _, _ := h.agent.counts(); c != 1 {
@@ -536,7 +537,7 @@ func TestRunAbortAbortsAgentAndDeletesPod(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(tr.String(), "started") })
 	cancel()
 	o := wait(t, ch)
-	if o.err != nil || o.res.Success || o.res.FailureReason != job.ReasonJobCanceled {
+	if o.err != nil || o.res.Success || o.res.FailureReason != gitlab.JobCanceled {
 		t.Fatalf("result %+v, err %v", o.res, o.err)
 	}
 	if _, a, _ := h.agent.counts(); a != 1 {

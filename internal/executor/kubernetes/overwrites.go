@@ -33,9 +33,6 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string { return e.Msg }
 
-// FailureReason is GitLab's failure reason for a ConfigError.
-const FailureReasonConfig = "runner_configuration_error"
-
 // IsConfigError reports whether err (or one it wraps) is a ConfigError.
 func IsConfigError(err error) bool {
 	var ce *ConfigError

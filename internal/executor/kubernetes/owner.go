@@ -6,6 +6,7 @@ package kubernetes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -16,7 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilwait "k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/podrunner/podrunner/internal/executor"
 )
@@ -124,7 +127,7 @@ func (k *leaseKeeper) renewLogged(ctx context.Context) {
 func (k *leaseKeeper) renew(ctx context.Context) error {
 	now := metav1.NewMicroTime(time.Now())
 	secs := int32(LeaseDuration / time.Second)
-	for attempt := 0; attempt < 3; attempt++ {
+	err := retry.OnError(leaseRetries, func(err error) bool { return errors.Is(err, errLeaseChanged) }, func() error {
 		if k.lease == nil {
 			l, err := k.cs.CoordinationV1().Leases(k.ns).Get(ctx, k.name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
@@ -136,7 +139,7 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 				}
 				created, err := k.cs.CoordinationV1().Leases(k.ns).Create(ctx, l, metav1.CreateOptions{})
 				if apierrors.IsAlreadyExists(err) {
-					continue
+					return errLeaseChanged
 				}
 				if err != nil {
 					return fmt.Errorf("create lease %s: %w", k.name, err)
@@ -154,16 +157,31 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 		updated, err := k.cs.CoordinationV1().Leases(k.ns).Update(ctx, l, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			k.lease = nil
-			continue
+			return errLeaseChanged
 		}
 		if err != nil {
 			return fmt.Errorf("renew lease %s: %w", k.name, err)
 		}
 		k.lease = updated
 		return nil
+	})
+	if errors.Is(err, errLeaseChanged) {
+		return fmt.Errorf("renew lease %s: it keeps changing under this manager", k.name)
 	}
-	return fmt.Errorf("renew lease %s: it keeps changing under this manager", k.name)
+	return err
 }
+
+// errLeaseChanged: the Lease was created, changed or deleted by someone
+// else between reading and writing it; read it again.
+var errLeaseChanged = errors.New("lease changed")
+
+// leaseRetries tries a lease renewal 3 times, at once: a conflict is
+// resolved by reading again, not by waiting.
+var leaseRetries = utilwait.Backoff{Steps: 3}
+
+// claimRetries is the same for pod claims and fences, which race with
+// the kubelet's status writes.
+var claimRetries = utilwait.Backoff{Steps: 10}
 
 // close stops renewing; with remove the Lease is deleted (a clean stop
 // that leaves no pods to take over).
@@ -252,7 +270,7 @@ func (o *leaseObserver) expired(ctx context.Context, systemID string) (bool, err
 // claim count.
 func (e *Executor) claim(ctx context.Context, name, owner string, count int64) (int64, error) {
 	pods := e.cs.CoreV1().Pods(e.ns)
-	for attempt := 0; attempt < 10; attempt++ {
+	err := retry.RetryOnConflict(claimRetries, func() error {
 		var pod *corev1.Pod
 		err := retryTransient(ctx, "get pod "+name, func(ctx context.Context) error {
 			var err error
@@ -260,13 +278,13 @@ func (e *Executor) claim(ctx context.Context, name, owner string, count int64) (
 			return err
 		})
 		if apierrors.IsNotFound(err) {
-			return 0, errClaimLost
+			return errClaimLost
 		}
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if podOwner(pod) != owner || claimCount(pod) != count || pod.Annotations[AnnotationFinal] != "" || pod.DeletionTimestamp != nil {
-			return 0, errClaimLost
+			return errClaimLost
 		}
 		if e.afterClaimRead != nil {
 			e.afterClaimRead()
@@ -282,17 +300,21 @@ func (e *Executor) claim(ctx context.Context, name, owner string, count int64) (
 		pod.Annotations[AnnotationClaim] = strconv.FormatInt(count+1, 10)
 		_, err = pods.Update(ctx, pod, metav1.UpdateOptions{})
 		switch {
-		case err == nil:
-			return count + 1, nil
-		case apierrors.IsConflict(err):
-			continue
+		case err == nil, apierrors.IsConflict(err):
+			return err
 		case apierrors.IsNotFound(err):
-			return 0, errClaimLost
+			return errClaimLost
 		default:
-			return 0, fmt.Errorf("claim pod %s: %w", name, err)
+			return fmt.Errorf("claim pod %s: %w", name, err)
 		}
+	})
+	switch {
+	case err == nil:
+		return count + 1, nil
+	case apierrors.IsConflict(err):
+		return 0, fmt.Errorf("claim pod %s: it kept changing", name)
 	}
-	return 0, fmt.Errorf("claim pod %s: it kept changing", name)
+	return 0, err
 }
 
 // fence marks pod name as being finished by this manager (claim count
@@ -301,7 +323,7 @@ func (e *Executor) claim(ctx context.Context, name, owner string, count int64) (
 // with the API unreachable nobody can claim the pod either.
 func (e *Executor) fence(ctx context.Context, name string, count int64) error {
 	pods := e.cs.CoreV1().Pods(e.ns)
-	for attempt := 0; attempt < 10; attempt++ {
+	err := retry.RetryOnConflict(claimRetries, func() error {
 		pod, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil // deleted by hand: nobody can take it over
@@ -321,15 +343,15 @@ func (e *Executor) fence(ctx context.Context, name string, count int64) error {
 		}
 		pod.Annotations[AnnotationFinal] = e.systemID
 		_, err = pods.Update(ctx, pod, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err != nil {
+		if err != nil && !apierrors.IsConflict(err) {
 			return fmt.Errorf("mark pod %s final: %w", name, err)
 		}
-		return nil
+		return err
+	})
+	if apierrors.IsConflict(err) {
+		return fmt.Errorf("mark pod %s final: it kept changing", name)
 	}
-	return fmt.Errorf("mark pod %s final: it kept changing", name)
+	return err
 }
 
 // Claim makes this manager the owner of an Adoptable's pod (see claim).

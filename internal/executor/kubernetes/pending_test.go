@@ -16,7 +16,7 @@ import (
 
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/executor"
-	"github.com/podrunner/podrunner/internal/job"
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 func TestWaitNotesOneLinePerChange(t *testing.T) {
@@ -126,7 +126,7 @@ func TestRunNotTriggerScaleUpFailsAtOnce(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(tr.String(), "unschedulable") })
 	h.autoscalerEvent(h.onlyPod(), "NotTriggerScaleUp", "pod didn't trigger scale-up: 1 Insufficient cpu")
 	o := wait(t, ch)
-	if o.err != nil || o.res.Success || o.res.FailureReason != job.ReasonRunnerSystemFailure {
+	if o.err != nil || o.res.Success || o.res.FailureReason != gitlab.RunnerSystemFailure {
 		t.Fatalf("result %+v, err %v", o.res, o.err)
 	}
 	if !strings.Contains(tr.String(), "cluster-autoscaler will not add a node for it: pod didn't trigger scale-up: 1 Insufficient cpu") ||
@@ -163,7 +163,7 @@ func TestRunUnschedulableTimeoutNamesCapacity(t *testing.T) {
 			}
 			tr := &syncBuffer{}
 			o := wait(t, h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr}))
-			if o.err != nil || o.res.Success || o.res.FailureReason != job.ReasonRunnerSystemFailure {
+			if o.err != nil || o.res.Success || o.res.FailureReason != gitlab.RunnerSystemFailure {
 				t.Fatalf("result %+v, err %v", o.res, o.err)
 			}
 			for _, w := range append(c.want, "timed out after 2s", "cannot be scheduled: 0/1 nodes are available") {
@@ -188,7 +188,7 @@ func TestRunOOMKilledMidJobReportsExitCode(t *testing.T) {
 		s.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137}}
 	})
 	o := wait(t, ch)
-	if o.err != nil || o.res.Success || o.res.FailureReason != job.ReasonScriptFailure || o.res.ExitCode != 137 {
+	if o.err != nil || o.res.Success || o.res.FailureReason != gitlab.ScriptFailure || o.res.ExitCode != 137 {
 		t.Fatalf("result %+v, err %v, want script_failure exit 137\n%s", o.res, o.err, tr.String())
 	}
 }

@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/proc"
+	"github.com/podrunner/podrunner/internal/trace"
 )
 
 // Options configure the executor (the config.toml [[runners]] keys).
@@ -86,9 +88,9 @@ var runnerSecrets = map[string]bool{
 // Run runs one job; see executor.Executor.
 func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, error) {
 	p := j.Payload
-	trace := j.Trace
-	if trace == nil {
-		trace = io.Discard
+	out := j.Trace
+	if out == nil {
+		out = io.Discard
 	}
 	log := e.log.With("job", p.ID)
 
@@ -105,17 +107,17 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		return executor.Result{}, err
 	}
 
-	job.Section(trace, "prepare_executor", `Preparing the "shell" executor`, func() {
-		job.Notice(trace, "Using Shell (%s) executor...", shellName)
+	trace.Section(out, "prepare_executor", `Preparing the "shell" executor`, func() {
+		trace.Infof(out, "Using Shell (%s) executor...", shellName)
 		if what := unusedImages(p); what != "" {
 			// Said in the job's own log: a job that passes here did not
 			// run in its image.
-			job.Warning(trace, "%s not used by the shell executor: the job runs on this machine", what)
+			trace.Warningf(out, "%s not used by the shell executor: the job runs on this machine", what)
 		}
 	})
 	host, _ := os.Hostname()
-	job.Section(trace, "prepare_script", "Preparing environment", func() {
-		fmt.Fprintf(trace, "Running on %s...\n", host)
+	trace.Section(out, "prepare_script", "Preparing environment", func() {
+		fmt.Fprintf(out, "Running on %s...\n", host)
 	})
 
 	prep, err := job.Prepare(ctx, p, job.RunnerEnv{
@@ -141,7 +143,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		CacheStore:           e.opts.CacheStore,
 	})
 	if err != nil {
-		return e.configError(trace, err), nil
+		return e.configError(out, err), nil
 	}
 	plan := prep.Plan
 
@@ -193,18 +195,18 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		log.Debug("stage end", "stage", st.Name, "exit_code", code, "err", err)
 		return code, err
 	}
-	res := plan.Execute(ctx, j.GracefulCancel, trace, run)
+	res := plan.Execute(ctx, j.GracefulCancel, out, run)
 	log.Info("job finished", "success", res.Success, "failure_reason", res.FailureReason, "exit_code", res.ExitCode, "aborted", res.Aborted)
-	if res.FailureReason == job.ReasonRunnerSystemFailure && res.Err != nil {
+	if res.FailureReason == gitlab.RunnerSystemFailure && res.Err != nil {
 		return executor.Result{FailureReason: res.FailureReason}, res.Err
 	}
 	return executor.Result{Success: res.Success, FailureReason: res.FailureReason, ExitCode: res.ExitCode}, nil
 }
 
 // configError reports a job whose settings cannot be turned into scripts.
-func (e *Executor) configError(trace io.Writer, err error) executor.Result {
-	job.Error(trace, "Job failed: %v", err)
-	return executor.Result{FailureReason: job.ReasonScriptFailure}
+func (e *Executor) configError(out io.Writer, err error) executor.Result {
+	trace.Errorf(out, "Job failed: %v", err)
+	return executor.Result{FailureReason: gitlab.ScriptFailure}
 }
 
 func (e *Executor) shell() (name, path string, err error) {

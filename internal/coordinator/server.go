@@ -1,4 +1,4 @@
-// Package gitlabtest is a GitLab-compatible coordinator for tests, `exec`
+// Package coordinator is a GitLab-compatible coordinator for tests, `exec`
 // and benchmarks: the runner API of /api/v4 (registration, job requests
 // with long polling, job updates, trace patches, artifacts) as GitLab and
 // Workhorse answer it, pipelines built from a real .gitlab-ci.yml, and the
@@ -15,7 +15,7 @@
 // It is strict on purpose: it is how podrunner's compatibility is tested,
 // so it never answers more kindly than GitLab would. Deviations from
 // GitLab are named in the docs of the option or method concerned.
-package gitlabtest
+package coordinator
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package gitlabtest
+package coordinator
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -110,7 +111,7 @@ type jobState struct {
 	payload   *job.Payload
 	raw       []byte // trace as received
 	masked    []byte // trace as GitLab stores it (job token hidden)
-	reason    string
+	reason    gitlab.FailureReason
 	exitCode  int
 	checksum  string
 	bytesize  int64
@@ -174,7 +175,7 @@ type JobView struct {
 	// RunnerManager is the system_id of the manager that picked the job up
 	// (GitLab shows it on the job page).
 	RunnerManager string
-	FailureReason string
+	FailureReason gitlab.FailureReason
 	ExitCode      int
 	// Checksum and Bytesize are what the runner sent with its final update.
 	Checksum string

@@ -1,4 +1,4 @@
-package gitlabtest
+package coordinator
 
 import (
 	"strings"

@@ -1,4 +1,4 @@
-package gitlabtest
+package coordinator
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 // tweakJobs makes CreatePipeline see job fields set by the test (the
@@ -42,7 +43,7 @@ func latest(t *testing.T, s *Server, pl int64, name string) JobView {
 }
 
 // runJob takes the pending job called name as a runner would and ends it.
-func runJob(t *testing.T, s *Server, pl int64, name, status, reason string, code int) {
+func runJob(t *testing.T, s *Server, pl int64, name, status string, reason gitlab.FailureReason, code int) {
 	t.Helper()
 	id := latest(t, s, pl, name).ID
 	s.mu.Lock()
@@ -67,12 +68,13 @@ func statuses(s *Server, pl int64) string {
 }
 
 type schedStep struct {
-	run            string // job to take and end
-	status, reason string // "success" when empty
-	code           int
-	play           string // job to play
-	want           string // statuses of the latest jobs afterwards
-	pipeline       string // pipeline status afterwards, when set
+	run      string // job to take and end
+	status   string // "success" when empty
+	reason   gitlab.FailureReason
+	code     int
+	play     string // job to play
+	want     string // statuses of the latest jobs afterwards
+	pipeline string // pipeline status afterwards, when set
 }
 
 func TestScheduling(t *testing.T) {
@@ -409,7 +411,7 @@ func TestAutoRetryAllowed(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		retry  ciyaml.Retry
-		reason string
+		reason gitlab.FailureReason
 		code   int
 		count  int
 		want   bool

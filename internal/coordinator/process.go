@@ -1,4 +1,4 @@
-package gitlabtest
+package coordinator
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 // Pipeline processing as GitLab's AtomicProcessingService does it: a job
@@ -320,12 +321,12 @@ func (s *Server) requeueDependentsLocked(j *jobState) {
 
 // finishLocked ends a job, retries it when retry: allows, and advances
 // its pipeline.
-func (s *Server) finishLocked(j *jobState, status, reason string, exitCode int) {
+func (s *Server) finishLocked(j *jobState, status string, reason gitlab.FailureReason, exitCode int) {
 	j.status, j.reason, j.exitCode = status, reason, exitCode
 	j.waitAck = false
 	j.endedAt = time.Now()
 	if status == StatusFailed && j.reason == "" {
-		j.reason = "script_failure"
+		j.reason = gitlab.ScriptFailure
 	}
 	if status == StatusFailed && len(j.def.AllowFailureExitCodes) > 0 {
 		// allow_failure:exit_codes: allowed only with one of the codes.
@@ -352,8 +353,9 @@ func retriesCount(j *jobState) int {
 // Failure reasons GitLab never retries automatically, and those it
 // retries without retry: (Gitlab::Ci::Build::AutoRetry).
 var (
-	neverRetried   = []string{"ci_quota_exceeded", "no_matching_runner", "missing_dependency_failure", "forward_deployment_failure", "environment_creation_failure"}
-	defaultRetries = map[string]int{"scheduler_failure": 2, "runner_provisioning_timeout": 2}
+	neverRetried = []gitlab.FailureReason{gitlab.CIQuotaExceeded, gitlab.NoMatchingRunner, gitlab.MissingDependencyFailure,
+		gitlab.ForwardDeploymentFailure, gitlab.EnvironmentCreationFailure}
+	defaultRetries = map[gitlab.FailureReason]int{gitlab.SchedulerFailure: 2, "runner_provisioning_timeout": 2}
 )
 
 // autoRetryAllowed is Gitlab::Ci::Build::AutoRetry#allowed?: retry:max
@@ -369,7 +371,7 @@ func autoRetryAllowed(j *jobState, count int) bool {
 	if len(when) == 0 && len(r.ExitCodes) == 0 {
 		when = []string{"always"}
 	}
-	onReason := slices.Contains(when, "always") || slices.Contains(when, j.reason)
+	onReason := slices.Contains(when, "always") || slices.Contains(when, string(j.reason))
 	onCode := slices.Contains(r.ExitCodes, j.exitCode)
 	maxRetries := defaultRetries[j.reason]
 	if r.Max > 0 && (onReason || onCode) {

@@ -1,4 +1,4 @@
-package gitlabtest
+package coordinator
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/gitlab"
 )
 
 // handleRequestJob is POST jobs/request: Workhorse's long poll in front of
@@ -95,7 +97,7 @@ func (s *Server) assignLocked(w http.ResponseWriter, rn *runner, mgr *manager) {
 			if j.status == StatusPending && j.runner == nil && s.canPick(rn, j) {
 				if !s.validDependenciesLocked(j) {
 					// RegisterJobService drops it instead of handing it out.
-					s.finishLocked(j, StatusFailed, "missing_dependency_failure", 0)
+					s.finishLocked(j, StatusFailed, gitlab.MissingDependencyFailure, 0)
 					continue
 				}
 				pick = j
@@ -185,11 +187,11 @@ func (s *Server) authJobLocked(w http.ResponseWriter, id int64, tok string, requ
 }
 
 type updateRequest struct {
-	Token         string `json:"token"`
-	State         string `json:"state"`
-	FailureReason string `json:"failure_reason"`
-	ExitCode      *int   `json:"exit_code"`
-	Checksum      string `json:"checksum"`
+	Token         string               `json:"token"`
+	State         string               `json:"state"`
+	FailureReason gitlab.FailureReason `json:"failure_reason"`
+	ExitCode      *int                 `json:"exit_code"`
+	Checksum      string               `json:"checksum"`
 	Output        struct {
 		Checksum string `json:"checksum"`
 		Bytesize *int64 `json:"bytesize"`
@@ -297,14 +299,14 @@ func (s *Server) traceMatches(j *jobState, checksum string, size *int64) bool {
 	return true
 }
 
-func knownReason(r string) string {
+func knownReason(r gitlab.FailureReason) gitlab.FailureReason {
 	if r == "" {
 		return ""
 	}
 	if slices.Contains(failureReasons, r) {
 		return r
 	}
-	return "unknown_failure"
+	return gitlab.UnknownFailure
 }
 
 func (s *Server) handlePatchTrace(w http.ResponseWriter, r *http.Request) {
@@ -426,21 +428,9 @@ func (s *Server) cancelLocked(j *jobState, graceful bool) {
 }
 
 // failureReasons is the failure_reason enum GitLab accepts and sends in
-// features.failure_reasons.
-var failureReasons = []string{
-	"unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
-	"runner_system_failure", "missing_dependency_failure", "runner_unsupported", "stale_schedule",
-	"job_execution_timeout", "archived_failure", "unmet_prerequisites", "scheduler_failure",
-	"data_integrity_failure", "forward_deployment_failure", "user_blocked", "project_deleted",
-	"ci_quota_exceeded", "pipeline_loop_detected", "no_matching_runner", "trace_size_exceeded",
-	"builds_disabled", "environment_creation_failure", "deployment_rejected",
-	"failed_outdated_deployment_job", "protected_environment_failure", "insufficient_bridge_permissions",
-	"downstream_bridge_project_not_found", "invalid_bridge_trigger", "upstream_bridge_project_not_found",
-	"insufficient_upstream_permissions", "bridge_pipeline_is_child_pipeline",
-	"downstream_pipeline_creation_failed", "secrets_provider_not_found",
-	"reached_max_descendant_pipelines_depth", "ip_restriction_failure",
-	"reached_max_pipeline_hierarchy_size", "image_pull_failure",
-}
+// features.failure_reasons; image_pull_failure too, as the reference
+// payload (gitlab-runner-behaviour.md) shows it.
+var failureReasons = append(slices.Clip(gitlab.KnownFailureReasons), gitlab.ImagePullFailure)
 
 // tokenMaskPrefixes are the token prefixes GitLab asks runners to mask.
 var tokenMaskPrefixes = []string{

@@ -1,4 +1,4 @@
-package gitlabtest
+package coordinator
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/podrunner/podrunner/internal/ciyaml"
+	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -458,7 +459,7 @@ func (s *Server) stuckLoop() {
 		s.mu.Lock()
 		for _, j := range s.jobs {
 			if j.processingOnRunner() && time.Since(j.touched) > s.opts.StuckTimeout {
-				s.finishLocked(j, StatusFailed, "stuck_or_timeout_failure", 0)
+				s.finishLocked(j, StatusFailed, gitlab.StuckOrTimeoutFailure, 0)
 			}
 		}
 		s.mu.Unlock()

@@ -1,4 +1,4 @@
-package gitlabtest
+package coordinator
 
 import (
 	"crypto/sha256"
@@ -86,7 +86,7 @@ func (s *Server) buildPayloadLocked(j *jobState, rn *runner) *job.Payload {
 		Features: job.Features{
 			TraceSections:     true,
 			TokenMaskPrefixes: append([]string(nil), tokenMaskPrefixes...),
-			FailureReasons:    append([]string(nil), failureReasons...),
+			FailureReasons:    slices.Clone(failureReasons),
 		},
 	}
 	if r := s.opts.Registry; r != nil {
