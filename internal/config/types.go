@@ -260,8 +260,12 @@ type Kubernetes struct {
 	PodAnnotationsOverwriteAllowed Pattern           `toml:"pod_annotations_overwrite_allowed,omitempty"`
 
 	// Lifecycle and timing.
-	PollInterval                         int                 `toml:"poll_interval,omitempty"`
-	PollTimeout                          int                 `toml:"poll_timeout,omitempty"`
+	PollInterval int `toml:"poll_interval,omitempty"`
+	PollTimeout  int `toml:"poll_timeout,omitempty"`
+	// Warm pods (podrunner's own keys; docs/kubernetes-executor.md).
+	WarmPods                             int                 `toml:"warm_pods,omitempty"`
+	WarmPodsIdleTimeout                  int                 `toml:"warm_pods_idle_timeout,omitempty"`
+	WarmPodsRefillPerMinute              int                 `toml:"warm_pods_refill_per_minute,omitempty"`
 	TerminationGracePeriodSeconds        *int64              `toml:"terminationGracePeriodSeconds,omitempty" env:"KUBERNETES_TERMINATIONGRACEPERIODSECONDS"` // deprecated upstream name
 	PodTerminationGracePeriodSeconds     *int64              `toml:"pod_termination_grace_period_seconds,omitempty"`
 	CleanupGracePeriodSeconds            *int64              `toml:"cleanup_grace_period_seconds,omitempty"`

@@ -156,6 +156,9 @@ func (p *parser) validate(c *Config) error {
 	return errors.Join(p.errs...)
 }
 
+// MaxWarmPods caps [runners.kubernetes] warm_pods.
+const MaxWarmPods = 100
+
 // quantityPattern is the grammar of a Kubernetes quantity (apimachinery's
 // resource.Quantity): the Kubernetes executor parses the value itself;
 // config only checks its form, so that a manager without that executor
@@ -278,6 +281,14 @@ func (p *parser) validateKubernetes(key string, k *Kubernetes) {
 	}
 	if k.DNSPolicy != "" && !oneOf(k.DNSPolicy, dnsPolicies) {
 		p.fail(k8s("dns_policy"), "unknown DNS policy %q: use one of %s", k.DNSPolicy, quoteList(dnsPolicies))
+	}
+	if k.WarmPods > MaxWarmPods {
+		p.fail(k8s("warm_pods"), "at most %d warm pods, got %d", MaxWarmPods, k.WarmPods)
+	}
+	for name, v := range map[string]int{"warm_pods": k.WarmPods, "warm_pods_idle_timeout": k.WarmPodsIdleTimeout, "warm_pods_refill_per_minute": k.WarmPodsRefillPerMinute} {
+		if v < 0 {
+			p.fail(k8s(name), "must not be negative, got %d", v)
+		}
 	}
 	for name, v := range map[string]int{"poll_interval": k.PollInterval, "poll_timeout": k.PollTimeout, "resource_availability_check_max_attempts": k.ResourceAvailabilityCheckMaxAttempts, "retry_limit": k.RetryLimit, "retry_backoff_max": k.RetryBackoffMax} {
 		if v < 0 {

@@ -85,8 +85,8 @@ func (e *Executor) Adopt(ctx context.Context) ([]executor.Adoptable, error) {
 	var out []executor.Adoptable
 	dead := map[string]bool{}
 	for _, pod := range w.listPods() {
-		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil || pod.Annotations[AnnotationFinal] != "" {
-			continue
+		if e.isActive(pod.Name) || pod.DeletionTimestamp != nil || pod.Annotations[AnnotationFinal] != "" || isWarm(pod) {
+			continue // warm pods have no job; Cleanup deletes a dead pool's
 		}
 		if owner := podOwner(pod); owner != e.systemID {
 			d, ok := dead[owner]

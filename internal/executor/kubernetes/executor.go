@@ -117,6 +117,8 @@ type Executor struct {
 	leases      *leaseObserver
 	// afterClaimRead runs between a claim's read and its update (tests).
 	afterClaimRead func()
+	// pool keeps warm pods (warm_pods > 0), started with the pod watch.
+	pool *warmPool
 
 	mu     sync.Mutex
 	watch  *podWatch
@@ -208,6 +210,7 @@ func New(opts Options) (*Executor, error) {
 		return newAgentClient(baseURL, token, pinnedClient(hc, fingerprint))
 	}
 	e.fingerprint = e.readFingerprint
+	e.pool = newWarmPool(e, cfg)
 	return e, nil
 }
 
@@ -215,6 +218,12 @@ func New(opts Options) (*Executor, error) {
 // manager is left) and stops the informers and waits for them. Jobs still
 // running lose their pod updates: call it after the last Run returned.
 func (e *Executor) Close() error {
+	e.mu.Lock()
+	started := e.watch != nil
+	e.mu.Unlock()
+	if started && e.pool != nil {
+		e.pool.close() // its idle pods are deleted
+	}
 	e.mu.Lock()
 	w, stop, keeper := e.watch, e.stop, e.keeper
 	e.watch, e.stop, e.keeper, e.closed = nil, nil, nil, true
@@ -259,7 +268,17 @@ func (e *Executor) podWatch(ctx context.Context) (*podWatch, error) {
 	e.keeper = newLeaseKeeper(e.cs, e.ns, e.short, e.systemID, e.log)
 	e.keeper.start(sctx)
 	e.watch, e.stop = w, stop
+	if e.pool != nil {
+		e.pool.start()
+	}
 	return w, nil
+}
+
+// currentWatch is the pod watch once started, else nil.
+func (e *Executor) currentWatch() *podWatch {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.watch
 }
 
 func (e *Executor) setActive(name string, on bool) {
@@ -345,6 +364,17 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 		trace.Errorf(tr, "Job failed: the job asks for namespace %s (KUBERNETES_NAMESPACE_OVERWRITE) but this runner watches only %s: "+
 			"remove the overwrite or run a runner for that namespace", pod.Namespace, e.ns)
 		return executor.Result{FailureReason: gitlab.RunnerConfigurationError}, nil
+	}
+	if e.pool != nil {
+		// Before the registry Secret: a warm pod's image is there already.
+		if wp, reason := e.pool.take(pod); wp != nil {
+			if res, ok, err := e.runWarm(ctx, j, req, pod, wp, w, &prefix, started); ok {
+				return res, err
+			}
+			e.pool.missed(missLost)
+		} else {
+			log.Debug("no warm pod for the job; starting a pod", "reason", reason)
+		}
 	}
 	registry, err := BuildRegistrySecret(pod, req.Payload.Credentials)
 	if err != nil {

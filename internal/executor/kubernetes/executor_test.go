@@ -166,12 +166,19 @@ type harness struct {
 	urls   []string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { t.Helper(); return newHarnessWith(t, nil) }
+
+// newHarnessWith is newHarness with edit applied to the runner's config.
+func newHarnessWith(t *testing.T, edit func(*config.Kubernetes)) *harness {
 	t.Helper()
 	h := &harness{t: t, cs: fake.NewClientset(), agent: newFakeAgent()}
 	h.status = func(*corev1.Pod) corev1.PodStatus { return runningStatus() }
+	cfg := &config.Kubernetes{Namespace: testNS, Image: "podrunner.local/busybox:1", PollTimeout: 30}
+	if edit != nil {
+		edit(cfg)
+	}
 	ex, err := New(Options{
-		Config:         &config.Kubernetes{Namespace: testNS, Image: "podrunner.local/busybox:1", PollTimeout: 30},
+		Config:         cfg,
 		RunnerToken:    testToken,
 		Clientset:      h.cs,
 		TransientGrace: 200 * time.Millisecond,

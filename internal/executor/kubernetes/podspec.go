@@ -75,6 +75,9 @@ type PodRequest struct {
 
 	// Name, when set, is used as the pod's name instead of a new one.
 	Name string
+	// EnvInSpec puts the build container's environment into the agent
+	// spec (a warm pod's environment was fixed before its job).
+	EnvInSpec bool
 	// Rand is the source of the name's random suffix; nil means
 	// crypto/rand. Tests inject a fixed reader.
 	Rand io.Reader

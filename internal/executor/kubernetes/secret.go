@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,6 +38,14 @@ func BuildSecret(req PodRequest, pod *corev1.Pod, port int) (*corev1.Secret, err
 		Sources: agent.SourcesFrom(req.Git, req.Variables.Get("CI_PROJECT_DIR")),
 		Mask:    agent.Mask{Values: req.Mask.Values, Prefixes: req.Mask.Prefixes},
 		Files:   req.Files,
+	}
+	if req.EnvInSpec {
+		// A warm pod was started before its job: the job's public
+		// variables, the build container's environment in a pod made for
+		// the job, come with the spec.
+		for _, v := range EnvVars(req.Variables) {
+			spec.Env = append(spec.Env, v.Name+"="+strings.ReplaceAll(v.Value, "$$", "$"))
+		}
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil {

@@ -274,6 +274,16 @@ func eventTime(ev corev1.Event) time.Time {
 }
 
 // listPods lists the runner's pods from the informer's cache.
+// pod is the cached pod name, or nil.
+func (w *podWatch) pod(name string) *corev1.Pod {
+	obj, ok, err := w.pods.GetIndexer().GetByKey(w.key(name))
+	if err != nil || !ok {
+		return nil
+	}
+	pod, _ := obj.(*corev1.Pod)
+	return pod
+}
+
 func (w *podWatch) listPods() []*corev1.Pod {
 	var out []*corev1.Pod
 	for _, o := range w.pods.GetStore().List() {

@@ -1,0 +1,467 @@
+package kubernetes
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podrunner/podrunner/internal/agent"
+	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/podrunner/podrunner/internal/job"
+)
+
+// Warm pods (docs/kubernetes-executor.md, "Warm pods"): with
+// [runners.kubernetes] warm_pods = N the executor keeps N pods of the
+// runner's default image started, their agent waiting for a spec. A job
+// whose pod would be the same pod (the same spec once the job's own
+// environment, command and deadline are left out) is handed to one: the
+// pod gets the job's labels, annotations and deadline, its Secret, and its
+// spec over the agent's TLS channel. Each warm pod runs one job and is
+// deleted after it, as any job pod; the pool refills in the background.
+
+// LabelWarm marks a pod of the pool that has no job yet.
+const LabelWarm = "podrunner.io/warm"
+
+// Defaults of the pool's settings.
+const (
+	DefaultWarmPodsIdleTimeout     = 10 * time.Minute
+	DefaultWarmPodsRefillPerMinute = 30
+)
+
+// Reasons a job did not get a warm pod (the misses metric's label).
+const (
+	missNoMatch  = "no_match"  // the job's pod differs (image, resources, services…)
+	missNotReady = "not_ready" // warm pods of that shape exist but none is running yet
+	missLost     = "lost"      // the pod went away while it was handed over
+)
+
+type warmPod struct {
+	name    string
+	token   string
+	key     string
+	created time.Time
+}
+
+// warmPool keeps the executor's warm pods. One goroutine (run) creates and
+// deletes them; take hands one to a job.
+type warmPool struct {
+	e       *Executor
+	target  int
+	idleTTL time.Duration
+	every   time.Duration // between two creations
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	pods    map[string]*warmPod // created, not handed over
+	lastUse time.Time
+	stats   WarmStats
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// WarmStats are the pool's counters.
+type WarmStats struct {
+	Ready, Starting int
+	Hits            int64
+	Misses          map[string]int64
+	// Refills counts warm pods that became ready; RefillSeconds is the sum
+	// of their create → running times.
+	Refills       int64
+	RefillSeconds float64
+}
+
+func newWarmPool(e *Executor, cfg *config.Kubernetes) *warmPool {
+	if cfg == nil || cfg.WarmPods <= 0 {
+		return nil
+	}
+	idle := DefaultWarmPodsIdleTimeout
+	if cfg.WarmPodsIdleTimeout > 0 {
+		idle = time.Duration(cfg.WarmPodsIdleTimeout) * time.Second
+	}
+	rate := DefaultWarmPodsRefillPerMinute
+	if cfg.WarmPodsRefillPerMinute > 0 {
+		rate = cfg.WarmPodsRefillPerMinute
+	}
+	return &warmPool{
+		e: e, target: cfg.WarmPods, idleTTL: idle, every: time.Minute / time.Duration(rate),
+		log:  e.log.With("component", "warm-pods"),
+		pods: map[string]*warmPod{}, lastUse: time.Now(), stats: WarmStats{Misses: map[string]int64{}},
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+// start runs the pool; close stops it and deletes its idle pods.
+func (p *warmPool) start() { go p.run() }
+
+func (p *warmPool) close() {
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	idle := make([]string, 0, len(p.pods))
+	for name := range p.pods {
+		idle = append(idle, name)
+	}
+	p.pods = map[string]*warmPod{}
+	p.mu.Unlock()
+	for _, name := range idle {
+		p.e.deletePod(name)
+		p.e.setActive(name, false)
+	}
+}
+
+func (p *warmPool) run() {
+	defer close(p.done)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var lastCreate time.Time
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-tick.C:
+		case <-p.wake:
+		}
+		p.forgetGone()
+		p.mu.Lock()
+		idleFor := time.Since(p.lastUse)
+		n := len(p.pods)
+		p.mu.Unlock()
+		if idleFor > p.idleTTL {
+			// Unused for long: no cost until the next job asks.
+			if n > 0 {
+				p.log.Info("warm pods unused for the idle timeout; deleting them", "pods", n, "idle_timeout", p.idleTTL)
+				p.deleteIdle()
+			}
+			continue
+		}
+		if n < p.target && time.Since(lastCreate) >= p.every {
+			lastCreate = time.Now()
+			if err := p.create(); err != nil {
+				p.log.Warn("cannot start a warm pod", "err", err)
+			}
+		}
+	}
+}
+
+// forgetGone drops pods that were deleted (or ended) while idle, and
+// records the refill time of pods that became ready.
+func (p *warmPool) forgetGone() {
+	w := p.e.currentWatch()
+	if w == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ready, starting := 0, 0
+	for name, wp := range p.pods {
+		pod := w.pod(name)
+		switch {
+		case pod == nil && time.Since(wp.created) < 30*time.Second:
+			starting++ // not in the cache yet
+		case pod == nil, pod.DeletionTimestamp != nil, pod.Status.Phase == corev1.PodSucceeded, pod.Status.Phase == corev1.PodFailed:
+			p.log.Info("warm pod gone while idle; refilling", "pod", name)
+			delete(p.pods, name)
+			p.e.setActive(name, false)
+			if pod != nil && pod.DeletionTimestamp == nil {
+				go p.e.deletePod(name)
+			}
+		default:
+			if _, ok := buildRunning(pod); ok {
+				ready++
+			} else {
+				starting++
+			}
+		}
+	}
+	p.stats.Ready, p.stats.Starting = ready, starting
+}
+
+func (p *warmPool) deleteIdle() {
+	p.mu.Lock()
+	var names []string
+	for name := range p.pods {
+		names = append(names, name)
+	}
+	p.pods = map[string]*warmPod{}
+	p.mu.Unlock()
+	for _, name := range names {
+		p.e.deletePod(name)
+		p.e.setActive(name, false)
+	}
+}
+
+// create starts one warm pod of the runner's default image.
+func (p *warmPool) create() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pod, token, err := p.e.warmTemplate(ctx)
+	if err != nil {
+		return err
+	}
+	wp := &warmPod{name: pod.Name, token: token, key: podShapeKey(pod), created: time.Now()}
+	p.e.setActive(pod.Name, true) // not Cleanup's
+	p.mu.Lock()
+	p.pods[pod.Name] = wp
+	p.mu.Unlock()
+	if _, err := p.e.cs.CoreV1().Pods(p.e.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		p.mu.Lock()
+		delete(p.pods, pod.Name)
+		p.mu.Unlock()
+		p.e.setActive(pod.Name, false)
+		return fmt.Errorf("create warm pod %s: %w", pod.Name, err)
+	}
+	p.log.Info("warm pod started", "pod", pod.Name)
+	go p.timeReady(wp)
+	return nil
+}
+
+// timeReady records how long the pod took to run (the refill time).
+func (p *warmPool) timeReady(wp *warmPod) {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		w := p.e.currentWatch()
+		if w == nil {
+			return
+		}
+		pod := w.pod(wp.name)
+		if pod == nil {
+			if time.Since(wp.created) > time.Minute {
+				return
+			}
+			continue
+		}
+		if _, ok := buildRunning(pod); ok {
+			p.mu.Lock()
+			p.stats.Refills++
+			p.stats.RefillSeconds += time.Since(wp.created).Seconds()
+			p.mu.Unlock()
+			return
+		}
+		if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+			return
+		}
+	}
+}
+
+// take hands a ready warm pod of the job pod's shape to the caller (it is
+// no longer the pool's), or names why there is none.
+func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
+	key := podShapeKey(jobPod)
+	w := p.e.currentWatch()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastUse = time.Now()
+	select {
+	case p.wake <- struct{}{}: // refill (or start filling again after an idle time)
+	default:
+	}
+	same := false
+	for name, wp := range p.pods {
+		if wp.key != key {
+			continue
+		}
+		same = true
+		if w == nil {
+			break
+		}
+		pod := w.pod(name)
+		if pod == nil || pod.DeletionTimestamp != nil {
+			continue
+		}
+		if _, ok := buildRunning(pod); !ok {
+			continue
+		}
+		delete(p.pods, name)
+		p.stats.Hits++
+		return wp, ""
+	}
+	reason := missNoMatch
+	if same {
+		reason = missNotReady
+	}
+	p.stats.Misses[reason]++
+	return nil, reason
+}
+
+func (p *warmPool) missed(reason string) {
+	p.mu.Lock()
+	p.stats.Misses[reason]++
+	p.stats.Hits--
+	p.mu.Unlock()
+}
+
+// Stats returns the pool's counters (zero without a pool).
+func (e *Executor) WarmStats() WarmStats {
+	if e.pool == nil {
+		return WarmStats{}
+	}
+	e.pool.mu.Lock()
+	defer e.pool.mu.Unlock()
+	s := e.pool.stats
+	s.Misses = map[string]int64{}
+	for k, v := range e.pool.stats.Misses {
+		s.Misses[k] = v
+	}
+	return s
+}
+
+// warmTemplate is the pod of a job of the runner's default image, with
+// nothing of a job: no job labels or annotations, no environment, no
+// deadline, and its own agent token.
+func (e *Executor) warmTemplate(ctx context.Context) (*corev1.Pod, string, error) {
+	p := &job.Payload{
+		ID: 0, Token: "warm",
+		JobInfo:    job.JobInfo{Name: "warm", ProjectID: 0, ProjectFullPath: "warm/pod"},
+		Variables:  job.Variables{{Key: "GIT_STRATEGY", Value: "none", Public: true}},
+		Steps:      []job.Step{{Name: job.StepScript, Script: []string{"true"}, When: "on_success", Timeout: 3600}},
+		RunnerInfo: job.RunnerInfo{Timeout: 3600},
+	}
+	req, err := e.podRequest(ctx, &executor.Job{Payload: p})
+	if err != nil {
+		return nil, "", fmt.Errorf("warm pod: %w", err)
+	}
+	pod, _, err := BuildPod(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("warm pod: %w", err)
+	}
+	suffix, err := randomString(rand.Reader, nameSuffixLen)
+	if err != nil {
+		return nil, "", err
+	}
+	pod.Name = makeRFC1123(fmt.Sprintf("runner-%s-warm", e.short)) + "-" + suffix
+	pod.Labels = map[string]string{
+		LabelManaged: "true", LabelRunner: e.short, LabelSystemID: e.systemID, LabelWarm: "true",
+	}
+	pod.Annotations = map[string]string{AnnotationClaim: "0"}
+	pod.Spec.Containers[0].Env = nil
+	pod.Spec.ActiveDeadlineSeconds = nil
+	return pod, req.AgentToken, nil
+}
+
+// podShapeKey is what a job pod and a warm pod must share: the spec
+// without the build container's environment (the spec carries it to a
+// warm pod) and command (its agent token) and the deadline (set at
+// hand-over).
+func podShapeKey(pod *corev1.Pod) string {
+	s := pod.Spec.DeepCopy()
+	s.ActiveDeadlineSeconds = nil
+	for i := range s.Containers {
+		if s.Containers[i].Name == ContainerBuild {
+			s.Containers[i].Env = nil
+			s.Containers[i].Command = nil
+		}
+	}
+	b, _ := json.Marshal(s)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// handOver makes the warm pod wp the job's pod: its labels, annotations
+// and deadline (counted from the pod's start) become the job pod's. A
+// false result means the pod is gone: the job takes the cold path.
+func (e *Executor) handOver(ctx context.Context, wp *warmPod, jobPod *corev1.Pod) (*corev1.Pod, error) {
+	w := e.currentWatch()
+	if w == nil {
+		return nil, fmt.Errorf("warm pod %s: no pod watch", wp.name)
+	}
+	cur := w.pod(wp.name)
+	if cur == nil || cur.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("warm pod %s is gone", wp.name)
+	}
+	upd := cur.DeepCopy()
+	upd.Labels = jobPod.Labels
+	upd.Annotations = jobPod.Annotations
+	if d := jobPod.Spec.ActiveDeadlineSeconds; d != nil {
+		started := cur.CreationTimestamp.Time
+		if cur.Status.StartTime != nil {
+			started = cur.Status.StartTime.Time
+		}
+		since := int64(math.Ceil(time.Since(started).Seconds()))
+		upd.Spec.ActiveDeadlineSeconds = ptrTo(*d + max(since, 0))
+	}
+	got, err := e.cs.CoreV1().Pods(e.ns).Update(ctx, upd, metav1.UpdateOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil, fmt.Errorf("warm pod %s changed or went away: %w", wp.name, err)
+		}
+		return nil, fmt.Errorf("hand warm pod %s over: %w", wp.name, err)
+	}
+	return got, nil
+}
+
+// isWarm reports an idle pool pod (no job yet).
+func isWarm(pod *corev1.Pod) bool { return pod.Labels[LabelWarm] == "true" }
+
+// runWarm runs the job in the warm pod wp instead of jobPod. ok is false
+// when the pod could not be handed over (it went away): nothing of the
+// job happened yet and the caller takes the cold path.
+func (e *Executor) runWarm(ctx context.Context, j *executor.Job, req PodRequest, jobPod *corev1.Pod, wp *warmPod, w *podWatch, prefix *bytes.Buffer, started time.Time) (res executor.Result, ok bool, err error) {
+	log := e.log.With("job", j.Payload.ID, "pod", wp.name, "warm", true)
+	tr := j.Trace
+	if tr == nil {
+		tr = io.Discard
+	}
+	line := fmt.Sprintf("Using warm pod %s/%s\n", e.ns, wp.name)
+	req.AgentToken, req.EnvInSpec = wp.token, true
+	named := jobPod.DeepCopy()
+	named.Name = wp.name
+	named.Annotations[AnnotationTracePrefix] = base64.StdEncoding.EncodeToString(maskBytes(append(slices.Clone(prefix.Bytes()), line...), req.Mask))
+	secret, err := BuildSecret(req, named, req.AgentPort)
+	if err != nil {
+		log.Warn("warm pod not used", "err", err)
+		return executor.Result{}, false, nil
+	}
+	r := &jobRun{
+		e: e, log: log, trace: tr, watch: w, pod: wp.name, token: wp.token, port: req.AgentPort,
+		cancel: j.GracefulCancel, started: started, spec: secret.Data[agent.SpecKey],
+	}
+	sub, unsubscribe := w.subscribe(wp.name)
+	defer unsubscribe()
+	r.sub = sub
+	sub.own(0)
+	defer e.setActive(wp.name, false) // the pool made it active
+	got, err := e.handOver(ctx, wp, named)
+	if err != nil {
+		log.Warn("warm pod lost at hand-over; starting a pod", "err", err)
+		e.deletePod(wp.name)
+		return executor.Result{}, false, nil
+	}
+	fmt.Fprint(tr, line)
+	defer r.cleanup()
+	secret.OwnerReferences = []metav1.OwnerReference{OwnerReference(got)}
+	if err := e.createWithQuotaRetry(ctx, tr, started.Add(e.pollLimit), "secret "+secret.Name, func(ctx context.Context) error {
+		_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		res, err := r.startFailed(ctx, err, true)
+		return res, true, err
+	}
+	log.Info("warm pod handed over", "after", time.Since(started))
+	res, err = r.followOwned(ctx)
+	return res, true, err
+}

@@ -1,0 +1,157 @@
+package kubernetes
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/podrunner/podrunner/internal/agent"
+	"github.com/podrunner/podrunner/internal/config"
+	"github.com/podrunner/podrunner/internal/executor"
+)
+
+func waitWarmReady(t *testing.T, ex *Executor, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for ex.WarmStats().Ready < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("warm pods ready: %+v, want %d", ex.WarmStats(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A job of the runner's default image runs in a warm pod: the pod gets the
+// job's labels, annotations and deadline, its Secret, and its spec with
+// the job's environment; no pod is created for it.
+func TestWarmPodServesMatchingJob(t *testing.T) {
+	h := newHarnessWith(t, func(c *config.Kubernetes) { c.WarmPods = 1 })
+	if _, err := h.ex.podWatch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitWarmReady(t, h.ex, 1)
+	warm := h.onlyPod()
+	if !strings.HasPrefix(warm.Name, "runner-"+h.ex.short+"-warm-") || warm.Labels[LabelWarm] != "true" || warm.Labels[LabelJobID] != "" {
+		t.Fatalf("warm pod %s labels %v", warm.Name, warm.Labels)
+	}
+	if warm.Spec.ActiveDeadlineSeconds != nil || len(warm.Spec.Containers[0].Env) != 0 {
+		t.Fatalf("warm pod has a job's deadline or environment: %+v", warm.Spec)
+	}
+
+	p := testPayload()
+	tr := &syncBuffer{}
+	ch := h.start(context.Background(), &executor.Job{Payload: p, Trace: tr})
+	h.waitAction("update", "pods")
+	h.agent.write("job output\n")
+	h.agent.finish(agent.Result{Success: true})
+	if o := wait(t, ch); o.err != nil || !o.res.Success {
+		t.Fatalf("result %+v, err %v\n%s", o.res, o.err, tr.String())
+	}
+	if !strings.Contains(tr.String(), "Using warm pod "+testNS+"/"+warm.Name) || !strings.Contains(tr.String(), "job output") {
+		t.Errorf("trace:\n%s", tr.String())
+	}
+	var updated *corev1.Pod
+	var secret *corev1.Secret
+	creates := 0
+	for _, a := range h.cs.Actions() {
+		switch a.GetVerb() {
+		case "update":
+			if pod, ok := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod); ok && a.GetSubresource() == "" && updated == nil {
+				updated = pod // the hand-over (a later update marks the final update)
+			}
+		case "create":
+			obj := a.(k8stesting.CreateAction).GetObject()
+			if _, ok := obj.(*corev1.Pod); ok {
+				creates++
+			}
+			if s, ok := obj.(*corev1.Secret); ok {
+				secret = s
+			}
+		}
+	}
+	if updated == nil || updated.Name != warm.Name || updated.Labels[LabelJobID] != "42" || updated.Labels[LabelWarm] != "" ||
+		updated.Spec.ActiveDeadlineSeconds == nil || *updated.Spec.ActiveDeadlineSeconds < 600 {
+		t.Fatalf("hand-over update %+v", updated)
+	}
+	if secret == nil || secret.Name != warm.Name || len(secret.OwnerReferences) != 1 || secret.OwnerReferences[0].Name != warm.Name {
+		t.Fatalf("secret %+v", secret)
+	}
+	var spec agent.Spec
+	if err := json.Unmarshal(secret.Data[agent.SpecKey], &spec); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(spec.Env, "PUBLIC_ONE=visible") || slices.ContainsFunc(spec.Env, func(e string) bool { return strings.Contains(e, "hunter2") }) {
+		t.Errorf("spec env %v: want the public variables only", spec.Env)
+	}
+	if st := h.ex.WarmStats(); st.Hits != 1 {
+		t.Errorf("stats %+v, want 1 hit", st)
+	}
+	// The pool refills: a second warm pod is created after the first was used.
+	deadline := time.Now().Add(10 * time.Second)
+	for creates < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool not refilled: %d pod creates", creates)
+		}
+		time.Sleep(20 * time.Millisecond)
+		creates = 0
+		for _, a := range h.cs.Actions() {
+			if a.GetVerb() == "create" {
+				if _, ok := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod); ok {
+					creates++
+				}
+			}
+		}
+	}
+}
+
+// A job whose pod differs (another image) takes the cold path and leaves
+// the warm pod to the pool; Close deletes idle warm pods.
+func TestWarmPodNotUsedForAnotherShape(t *testing.T) {
+	h := newHarnessWith(t, func(c *config.Kubernetes) { c.WarmPods = 1 })
+	if _, err := h.ex.podWatch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitWarmReady(t, h.ex, 1)
+	warm := h.onlyPod()
+	p := testPayload()
+	p.Image.Name = "golang:1.26"
+	ch := h.start(context.Background(), &executor.Job{Payload: p, Trace: &syncBuffer{}})
+	h.waitAction("create", "secrets")
+	h.agent.finish(agent.Result{Success: true})
+	if o := wait(t, ch); o.err != nil || !o.res.Success {
+		t.Fatalf("result %+v, err %v", o.res, o.err)
+	}
+	if st := h.ex.WarmStats(); st.Hits != 0 || st.Misses[missNoMatch] != 1 {
+		t.Errorf("stats %+v, want one no_match miss", st)
+	}
+	if _, err := h.cs.CoreV1().Pods(testNS).Get(context.Background(), warm.Name, metav1.GetOptions{}); err != nil {
+		t.Fatalf("warm pod gone after a cold job: %v", err)
+	}
+	h.ex.Close()
+	if _, err := h.cs.CoreV1().Pods(testNS).Get(context.Background(), warm.Name, metav1.GetOptions{}); err == nil {
+		t.Error("idle warm pod left after Close")
+	}
+}
+
+func TestPodShapeKeyIgnoresTheJobsOwnParts(t *testing.T) {
+	a := &corev1.Pod{Spec: corev1.PodSpec{ActiveDeadlineSeconds: ptrTo(int64(60)), Containers: []corev1.Container{
+		{Name: ContainerBuild, Image: "x", Env: []corev1.EnvVar{{Name: "A", Value: "1"}}, Command: []string{"a"}}}}}
+	b := a.DeepCopy()
+	b.Spec.ActiveDeadlineSeconds = nil
+	b.Spec.Containers[0].Env = nil
+	b.Spec.Containers[0].Command = []string{"b"}
+	if podShapeKey(a) != podShapeKey(b) {
+		t.Error("environment, command and deadline change the key")
+	}
+	b.Spec.Containers[0].Image = "y"
+	if podShapeKey(a) == podShapeKey(b) {
+		t.Error("another image, same key")
+	}
+}
