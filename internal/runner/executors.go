@@ -19,6 +19,11 @@ type Executors struct {
 	retired []executor.Executor
 }
 
+// retirer is an executor that starts work of its own (the Kubernetes
+// executor's warm pods): Retire stops that when a reload replaced it,
+// while its running jobs go on.
+type retirer interface{ Retire() }
+
 type cachedExecutor struct {
 	fingerprint string
 	ex          executor.Executor
@@ -47,6 +52,9 @@ func (c *Executors) get(key string, settings any, create func() (executor.Execut
 	}
 	if cur, ok := c.current[key]; ok {
 		c.retired = append(c.retired, cur.ex)
+		if r, ok := cur.ex.(retirer); ok {
+			r.Retire()
+		}
 	}
 	c.current[key] = cachedExecutor{fingerprint: string(fp), ex: ex}
 	return ex, nil

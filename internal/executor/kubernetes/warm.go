@@ -67,7 +67,10 @@ type warmPool struct {
 	every   time.Duration // between two creations
 	log     *slog.Logger
 
+	closeOnce sync.Once
+
 	mu      sync.Mutex
+	started bool
 	pods    map[string]*warmPod // created, not handed over
 	lastUse time.Time
 	stats   WarmStats
@@ -109,11 +112,34 @@ func newWarmPool(e *Executor, cfg *config.Kubernetes) *warmPool {
 }
 
 // start runs the pool; close stops it and deletes its idle pods.
-func (p *warmPool) start() { go p.run() }
+func (p *warmPool) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stop:
+		return // closed before it started
+	default:
+	}
+	p.started = true
+	go p.run()
+}
+
+// Retire stops the warm pool (its idle pods are deleted) of an executor a
+// config reload replaced; jobs it runs go on.
+func (e *Executor) Retire() {
+	if e.pool != nil {
+		e.pool.close()
+	}
+}
 
 func (p *warmPool) close() {
-	close(p.stop)
-	<-p.done
+	p.closeOnce.Do(func() { close(p.stop) })
+	p.mu.Lock()
+	started := p.started
+	p.mu.Unlock()
+	if started {
+		<-p.done
+	}
 	p.mu.Lock()
 	idle := make([]string, 0, len(p.pods))
 	for name := range p.pods {
@@ -168,6 +194,12 @@ func (p *warmPool) forgetGone() {
 	if w == nil {
 		return
 	}
+	var gone []string
+	defer func() { // outside p.mu: setActive takes the executor's lock
+		for _, name := range gone {
+			p.e.setActive(name, false)
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ready, starting := 0, 0
@@ -179,7 +211,7 @@ func (p *warmPool) forgetGone() {
 		case pod == nil, pod.DeletionTimestamp != nil, pod.Status.Phase == corev1.PodSucceeded, pod.Status.Phase == corev1.PodFailed:
 			p.log.Info("warm pod gone while idle; refilling", "pod", name)
 			delete(p.pods, name)
-			p.e.setActive(name, false)
+			gone = append(gone, name)
 			if pod != nil && pod.DeletionTimestamp == nil {
 				go p.e.deletePod(name)
 			}
@@ -272,6 +304,11 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 	w := p.e.currentWatch()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	select {
+	case <-p.stop:
+		return nil, missNoMatch // retired
+	default:
+	}
 	p.lastUse = time.Now()
 	select {
 	case p.wake <- struct{}{}: // refill (or start filling again after an idle time)
