@@ -14,6 +14,7 @@ import (
 	"github.com/podrunner/podrunner/internal/executor"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ExecutorEnv is what an executor is built with besides its [[runners]]
@@ -121,6 +122,9 @@ func runnerFromConfig(cfg *config.Config, rc *config.Runner, b Build) (*Runner, 
 	}
 	if err != nil {
 		return nil, err
+	}
+	if c, ok := ex.(prometheus.Collector); ok && b.Metrics != nil {
+		b.Metrics.Executor(c)
 	}
 	var unhealthy time.Duration
 	if rc.UnhealthyInterval != nil {

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 
@@ -87,6 +88,21 @@ func NewMetrics(version, revision string) *Metrics {
 		m.configLoaded, m.configErrors, versionInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Executor registers an executor's own metrics (the Kubernetes executor's
+// warm pods). An executor kept across a reload stays registered; one that
+// replaced another (same metrics) takes its place.
+func (m *Metrics) Executor(c prometheus.Collector) {
+	err := m.Registry.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	if errors.As(err, &dup) && dup.ExistingCollector != c {
+		m.Registry.Unregister(dup.ExistingCollector)
+		err = m.Registry.Register(c)
+	}
+	if err != nil && !errors.As(err, &dup) {
+		slog.Default().Warn("executor metrics not registered", "err", err)
+	}
 }
 
 // ConfigLoaded counts a configuration load; ok=false counts a refused one.

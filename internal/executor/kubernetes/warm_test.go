@@ -15,6 +15,8 @@ import (
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/executor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func waitWarmReady(t *testing.T, ex *Executor, n int) {
@@ -153,5 +155,31 @@ func TestPodShapeKeyIgnoresTheJobsOwnParts(t *testing.T) {
 	b.Spec.Containers[0].Image = "y"
 	if podShapeKey(a) == podShapeKey(b) {
 		t.Error("another image, same key")
+	}
+}
+
+// The pool's figures are metrics of the executor, one set per runner.
+func TestWarmMetrics(t *testing.T) {
+	h := newHarnessWith(t, func(c *config.Kubernetes) { c.WarmPods = 1 })
+	if _, err := h.ex.podWatch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitWarmReady(t, h.ex, 1)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(h.ex); err != nil {
+		t.Fatal(err)
+	}
+	got, err := testutil.GatherAndCount(reg, "podrunner_warm_pods", "podrunner_warm_pod_misses_total")
+	if err != nil || got != 5 {
+		t.Fatalf("metrics: %d series, %v; want 2 states and 3 miss reasons", got, err)
+	}
+	want := `
+# HELP podrunner_warm_pods Warm pods of the pool by state (ready: the agent waits for a job; starting).
+# TYPE podrunner_warm_pods gauge
+podrunner_warm_pods{runner="` + h.ex.short + `",state="ready"} 1
+podrunner_warm_pods{runner="` + h.ex.short + `",state="starting"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "podrunner_warm_pods"); err != nil {
+		t.Error(err)
 	}
 }
