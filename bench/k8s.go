@@ -476,15 +476,17 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 	n, m := b.n(20), b.n(30)
 	var total int
 	var delta reqCounts
-	run := func(concurrent int, ci string, body func(w *world) ([]jobSample, error)) ([]jobSample, error) {
+	// extra is appended to [runners.kubernetes]; a run with extra settings
+	// is left out of the API request figures.
+	runWith := func(concurrent int, extra, ci string, body func(w *world) ([]jobSample, error)) ([]jobSample, error) {
 		k.watch.forget() // each coordinator numbers its jobs from 1
-		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s", concurrent, spec.Label)), k.listen(), ci, coordinator.Options{})
+		w, err := newWorld(ctx, b.tmpDir(fmt.Sprintf("k8s%d-%s%s", concurrent, spec.Label, map[bool]string{true: "-warm"}[extra != ""])), k.listen(), ci, coordinator.Options{})
 		if err != nil {
 			return nil, err
 		}
 		defer w.Close()
 		rdir := filepath.Join(w.dir, "runner-"+spec.Label)
-		p, err := startRunner(spec, rdir, kubeConfig(w, concurrent, k, spec))
+		p, err := startRunner(spec, rdir, kubeConfig(w, concurrent, k, spec)+extra)
 		if err != nil {
 			return nil, err
 		}
@@ -506,11 +508,14 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 			return nil, fmt.Errorf("%w; end of the runner's log:\n%s", err, p.logTail(2000))
 		}
 		after, aerr := scrapeRequests(ctx, k.cs)
-		if berr == nil && aerr == nil {
+		if berr == nil && aerr == nil && extra == "" {
 			delta = delta.add(after.sub(before))
 			total += len(js)
 		}
 		return js, nil
+	}
+	run := func(concurrent int, ci string, body func(w *world) ([]jobSample, error)) ([]jobSample, error) {
+		return runWith(concurrent, "", ci, body)
 	}
 	seq, err := run(1, "echo:\n"+kubeScript, func(w *world) ([]jobSample, error) {
 		var js []jobSample
@@ -592,6 +597,11 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 		b.rep.Add(spec.Label, r.sc, "runner overhead: whole job - bare pod whole (p50-p50 / p95-p95)", msDist, target, diffCell(whole, floor))
 	}
 	b.rep.Add(spec.Label, fmt.Sprintf("%s, concurrent=5 (%d jobs in one pipeline)", scKube, len(conc)), "throughput: first queued -> last final state", "jobs/min", nil, Val(rate))
+	if spec.Label == labelPodrunner {
+		if err := b.kubeWarm(ctx, n, runWith); err != nil {
+			return err
+		}
+	}
 	if total > 0 {
 		b.addAPIRows(spec.Label, fmt.Sprintf("per job (%d jobs)", total), delta, total)
 	} else {
@@ -608,4 +618,85 @@ func diffCell(a, b []time.Duration) Cell {
 	}
 	p50, p95 := *ca.P50-*cb.P50, *ca.P95-*cb.P95
 	return Cell{N: ca.N, P50: &p50, P95: &p95}
+}
+
+// kubeWarm runs n echo jobs in sequence on podrunner with warm_pods = 2,
+// each once two warm pods run: the issue's "with 2 warm pods of the job
+// image" (docs/kubernetes-executor.md, "Warm pods").
+func (b *bench) kubeWarm(ctx context.Context, n int, runWith func(int, string, string, func(*world) ([]jobSample, error)) ([]jobSample, error)) error {
+	k := b.kube
+	const extra = "    warm_pods = 2\n    warm_pods_refill_per_minute = 120\n"
+	js, err := runWith(1, extra, "echo:\n"+kubeScript, func(w *world) ([]jobSample, error) {
+		var js []jobSample
+		for range n {
+			if err := k.waitWarm(ctx, 2); err != nil {
+				return nil, err
+			}
+			if err := w.waitHeld(ctx, time.Minute); err != nil {
+				return nil, err
+			}
+			pl, err := w.pipeline("")
+			if err != nil {
+				return nil, err
+			}
+			v, err := w.wait(ctx, pl.ID, 3*time.Minute)
+			if err != nil {
+				return nil, err
+			}
+			s, err := b.jobSample(w, v.Jobs[0])
+			if err != nil {
+				return nil, err
+			}
+			js = append(js, s)
+		}
+		return js, nil
+	})
+	if err != nil {
+		return fmt.Errorf("warm pods: %w", err)
+	}
+	sc := fmt.Sprintf("%s, warm_pods=2 (%d jobs in sequence)", scKube, len(js))
+	rows := []struct {
+		name   string
+		f      func(jobSample) time.Duration
+		target *Target
+	}{
+		{"handed -> script started", func(s jobSample) time.Duration { return s.start.Sub(s.picked) }, &Target{Below: 100}},
+		{"script started -> script exited", func(s jobSample) time.Duration { return s.end.Sub(s.start) }, nil},
+		{"script exited -> final state accepted", func(s jobSample) time.Duration { return s.finished.Sub(s.end) }, nil},
+		{"whole: handed -> final state accepted", func(s jobSample) time.Duration { return s.finished.Sub(s.picked) }, &Target{Below: 300}},
+	}
+	for _, r := range rows {
+		b.rep.Add(labelPodrunner, sc, r.name, msDist, r.target, DistMS(column(js, r.f)))
+	}
+	return nil
+}
+
+// waitWarm waits until n warm pods of the namespace run.
+func (k *kubeTarget) waitWarm(ctx context.Context, n int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		list, err := k.cs.CoreV1().Pods(k.ns).List(ctx, metav1.ListOptions{LabelSelector: "podrunner.io/warm=true"})
+		if err != nil {
+			return err
+		}
+		running := 0
+		for _, p := range list.Items {
+			for _, s := range p.Status.ContainerStatuses {
+				if p.DeletionTimestamp == nil && s.Name == buildContainer && s.State.Running != nil {
+					running++
+				}
+			}
+		}
+		if running >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d warm pods running after 2 min, want %d", running, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
