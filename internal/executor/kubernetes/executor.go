@@ -371,6 +371,9 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 			if res, ok, err := e.runWarm(ctx, j, req, pod, wp, w, &prefix, started); ok {
 				return res, err
 			}
+			if ctx.Err() != nil {
+				return abortResult(ctx), nil
+			}
 			e.pool.missed(missLost)
 		} else {
 			log.Debug("no warm pod for the job; starting a pod", "reason", reason)

@@ -46,9 +46,8 @@ const (
 
 // Reasons a job did not get a warm pod (the misses metric's label).
 const (
-	missNoMatch  = "no_match"  // the job's pod differs (image, resources, services…)
-	missNotReady = "not_ready" // warm pods of that shape exist but none is running yet
-	missLost     = "lost"      // the pod went away while it was handed over
+	missNoMatch = "no_match" // the job's pod differs (image, resources, services…), or the pool is empty
+	missLost    = "lost"     // the warm pod taken went away or did not start
 )
 
 type warmPod struct {
@@ -314,32 +313,33 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 	case p.wake <- struct{}{}: // refill (or start filling again after an idle time)
 	default:
 	}
-	same := false
+	// A ready pod, else the oldest starting one: a pod already starting is
+	// running sooner than a pod created now.
+	var starting *warmPod
 	for name, wp := range p.pods {
-		if wp.key != key {
+		if wp.key != key || w == nil {
 			continue
-		}
-		same = true
-		if w == nil {
-			break
 		}
 		pod := w.pod(name)
-		if pod == nil || pod.DeletionTimestamp != nil {
+		if pod == nil || pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
 			continue
 		}
-		if _, ok := buildRunning(pod); !ok {
-			continue
+		if _, ok := buildRunning(pod); ok {
+			delete(p.pods, name)
+			p.stats.Hits++
+			return wp, ""
 		}
-		delete(p.pods, name)
+		if starting == nil || wp.created.Before(starting.created) {
+			starting = wp
+		}
+	}
+	if starting != nil {
+		delete(p.pods, starting.name)
 		p.stats.Hits++
-		return wp, ""
+		return starting, ""
 	}
-	reason := missNoMatch
-	if same {
-		reason = missNotReady
-	}
-	p.stats.Misses[reason]++
-	return nil, reason
+	p.stats.Misses[missNoMatch]++
+	return nil, missNoMatch
 }
 
 func (p *warmPool) missed(reason string) {
@@ -479,6 +479,11 @@ func (e *Executor) runWarm(ctx context.Context, j *executor.Job, req PodRequest,
 	r.sub = sub
 	sub.own(0)
 	defer e.setActive(wp.name, false) // the pool made it active
+	if err := waitWarmRunning(ctx, w, sub, wp.name, e.pollLimit); err != nil {
+		log.Warn("warm pod did not start; starting a pod", "err", err)
+		e.deletePod(wp.name)
+		return executor.Result{}, false, nil
+	}
 	got, err := e.handOver(ctx, wp, named)
 	if err != nil {
 		log.Warn("warm pod lost at hand-over; starting a pod", "err", err)
@@ -501,4 +506,29 @@ func (e *Executor) runWarm(ctx context.Context, j *executor.Job, req PodRequest,
 	log.Info("warm pod handed over", "after", time.Since(started))
 	res, err = r.followOwned(ctx)
 	return res, true, err
+}
+
+// waitWarmRunning waits until the warm pod's build container runs (the
+// pool may hand over a pod that is still starting).
+func waitWarmRunning(ctx context.Context, w *podWatch, sub *podSub, name string, limit time.Duration) error {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		pod := w.pod(name)
+		switch {
+		case pod == nil, pod.DeletionTimestamp != nil, pod.Status.Phase == corev1.PodFailed, pod.Status.Phase == corev1.PodSucceeded:
+			return fmt.Errorf("warm pod %s went away", name)
+		}
+		if _, ok := buildRunning(pod); ok {
+			return nil
+		}
+		select {
+		case <-sub.notify:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline.C:
+			return fmt.Errorf("warm pod %s not running after %s", name, limit)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

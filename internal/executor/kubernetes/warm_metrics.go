@@ -13,7 +13,7 @@ func newWarmDescs(short string) warmDescs {
 			"Warm pods of the pool by state (ready: the agent waits for a job; starting).", []string{"state"}, l),
 		hits: prometheus.NewDesc("podrunner_warm_pod_hits_total", "Jobs handed to a warm pod.", nil, l),
 		misses: prometheus.NewDesc("podrunner_warm_pod_misses_total",
-			"Jobs that took the usual path although warm pods are configured, by reason (no_match, not_ready, lost).", []string{"reason"}, l),
+			"Jobs that took the usual path although warm pods are configured, by reason (no_match, lost).", []string{"reason"}, l),
 		refill: prometheus.NewDesc("podrunner_warm_pod_refill_seconds",
 			"Time from creating a warm pod to its build container running.", nil, l),
 	}
@@ -37,7 +37,7 @@ func (e *Executor) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(d.pods, prometheus.GaugeValue, float64(s.Ready), "ready")
 	ch <- prometheus.MustNewConstMetric(d.pods, prometheus.GaugeValue, float64(s.Starting), "starting")
 	ch <- prometheus.MustNewConstMetric(d.hits, prometheus.CounterValue, float64(s.Hits))
-	for _, r := range []string{missNoMatch, missNotReady, missLost} {
+	for _, r := range []string{missNoMatch, missLost} {
 		ch <- prometheus.MustNewConstMetric(d.misses, prometheus.CounterValue, float64(s.Misses[r]), r)
 	}
 	ch <- prometheus.MustNewConstSummary(d.refill, uint64(s.Refills), s.RefillSeconds, nil)

@@ -170,8 +170,8 @@ func TestWarmMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := testutil.GatherAndCount(reg, "podrunner_warm_pods", "podrunner_warm_pod_misses_total")
-	if err != nil || got != 5 {
-		t.Fatalf("metrics: %d series, %v; want 2 states and 3 miss reasons", got, err)
+	if err != nil || got != 4 {
+		t.Fatalf("metrics: %d series, %v; want 2 states and 2 miss reasons", got, err)
 	}
 	want := `
 # HELP podrunner_warm_pods Warm pods of the pool by state (ready: the agent waits for a job; starting).
