@@ -218,7 +218,8 @@ func TestKubernetesWarmPodsRestartAndReload(t *testing.T) {
 		t.Errorf("job after the restart not warm:\n%s", tr)
 	}
 
-	write(0) // a reload: the replaced executor's pool goes
+	e.waitWarm(1, time.Minute) // refilled after the job
+	write(0)                   // a reload: the replaced executor's pool goes
 	deadline := time.Now().Add(time.Minute)
 	for len(e.warmPods()) > 0 {
 		if time.Now().After(deadline) {
