@@ -243,3 +243,72 @@ func TestKubernetesWarmPodsRestartAndReload(t *testing.T) {
 	}
 	e.waitNoPods()
 }
+
+// Failures and cancel on handed-over pods are what they are on pods made
+// for the job: OOM (script_failure, 137), an exit code, a graceful cancel
+// that runs after_script.
+func TestKubernetesWarmPodFailures(t *testing.T) {
+	e := newK8sEnv(t, `
+stages: [a, b, c]
+hog:
+  stage: a
+  script:
+    - echo start
+    - dd if=/dev/zero of=/dev/null bs=128M count=1
+    - echo survived
+exit3:
+  stage: b
+  when: always
+  script:
+    - exit 3
+long:
+  stage: c
+  when: always
+  script:
+    - echo started
+    - sleep 300
+  after_script:
+    - echo after-script-ran
+`, k8sOptions{kube: func(k *config.Kubernetes) {
+		k.MemoryLimit = "32Mi"
+		k.WarmPods = 1
+		k.WarmPodsRefillPerMinute = 120
+	}})
+	e.waitWarm(1, 2*time.Minute)
+	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := pl.Jobs["long"]
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(string(e.coord.Trace(id)), "\nstarted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("long never started:\n%s", e.coord.Trace(id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := e.coord.Cancel(id, true); err != nil {
+		t.Fatal(err)
+	}
+	v := e.waitPipeline(pl.ID, 2*time.Minute)
+	for _, j := range v.Jobs {
+		tr := string(e.coord.Trace(j.ID))
+		if !strings.Contains(tr, "Using warm pod ") {
+			t.Errorf("job %s did not run in a warm pod:\n%s", j.Name, tr)
+		}
+		switch j.Name {
+		case "hog":
+			if j.FailureReason != "script_failure" || j.ExitCode != 137 || !strings.Contains(tr, "OOMKilled") || strings.Contains(tr, "survived") {
+				t.Errorf("hog: %s %s exit %d, want script_failure 137 OOMKilled:\n%s", j.Status, j.FailureReason, j.ExitCode, tr)
+			}
+		case "exit3":
+			if j.FailureReason != "script_failure" || j.ExitCode != 3 {
+				t.Errorf("exit3: %s %s exit %d, want script_failure 3", j.Status, j.FailureReason, j.ExitCode)
+			}
+		case "long":
+			if j.Status != coordinator.StatusCanceled || !strings.Contains(tr, "after-script-ran") {
+				t.Errorf("long: %s, want canceled with after_script output:\n%s", j.Status, tr)
+			}
+		}
+	}
+}

@@ -311,6 +311,9 @@ type jobRun struct {
 	started time.Time
 	// spec is the agent spec (JSON) handed to the agent.
 	spec []byte
+	// fingerprint is the agent's certificate fingerprint when known
+	// already (a warm pod's, read while it was idle).
+	fingerprint []byte
 	// claims is the pod's claim count under which this manager owns it.
 	claims int64
 	// registryName is the job's image pull Secret, if it has one.
@@ -810,7 +813,7 @@ func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error)
 			return nil, err
 		}
 		return api, nil
-	}, fingerprint: func(ctx context.Context) ([]byte, error) { return r.e.fingerprint(ctx, r.pod) }}
+	}, fingerprint: func(ctx context.Context) ([]byte, error) { return r.e.fingerprint(ctx, r.pod) }, fp: r.fingerprint}
 	pumpCtx, stopPump := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPump()
 	pump := &logPump{api: api, trace: r.trace, log: r.log}

@@ -55,6 +55,9 @@ type warmPod struct {
 	token   string
 	key     string
 	created time.Time
+	// fp is the agent's fingerprint, read once the pod runs (guarded by
+	// the pool's mu): a job then needs no pods/log request.
+	fp []byte
 }
 
 // warmPool keeps the executor's warm pods. One goroutine (run) creates and
@@ -77,6 +80,10 @@ type warmPool struct {
 	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
+	// ctx ends with stop (for requests made while waiting).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the timeReady goroutines
 }
 
 // WarmStats are the pool's counters.
@@ -102,7 +109,9 @@ func newWarmPool(e *Executor, cfg *config.Kubernetes) *warmPool {
 	if cfg.WarmPodsRefillPerMinute > 0 {
 		rate = cfg.WarmPodsRefillPerMinute
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &warmPool{
+		ctx: ctx, cancel: cancel,
 		e: e, target: cfg.WarmPods, idleTTL: idle, every: time.Minute / time.Duration(rate),
 		log:  e.log.With("component", "warm-pods"),
 		pods: map[string]*warmPod{}, lastUse: time.Now(), stats: WarmStats{Misses: map[string]int64{}},
@@ -132,13 +141,14 @@ func (e *Executor) Retire() {
 }
 
 func (p *warmPool) close() {
-	p.closeOnce.Do(func() { close(p.stop) })
+	p.closeOnce.Do(func() { close(p.stop); p.cancel() })
 	p.mu.Lock()
 	started := p.started
 	p.mu.Unlock()
 	if started {
 		<-p.done
 	}
+	p.wg.Wait()
 	p.mu.Lock()
 	idle := make([]string, 0, len(p.pods))
 	for name := range p.pods {
@@ -260,7 +270,8 @@ func (p *warmPool) create() error {
 		return fmt.Errorf("create warm pod %s: %w", pod.Name, err)
 	}
 	p.log.Info("warm pod started", "pod", pod.Name)
-	go p.timeReady(wp)
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.timeReady(wp) }()
 	return nil
 }
 
@@ -288,6 +299,15 @@ func (p *warmPool) timeReady(wp *warmPod) {
 			p.stats.Refills++
 			p.stats.RefillSeconds += time.Since(wp.created).Seconds()
 			p.mu.Unlock()
+			// Pin the agent now, while the pod waits.
+			ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+			fp, err := p.e.fingerprint(ctx, wp.name)
+			cancel()
+			if err == nil {
+				p.mu.Lock()
+				wp.fp = fp
+				p.mu.Unlock()
+			}
 			return
 		}
 		if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
@@ -327,7 +347,7 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 		if _, ok := buildRunning(pod); ok {
 			delete(p.pods, name)
 			p.stats.Hits++
-			return wp, ""
+			return &warmPod{name: wp.name, token: wp.token, key: wp.key, created: wp.created, fp: wp.fp}, ""
 		}
 		if starting == nil || wp.created.Before(starting.created) {
 			starting = wp
@@ -472,7 +492,7 @@ func (e *Executor) runWarm(ctx context.Context, j *executor.Job, req PodRequest,
 	}
 	r := &jobRun{
 		e: e, log: log, trace: tr, watch: w, pod: wp.name, token: wp.token, port: req.AgentPort,
-		cancel: j.GracefulCancel, started: started, spec: secret.Data[agent.SpecKey],
+		cancel: j.GracefulCancel, started: started, spec: secret.Data[agent.SpecKey], fingerprint: wp.fp,
 	}
 	sub, unsubscribe := w.subscribe(wp.name)
 	defer unsubscribe()
