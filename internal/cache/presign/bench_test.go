@@ -38,10 +38,12 @@ func BenchmarkCacheRoundTrip(b *testing.B) {
 		b.Skip("set PODRUNNER_BENCH=1 to move 1 GiB through the cache helpers")
 	}
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "podrunner")
-	build := exec.Command("go", "build", "-o", bin, "../../../cmd/podrunner")
+	// The helper job pods run, built as its image has it.
+	bin := filepath.Join(dir, "podrunner-helper")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "../../../cmd/podrunner-helper")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build podrunner: %v\n%s", err, out)
+		b.Fatalf("build podrunner-helper: %v\n%s", err, out)
 	}
 	srv := s3test.Start(b, "127.0.0.1")
 	srv.CreateBucket(b, "bench")
