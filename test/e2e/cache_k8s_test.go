@@ -1,6 +1,11 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/podrunner/podrunner/internal/cache/azuretest"
 	"github.com/podrunner/podrunner/internal/cache/s3test"
 	"github.com/podrunner/podrunner/internal/coordinator"
@@ -168,5 +174,52 @@ func TestKubernetesCacheHostPath(t *testing.T) {
 	})
 	if len(files) != 1 || !strings.HasPrefix(files[0], e.project+"/deps") || !strings.HasSuffix(files[0], "/cache.zip") {
 		t.Errorf("host cache dir holds %q, want one %s/deps…/cache.zip", files, e.project)
+	}
+}
+
+// GCS in pods: the runner signs V4 URLs with a service account key file;
+// the helper in the pod moves the cache through them to fake-gcs-server
+// on the node's address. Not parallel: the runner finds the emulator
+// through STORAGE_EMULATOR_HOST (t.Setenv).
+func TestKubernetesCacheGCS(t *testing.T) {
+	nodeIP := testcluster.Get(t).NodeIP
+	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: nodeIP, Port: 0, PublicHost: nodeIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: "k8s-cache"})
+	t.Setenv("STORAGE_EMULATOR_HOST", strings.TrimPrefix(srv.URL(), "http://"))
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyJSON, err := json.Marshal(map[string]string{"type": "service_account", "client_email": "ci-cache@project.iam.gserviceaccount.com",
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "gcs-key.json")
+	if err := os.WriteFile(keyFile, keyJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := k8sCacheEnv(t, "e2e-cache-gcs", "", fmt.Sprintf(`  [runners.cache]
+    Type = "gcs"
+    Shared = true
+    [runners.cache.gcs]
+      BucketName = "k8s-cache"
+      CredentialsFile = %q
+`, keyFile))
+	k8sCacheRoundTrip(t, e)
+	objs, _, err := srv.ListObjects("k8s-cache", "", "", false)
+	if err != nil || len(objs) != 1 || !strings.HasPrefix(objs[0].Name, "project/") {
+		t.Errorf("bucket holds %d objects (%v), want the one shared cache under project/", len(objs), err)
+	} else {
+		t.Logf("cache object %s (%d bytes)", objs[0].Name, objs[0].Size)
+	}
+	for _, name := range e.podNames() {
+		if strings.Contains(e.podJSON(name), "PRIVATE KEY") || strings.Contains(e.podJSON(name), "X-Goog-Signature") {
+			t.Errorf("pod %s holds the key or a signature in its spec", name)
+		}
 	}
 }
