@@ -48,8 +48,9 @@ type Options struct {
 	Logger    *slog.Logger
 
 	// mount, when set, installs the API handler on a server Await already
-	// runs, instead of Run serving on Listener.
-	mount func(http.Handler)
+	// runs, instead of Run serving on Listener; the returned func stops
+	// that server gracefully (answering the requests in flight).
+	mount func(http.Handler) (stop func())
 }
 
 // ErrAgent wraps the errors of Run that mean the agent itself failed (as
@@ -119,8 +120,10 @@ func (a *agent) run(ctx context.Context) (err error) {
 	handler := (&server{token: []byte(a.spec.Token), log: a.jl, ctl: a.ctl, slog: a.log}).handler()
 	served := make(chan error, 1)
 	if a.opts.mount != nil {
-		a.opts.mount(handler)
-		defer a.jl.close()
+		stop := a.opts.mount(handler)
+		// As below: the requests in flight (the runner's long poll of the
+		// log's end) are answered before the log is closed.
+		defer func() { stop(); a.jl.close() }()
 	} else {
 		ln := a.opts.Listener
 		if ln == nil {

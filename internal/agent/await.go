@@ -119,7 +119,16 @@ func Await(ctx context.Context, ao AwaitOptions, opts Options) error {
 		return fmt.Errorf("%w: agent API stopped: %w", ErrAgent, err)
 	}
 	log.Info("job spec received")
-	opts.mount = sw.set
+	opts.mount = func(h http.Handler) func() {
+		sw.set(h)
+		return func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+			}
+		}
+	}
 	return Run(ctx, spec, opts)
 }
 
