@@ -133,3 +133,68 @@ func TestReadFingerprint(t *testing.T) {
 		})
 	}
 }
+
+// An awaiting agent stopped by SIGTERM (its context) while the runner
+// long-polls the log still answers that poll with the end of the log:
+// the runner learns the job ended before the agent is gone.
+func TestAwaitAnswersThePollInFlightWhenStopped(t *testing.T) {
+	spec := testJob{steps: []job.Step{script("echo before-sleep", "sleep 30")}, strategy: job.GitNone}.spec(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Await(ctx, AwaitOptions{TokenSHA256: TokenSHA256(testAPIToken), Out: pw, Listener: ln},
+			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: time.Second})
+	}()
+	fp, err := ReadFingerprint(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drain the rest of the output
+	body, _ := json.Marshal(spec)
+	c := NewClient("https://"+ln.Addr().String(), testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
+	if err := c.PutSpec(ctx, body); err != nil {
+		t.Fatal(err)
+	}
+	var log []byte
+	for !strings.Contains(string(log), "before-sleep") {
+		data, _, _, err := c.Log(context.Background(), int64(len(log)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		log = append(log, data...)
+	}
+	// A long poll in flight, then the SIGTERM.
+	type answer struct {
+		state string
+		err   error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		off := int64(len(log))
+		for {
+			data, size, state, err := c.Log(context.Background(), off)
+			off += int64(len(data))
+			if err != nil || (state == StateDone && off >= size) {
+				got <- answer{state, err}
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	select {
+	case a := <-got:
+		if a.err != nil || a.state != StateDone {
+			t.Fatalf("poll in flight: state %q, err %v; want the log's end", a.state, a.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the poll in flight got no answer")
+	}
+	<-done
+}
