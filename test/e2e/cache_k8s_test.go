@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,13 +185,21 @@ func TestKubernetesCacheHostPath(t *testing.T) {
 // through STORAGE_EMULATOR_HOST (t.Setenv).
 func TestKubernetesCacheGCS(t *testing.T) {
 	nodeIP := testcluster.Get(t).NodeIP
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: nodeIP, Port: 0, PublicHost: nodeIP})
+	// fake-gcs-server binds Host only with a Port: take a free one of the
+	// node's address (pods reach it there).
+	l, err := net.Listen("tcp", nodeIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: nodeIP, Port: uint16(port), PublicHost: nodeIP})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: "k8s-cache"})
-	t.Setenv("STORAGE_EMULATOR_HOST", strings.TrimPrefix(srv.URL(), "http://"))
+	t.Setenv("STORAGE_EMULATOR_HOST", net.JoinHostPort(nodeIP, strconv.Itoa(port)))
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
