@@ -221,7 +221,8 @@ func TestKubernetesCacheGCS(t *testing.T) {
       CredentialsFile = %q
 `, keyFile))
 	k8sCacheRoundTrip(t, e)
-	objs, _, err := srv.ListObjects("k8s-cache", "", "", false)
+	list, err := srv.ListObjectsWithOptionsPaginated("k8s-cache", fakestorage.ListOptions{})
+	objs := list.Objects
 	if err != nil || len(objs) != 1 || !strings.HasPrefix(objs[0].Name, "project/") {
 		t.Errorf("bucket holds %d objects (%v), want the one shared cache under project/", len(objs), err)
 	} else {
