@@ -518,26 +518,7 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 		return runWith(concurrent, "", ci, body)
 	}
 	seq, err := run(1, "echo:\n"+kubeScript, func(w *world) ([]jobSample, error) {
-		var js []jobSample
-		for range n {
-			if err := w.waitHeld(ctx, time.Minute); err != nil {
-				return nil, err
-			}
-			pl, err := w.pipeline("")
-			if err != nil {
-				return nil, err
-			}
-			v, err := w.wait(ctx, pl.ID, 3*time.Minute)
-			if err != nil {
-				return nil, err
-			}
-			s, err := b.jobSample(w, v.Jobs[0])
-			if err != nil {
-				return nil, err
-			}
-			js = append(js, s)
-		}
-		return js, nil
+		return b.jobsInSequence(ctx, w, n, nil)
 	})
 	if err != nil {
 		return err
@@ -620,6 +601,36 @@ func diffCell(a, b []time.Duration) Cell {
 	return Cell{N: ca.N, P50: &p50, P95: &p95}
 }
 
+// jobsInSequence runs the world's pipeline n times, one at a time, each
+// once the runner holds its long poll (and before, when set, says so).
+func (b *bench) jobsInSequence(ctx context.Context, w *world, n int, before func() error) ([]jobSample, error) {
+	var js []jobSample
+	for range n {
+		if before != nil {
+			if err := before(); err != nil {
+				return nil, err
+			}
+		}
+		if err := w.waitHeld(ctx, time.Minute); err != nil {
+			return nil, err
+		}
+		pl, err := w.pipeline("")
+		if err != nil {
+			return nil, err
+		}
+		v, err := w.wait(ctx, pl.ID, 3*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		s, err := b.jobSample(w, v.Jobs[0])
+		if err != nil {
+			return nil, err
+		}
+		js = append(js, s)
+	}
+	return js, nil
+}
+
 // kubeWarm runs n echo jobs in sequence on podrunner with warm_pods = 2,
 // each once two warm pods run: the issue's "with 2 warm pods of the job
 // image" (docs/kubernetes-executor.md, "Warm pods").
@@ -627,29 +638,7 @@ func (b *bench) kubeWarm(ctx context.Context, n int, runWith func(int, string, s
 	k := b.kube
 	const extra = "    warm_pods = 2\n    warm_pods_refill_per_minute = 120\n"
 	js, err := runWith(1, extra, "echo:\n"+kubeScript, func(w *world) ([]jobSample, error) {
-		var js []jobSample
-		for range n {
-			if err := k.waitWarm(ctx, 2); err != nil {
-				return nil, err
-			}
-			if err := w.waitHeld(ctx, time.Minute); err != nil {
-				return nil, err
-			}
-			pl, err := w.pipeline("")
-			if err != nil {
-				return nil, err
-			}
-			v, err := w.wait(ctx, pl.ID, 3*time.Minute)
-			if err != nil {
-				return nil, err
-			}
-			s, err := b.jobSample(w, v.Jobs[0])
-			if err != nil {
-				return nil, err
-			}
-			js = append(js, s)
-		}
-		return js, nil
+		return b.jobsInSequence(ctx, w, n, func() error { return k.waitWarm(ctx, 2) })
 	})
 	if err != nil {
 		return fmt.Errorf("warm pods: %w", err)

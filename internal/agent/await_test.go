@@ -16,29 +16,36 @@ import (
 	"github.com/podrunner/podrunner/internal/job"
 )
 
-// An awaiting agent: only the holder of the token whose hash it was
-// given can hand it a spec, only over TLS with the certificate it
-// printed; then it runs the job like Run and serves it on the same port.
-func TestAwaitReceivesSpecOverPinnedTLS(t *testing.T) {
-	spec := testJob{steps: []job.Step{script("echo awaited job ran")}, strategy: job.GitNone}.spec(t)
+// startAwaiting runs Await on a loopback port until ctx ends and returns
+// its URL, the fingerprint it printed and where its result arrives.
+func startAwaiting(t *testing.T, ctx context.Context, termGrace time.Duration) (url string, fp []byte, done <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	pr, pw := io.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
+	res := make(chan error, 1)
 	go func() {
-		done <- Await(ctx, AwaitOptions{TokenSHA256: TokenSHA256(testAPIToken), Out: pw, Listener: ln},
-			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: 2 * time.Second})
+		res <- Await(ctx, AwaitOptions{TokenSHA256: TokenSHA256(testAPIToken), Out: pw, Listener: ln},
+			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: termGrace})
 	}()
-	fp, err := ReadFingerprint(pr)
+	fp, err = ReadFingerprint(pr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go io.Copy(io.Discard, pr) //nolint:errcheck // drain the rest of the output
-	url := "https://" + ln.Addr().String()
+	return "https://" + ln.Addr().String(), fp, res
+}
+
+// An awaiting agent: only the holder of the token whose hash it was
+// given can hand it a spec, only over TLS with the certificate it
+// printed; then it runs the job like Run and serves it on the same port.
+func TestAwaitReceivesSpecOverPinnedTLS(t *testing.T) {
+	spec := testJob{steps: []job.Step{script("echo awaited job ran")}, strategy: job.GitNone}.spec(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	url, fp, done := startAwaiting(t, ctx, 2*time.Second)
 	body, err := json.Marshal(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -139,25 +146,11 @@ func TestReadFingerprint(t *testing.T) {
 // the runner learns the job ended before the agent is gone.
 func TestAwaitAnswersThePollInFlightWhenStopped(t *testing.T) {
 	spec := testJob{steps: []job.Step{script("echo before-sleep", "sleep 30")}, strategy: job.GitNone}.spec(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Await(ctx, AwaitOptions{TokenSHA256: TokenSHA256(testAPIToken), Out: pw, Listener: ln},
-			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: time.Second})
-	}()
-	fp, err := ReadFingerprint(pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, pr) //nolint:errcheck // drain the rest of the output
+	url, fp, done := startAwaiting(t, ctx, time.Second)
 	body, _ := json.Marshal(spec)
-	c := NewClient("https://"+ln.Addr().String(), testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
+	c := NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
 	if err := c.PutSpec(ctx, body); err != nil {
 		t.Fatal(err)
 	}

@@ -101,30 +101,73 @@ func k8sCacheRoundTrip(t *testing.T, e *k8sEnv) {
 	want(trace(second, "build"), fmt.Sprintf("restored=pipeline-%d", first.ID))
 }
 
+// k8sS3Cache is a shared [runners.cache] of bucket on srv; auth holds the
+// credential keys of [runners.cache.s3].
+func k8sS3Cache(srv *s3test.Server, bucket, auth string) string {
+	return fmt.Sprintf(`  [runners.cache]
+    Type = "s3"
+    Shared = true
+    [runners.cache.s3]
+      ServerAddress = %q
+      BucketName = %q
+      BucketLocation = "us-east-1"
+      Insecure = true
+`, srv.Address, bucket) + auth
+}
+
+// k8sS3HoldsOneCache checks that the round trip left one shared object.
+func k8sS3HoldsOneCache(t *testing.T, srv *s3test.Server, bucket string) {
+	t.Helper()
+	objs := srv.Objects(t, bucket)
+	if len(objs) != 1 || !strings.HasPrefix(objs[0], "project/") || !strings.Contains(objs[0], "/deps") {
+		t.Errorf("bucket %s holds %q, want one shared project/<id>/deps… object", bucket, objs)
+	}
+}
+
 func TestKubernetesCacheS3(t *testing.T) {
 	t.Parallel()
 	// Pods reach the host at the node address, not at loopback.
 	srv := s3test.Start(t, testcluster.Get(t).NodeIP)
 	srv.CreateBucket(t, "k8s-cache")
-	e := k8sCacheEnv(t, "e2e-cache-s3", "", fmt.Sprintf(`  [runners.cache]
-    Type = "s3"
-    Shared = true
-    [runners.cache.s3]
-      ServerAddress = %q
-      BucketName = "k8s-cache"
-      BucketLocation = "us-east-1"
-      Insecure = true
-      AccessKey = %q
-      SecretKey = %q
-`, srv.Address, s3test.AccessKey, s3test.SecretKey))
+	e := k8sCacheEnv(t, "e2e-cache-s3", "", k8sS3Cache(srv, "k8s-cache", fmt.Sprintf("      AccessKey = %q\n      SecretKey = %q\n", s3test.AccessKey, s3test.SecretKey)))
 	k8sCacheRoundTrip(t, e)
-	objs := srv.Objects(t, "k8s-cache")
-	if len(objs) != 1 || !strings.HasPrefix(objs[0], "project/") || !strings.Contains(objs[0], "/deps") {
-		t.Errorf("bucket holds %q, want one shared project/<id>/deps… object", objs)
-	}
+	k8sS3HoldsOneCache(t, srv, "k8s-cache")
 	for _, name := range e.podNames() {
 		if strings.Contains(e.podJSON(name), s3test.SecretKey) {
 			t.Errorf("pod %s holds the S3 secret key in its spec", name)
+		}
+	}
+}
+
+// TestKubernetesCacheS3IAM: AuthenticationType = "iam" with the Kubernetes
+// executor. The runner exchanges a web identity token file at STS (IRSA's
+// shape: the manager pod's ServiceAccount token) and pre-signs the helper's
+// URLs with those credentials; the pod gets no credential of any kind. Not
+// parallel: the runner takes the AWS variables from the test's environment
+// (t.Setenv).
+func TestKubernetesCacheS3IAM(t *testing.T) {
+	srv := s3test.Start(t, testcluster.Get(t).NodeIP)
+	srv.CreateBucket(t, "k8s-cache-iam")
+	sts := s3test.StartSTS(t, "arn:aws:iam::123456789012:role/ci-cache", "irsa-token-e2e")
+	// Nothing else of the AWS chain may answer.
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	for k, v := range sts.Env() {
+		t.Setenv(k, v)
+	}
+	e := k8sCacheEnv(t, "e2e-cache-s3-iam", "", k8sS3Cache(srv, "k8s-cache-iam", "      AuthenticationType = \"iam\"\n"))
+	k8sCacheRoundTrip(t, e)
+	if sts.Calls() == 0 {
+		t.Error("no credentials were taken from STS")
+	}
+	k8sS3HoldsOneCache(t, srv, "k8s-cache-iam")
+	for _, name := range e.podNames() {
+		spec := e.podJSON(name)
+		for _, secret := range []string{s3test.SecretKey, s3test.AccessKey, "irsa-token-e2e", "X-Amz-Signature", "AWS_"} {
+			if strings.Contains(spec, secret) {
+				t.Errorf("pod %s holds %q in its spec", name, secret)
+			}
 		}
 	}
 }
