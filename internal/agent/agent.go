@@ -25,6 +25,8 @@ import (
 // Defaults of Options.
 const (
 	DefaultLinger = 10 * time.Minute
+	// DefaultStopLinger: see Options.StopLinger.
+	DefaultStopLinger = 3 * time.Second
 	// LogFile is the job log's name in the state directory.
 	LogFile = "job.log"
 )
@@ -39,6 +41,10 @@ type Options struct {
 	// Linger is how long the agent keeps serving after the job ended when
 	// the runner does not ack; default DefaultLinger.
 	Linger time.Duration
+	// StopLinger is how long a stopped agent (its context ended, e.g. by
+	// SIGTERM) keeps serving the log's end unless the runner acks first;
+	// default DefaultStopLinger.
+	StopLinger time.Duration
 	// Reap makes the agent reap orphaned processes (set it when running
 	// as PID 1).
 	Reap bool
@@ -51,6 +57,9 @@ type Options struct {
 	// runs, instead of Run serving on Listener; the returned func stops
 	// that server gracefully (answering the requests in flight).
 	mount func(http.Handler) (stop func())
+	// held: the spec came on hold (Await): no script runs before the
+	// runner says start.
+	held bool
 }
 
 // ErrAgent wraps the errors of Run that mean the agent itself failed (as
@@ -77,6 +86,9 @@ func Run(ctx context.Context, spec *Spec, opts Options) error {
 	}
 	if a.opts.Linger <= 0 {
 		a.opts.Linger = DefaultLinger
+	}
+	if a.opts.StopLinger <= 0 {
+		a.opts.StopLinger = DefaultStopLinger
 	}
 	return a.run(ctx)
 }
@@ -116,6 +128,9 @@ func (a *agent) run(ctx context.Context) (err error) {
 		return fmt.Errorf("%w: %w", ErrAgent, err)
 	}
 	a.ctl = newControls()
+	if !a.opts.held {
+		a.ctl.start()
+	}
 
 	handler := (&server{token: []byte(a.spec.Token), log: a.jl, ctl: a.ctl, slog: a.log}).handler()
 	served := make(chan error, 1)
@@ -168,6 +183,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	masker := trace.NewMasker(a.jl, a.spec.Mask.Values, a.spec.Mask.Prefixes)
 	out := &lockedWriter{w: masker}
 	res, runErr := a.execute(ctx, out)
+	res.Stopped = ctx.Err() != nil && !res.Success
 	if runErr != nil {
 		trace.Errorf(out, "Job failed (system failure): %v", runErr)
 		res = Result{FailureReason: gitlab.RunnerSystemFailure}
@@ -189,6 +205,15 @@ func (a *agent) run(ctx context.Context) (err error) {
 	case <-linger.C:
 		a.log.Warn("no acknowledgement from the runner; exiting", "linger", a.opts.Linger)
 	case <-ctx.Done():
+		// Stopped (SIGTERM) with the job's end in the log: the runner may
+		// be between two polls of that end. A little more serving lets it
+		// take the rest (the pod's grace period allows for it).
+		t := time.NewTimer(a.opts.StopLinger)
+		defer t.Stop()
+		select {
+		case <-a.ctl.acked:
+		case <-t.C:
+		}
 	case err := <-served:
 		served <- err // for the deferred wait
 		a.log.Error("agent API stopped", "err", err)
@@ -279,6 +304,15 @@ func (a *agent) sh(ctx context.Context, abort <-chan struct{}, name, script stri
 		return -1, fmt.Errorf("write %s script: %w", name, err)
 	}
 	defer os.Remove(file)
+	// A held job may fetch its sources (Go, in this process) but runs no
+	// code of the job before the runner says start.
+	select {
+	case <-a.ctl.started:
+	case <-abort:
+		return -1, nil
+	case <-ctx.Done():
+		return -1, nil
+	}
 	started := a.reaper.startChild()
 	pid := 0
 	code, err := proc.Run(ctx, proc.Cmd{

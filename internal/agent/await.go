@@ -43,6 +43,20 @@ import (
 // MaxSpecSize caps POST /v1/spec's body.
 const MaxSpecSize = 256 << 20
 
+// holdParam, set on POST /v1/spec, puts the job on hold: the agent may
+// fetch the sources but runs no script until POST /v1/start (or the spec
+// again without it). The runner of a warm pod sends the spec while it
+// still writes the pod's labels and adoption record, so the fetch
+// overlaps those writes, and no code of the job runs before the job can
+// be adopted.
+const holdParam = "hold"
+
+// received is a spec that arrived, and whether it came on hold.
+type received struct {
+	spec *Spec
+	hold bool
+}
+
 // AwaitOptions say where the agent waits for its spec.
 type AwaitOptions struct {
 	// Listen is the API's address; "" means ":8765".
@@ -83,8 +97,10 @@ func Await(ctx context.Context, ao AwaitOptions, opts Options) error {
 	tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
 
 	sw := &switchHandler{}
-	specs := make(chan *Spec, 1)
-	sw.set(&gate{want: want, specs: specs, log: log})
+	specs := make(chan received, 1)
+	mounted, ended := make(chan struct{}), make(chan struct{})
+	defer close(ended)
+	sw.set(&gate{want: want, specs: specs, mounted: mounted, ended: ended, log: log})
 	srv := &http.Server{
 		Handler:           sw,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -109,18 +125,20 @@ func Await(ctx context.Context, ao AwaitOptions, opts Options) error {
 	fmt.Fprintf(out, "%s%x\n", FingerprintPrefix, fp)
 	log.Info("agent API listening, waiting for the job spec", "addr", ln.Addr().String())
 
-	var spec *Spec
+	var got received
 	select {
-	case spec = <-specs:
+	case got = <-specs:
 	case <-ctx.Done():
 		return ctx.Err()
 	case err := <-served:
 		served <- err
 		return fmt.Errorf("%w: agent API stopped: %w", ErrAgent, err)
 	}
-	log.Info("job spec received")
+	log.Info("job spec received", "hold", got.hold)
+	opts.held = got.hold
 	opts.mount = func(h http.Handler) func() {
 		sw.set(h)
+		close(mounted)
 		return func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -129,7 +147,7 @@ func Await(ctx context.Context, ao AwaitOptions, opts Options) error {
 			}
 		}
 	}
-	return Run(ctx, spec, opts)
+	return Run(ctx, got.spec, opts)
 }
 
 // switchHandler serves the handler set last.
@@ -144,9 +162,12 @@ func (s *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // gate is the API before the spec: POST /v1/spec, nothing else.
 type gate struct {
 	want  []byte
-	specs chan<- *Spec
-	log   *slog.Logger
-	once  sync.Once
+	specs chan<- received
+	// mounted is closed when the job's API replaced the gate, ended when
+	// Await returns.
+	mounted, ended <-chan struct{}
+	log            *slog.Logger
+	once           sync.Once
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +197,14 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	g.once.Do(func() { g.specs <- spec })
+	g.once.Do(func() { g.specs <- received{spec: spec, hold: r.URL.Query().Get(holdParam) != ""} })
+	// Answer once the job's API serves: the runner's next request (the
+	// log) must not meet the gate's 503.
+	select {
+	case <-g.mounted:
+	case <-g.ended:
+	case <-r.Context().Done():
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

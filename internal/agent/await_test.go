@@ -18,7 +18,7 @@ import (
 
 // startAwaiting runs Await on a loopback port until ctx ends and returns
 // its URL, the fingerprint it printed and where its result arrives.
-func startAwaiting(t *testing.T, ctx context.Context, termGrace time.Duration) (url string, fp []byte, done <-chan error) {
+func startAwaiting(t *testing.T, ctx context.Context, termGrace, stopLinger time.Duration) (url string, fp []byte, done <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,7 +28,7 @@ func startAwaiting(t *testing.T, ctx context.Context, termGrace time.Duration) (
 	res := make(chan error, 1)
 	go func() {
 		res <- Await(ctx, AwaitOptions{TokenSHA256: TokenSHA256(testAPIToken), Out: pw, Listener: ln},
-			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: termGrace})
+			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: termGrace, StopLinger: stopLinger})
 	}()
 	fp, err = ReadFingerprint(pr)
 	if err != nil {
@@ -45,7 +45,7 @@ func TestAwaitReceivesSpecOverPinnedTLS(t *testing.T) {
 	spec := testJob{steps: []job.Step{script("echo awaited job ran")}, strategy: job.GitNone}.spec(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	url, fp, done := startAwaiting(t, ctx, 2*time.Second)
+	url, fp, done := startAwaiting(t, ctx, 2*time.Second, time.Millisecond)
 	body, err := json.Marshal(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestAwaitAnswersThePollInFlightWhenStopped(t *testing.T) {
 	spec := testJob{steps: []job.Step{script("echo before-sleep", "sleep 30")}, strategy: job.GitNone}.spec(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	url, fp, done := startAwaiting(t, ctx, time.Second)
+	url, fp, done := startAwaiting(t, ctx, time.Second, DefaultStopLinger)
 	body, _ := json.Marshal(spec)
 	c := NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
 	if err := c.PutSpec(ctx, body); err != nil {
@@ -186,8 +186,110 @@ func TestAwaitAnswersThePollInFlightWhenStopped(t *testing.T) {
 		if a.err != nil || a.state != StateDone {
 			t.Fatalf("poll in flight: state %q, err %v; want the log's end", a.state, a.err)
 		}
+		// The result says the agent was stopped, not what the job did.
+		if st, err := c.Status(context.Background()); err != nil || st.Result == nil || !st.Result.Stopped || st.Result.Success {
+			t.Fatalf("status after the stop: %+v %v, want a result marked stopped", st, err)
+		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the poll in flight got no answer")
 	}
+	<-done
+}
+
+// A spec sent on hold: the agent fetches the sources at once but runs no
+// script before the runner says start; Start, or the
+// spec sent again without hold (an adopting runner), lets it run.
+func TestAwaitHoldsScriptsUntilStart(t *testing.T) {
+	for _, release := range []string{"start", "spec again"} {
+		t.Run(release, func(t *testing.T) {
+			r := newGitRepo(t, 1)
+			r.pipelineRef(7, r.commits[0])
+			spec := testJob{steps: []job.Step{script("echo script-ran")}, repo: r, sha: r.commits[0], pipeline: 7}.spec(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			url, fp, done := startAwaiting(t, ctx, time.Second, time.Millisecond)
+			body, _ := json.Marshal(spec)
+			c := NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
+			if err := c.HoldSpec(ctx, body); err != nil {
+				t.Fatal(err)
+			}
+			var log []byte
+			for !strings.Contains(string(log), "Checking out") {
+				data, _, _, err := c.Log(ctx, int64(len(log)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				log = append(log, data...)
+			}
+			time.Sleep(300 * time.Millisecond)
+			st, err := c.Status(ctx)
+			if err != nil || st.State != StateRunning || strings.Contains(string(log), "script-ran") {
+				t.Fatalf("held job: status %+v %v, log:\n%s", st, err, log)
+			}
+			if r.hits.Load() == 0 {
+				t.Fatal("the held job did not fetch its sources")
+			}
+			if release == "start" {
+				err = c.Start(ctx)
+			} else {
+				err = c.PutSpec(ctx, body)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for {
+				data, size, state, err := c.Log(ctx, int64(len(log)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				log = append(log, data...)
+				if state == StateDone && int64(len(log)) >= size {
+					break
+				}
+			}
+			if !strings.Contains(string(log), "script-ran") {
+				t.Fatalf("started job did not run its script:\n%s", log)
+			}
+			_ = c.Ack(ctx)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// A held job with a pre_get_sources_script hook runs nothing at all
+// (the hook is job code) until start, and an abort ends it unrun.
+func TestAwaitHeldHookWaitsAndAbortEnds(t *testing.T) {
+	spec := testJob{steps: []job.Step{script("echo script-ran")}, strategy: job.GitNone}.spec(t)
+	spec.Plan.Stages[0].PreScript = "echo hook-ran"
+	spec.Plan.Stages[0].Script = "echo stage-ran"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	url, fp, done := startAwaiting(t, ctx, time.Second, time.Millisecond)
+	body, _ := json.Marshal(spec)
+	c := NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
+	if err := c.HoldSpec(ctx, body); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := c.Abort(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var log []byte
+	for {
+		data, size, state, err := c.Log(ctx, int64(len(log)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		log = append(log, data...)
+		if state == StateDone && int64(len(log)) >= size {
+			break
+		}
+	}
+	if strings.Contains(string(log), "-ran") {
+		t.Fatalf("an aborted held job ran code:\n%s", log)
+	}
+	_ = c.Ack(ctx)
 	<-done
 }

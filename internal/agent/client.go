@@ -190,9 +190,22 @@ type SpecRefusedError struct{ Msg string }
 func (e *SpecRefusedError) Error() string { return "the agent refused the job spec: " + e.Msg }
 
 // PutSpec hands the job's spec (JSON of Spec) to an agent that waits for
-// it (Await). Sending it again is harmless.
+// it (Await). Sending it again is harmless (and starts a held job).
 func (c *Client) PutSpec(ctx context.Context, spec []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/spec", bytes.NewReader(spec))
+	return c.putSpec(ctx, spec, "/v1/spec")
+}
+
+// HoldSpec hands the spec over on hold: the agent may fetch the job's
+// sources, but runs no script until Start (or PutSpec).
+func (c *Client) HoldSpec(ctx context.Context, spec []byte) error {
+	return c.putSpec(ctx, spec, "/v1/spec?"+holdParam+"=1")
+}
+
+// Start lets a job handed over with HoldSpec run its scripts.
+func (c *Client) Start(ctx context.Context) error { return c.post(ctx, "/v1/start") }
+
+func (c *Client) putSpec(ctx context.Context, spec []byte, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(spec))
 	if err != nil {
 		return err
 	}
@@ -200,7 +213,7 @@ func (c *Client) PutSpec(ctx context.Context, spec []byte) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("agent API: POST /v1/spec: %w", err)
+		return fmt.Errorf("agent API: POST %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -212,7 +225,7 @@ func (c *Client) PutSpec(ctx context.Context, spec []byte) error {
 	case http.StatusBadRequest:
 		return &SpecRefusedError{Msg: strings.TrimSpace(string(body))}
 	}
-	return &HTTPError{Method: http.MethodPost, Path: "/v1/spec", StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(body))}
+	return &HTTPError{Method: http.MethodPost, Path: path, StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(body))}
 }
 
 // PinnedTLS is the client TLS configuration for an agent whose certificate

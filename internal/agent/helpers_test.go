@@ -203,6 +203,9 @@ func startAgent(t *testing.T, spec *Spec, opts Options) *runningAgent {
 	if opts.TermGrace == 0 {
 		opts.TermGrace = 2 * time.Second
 	}
+	if opts.StopLinger == 0 {
+		opts.StopLinger = time.Millisecond // the tests' cleanups stop agents
+	}
 	opts.Listener = ln
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &runningAgent{exited: make(chan struct{}), stateDir: opts.StateDir, cancel: cancel, url: "http://" + ln.Addr().String()}

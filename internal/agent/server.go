@@ -31,19 +31,23 @@ const (
 
 // controls are the actions the API triggers; each is idempotent.
 type controls struct {
-	cancelOnce, abortOnce, ackOnce sync.Once
-	canceled                       chan struct{} // graceful cancel
-	aborted                        chan struct{}
-	acked                          chan struct{}
+	cancelOnce, abortOnce, ackOnce, startOnce sync.Once
+	canceled                                  chan struct{} // graceful cancel
+	aborted                                   chan struct{}
+	acked                                     chan struct{}
+	// started is closed when the job's scripts may run: at once, or for
+	// a spec sent on hold (HoldSpec) when the runner says start.
+	started chan struct{}
 }
 
 func newControls() *controls {
-	return &controls{canceled: make(chan struct{}), aborted: make(chan struct{}), acked: make(chan struct{})}
+	return &controls{canceled: make(chan struct{}), aborted: make(chan struct{}), acked: make(chan struct{}), started: make(chan struct{})}
 }
 
 func (c *controls) cancel() { c.cancelOnce.Do(func() { close(c.canceled) }) }
 func (c *controls) abort()  { c.abortOnce.Do(func() { close(c.aborted) }) }
 func (c *controls) ack()    { c.ackOnce.Do(func() { close(c.acked) }) }
+func (c *controls) start()  { c.startOnce.Do(func() { close(c.started) }) }
 
 type server struct {
 	token []byte
@@ -59,9 +63,17 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("POST /v1/cancel", s.action("cancel", s.ctl.cancel))
 	mux.HandleFunc("POST /v1/abort", s.action("abort", s.ctl.abort))
 	mux.HandleFunc("POST /v1/ack", s.action("ack", s.ctl.ack))
+	mux.HandleFunc("POST /v1/start", s.action("start", s.ctl.start))
 	// The spec came already (Await): a runner that sends it again (it
-	// adopted the job, or lost the first answer) is told it arrived.
-	mux.HandleFunc("POST /v1/spec", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	// adopted the job, or lost the first answer) is told it arrived. Sent
+	// without hold, it also starts a job held so far: an adopting runner
+	// need not know whether the first one got to say start.
+	mux.HandleFunc("POST /v1/spec", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get(holdParam) == "" {
+			s.ctl.start()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return s.auth(mux)
 }
 

@@ -120,6 +120,11 @@ type Result struct {
 	Success       bool                 `json:"success"`
 	FailureReason gitlab.FailureReason `json:"failure_reason,omitempty"`
 	ExitCode      int                  `json:"exit_code,omitempty"`
+	// Stopped: the agent itself was stopped (SIGTERM: its pod deleted or
+	// evicted, its container stopped) before the job ended. The other
+	// fields then say only that the job did not finish; the runner asks
+	// the pod why.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // States of Status.State.

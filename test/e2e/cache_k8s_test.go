@@ -69,6 +69,9 @@ func k8sCacheEnv(t *testing.T, name, runnerKeys, tables string) *k8sEnv {
 	return e
 }
 
+// k8sCacheRoundTrip runs k8sCachePipeline twice (the second restores what
+// the first pushed; policy: pull never uploads), then a pipeline that
+// restores through fallback_keys.
 func k8sCacheRoundTrip(t *testing.T, e *k8sEnv) {
 	t.Helper()
 	trace := func(v coordinator.PipelineView, job string) string {
@@ -99,7 +102,26 @@ func k8sCacheRoundTrip(t *testing.T, e *k8sEnv) {
 		t.Fatalf("second pipeline %s", second.Status)
 	}
 	want(trace(second, "build"), fmt.Sprintf("restored=pipeline-%d", first.ID))
+	// A key nothing pushed falls back (cache:fallback_keys) to what the
+	// second pipeline's build pushed.
+	fb := e.pipeline(coordinator.PipelineOptions{CIConfig: []byte(k8sFallbackPipeline)}, 4*time.Minute)
+	if fb.Status != coordinator.StatusSuccess {
+		t.Fatalf("fallback pipeline %s:\n%s", fb.Status, trace(fb, "build"))
+	}
+	want(trace(fb, "build"), fmt.Sprintf("restored=pipeline-%d", second.ID))
 }
+
+// k8sFallbackPipeline restores through cache:fallback_keys only.
+const k8sFallbackPipeline = `
+build:
+  script:
+    - echo "restored=$(cat deps/stamp 2>/dev/null || echo none)"
+  cache:
+    key: deps-nothing-pushed
+    fallback_keys: [deps]
+    paths: [deps/]
+    policy: pull
+`
 
 // k8sS3Cache is a shared [runners.cache] of bucket on srv; auth holds the
 // credential keys of [runners.cache.s3].

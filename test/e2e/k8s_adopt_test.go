@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -34,6 +35,24 @@ func (l *lockedBuffer) String() string {
 // runner process adopts the pod and the job ends with its whole log.
 func TestKubernetesRunnerKilledJobSurvives(t *testing.T) {
 	t.Parallel()
+	runnerKilledJobSurvives(t, "e2e-adopt", "")
+}
+
+// The same with a job handed to a warm pod: the pod carries the job's
+// labels and adoption record from the hand-over on, so the next start
+// adopts it like any job pod (and replaces the idle pool).
+func TestKubernetesRunnerKilledWarmJobSurvives(t *testing.T) {
+	t.Parallel()
+	tr := runnerKilledJobSurvives(t, "e2e-adopt-warm", "    warm_pods = 1\n    warm_pods_refill_per_minute = 120\n")
+	if !strings.Contains(tr, "Using warm pod ") {
+		t.Errorf("the job did not run in a warm pod:\n%s", tr)
+	}
+}
+
+// runnerKilledJobSurvives SIGKILLs the runner while a job runs, starts it
+// again and checks the job's log and result; kube is appended to
+// [runners.kubernetes]. It returns the job's trace.
+func runnerKilledJobSurvives(t *testing.T, name, kube string) string {
 	e := newK8sEnv(t, `
 survivor:
   script:
@@ -41,10 +60,22 @@ survivor:
     - echo all-done
 `, k8sOptions{external: true})
 
-	bin, cfg := e.runnerProcessConfig("e2e-adopt", 2, 0)
+	bin, cfg := e.runnerProcessConfig(name, 2, 0)
+	if kube != "" {
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfg, append(b, kube...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	start := func() (*exec.Cmd, *lockedBuffer) { return e.startRunnerProcess(bin, cfg) }
 
 	first, _ := start()
+	if kube != "" {
+		e.waitWarm(1, 2*time.Minute)
+	}
 	pl, err := e.coord.CreatePipelineWith(e.project, coordinator.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +94,7 @@ survivor:
 		t.Fatal("the job's pod went away with the runner")
 	}
 
-	start()
+	second, _ := start()
 	v := e.waitPipeline(pl.ID, 3*time.Minute)
 	j := v.Jobs[0]
 	tr := string(e.coord.Trace(id))
@@ -80,5 +111,11 @@ survivor:
 	if j.Checksum == "" || j.Checksum != j.TraceChecksum {
 		t.Fatalf("checksum sent %s, GitLab holds %s", j.Checksum, j.TraceChecksum)
 	}
+	if kube != "" {
+		// A runner that stops deletes its idle warm pods.
+		second.Process.Signal(syscall.SIGTERM)
+		second.Wait()
+	}
 	e.waitNoPods()
+	return tr
 }

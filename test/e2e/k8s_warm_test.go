@@ -246,10 +246,10 @@ func TestKubernetesWarmPodsRestartAndReload(t *testing.T) {
 
 // Failures and cancel on handed-over pods are what they are on pods made
 // for the job: OOM (script_failure, 137), an exit code, a graceful cancel
-// that runs after_script.
+// that runs after_script, the job's timeout (job_execution_timeout).
 func TestKubernetesWarmPodFailures(t *testing.T) {
 	e := newK8sEnv(t, `
-stages: [a, b, c]
+stages: [a, b, c, d]
 hog:
   stage: a
   script:
@@ -269,6 +269,13 @@ long:
     - sleep 300
   after_script:
     - echo after-script-ran
+slow:
+  stage: d
+  when: always
+  timeout: 10s
+  script:
+    - echo slow-started
+    - sleep 300
 `, k8sOptions{kube: func(k *config.Kubernetes) {
 		k.MemoryLimit = "32Mi"
 		k.WarmPods = 1
@@ -308,6 +315,10 @@ long:
 		case "long":
 			if j.Status != coordinator.StatusCanceled || !strings.Contains(tr, "after-script-ran") {
 				t.Errorf("long: %s, want canceled with after_script output:\n%s", j.Status, tr)
+			}
+		case "slow":
+			if j.Status != coordinator.StatusFailed || j.FailureReason != "job_execution_timeout" || !strings.Contains(tr, "\nslow-started") {
+				t.Errorf("slow: %s %s, want failed with job_execution_timeout:\n%s", j.Status, j.FailureReason, tr)
 			}
 		}
 	}

@@ -314,6 +314,9 @@ type jobRun struct {
 	// fingerprint is the agent's certificate fingerprint when known
 	// already (a warm pod's, read while it was idle).
 	fingerprint []byte
+	// agent, when set, is a client connected already that handed the
+	// spec over (a warm pod's).
+	agent agentAPI
 	// claims is the pod's claim count under which this manager owns it.
 	claims int64
 	// registryName is the job's image pull Secret, if it has one.
@@ -814,6 +817,9 @@ func (r *jobRun) stream(ctx context.Context, ip string) (executor.Result, error)
 		}
 		return api, nil
 	}, fingerprint: func(ctx context.Context) ([]byte, error) { return r.e.fingerprint(ctx, r.pod) }, fp: r.fingerprint}
+	if a := r.agent; a != nil {
+		api.api.Store(&a)
+	}
 	pumpCtx, stopPump := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPump()
 	pump := &logPump{api: api, trace: r.trace, log: r.log}
@@ -994,6 +1000,21 @@ func (r *jobRun) finish(ctx context.Context, api agentAPI) (executor.Result, err
 	// kubelet's SIGTERM): that deletion is the cause, not the script.
 	if pod, deleted := r.sub.snapshot(); !res.Success && (deleted || pod != nil && pod.DeletionTimestamp != nil) {
 		return r.failed(DeletedFailure(r.pod)), nil
+	}
+	// The agent was stopped from outside (evicted, its container stopped):
+	// the pod says why, once the container has ended (the ack lets the
+	// agent exit at once).
+	if st.Result.Stopped {
+		if err := callAgent(ctx, "ack", api.Ack); err != nil {
+			r.log.Debug("agent ack failed", "err", err)
+		}
+		if f := r.waitOOM(ctx, 10*time.Second); f != nil {
+			return r.failed(f), nil
+		}
+		if f := r.agentGone(ctx); f != nil {
+			return r.failed(f), nil
+		}
+		return r.failed(&Failure{Reason: gitlab.RunnerSystemFailure, Message: fmt.Sprintf("the agent in pod %s was stopped before the job ended", r.pod)}), nil
 	}
 	// Only the manager that marks the pod final reports the job.
 	if err := r.e.fence(ctx, r.pod, r.claims); errors.Is(err, executor.ErrHandedOver) {

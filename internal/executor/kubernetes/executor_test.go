@@ -507,6 +507,31 @@ func TestRunOOMKilledOverridesAgentResult(t *testing.T) {
 	}
 }
 
+// An agent stopped from outside (its container stopped) reports a result
+// marked stopped: the job fails with runner_system_failure naming what
+// happened to the container, not with the agent's own abort.
+func TestRunStoppedAgentIsExplainedByThePod(t *testing.T) {
+	h := newHarness(t)
+	h.agent.onAck = func() {
+		go h.setPodStatus(func(s *corev1.PodStatus) {
+			s.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				Reason: "Error", ExitCode: 143}}
+		})
+	}
+	tr := &syncBuffer{}
+	ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
+	h.waitAction("create", "pods")
+	h.agent.write("started\n")
+	h.agent.finish(agent.Result{FailureReason: gitlab.JobCanceled, Stopped: true})
+	o := wait(t, ch)
+	if o.err != nil || o.res.Success || o.res.FailureReason != gitlab.RunnerSystemFailure {
+		t.Fatalf("result %+v, err %v, want runner_system_failure", o.res, o.err)
+	}
+	if !strings.Contains(tr.String(), "the build container of pod") || !strings.Contains(tr.String(), "stopped") {
+		t.Errorf("trace does not say the container stopped:\n%s", tr.String())
+	}
+}
+
 func TestRunGracefulCancelAsksAgent(t *testing.T) {
 	h := newHarness(t)
 	cancel := make(chan struct{})

@@ -12,7 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -438,15 +440,7 @@ func podShapeKey(pod *corev1.Pod) string {
 // handOver makes the warm pod wp the job's pod: its labels, annotations
 // and deadline (counted from the pod's start) become the job pod's. A
 // false result means the pod is gone: the job takes the cold path.
-func (e *Executor) handOver(ctx context.Context, wp *warmPod, jobPod *corev1.Pod) (*corev1.Pod, error) {
-	w := e.currentWatch()
-	if w == nil {
-		return nil, fmt.Errorf("warm pod %s: no pod watch", wp.name)
-	}
-	cur := w.pod(wp.name)
-	if cur == nil || cur.DeletionTimestamp != nil {
-		return nil, fmt.Errorf("warm pod %s is gone", wp.name)
-	}
+func (e *Executor) handOver(ctx context.Context, cur, jobPod *corev1.Pod) error {
 	upd := cur.DeepCopy()
 	upd.Labels = jobPod.Labels
 	upd.Annotations = jobPod.Annotations
@@ -458,14 +452,13 @@ func (e *Executor) handOver(ctx context.Context, wp *warmPod, jobPod *corev1.Pod
 		since := int64(math.Ceil(time.Since(started).Seconds()))
 		upd.Spec.ActiveDeadlineSeconds = ptrTo(*d + max(since, 0))
 	}
-	got, err := e.cs.CoreV1().Pods(e.ns).Update(ctx, upd, metav1.UpdateOptions{})
-	if err != nil {
+	if _, err := e.cs.CoreV1().Pods(e.ns).Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			return nil, fmt.Errorf("warm pod %s changed or went away: %w", wp.name, err)
+			return fmt.Errorf("warm pod %s changed or went away: %w", cur.Name, err)
 		}
-		return nil, fmt.Errorf("hand warm pod %s over: %w", wp.name, err)
+		return fmt.Errorf("hand warm pod %s over: %w", cur.Name, err)
 	}
-	return got, nil
+	return nil
 }
 
 // isWarm reports an idle pool pod (no job yet).
@@ -492,7 +485,7 @@ func (e *Executor) runWarm(ctx context.Context, j *executor.Job, req PodRequest,
 	}
 	r := &jobRun{
 		e: e, log: log, trace: tr, watch: w, pod: wp.name, token: wp.token, port: req.AgentPort,
-		cancel: j.GracefulCancel, started: started, spec: secret.Data[agent.SpecKey], fingerprint: wp.fp,
+		cancel: j.GracefulCancel, started: started, spec: secret.Data[agent.SpecKey], fingerprint: wp.fp, // take's copy
 	}
 	sub, unsubscribe := w.subscribe(wp.name)
 	defer unsubscribe()
@@ -504,28 +497,109 @@ func (e *Executor) runWarm(ctx context.Context, j *executor.Job, req PodRequest,
 		e.deletePod(wp.name)
 		return executor.Result{}, false, nil
 	}
-	got, err := e.handOver(ctx, wp, named)
-	if err != nil {
-		log.Warn("warm pod lost at hand-over; starting a pod", "err", err)
+	cur := w.pod(wp.name)
+	if cur == nil || cur.DeletionTimestamp != nil {
+		log.Warn("warm pod gone at hand-over; starting a pod")
+		return executor.Result{}, false, nil
+	}
+	// The spec goes to the agent on hold at once: it fetches the job's
+	// sources while the hand-over is written, and runs no script before
+	// the runner says start, so no code of the job runs before the job can
+	// be adopted (docs/kubernetes-executor.md, "Warm pods").
+	hctx, stopHold := context.WithCancel(ctx)
+	defer stopHold()
+	ip, _ := buildRunning(cur)
+	held := r.holdSpec(hctx, ip)
+	notes, herr, serr := e.writeHandOver(ctx, cur, named, secret, started)
+	if herr != nil {
+		stopHold()
+		<-held
+		log.Warn("warm pod lost at hand-over; starting a pod", "err", herr)
+		// The Secret, if written, goes with the pod (its owner).
 		e.deletePod(wp.name)
 		return executor.Result{}, false, nil
 	}
 	fmt.Fprint(tr, line)
+	tr.Write(notes)
 	defer r.cleanup()
-	secret.OwnerReferences = []metav1.OwnerReference{OwnerReference(got)}
-	if err := e.createWithQuotaRetry(ctx, tr, started.Add(e.pollLimit), "secret "+secret.Name, func(ctx context.Context) error {
-		_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			return nil
-		}
-		return err
-	}); err != nil {
-		res, err := r.startFailed(ctx, err, true)
+	if serr != nil {
+		stopHold()
+		<-held
+		res, err := r.startFailed(ctx, serr, true)
 		return res, true, err
+	}
+	if api := <-held; api != nil {
+		if err := api.(heldStarter).Start(ctx); err != nil {
+			// The spec sent again (the log pump's connect) starts it too.
+			log.Debug("agent start failed; sending the spec again", "err", err)
+		} else {
+			r.agent = api
+		}
 	}
 	log.Info("warm pod handed over", "after", time.Since(started))
 	res, err = r.followOwned(ctx)
 	return res, true, err
+}
+
+// writeHandOver writes a warm pod's hand-over (its job labels and
+// annotations) and the job's adoption record at once: the two writes are
+// independent (the Secret's owner reference needs only the pod's UID,
+// which the update keeps). notes are the Secret's quota retry lines.
+func (e *Executor) writeHandOver(ctx context.Context, cur, jobPod *corev1.Pod, secret *corev1.Secret, started time.Time) (notes []byte, handErr, secretErr error) {
+	secret.OwnerReferences = []metav1.OwnerReference{OwnerReference(cur)}
+	var buf bytes.Buffer
+	done := make(chan error, 1)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		done <- e.createWithQuotaRetry(sctx, &buf, started.Add(e.pollLimit), "secret "+secret.Name, func(ctx context.Context) error {
+			_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				return nil
+			}
+			return err
+		})
+	}()
+	handErr = e.handOver(ctx, cur, jobPod)
+	if handErr != nil {
+		stop() // no job for the Secret: do not wait out a quota
+	}
+	secretErr = <-done
+	return buf.Bytes(), handErr, secretErr
+}
+
+// heldStarter is what the warm hand-over needs of an agent client beyond
+// agentAPI (internal/agent's Client has it).
+type heldStarter interface {
+	HoldSpec(ctx context.Context, spec []byte) error
+	Start(ctx context.Context) error
+}
+
+// holdSpec sends the job's spec on hold to the warm pod's agent at ip (its
+// fingerprint read while it was idle). The channel yields the connected
+// client, or nil when the spec did not get there (it then goes the usual
+// way, after the hand-over); the caller always receives from it.
+func (r *jobRun) holdSpec(ctx context.Context, ip string) <-chan agentAPI {
+	out := make(chan agentAPI, 1)
+	if ip == "" || r.fingerprint == nil {
+		out <- nil
+		return out
+	}
+	api := r.e.newAgent("https://"+net.JoinHostPort(ip, strconv.Itoa(r.port)), r.token, r.fingerprint)
+	h, ok := api.(heldStarter)
+	if !ok {
+		out <- nil
+		return out
+	}
+	go func() {
+		if err := h.HoldSpec(ctx, r.spec); err != nil {
+			r.log.Debug("spec on hold not delivered; it goes after the hand-over", "err", err)
+			out <- nil
+			return
+		}
+		out <- api
+	}()
+	return out
 }
 
 // waitWarmRunning waits until the warm pod's build container runs (the

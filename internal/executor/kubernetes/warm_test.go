@@ -3,13 +3,17 @@ package kubernetes
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/podrunner/podrunner/internal/agent"
@@ -181,5 +185,103 @@ podrunner_warm_pods{runner="` + h.ex.short + `",state="starting"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "podrunner_warm_pods"); err != nil {
 		t.Error(err)
+	}
+}
+
+// poolPinned reports whether every idle warm pod's fingerprint was read.
+func poolPinned(p *warmPool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, wp := range p.pods {
+		if wp.fp == nil {
+			return false
+		}
+	}
+	return len(p.pods) > 0
+}
+
+// heldAgent is a fakeAgent that takes the spec on hold and records what
+// the cluster held when the runner said start.
+type heldAgent struct {
+	*fakeAgent
+	h            *harness
+	mu           sync.Mutex
+	holds        int
+	starts       int
+	writtenFirst bool // the hand-over update and the Secret existed at start
+}
+
+func (a *heldAgent) HoldSpec(context.Context, []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.holds++
+	return nil
+}
+
+func (a *heldAgent) Start(context.Context) error {
+	var updated, secret bool
+	for _, act := range a.h.cs.Actions() {
+		switch {
+		case act.GetVerb() == "update" && act.GetResource().Resource == "pods":
+			updated = true
+		case act.GetVerb() == "create" && act.GetResource().Resource == "secrets":
+			secret = true
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.starts++
+	a.writtenFirst = updated && secret
+	return nil
+}
+
+// A warm pod's agent gets the spec on hold before the hand-over is
+// written (its fetch overlaps the writes) and is started only once the
+// pod carries the job and the adoption record exists; a hand-over that
+// fails never starts it, and the job takes the cold path.
+func TestWarmSpecHeldUntilHandOverWritten(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(map[bool]string{false: "written", true: "hand-over refused"}[fail], func(t *testing.T) {
+			h := newHarnessWith(t, func(c *config.Kubernetes) { c.WarmPods = 1 })
+			ha := &heldAgent{fakeAgent: h.agent, h: h}
+			h.ex.newAgent = func(string, string, []byte) agentAPI { return ha }
+			if fail {
+				h.cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					if a.GetSubresource() == "" && a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).Labels[LabelJobID] != "" {
+						return true, nil, apierrors.NewConflict(corev1.Resource("pods"), "warm", errors.New("changed"))
+					}
+					return false, nil, nil
+				})
+			}
+			if _, err := h.ex.podWatch(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			waitWarmReady(t, h.ex, 1)
+			deadline := time.Now().Add(10 * time.Second)
+			for !poolPinned(h.ex.pool) { // read while idle
+				if time.Now().After(deadline) {
+					t.Fatal("warm pod's fingerprint never read")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			tr := &syncBuffer{}
+			ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
+			h.waitAction("create", "secrets")
+			h.agent.write("job output\n")
+			h.agent.finish(agent.Result{Success: true})
+			if o := wait(t, ch); o.err != nil || !o.res.Success {
+				t.Fatalf("result %+v, err %v\n%s", o.res, o.err, tr.String())
+			}
+			ha.mu.Lock()
+			defer ha.mu.Unlock()
+			switch {
+			case fail && (ha.starts != 0 || strings.Contains(tr.String(), "Using warm pod")):
+				t.Errorf("refused hand-over: %d starts, trace:\n%s", ha.starts, tr.String())
+			case fail && ha.holds != 1:
+				t.Errorf("refused hand-over: %d specs on hold, want 1 (sent before the update)", ha.holds)
+			case !fail && (ha.holds != 1 || ha.starts != 1 || !ha.writtenFirst || !strings.Contains(tr.String(), "Using warm pod")):
+				t.Errorf("holds %d, starts %d, written before start %v; want 1, 1, true; trace:\n%s", ha.holds, ha.starts, ha.writtenFirst, tr.String())
+			}
+		})
 	}
 }
