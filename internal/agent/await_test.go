@@ -38,6 +38,42 @@ func startAwaiting(t *testing.T, ctx context.Context, termGrace, stopLinger time
 	return "https://" + ln.Addr().String(), fp, res
 }
 
+// pinnedTestClient is the runner's client of the agent at url, its
+// certificate pinned.
+func pinnedTestClient(url string, fp []byte) *Client {
+	return NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
+}
+
+// holdAwaiting starts an awaiting agent and hands it spec on hold.
+func holdAwaiting(ctx context.Context, t *testing.T, spec *Spec) (c *Client, body []byte, done <-chan error) {
+	t.Helper()
+	url, fp, done := startAwaiting(t, ctx, time.Second, time.Millisecond)
+	body, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = pinnedTestClient(url, fp)
+	if err := c.HoldSpec(ctx, body); err != nil {
+		t.Fatal(err)
+	}
+	return c, body, done
+}
+
+// readToEnd reads the job log on from len(log) until the job is done.
+func readToEnd(ctx context.Context, t *testing.T, c *Client, log []byte) []byte {
+	t.Helper()
+	for {
+		data, size, state, err := c.Log(ctx, int64(len(log)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		log = append(log, data...)
+		if state == StateDone && int64(len(log)) >= size {
+			return log
+		}
+	}
+}
+
 // An awaiting agent: only the holder of the token whose hash it was
 // given can hand it a spec, only over TLS with the certificate it
 // printed; then it runs the job like Run and serves it on the same port.
@@ -150,7 +186,7 @@ func TestAwaitAnswersThePollInFlightWhenStopped(t *testing.T) {
 	defer cancel()
 	url, fp, done := startAwaiting(t, ctx, time.Second, DefaultStopLinger)
 	body, _ := json.Marshal(spec)
-	c := NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
+	c := pinnedTestClient(url, fp)
 	if err := c.PutSpec(ctx, body); err != nil {
 		t.Fatal(err)
 	}
@@ -207,12 +243,7 @@ func TestAwaitHoldsScriptsUntilStart(t *testing.T) {
 			spec := testJob{steps: []job.Step{script("echo script-ran")}, repo: r, sha: r.commits[0], pipeline: 7}.spec(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			url, fp, done := startAwaiting(t, ctx, time.Second, time.Millisecond)
-			body, _ := json.Marshal(spec)
-			c := NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
-			if err := c.HoldSpec(ctx, body); err != nil {
-				t.Fatal(err)
-			}
+			c, body, done := holdAwaiting(ctx, t, spec)
 			var log []byte
 			for !strings.Contains(string(log), "Checking out") {
 				data, _, _, err := c.Log(ctx, int64(len(log)))
@@ -237,16 +268,7 @@ func TestAwaitHoldsScriptsUntilStart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for {
-				data, size, state, err := c.Log(ctx, int64(len(log)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				log = append(log, data...)
-				if state == StateDone && int64(len(log)) >= size {
-					break
-				}
-			}
+			log = readToEnd(ctx, t, c, log)
 			if !strings.Contains(string(log), "script-ran") {
 				t.Fatalf("started job did not run its script:\n%s", log)
 			}
@@ -266,27 +288,12 @@ func TestAwaitHeldHookWaitsAndAbortEnds(t *testing.T) {
 	spec.Plan.Stages[0].Script = "echo stage-ran"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	url, fp, done := startAwaiting(t, ctx, time.Second, time.Millisecond)
-	body, _ := json.Marshal(spec)
-	c := NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
-	if err := c.HoldSpec(ctx, body); err != nil {
-		t.Fatal(err)
-	}
+	c, _, done := holdAwaiting(ctx, t, spec)
 	time.Sleep(300 * time.Millisecond)
 	if err := c.Abort(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var log []byte
-	for {
-		data, size, state, err := c.Log(ctx, int64(len(log)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		log = append(log, data...)
-		if state == StateDone && int64(len(log)) >= size {
-			break
-		}
-	}
+	log := readToEnd(ctx, t, c, nil)
 	if strings.Contains(string(log), "-ran") {
 		t.Fatalf("an aborted held job ran code:\n%s", log)
 	}

@@ -157,6 +157,9 @@ func testCacheRoundTripS3(t *testing.T, srv *s3test.Server, extraEnv []string, a
 			}
 		}
 	}
+	e.setCI(t, fallbackPipeline)
+	fb := e.pipeline(3 * time.Minute)
+	contains(t, e.coord.Trace(jobByName(t, fb, "build").ID), fmt.Sprintf("restored=pipeline-%d", second.ID))
 }
 
 // TestCacheS3Refused: a wrong secret or a missing bucket never fails the

@@ -484,51 +484,46 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestRunOOMKilledOverridesAgentResult(t *testing.T) {
-	h := newHarness(t)
-	h.agent.onAck = func() {
-		// The agent exits after the ack; the kubelet reports the OOM.
-		go h.setPodStatus(func(s *corev1.PodStatus) {
-			s.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				Reason: "OOMKilled", ExitCode: 0}}
+// The container's end overrides what the agent reported: a script the
+// OOM killer ended (exit 137) says OOMKilled; an agent stopped from
+// outside (its container stopped) fails the job with runner_system_failure
+// naming what happened to the container, not with its own abort.
+func TestRunContainerEndOverridesAgentResult(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		terminated corev1.ContainerStateTerminated
+		result     agent.Result
+		want       executor.Result
+		trace      []string
+	}{
+		{"oom", corev1.ContainerStateTerminated{Reason: "OOMKilled"}, agent.Result{FailureReason: gitlab.ScriptFailure, ExitCode: 137},
+			executor.Result{FailureReason: gitlab.ScriptFailure, ExitCode: 137}, []string{"OOMKilled"}},
+		{"stopped", corev1.ContainerStateTerminated{Reason: "Error", ExitCode: 143}, agent.Result{FailureReason: gitlab.JobCanceled, Stopped: true},
+			executor.Result{FailureReason: gitlab.RunnerSystemFailure}, []string{"the build container of pod", "stopped"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.agent.onAck = func() {
+				// The agent exits after the ack; the kubelet reports how.
+				go h.setPodStatus(func(s *corev1.PodStatus) {
+					s.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &tc.terminated}
+				})
+			}
+			tr := &syncBuffer{}
+			ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
+			h.waitAction("create", "pods")
+			h.agent.write("started\n")
+			h.agent.finish(tc.result)
+			o := wait(t, ch)
+			if o.err != nil || o.res.Success || o.res.FailureReason != tc.want.FailureReason || o.res.ExitCode != tc.want.ExitCode {
+				t.Fatalf("result %+v, err %v, want %+v", o.res, o.err, tc.want)
+			}
+			for _, w := range tc.trace {
+				if !strings.Contains(tr.String(), w) {
+					t.Errorf("trace lacks %q:\n%s", w, tr.String())
+				}
+			}
 		})
-	}
-	tr := &syncBuffer{}
-	ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
-	h.waitAction("create", "pods")
-	h.agent.write("Killed\n")
-	h.agent.finish(agent.Result{FailureReason: gitlab.ScriptFailure, ExitCode: 137})
-	o := wait(t, ch)
-	if o.err != nil || o.res.Success || o.res.ExitCode != 137 {
-		t.Fatalf("result %+v, err %v", o.res, o.err)
-	}
-	if !strings.Contains(tr.String(), "OOMKilled") {
-		t.Errorf("trace does not mention OOMKilled:\n%s", tr.String())
-	}
-}
-
-// An agent stopped from outside (its container stopped) reports a result
-// marked stopped: the job fails with runner_system_failure naming what
-// happened to the container, not with the agent's own abort.
-func TestRunStoppedAgentIsExplainedByThePod(t *testing.T) {
-	h := newHarness(t)
-	h.agent.onAck = func() {
-		go h.setPodStatus(func(s *corev1.PodStatus) {
-			s.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				Reason: "Error", ExitCode: 143}}
-		})
-	}
-	tr := &syncBuffer{}
-	ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
-	h.waitAction("create", "pods")
-	h.agent.write("started\n")
-	h.agent.finish(agent.Result{FailureReason: gitlab.JobCanceled, Stopped: true})
-	o := wait(t, ch)
-	if o.err != nil || o.res.Success || o.res.FailureReason != gitlab.RunnerSystemFailure {
-		t.Fatalf("result %+v, err %v, want runner_system_failure", o.res, o.err)
-	}
-	if !strings.Contains(tr.String(), "the build container of pod") || !strings.Contains(tr.String(), "stopped") {
-		t.Errorf("trace does not say the container stopped:\n%s", tr.String())
 	}
 }
 
