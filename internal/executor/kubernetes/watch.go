@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
@@ -32,9 +32,12 @@ const eventsByPod = "involvedObject.name"
 // Jobs subscribe by pod name and are woken on every change; they read the
 // latest state from the subscription, so nothing is polled.
 type podWatch struct {
-	ns                       string
-	podFactory, eventFactory informers.SharedInformerFactory
-	pods, events             cache.SharedIndexInformer
+	ns           string
+	pods, events cache.SharedIndexInformer
+	// running holds the informers' goroutines. (The informers are built
+	// without client-go's informer factory: that links informers and
+	// listers of every API group, 119 packages the manager never uses.)
+	running sync.WaitGroup
 
 	mu   sync.Mutex
 	subs map[string]*podSub
@@ -112,16 +115,12 @@ func runnerSelector(shortToken string) string {
 func newPodWatch(cs kubernetes.Interface, namespace, shortToken string) (*podWatch, error) {
 	w := &podWatch{ns: namespace, subs: map[string]*podSub{}}
 	sel := runnerSelector(shortToken)
-	w.podFactory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
-		informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
-	w.eventFactory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
-		informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	w.pods = coreinformers.NewFilteredPodInformer(cs, namespace, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) { o.LabelSelector = sel })
+	w.events = coreinformers.NewFilteredEventInformer(cs, namespace, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()
-		}))
-	w.pods = w.podFactory.Core().V1().Pods().Informer()
-	w.events = w.eventFactory.Core().V1().Events().Informer()
+		})
 	if err := w.events.AddIndexers(cache.Indexers{eventsByPod: func(obj any) ([]string, error) {
 		if ev, ok := obj.(*corev1.Event); ok {
 			return []string{ev.InvolvedObject.Name}, nil
@@ -154,8 +153,8 @@ func newPodWatch(cs kubernetes.Interface, namespace, shortToken string) (*podWat
 // start runs the informers until stop is closed and waits for their
 // first list.
 func (w *podWatch) start(ctx context.Context, stop <-chan struct{}) error {
-	w.podFactory.Start(stop)
-	w.eventFactory.Start(stop)
+	w.running.Go(func() { w.pods.Run(stop) })
+	w.running.Go(func() { w.events.Run(stop) })
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -173,8 +172,7 @@ func (w *podWatch) start(ctx context.Context, stop <-chan struct{}) error {
 
 // shutdown waits for the informer goroutines once stop is closed.
 func (w *podWatch) shutdown() {
-	w.podFactory.Shutdown()
-	w.eventFactory.Shutdown()
+	w.running.Wait()
 }
 
 func (w *podWatch) podChanged(obj any, deleted bool) {
