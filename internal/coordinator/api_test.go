@@ -1,8 +1,13 @@
 package coordinator
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -731,5 +736,79 @@ func TestCancelJobAfter(t *testing.T) {
 	}
 	if r := c.update(p.ID, p.Token, "running", nil); r.Code != 403 || r.Header.Get("Job-Status") != "canceled" {
 		t.Errorf("update after cancel = %d %q", r.Code, r.Header.Get("Job-Status"))
+	}
+}
+
+// TestGitSmartHTTP covers what a Git client sees of the smart HTTP
+// endpoints beyond a clone: both protocol versions' advertisements, a
+// gzipped request body, and the requests GitLab does not serve.
+func TestGitSmartHTTP(t *testing.T) {
+	t.Parallel()
+	s, c, tok := setup(t, Options{}, simpleCI)
+	pl, err := s.CreatePipeline("group/demo", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.payload(c.requestJob(tok, "", nil))
+	u, err := url.Parse(p.GitInfo.RepoURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("gitlab-ci-token:"+p.Token))
+	repo := u.Path // /group/demo.git
+	want := fmt.Sprintf("0032want %s\n00000009done\n", pl.Sha)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(want))
+	zw.Close()
+
+	for _, tc := range []struct {
+		name, method, path string
+		hdr                map[string]string
+		body               []byte
+		code               int
+		ctype              string
+		has, hasNot        string
+	}{
+		{name: "v0 advertisement", method: "GET", path: repo + "/info/refs?service=git-upload-pack",
+			code: 200, ctype: "application/x-git-upload-pack-advertisement",
+			has: "001e# service=git-upload-pack\n0000", hasNot: "version 2"},
+		{name: "v2 advertisement", method: "GET", path: repo + "/info/refs?service=git-upload-pack",
+			hdr: map[string]string{"Git-Protocol": "version=2"}, code: 200,
+			ctype: "application/x-git-upload-pack-advertisement", has: "version 2", hasNot: "# service="},
+		{name: "pack for a plain body", method: "POST", path: repo + "/git-upload-pack", body: []byte(want),
+			code: 200, ctype: "application/x-git-upload-pack-result", has: "PACK"},
+		{name: "pack for a gzipped body", method: "POST", path: repo + "/git-upload-pack", body: gz.Bytes(),
+			hdr: map[string]string{"Content-Encoding": "gzip"}, code: 200, ctype: "application/x-git-upload-pack-result", has: "PACK"},
+		{name: "bad gzip", method: "POST", path: repo + "/git-upload-pack", body: []byte(want),
+			hdr: map[string]string{"Content-Encoding": "gzip"}, code: 400},
+		{name: "dumb protocol", method: "GET", path: repo + "/info/refs", code: 404},
+		{name: "dumb object", method: "GET", path: repo + "/HEAD", code: 404},
+		{name: "upload-pack by GET", method: "GET", path: repo + "/git-upload-pack", code: 404},
+		{name: "push advertisement", method: "GET", path: repo + "/info/refs?service=git-receive-pack", code: 403},
+		{name: "push", method: "POST", path: repo + "/git-receive-pack", code: 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := map[string]string{"Authorization": auth}
+			maps.Copy(hdr, tc.hdr)
+			r := c.do(tc.method, tc.path, hdr, tc.body)
+			if r.Code != tc.code {
+				t.Fatalf("%s %s = %d %q, want %d", tc.method, tc.path, r.Code, r.Body, tc.code)
+			}
+			if tc.ctype != "" {
+				if got := r.Header.Get("Content-Type"); got != tc.ctype {
+					t.Errorf("Content-Type = %q, want %q", got, tc.ctype)
+				}
+				if got := r.Header.Get("Cache-Control"); got != "no-cache" {
+					t.Errorf("Cache-Control = %q, want no-cache", got)
+				}
+			}
+			if !bytes.Contains(r.Body, []byte(tc.has)) {
+				t.Errorf("body lacks %q:\n%q", tc.has, r.Body)
+			}
+			if tc.hasNot != "" && bytes.Contains(r.Body, []byte(tc.hasNot)) {
+				t.Errorf("body has %q:\n%q", tc.hasNot, r.Body)
+			}
+		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/config"
@@ -46,6 +47,11 @@ const (
 	DefaultWarmPodsRefillPerMinute = 30
 )
 
+// refillSettle is how long a refill waits after a hand-over: a new pod's
+// start (sandbox, network, containers) takes the node's CPU just when the
+// job handed over fetches its sources and starts its first script.
+const refillSettle = 300 * time.Millisecond
+
 // Reasons a job did not get a warm pod (the misses metric's label).
 const (
 	missNoMatch = "no_match" // the job's pod differs (image, resources, services…), or the pool is empty
@@ -60,6 +66,11 @@ type warmPod struct {
 	// fp is the agent's fingerprint, read once the pod runs (guarded by
 	// the pool's mu): a job then needs no pods/log request.
 	fp []byte
+	// api is a client of the pod's agent with its TLS connection already
+	// open (guarded like fp): the spec then goes without a handshake. The
+	// agent closes an idle connection after 2 minutes; the client then
+	// dials again.
+	api agentAPI
 }
 
 // warmPool keeps the executor's warm pods. One goroutine (run) creates and
@@ -77,6 +88,7 @@ type warmPool struct {
 	started bool
 	pods    map[string]*warmPod // created, not handed over
 	lastUse time.Time
+	settle  time.Time // no refill before (refillSettle after a hand-over)
 	stats   WarmStats
 
 	wake chan struct{}
@@ -180,6 +192,7 @@ func (p *warmPool) run() {
 		p.mu.Lock()
 		idleFor := time.Since(p.lastUse)
 		n := len(p.pods)
+		settling := time.Now().Before(p.settle)
 		p.mu.Unlock()
 		if idleFor > p.idleTTL {
 			// Unused for long: no cost until the next job asks.
@@ -189,7 +202,7 @@ func (p *warmPool) run() {
 			}
 			continue
 		}
-		if n < p.target && time.Since(lastCreate) >= p.every {
+		if n < p.target && time.Since(lastCreate) >= p.every && !settling {
 			lastCreate = time.Now()
 			if err := p.create(); err != nil {
 				p.log.Warn("cannot start a warm pod", "err", err)
@@ -296,20 +309,28 @@ func (p *warmPool) timeReady(wp *warmPod) {
 			}
 			continue
 		}
-		if _, ok := buildRunning(pod); ok {
+		if ip, ok := buildRunning(pod); ok {
 			p.mu.Lock()
 			p.stats.Refills++
 			p.stats.RefillSeconds += time.Since(wp.created).Seconds()
 			p.mu.Unlock()
-			// Pin the agent now, while the pod waits.
+			// Pin the agent now, while the pod waits, and open the
+			// connection the spec will take: the waiting agent answers
+			// anything but the spec with 503, over a connection kept.
 			ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+			defer cancel()
 			fp, err := p.e.fingerprint(ctx, wp.name)
-			cancel()
-			if err == nil {
-				p.mu.Lock()
-				wp.fp = fp
-				p.mu.Unlock()
+			if err != nil {
+				return
 			}
+			var api agentAPI
+			if ip != "" {
+				api = p.e.newAgent("https://"+net.JoinHostPort(ip, strconv.Itoa(p.e.port)), wp.token, fp)
+				_, _ = api.Status(ctx)
+			}
+			p.mu.Lock()
+			wp.fp, wp.api = fp, api
+			p.mu.Unlock()
 			return
 		}
 		if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
@@ -331,10 +352,7 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 	default:
 	}
 	p.lastUse = time.Now()
-	select {
-	case p.wake <- struct{}{}: // refill (or start filling again after an idle time)
-	default:
-	}
+	p.wakeUp() // start filling again after an idle time; a hit refills after refillSettle
 	// A ready pod, else the oldest starting one: a pod already starting is
 	// running sooner than a pod created now.
 	var starting *warmPod
@@ -349,7 +367,8 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 		if _, ok := buildRunning(pod); ok {
 			delete(p.pods, name)
 			p.stats.Hits++
-			return &warmPod{name: wp.name, token: wp.token, key: wp.key, created: wp.created, fp: wp.fp}, ""
+			p.settleRefill()
+			return &warmPod{name: wp.name, token: wp.token, key: wp.key, created: wp.created, fp: wp.fp, api: wp.api}, ""
 		}
 		if starting == nil || wp.created.Before(starting.created) {
 			starting = wp
@@ -358,10 +377,29 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 	if starting != nil {
 		delete(p.pods, starting.name)
 		p.stats.Hits++
-		return starting, ""
+		p.settleRefill()
+		// A copy: timeReady may still write the pool's one (its
+		// fingerprint); the job reads the pod's log itself then.
+		c := *starting
+		return &c, ""
 	}
 	p.stats.Misses[missNoMatch]++
 	return nil, missNoMatch
+}
+
+// wakeUp makes run look at the pool now.
+func (p *warmPool) wakeUp() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// settleRefill holds refills for refillSettle after a hand-over and wakes
+// run then (p.mu held).
+func (p *warmPool) settleRefill() {
+	p.settle = time.Now().Add(refillSettle)
+	time.AfterFunc(refillSettle, p.wakeUp)
 }
 
 func (p *warmPool) missed(reason string) {
@@ -437,28 +475,50 @@ func podShapeKey(pod *corev1.Pod) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// handOver makes the warm pod wp the job's pod: its labels, annotations
-// and deadline (counted from the pod's start) become the job pod's. A
-// false result means the pod is gone: the job takes the cold path.
+// handOver makes the warm pod cur the job's pod: its labels, annotations
+// and deadline (counted from the pod's start) become the job pod's. The
+// update is conditioned on the resourceVersion; a conflict (the kubelet
+// wrote the status meanwhile) is read again and retried while the pod is
+// still an idle warm pod. An error means the pod is not the job's: the job
+// takes the cold path.
 func (e *Executor) handOver(ctx context.Context, cur, jobPod *corev1.Pod) error {
-	upd := cur.DeepCopy()
-	upd.Labels = jobPod.Labels
-	upd.Annotations = jobPod.Annotations
-	if d := jobPod.Spec.ActiveDeadlineSeconds; d != nil {
-		started := cur.CreationTimestamp.Time
-		if cur.Status.StartTime != nil {
-			started = cur.Status.StartTime.Time
+	pods := e.cs.CoreV1().Pods(e.ns)
+	pod := cur
+	err := retry.RetryOnConflict(claimRetries, func() error {
+		if pod == nil {
+			fresh, err := pods.Get(ctx, cur.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if fresh.DeletionTimestamp != nil || !isWarm(fresh) {
+				return fmt.Errorf("warm pod %s is being deleted or was taken", cur.Name)
+			}
+			pod = fresh
 		}
-		since := int64(math.Ceil(time.Since(started).Seconds()))
-		upd.Spec.ActiveDeadlineSeconds = ptrTo(*d + max(since, 0))
-	}
-	if _, err := e.cs.CoreV1().Pods(e.ns).Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
-		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			return fmt.Errorf("warm pod %s changed or went away: %w", cur.Name, err)
+		upd := pod.DeepCopy()
+		upd.Labels = jobPod.Labels
+		upd.Annotations = jobPod.Annotations
+		if d := jobPod.Spec.ActiveDeadlineSeconds; d != nil {
+			started := pod.CreationTimestamp.Time
+			if pod.Status.StartTime != nil {
+				started = pod.Status.StartTime.Time
+			}
+			since := int64(math.Ceil(time.Since(started).Seconds()))
+			upd.Spec.ActiveDeadlineSeconds = ptrTo(*d + max(since, 0))
 		}
-		return fmt.Errorf("hand warm pod %s over: %w", cur.Name, err)
+		_, err := pods.Update(ctx, upd, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			pod = nil // read it again
+		}
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		return fmt.Errorf("warm pod %s changed or went away: %w", cur.Name, err)
 	}
-	return nil
+	return fmt.Errorf("hand warm pod %s over: %w", cur.Name, err)
 }
 
 // isWarm reports an idle pool pod (no job yet).
@@ -509,7 +569,7 @@ func (e *Executor) runWarm(ctx context.Context, j *executor.Job, req PodRequest,
 	hctx, stopHold := context.WithCancel(ctx)
 	defer stopHold()
 	ip, _ := buildRunning(cur)
-	held := r.holdSpec(hctx, ip)
+	held := r.holdSpec(hctx, ip, wp.api)
 	notes, herr, serr := e.writeHandOver(ctx, cur, named, secret, started)
 	if herr != nil {
 		stopHold()
@@ -576,16 +636,19 @@ type heldStarter interface {
 }
 
 // holdSpec sends the job's spec on hold to the warm pod's agent at ip (its
-// fingerprint read while it was idle). The channel yields the connected
-// client, or nil when the spec did not get there (it then goes the usual
-// way, after the hand-over); the caller always receives from it.
-func (r *jobRun) holdSpec(ctx context.Context, ip string) <-chan agentAPI {
+// fingerprint read while it was idle), with api when the pool connected
+// one. The channel yields the connected client, or nil when the spec did
+// not get there (it then goes the usual way, after the hand-over); the
+// caller always receives from it.
+func (r *jobRun) holdSpec(ctx context.Context, ip string, api agentAPI) <-chan agentAPI {
 	out := make(chan agentAPI, 1)
 	if ip == "" || r.fingerprint == nil {
 		out <- nil
 		return out
 	}
-	api := r.e.newAgent("https://"+net.JoinHostPort(ip, strconv.Itoa(r.port)), r.token, r.fingerprint)
+	if api == nil {
+		api = r.e.newAgent("https://"+net.JoinHostPort(ip, strconv.Itoa(r.port)), r.token, r.fingerprint)
+	}
 	h, ok := api.(heldStarter)
 	if !ok {
 		out <- nil

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,24 @@ func TestWarmPodServesMatchingJob(t *testing.T) {
 		t.Fatalf("warm pod has a job's deadline or environment: %+v", warm.Spec)
 	}
 
+	// When the hand-over was written and when pods were created: the
+	// refill waits refillSettle after a hand-over.
+	var mu sync.Mutex
+	var handedAt time.Time
+	var createdAt []time.Time
+	h.cs.PrependReactor("*", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch a.GetVerb() {
+		case "update":
+			if handedAt.IsZero() && a.GetSubresource() == "" {
+				handedAt = time.Now()
+			}
+		case "create":
+			createdAt = append(createdAt, time.Now())
+		}
+		return false, nil, nil
+	})
 	p := testPayload()
 	tr := &syncBuffer{}
 	ch := h.start(context.Background(), &executor.Job{Payload: p, Trace: tr})
@@ -114,6 +133,14 @@ func TestWarmPodServesMatchingJob(t *testing.T) {
 				}
 			}
 		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	switch {
+	case len(createdAt) != 1:
+		t.Errorf("%d pod creates after the first warm pod, want 1 (the refill)", len(createdAt))
+	case createdAt[0].Sub(handedAt) < refillSettle/2:
+		t.Errorf("refill created %v after the hand-over, want about %s", createdAt[0].Sub(handedAt), refillSettle)
 	}
 }
 
@@ -208,6 +235,7 @@ type heldAgent struct {
 	mu           sync.Mutex
 	holds        int
 	starts       int
+	pings        int  // Status calls: the pool opening the connection
 	writtenFirst bool // the hand-over update and the Secret existed at start
 }
 
@@ -216,6 +244,13 @@ func (a *heldAgent) HoldSpec(context.Context, []byte) error {
 	defer a.mu.Unlock()
 	a.holds++
 	return nil
+}
+
+func (a *heldAgent) Status(ctx context.Context) (*agent.Status, error) {
+	a.mu.Lock()
+	a.pings++
+	a.mu.Unlock()
+	return a.fakeAgent.Status(ctx)
 }
 
 func (a *heldAgent) Start(context.Context) error {
@@ -238,21 +273,29 @@ func (a *heldAgent) Start(context.Context) error {
 // A warm pod's agent gets the spec on hold before the hand-over is
 // written (its fetch overlaps the writes) and is started only once the
 // pod carries the job and the adoption record exists; a hand-over that
-// fails never starts it, and the job takes the cold path.
+// fails never starts it, and the job takes the cold path. A conflict (the
+// kubelet wrote the status) is read again and retried. The spec goes over
+// the client the pool connected while the pod waited.
 func TestWarmSpecHeldUntilHandOverWritten(t *testing.T) {
-	for _, fail := range []bool{false, true} {
-		t.Run(map[bool]string{false: "written", true: "hand-over refused"}[fail], func(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		conflicts int // hand-over updates answered 409; -1: all
+	}{{"written", 0}, {"written after a conflict", 1}, {"hand-over refused", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fail := tc.conflicts < 0
 			h := newHarnessWith(t, func(c *config.Kubernetes) { c.WarmPods = 1 })
 			ha := &heldAgent{fakeAgent: h.agent, h: h}
-			h.ex.newAgent = func(string, string, []byte) agentAPI { return ha }
-			if fail {
-				h.cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-					if a.GetSubresource() == "" && a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).Labels[LabelJobID] != "" {
-						return true, nil, apierrors.NewConflict(corev1.Resource("pods"), "warm", errors.New("changed"))
-					}
-					return false, nil, nil
-				})
-			}
+			var clients atomic.Int32
+			h.ex.newAgent = func(string, string, []byte) agentAPI { clients.Add(1); return ha }
+			var conflicts atomic.Int32
+			h.cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				if a.GetSubresource() == "" && a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).Labels[LabelJobID] != "" &&
+					(fail || int(conflicts.Load()) < tc.conflicts) {
+					conflicts.Add(1)
+					return true, nil, apierrors.NewConflict(corev1.Resource("pods"), "warm", errors.New("changed"))
+				}
+				return false, nil, nil
+			})
 			if _, err := h.ex.podWatch(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -263,6 +306,12 @@ func TestWarmSpecHeldUntilHandOverWritten(t *testing.T) {
 					t.Fatal("warm pod's fingerprint never read")
 				}
 				time.Sleep(10 * time.Millisecond)
+			}
+			ha.mu.Lock()
+			pings := ha.pings
+			ha.mu.Unlock()
+			if n := clients.Load(); n != 1 || pings != 1 {
+				t.Fatalf("while idle: %d agent clients, %d connecting requests; want 1 and 1", n, pings)
 			}
 			tr := &syncBuffer{}
 			ch := h.start(context.Background(), &executor.Job{Payload: testPayload(), Trace: tr})
@@ -281,6 +330,8 @@ func TestWarmSpecHeldUntilHandOverWritten(t *testing.T) {
 				t.Errorf("refused hand-over: %d specs on hold, want 1 (sent before the update)", ha.holds)
 			case !fail && (ha.holds != 1 || ha.starts != 1 || !ha.writtenFirst || !strings.Contains(tr.String(), "Using warm pod")):
 				t.Errorf("holds %d, starts %d, written before start %v; want 1, 1, true; trace:\n%s", ha.holds, ha.starts, ha.writtenFirst, tr.String())
+			case !fail && clients.Load() != 1:
+				t.Errorf("%d agent clients made, want 1: the spec must go over the pool's connection", clients.Load())
 			}
 		})
 	}
