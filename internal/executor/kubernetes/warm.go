@@ -352,7 +352,7 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 	default:
 	}
 	p.lastUse = time.Now()
-	p.wakeUp() // start filling again after an idle time; a hit refills after refillSettle
+	p.wakeUp() // start filling again after an idle time; see settleRefill for a hit
 	// A ready pod, else the oldest starting one: a pod already starting is
 	// running sooner than a pod created now.
 	var starting *warmPod
@@ -367,7 +367,7 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 		if _, ok := buildRunning(pod); ok {
 			delete(p.pods, name)
 			p.stats.Hits++
-			p.settleRefill()
+			p.settleRefill(key)
 			return &warmPod{name: wp.name, token: wp.token, key: wp.key, created: wp.created, fp: wp.fp, api: wp.api}, ""
 		}
 		if starting == nil || wp.created.Before(starting.created) {
@@ -377,7 +377,7 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 	if starting != nil {
 		delete(p.pods, starting.name)
 		p.stats.Hits++
-		p.settleRefill()
+		p.settleRefill(key)
 		// A copy: timeReady may still write the pool's one (its
 		// fingerprint); the job reads the pod's log itself then.
 		c := *starting
@@ -395,11 +395,19 @@ func (p *warmPool) wakeUp() {
 	}
 }
 
-// settleRefill holds refills for refillSettle after a hand-over and wakes
-// run then (p.mu held).
-func (p *warmPool) settleRefill() {
-	p.settle = time.Now().Add(refillSettle)
-	time.AfterFunc(refillSettle, p.wakeUp)
+// settleRefill holds refills for refillSettle after a hand-over of a pod
+// of shape key and wakes run then (p.mu held). When no pod of that shape
+// is left the refill starts at once: the next job must not find the pool
+// empty.
+func (p *warmPool) settleRefill(key string) {
+	for _, wp := range p.pods {
+		if wp.key == key {
+			p.settle = time.Now().Add(refillSettle)
+			time.AfterFunc(refillSettle, p.wakeUp)
+			return
+		}
+	}
+	p.settle = time.Time{}
 }
 
 func (p *warmPool) missed(reason string) {

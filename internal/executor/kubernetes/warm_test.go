@@ -52,24 +52,6 @@ func TestWarmPodServesMatchingJob(t *testing.T) {
 		t.Fatalf("warm pod has a job's deadline or environment: %+v", warm.Spec)
 	}
 
-	// When the hand-over was written and when pods were created: the
-	// refill waits refillSettle after a hand-over.
-	var mu sync.Mutex
-	var handedAt time.Time
-	var createdAt []time.Time
-	h.cs.PrependReactor("*", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch a.GetVerb() {
-		case "update":
-			if handedAt.IsZero() && a.GetSubresource() == "" {
-				handedAt = time.Now()
-			}
-		case "create":
-			createdAt = append(createdAt, time.Now())
-		}
-		return false, nil, nil
-	})
 	p := testPayload()
 	tr := &syncBuffer{}
 	ch := h.start(context.Background(), &executor.Job{Payload: p, Trace: tr})
@@ -133,14 +115,6 @@ func TestWarmPodServesMatchingJob(t *testing.T) {
 				}
 			}
 		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	switch {
-	case len(createdAt) != 1:
-		t.Errorf("%d pod creates after the first warm pod, want 1 (the refill)", len(createdAt))
-	case createdAt[0].Sub(handedAt) < refillSettle/2:
-		t.Errorf("refill created %v after the hand-over, want about %s", createdAt[0].Sub(handedAt), refillSettle)
 	}
 }
 
@@ -332,6 +306,44 @@ func TestWarmSpecHeldUntilHandOverWritten(t *testing.T) {
 				t.Errorf("holds %d, starts %d, written before start %v; want 1, 1, true; trace:\n%s", ha.holds, ha.starts, ha.writtenFirst, tr.String())
 			case !fail && clients.Load() != 1:
 				t.Errorf("%d agent clients made, want 1: the spec must go over the pool's connection", clients.Load())
+			}
+		})
+	}
+}
+
+// A hand-over holds the refill for refillSettle while a pod of the same
+// shape is left, and wakes the pool then; the last pod of a shape is
+// replaced at once.
+func TestWarmRefillSettles(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		left   map[string]string // pod name -> shape key, after the take
+		settle bool
+	}{
+		{"another pod of the shape left", map[string]string{"a": "k"}, true},
+		{"only other shapes left", map[string]string{"b": "other"}, false},
+		{"pool empty", map[string]string{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &warmPool{pods: map[string]*warmPod{}, wake: make(chan struct{}, 1), settle: time.Now().Add(time.Hour)}
+			for name, key := range tc.left {
+				p.pods[name] = &warmPod{name: name, key: key}
+			}
+			p.settleRefill("k")
+			settling := time.Now().Before(p.settle)
+			if settling != tc.settle {
+				t.Fatalf("refill held: %v, want %v", settling, tc.settle)
+			}
+			if !tc.settle {
+				return
+			}
+			if d := time.Until(p.settle); d > refillSettle || d < refillSettle/2 {
+				t.Errorf("refill held for %s, want %s", d, refillSettle)
+			}
+			select {
+			case <-p.wake:
+			case <-time.After(10 * refillSettle):
+				t.Error("the pool was not woken when the refill was due")
 			}
 		})
 	}
