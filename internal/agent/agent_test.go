@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -469,5 +470,42 @@ func TestSubmodules(t *testing.T) {
 				t.Errorf("token leaked:\n%s", log)
 			}
 		})
+	}
+}
+
+func TestFetchFlags(t *testing.T) {
+	for _, tc := range []struct {
+		flags   []string
+		prune   bool
+		tags    git.TagMode
+		ignored []string
+	}{
+		{nil, false, git.TagFollowing, nil},                           // GIT_FETCH_EXTRA_FLAGS=none
+		{[]string{"--prune", "--quiet"}, true, git.TagFollowing, nil}, // the default
+		{[]string{"-p", "--no-prune", "-t"}, false, git.AllTags, nil},
+		{[]string{"--no-tags", "--verbose", "--progress"}, false, git.NoTags, nil},
+		{[]string{"-n", "--jobs=4", "--prune", "--refetch"}, true, git.NoTags, []string{"--jobs=4", "--refetch"}},
+	} {
+		prune, tags, ignored := fetchFlags(tc.flags)
+		if prune != tc.prune || tags != tc.tags || !slices.Equal(ignored, tc.ignored) {
+			t.Errorf("fetchFlags(%q) = %v, %v, %q; want %v, %v, %q", tc.flags, prune, tags, ignored, tc.prune, tc.tags, tc.ignored)
+		}
+	}
+}
+
+// GIT_FETCH_EXTRA_FLAGS reaches the agent: what go-git cannot do is named
+// in the job's log, and the job goes on.
+func TestFetchExtraFlagsIgnoredAreNamed(t *testing.T) {
+	repo := newGitRepo(t, 1)
+	repo.pipelineRef(1, repo.commits[0])
+	spec := testJob{repo: repo, sha: repo.commits[0], pipeline: 1, steps: []job.Step{script(`cat version.txt`)},
+		vars: job.Variables{{Key: "GIT_FETCH_EXTRA_FLAGS", Value: "--no-tags --jobs=4", Public: true}}}.spec(t)
+	if !slices.Equal(spec.Sources.FetchFlags, []string{"--no-tags", "--jobs=4"}) {
+		t.Fatalf("spec fetch flags %q", spec.Sources.FetchFlags)
+	}
+	a := startAgent(t, spec, Options{})
+	log, st := a.waitDone(t)
+	if !st.Result.Success || !strings.Contains(log, "GIT_FETCH_EXTRA_FLAGS: --jobs=4 ignored") || strings.Contains(log, "--no-tags ignored") {
+		t.Errorf("result %+v, log:\n%s", st.Result, log)
 	}
 }

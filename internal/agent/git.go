@@ -34,8 +34,9 @@ const gitFailure = 128
 //
 // Limits (best effort, compared with the git CLI):
 //   - clean removes untracked and ignored files ("git clean -ffdx"); other
-//     GIT_CLEAN_FLAGS than none are not honoured, nor GIT_FETCH_EXTRA_FLAGS
-//     (the fetch always prunes and shows no progress);
+//     GIT_CLEAN_FLAGS than none are not honoured;
+//   - of GIT_FETCH_EXTRA_FLAGS only what go-git can do is honoured (see
+//     fetchFlags); the job's log names the flags ignored;
 //   - SHA-256 repositories are not supported (go-git v5);
 //   - submodules: no "git submodule sync" for reused repositories (a changed
 //     submodule URL needs GIT_STRATEGY=clone), no GIT_SUBMODULE_DEPTH or
@@ -170,6 +171,29 @@ func (g *getter) reuse() (*git.Repository, error) {
 	return repo, nil
 }
 
+// fetchFlags is what go-git can make of GIT_FETCH_EXTRA_FLAGS: pruning
+// and the tag mode. Output flags need nothing (the agent shows no
+// progress); the rest are returned as ignored.
+func fetchFlags(flags []string) (prune bool, tags git.TagMode, ignored []string) {
+	tags = git.TagFollowing // git fetch's default: the tags of what it fetches
+	for _, f := range flags {
+		switch f {
+		case "--prune", "-p":
+			prune = true
+		case "--no-prune":
+			prune = false
+		case "--tags", "-t":
+			tags = git.AllTags
+		case "--no-tags", "-n":
+			tags = git.NoTags
+		case "--quiet", "-q", "--verbose", "-v", "--progress", "--no-progress":
+		default:
+			ignored = append(ignored, f)
+		}
+	}
+	return prune, tags, ignored
+}
+
 func (g *getter) fetch(ctx context.Context, repo *git.Repository) error {
 	specs := make([]config.RefSpec, 0, len(g.src.Refspecs))
 	for _, s := range g.src.Refspecs {
@@ -182,12 +206,17 @@ func (g *getter) fetch(ctx context.Context, repo *git.Repository) error {
 	if len(specs) == 0 {
 		specs = []config.RefSpec{"+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"}
 	}
+	prune, tags, ignored := fetchFlags(g.src.FetchFlags)
+	if len(ignored) > 0 {
+		trace.Warningf(g.w, "GIT_FETCH_EXTRA_FLAGS: %s ignored: the podrunner agent fetches with go-git, which has no such option (honoured: --prune, --no-prune, --tags, --no-tags, --quiet, --verbose, --progress)", strings.Join(ignored, " "))
+	}
 	err := repo.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: git.DefaultRemoteName,
 		RefSpecs:   specs,
 		Depth:      g.src.Depth,
 		Force:      true,
-		Prune:      true,
+		Prune:      prune,
+		Tags:       tags,
 		CABundle:   []byte(g.src.CABundle),
 	})
 	switch {

@@ -87,6 +87,10 @@ type Sources struct {
 	// checkout (GIT_CLEAN_FLAGS=none); other clean flags are not honoured,
 	// the agent always cleans like "git clean -ffdx".
 	NoClean bool `json:"no_clean,omitempty"`
+	// FetchFlags is GIT_FETCH_EXTRA_FLAGS (job.Prepare applied its default,
+	// --prune --quiet; empty for none); see fetchFlags for what go-git
+	// can honour.
+	FetchFlags []string `json:"fetch_flags,omitempty"`
 	// CABundle is extra trusted CA certificates (PEM) for an HTTPS
 	// repository, e.g. the content of the runner's tls-ca-file.
 	CABundle string `json:"ca_bundle,omitempty"`
@@ -97,7 +101,7 @@ type Sources struct {
 func SourcesFrom(g *job.GitSettings, dir string) *Sources {
 	return &Sources{
 		RepoURL: g.URL, Ref: g.Ref, Sha: g.Sha, RefType: g.RefType, Refspecs: g.Refspecs, Depth: g.Depth,
-		Strategy: g.Strategy, Submodules: g.Submodules, Checkout: g.Checkout, NoClean: g.CleanFlags == nil,
+		Strategy: g.Strategy, Submodules: g.Submodules, Checkout: g.Checkout, NoClean: g.CleanFlags == nil, FetchFlags: g.FetchFlags,
 		CABundle: g.CABundle, Dir: dir,
 	}
 }
