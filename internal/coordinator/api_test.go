@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/job"
 )
 
 func TestRegistrationAndVerify(t *testing.T) {
@@ -661,14 +663,21 @@ func TestArtifacts(t *testing.T) {
 	}
 }
 
-func TestGitCloneWithJobToken(t *testing.T) {
-	t.Parallel()
+// runningGitJob starts a pipeline of group/demo and takes its job: its
+// token may fetch the project while the job runs.
+func runningGitJob(t *testing.T) (*Server, client, *Pipeline, *job.Payload) {
+	t.Helper()
 	s, c, tok := setup(t, Options{}, simpleCI)
 	pl, err := s.CreatePipeline("group/demo", "main")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := c.payload(c.requestJob(tok, "", nil))
+	return s, c, pl, c.payload(c.requestJob(tok, "", nil))
+}
+
+func TestGitCloneWithJobToken(t *testing.T) {
+	t.Parallel()
+	s, c, pl, p := runningGitJob(t)
 	dir := filepath.Join(t.TempDir(), "clone")
 	git := func(args ...string) (string, error) {
 		cmd := exec.Command("git", args...)
@@ -744,12 +753,7 @@ func TestCancelJobAfter(t *testing.T) {
 // gzipped request body, and the requests GitLab does not serve.
 func TestGitSmartHTTP(t *testing.T) {
 	t.Parallel()
-	s, c, tok := setup(t, Options{}, simpleCI)
-	pl, err := s.CreatePipeline("group/demo", "main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := c.payload(c.requestJob(tok, "", nil))
+	_, c, pl, p := runningGitJob(t)
 	u, err := url.Parse(p.GitInfo.RepoURL)
 	if err != nil {
 		t.Fatal(err)
