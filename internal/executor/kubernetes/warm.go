@@ -368,7 +368,8 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 			delete(p.pods, name)
 			p.stats.Hits++
 			p.settleRefill(key)
-			return &warmPod{name: wp.name, token: wp.token, key: wp.key, created: wp.created, fp: wp.fp, api: wp.api}, ""
+			c := *wp // the job's copy, read under p.mu
+			return &c, ""
 		}
 		if starting == nil || wp.created.Before(starting.created) {
 			starting = wp
@@ -378,8 +379,8 @@ func (p *warmPool) take(jobPod *corev1.Pod) (*warmPod, string) {
 		delete(p.pods, starting.name)
 		p.stats.Hits++
 		p.settleRefill(key)
-		// A copy: timeReady may still write the pool's one (its
-		// fingerprint); the job reads the pod's log itself then.
+		// A copy: timeReady may still write the pool's one once the pod
+		// runs; without the fingerprint the job reads the pod's log.
 		c := *starting
 		return &c, ""
 	}
