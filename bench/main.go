@@ -37,6 +37,7 @@ type options struct {
 	otherHelper string
 	podrunner   string
 	helperImage string
+	helperVol   bool
 	importHelp  string
 	kubeconfig  string
 	nodeIP      string
@@ -64,6 +65,7 @@ func main() {
 	fs.StringVar(&o.otherHelper, "runner-helper-image", "podrunner.local/podrunner:dev", "helper_image written for --runner-cmd's Kubernetes runner (empty: left out)")
 	fs.StringVar(&o.podrunner, "podrunner", "", "podrunner binary to measure (default: built from ./cmd/podrunner)")
 	fs.StringVar(&o.helperImage, "helper-image", "podrunner.local/podrunner-helper:dev", "podrunner's helper_image (the agent) for the Kubernetes scenario")
+	fs.BoolVar(&o.helperVol, "helper-image-volume", true, "podrunner's helper_image_volume: the agent from the helper image as an image volume (needs Kubernetes 1.35+ and containerd 2.1+, as hack/cluster has); false: the helper container")
 	fs.StringVar(&o.importHelp, "import-helper", "no", "yes: rebuild podrunner.local/podrunner{,-helper}:dev from the measured binary and the podrunner-helper next to it with hack/cluster/images (root; the e2e tests share those images)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default $KUBECONFIG); none: Kubernetes rows are skipped")
 	fs.StringVar(&o.nodeIP, "node-ip", "", "address of this machine pods reach (default $PODRUNNER_NODE_IP, then the node's InternalIP)")
@@ -129,7 +131,7 @@ func run(ctx context.Context, o options, out io.Writer) (*bench, error) {
 	if bin, err = filepath.Abs(bin); err != nil {
 		return nil, err
 	}
-	b.runners = []runnerSpec{{Label: labelPodrunner, Cmd: shellQuote(bin), HelperImage: o.helperImage}}
+	b.runners = []runnerSpec{{Label: labelPodrunner, Cmd: shellQuote(bin), HelperImage: o.helperImage, HelperImageVolume: o.helperVol}}
 	if o.runnerCmd != "" {
 		b.runners = append(b.runners, runnerSpec{Label: labelOther, Cmd: o.runnerCmd, HelperImage: o.otherHelper})
 	}
@@ -207,6 +209,11 @@ func (b *bench) kubernetes(ctx context.Context, bin string, managers bool) {
 		}
 	} else {
 		b.note("helper image %s used as found in the cluster (not rebuilt from the measured binary)", b.opts.helperImage)
+	}
+	if b.opts.helperVol {
+		b.note("podrunner: helper_image_volume = true (the agent from an image volume, one container per job pod)")
+	} else {
+		b.note("podrunner: helper_image_volume = false (the helper container copies the agent)")
 	}
 	k, err := setupCluster(ctx, cs, cfg, b.opts.nodeIP, b.tmp, b.opts.role)
 	if err != nil {

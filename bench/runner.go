@@ -25,6 +25,9 @@ type runnerSpec struct {
 	// HelperImage is helper_image of [runners.kubernetes]; empty leaves
 	// the key out.
 	HelperImage string
+	// HelperImageVolume writes helper_image_volume = true (podrunner's
+	// own key: the agent from an image volume, no helper container).
+	HelperImageVolume bool
 }
 
 // runnerProc is a running runner process.
@@ -168,6 +171,9 @@ func kubeConfig(w *world, concurrent int, k *kubeTarget, spec runnerSpec) string
 	helper := ""
 	if spec.HelperImage != "" {
 		helper = fmt.Sprintf("    helper_image = %q\n", spec.HelperImage)
+	}
+	if spec.HelperImageVolume {
+		helper += "    helper_image_volume = true\n"
 	}
 	return fmt.Sprintf(`concurrent = %d
 

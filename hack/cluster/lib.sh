@@ -8,11 +8,20 @@
 K8S_VERSION=v1.36.3          # k8s.io/kubernetes; staging modules are v0.36.3
 ETCD_VERSION=v3.6.8          # the etcd version k8s v1.36.3's go.mod pins
 CRICTL_VERSION=v1.36.0
+# containerd from its Go module, not Debian's 1.6: image volumes (the pod's
+# agent from the helper image without a second container) need 2.1 or later.
+CONTAINERD_VERSION=v2.4.2
 PAUSE_TAG=3.10
 BUILD_DATE=2026-01-01T00:00:00Z  # fixed so an unchanged rebuild does not relink
 
 CLUSTER_CACHE=${PODRUNNER_CLUSTER_CACHE:-/var/cache/podrunner-cluster}
 BIN_DIR=$CLUSTER_CACHE/$K8S_VERSION/bin
+# Our containerd, its shim and ctr come before Debian's (the shim is looked
+# up on containerd's PATH).
+PATH="$BIN_DIR:$PATH"
+# ctr 2.x repeats the daemon's deprecation notices (cgroup v1, registry
+# configs) on every command.
+export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1
 STATE_DIR=${PODRUNNER_CLUSTER_STATE:-/var/lib/podrunner-cluster}
 RUN_DIR=$STATE_DIR/run     # PID files
 LOG_DIR=$STATE_DIR/logs

@@ -22,7 +22,10 @@ const (
 	Binary   = BinDir + "/podrunner-helper"
 	// InstalledBinary is where helper images keep podrunner-helper.
 	InstalledBinary = "/usr/local/bin/podrunner-helper"
-	DefaultPort     = 8765
+	// HelperImageDir is where the helper image is mounted as an image
+	// volume (helper_image_volume); the agent runs from there.
+	HelperImageDir = "/podrunner-helper-image"
+	DefaultPort    = 8765
 )
 
 // FingerprintPrefix starts the agent's stdout line naming the SHA-256 of
@@ -48,6 +51,13 @@ while [ ! -x ` + Binary + ` ]; do
 done
 exec ` + Binary + ` agent run "$@"`
 	return append([]string{"/bin/sh", "-c", script, "podrunner-bootstrap"}, args...)
+}
+
+// ImageVolumeCommand is the build container's command when the helper
+// image is mounted at HelperImageDir: the agent runs from the image, so
+// nothing waits for an install and the job image needs no shell for it.
+func ImageVolumeCommand(args ...string) []string {
+	return append([]string{HelperImageDir + InstalledBinary, "agent", "run"}, args...)
 }
 
 // Spec is everything the agent needs, written by the runner into the

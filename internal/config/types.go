@@ -187,6 +187,11 @@ type Kubernetes struct {
 	HelperImage                       string       `toml:"helper_image,omitempty"`
 	HelperImageFlavor                 string       `toml:"helper_image_flavor,omitempty"`
 	HelperImageAutosetArchAndOS       bool         `toml:"helper_image_autoset_arch_and_os,omitempty"`
+	// HelperImageVolume (podrunner's own key) mounts helper_image as an
+	// image volume instead of running a helper container that copies the
+	// agent: Kubernetes 1.35+ (1.31+ with the ImageVolume feature gate)
+	// and a runtime that supports it (containerd 2.1+, CRI-O 1.31+).
+	HelperImageVolume bool `toml:"helper_image_volume,omitempty"`
 
 	// Resources of the build container.
 	CPULimit                                   Quantity `toml:"cpu_limit,omitempty"`

@@ -143,9 +143,13 @@ func newK8sEnv(t *testing.T, ciYAML string, o k8sOptions) *k8sEnv {
 	}
 	grace := int64(0)
 	kc := &config.Kubernetes{
-		Namespace:                 ns,
-		Image:                     testcluster.BusyboxImage,
-		HelperImage:               testcluster.HelperImage,
+		Namespace:   ns,
+		Image:       testcluster.BusyboxImage,
+		HelperImage: testcluster.HelperImage,
+		// The cluster's containerd mounts image volumes: the agent runs
+		// from the helper image, no helper container (the chart and exec
+		// tests keep the default, the helper container).
+		HelperImageVolume:         true,
 		PullPolicy:                config.StringOrList{"if-not-present"},
 		PollTimeout:               60,
 		CleanupGracePeriodSeconds: &grace,
@@ -383,10 +387,11 @@ shutdown_timeout = 10
     namespace = %q
     image = %q
     helper_image = %q
+    helper_image_volume = %t
     pull_policy = "if-not-present"
     poll_timeout = 60
     cleanup_grace_period_seconds = 0
-`, concurrent, name, e.coord.URL(), e.token, outputLimitKiB, e.rest.Host, e.rest.BearerToken, ca, e.ns, e.kube.Image, e.kube.HelperImage)
+`, concurrent, name, e.coord.URL(), e.token, outputLimitKiB, e.rest.Host, e.rest.BearerToken, ca, e.ns, e.kube.Image, e.kube.HelperImage, e.kube.HelperImageVolume)
 	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -117,7 +118,7 @@ func Classify(pod *corev1.Pod, events []corev1.Event) *Failure {
 		}
 		if cs.Name == ContainerBuild {
 			return &Failure{Reason: gitlab.RunnerSystemFailure, Container: cs.Name,
-				Message: fmt.Sprintf("container build (image %s) exited with code %d%s before the job ended: the podrunner agent failed; the end of the agent's log has details", cs.Image, t.ExitCode, detail(t.Reason, t.Message))}
+				Message: fmt.Sprintf("container build (image %s) exited with code %d%s before the job ended: the podrunner agent failed; the end of the agent's log has details%s", cs.Image, t.ExitCode, detail(t.Reason, t.Message), helperVolumeHint(pod, cs.Name))}
 		}
 	}
 	if st.Phase == corev1.PodFailed {
@@ -216,10 +217,10 @@ func QuotaExceeded(err error) (bool, string) {
 	return true, msg
 }
 
-func pullFailure(container, image, reason, msg string) *Failure {
+func pullFailure(pod *corev1.Pod, container, image, reason, msg string) *Failure {
 	what := "the job's image"
 	switch {
-	case container == ContainerHelper:
+	case container == ContainerHelper, image != "" && image == helperVolumeImage(pod):
 		what = "the podrunner helper image (helper_image)"
 	case strings.HasPrefix(container, ServiceContainerPrefix):
 		what = "the service image"
@@ -295,7 +296,7 @@ func pullFailedEvent(pod *corev1.Pod, events []corev1.Event) *Failure {
 			continue
 		}
 		if e := lastPullFailed(events, c.Name); e != nil && e.InvolvedObject.FieldPath != "" {
-			return pullFailure(c.Name, c.Image, "ErrImagePull", e.Message)
+			return pullFailure(pod, c.Name, c.Image, "ErrImagePull", e.Message)
 		}
 	}
 	return nil
@@ -319,13 +320,18 @@ func waitingFailure(pod *corev1.Pod, cs corev1.ContainerStatus, events []corev1.
 		if e := lastPullFailed(events, cs.Name); e != nil && (msg == "" || w.Reason == "ImagePullBackOff") {
 			msg = e.Message
 		}
-		return pullFailure(cs.Name, image, w.Reason, msg)
+		// The helper image volume is pulled for the build container, whose
+		// status then names the volume's image, not the container's.
+		if ref := helperVolumeImage(pod); ref != "" && strings.Contains(msg, strconv.Quote(ref)) {
+			image = ref
+		}
+		return pullFailure(pod, cs.Name, image, w.Reason, msg)
 	case w.Reason == "CreateContainerConfigError":
 		return &Failure{Reason: gitlab.RunnerConfigurationError, Container: cs.Name,
 			Message: fmt.Sprintf("container %s cannot be configured: %s. A Secret or ConfigMap it refers to is missing or lacks a key, or the image's user cannot be used with run_as_non_root; fix the runner's config", cs.Name, orDefault(w.Message, w.Reason))}
 	case w.Reason == "CreateContainerError", w.Reason == "RunContainerError", w.Reason == "CrashLoopBackOff", w.Reason == "PreStartHookError", w.Reason == "PostStartHookError":
 		return &Failure{Reason: gitlab.RunnerSystemFailure, Container: cs.Name,
-			Message: fmt.Sprintf("container %s (image %s) cannot be started: %s: %s", cs.Name, image, w.Reason, orDefault(w.Message, "no message from the kubelet"))}
+			Message: fmt.Sprintf("container %s (image %s) cannot be started: %s: %s%s", cs.Name, image, w.Reason, orDefault(w.Message, "no message from the kubelet"), helperVolumeHint(pod, cs.Name))}
 	}
 	return nil
 }
@@ -442,6 +448,28 @@ func lastEvent(events []corev1.Event, reason, container string) *corev1.Event {
 
 // lastPullFailed is the container's last kubelet event saying why a pull
 // failed ("Failed to pull image …").
+// helperVolumeImage is the helper image when the pod mounts it as an
+// image volume (helper_image_volume), else "".
+func helperVolumeImage(pod *corev1.Pod) string {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volumeHelper && v.Image != nil {
+			return v.Image.Reference
+		}
+	}
+	return ""
+}
+
+// helperVolumeHint points at helper_image_volume when the build container
+// runs the agent from the helper image volume and could not start or run
+// it: a runtime that mounts image volumes noexec (older CRI-O) or does not
+// know them fails there.
+func helperVolumeHint(pod *corev1.Pod, container string) string {
+	if container != ContainerBuild || helperVolumeImage(pod) == "" {
+		return ""
+	}
+	return "; the agent runs from the helper image volume (helper_image_volume): if the node's container runtime cannot mount image volumes or mounts them noexec, set helper_image_volume = false"
+}
+
 func lastPullFailed(events []corev1.Event, container string) *corev1.Event {
 	return lastEventWhere(events, "Failed", container, func(e *corev1.Event) bool {
 		return strings.HasPrefix(e.Message, "Failed to pull image")

@@ -131,6 +131,24 @@ func TestClassify(t *testing.T) {
 		{name: "agent image", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting(ContainerHelper, "podrunner.local/podrunner-helper:dev", "ErrImagePull", "not found")}
 		}, reason: gitlab.ImagePullFailure, container: ContainerHelper, msg: []string{"the podrunner helper image (helper_image)"}},
+		{name: "helper image volume", edit: func(p *corev1.Pod) {
+			withHelperVolume(p, "podrunner.local/nope:dev")
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "ErrImagePull", `failed to pull and unpack image "podrunner.local/nope:dev": failed to resolve reference "podrunner.local/nope:dev": not found`)}
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{`image "podrunner.local/nope:dev" for container build (the podrunner helper image (helper_image)) does not exist`}},
+		{name: "helper image volume in back-off: the event without a container", edit: func(p *corev1.Pod) {
+			withHelperVolume(p, "podrunner.local/nope:dev")
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "ImagePullBackOff", `Back-off pulling image "podrunner.local/nope:dev"`)}
+		}, events: []corev1.Event{
+			podEvent("Failed", "", `Failed to pull image "podrunner.local/nope:dev": pull access denied`, t0),
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{`the registry refused access to image "podrunner.local/nope:dev" for container build (the podrunner helper image (helper_image))`}},
+		{name: "job image with a helper image volume is still the job's", edit: func(p *corev1.Pod) {
+			withHelperVolume(p, "podrunner.local/podrunner-helper:dev")
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:nope", "ErrImagePull", `failed to pull and unpack image "docker.io/library/busybox:nope": not found`)}
+		}, reason: gitlab.ImagePullFailure, container: "build", msg: []string{`image "busybox:nope" for container build (the job's image) does not exist`}},
+		{name: "agent from the helper image volume cannot start", edit: func(p *corev1.Pod) {
+			withHelperVolume(p, "podrunner.local/podrunner-helper:dev")
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "RunContainerError", "exec: permission denied")}
+		}, reason: gitlab.RunnerSystemFailure, container: "build", msg: []string{"permission denied", "set helper_image_volume = false"}},
 		{name: "CreateContainerConfigError", edit: func(p *corev1.Pod) {
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{waiting("build", "busybox:1.37", "CreateContainerConfigError", `secret "regcred" not found`)}
 		}, reason: gitlab.RunnerConfigurationError, container: "build", msg: []string{`container build cannot be configured: secret "regcred" not found`}},
@@ -357,4 +375,11 @@ func TestQuotaExceeded(t *testing.T) {
 			t.Errorf("%s: got %v %q; want %v %q", c.name, ok, msg, c.ok, c.msg)
 		}
 	}
+}
+
+// withHelperVolume gives the pod the helper image as an image volume, as
+// BuildPod does with helper_image_volume.
+func withHelperVolume(p *corev1.Pod, image string) {
+	p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: volumeHelper, VolumeSource: corev1.VolumeSource{
+		Image: &corev1.ImageVolumeSource{Reference: image, PullPolicy: corev1.PullIfNotPresent}}})
 }

@@ -35,6 +35,9 @@ const (
 
 	volumeAgent  = "podrunner"
 	volumeBuilds = "builds"
+	// volumeHelper is the helper image as an image volume
+	// (helper_image_volume), instead of the helper container.
+	volumeHelper = "podrunner-helper"
 
 	defaultBuildsDir = "/builds"
 	defaultNamespace = "default"
@@ -184,6 +187,17 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		buildsDir = defaultBuildsDir
 	}
 	volumes, mounts := b.volumes(buildsDir)
+	agentArgs := []string{"--token-sha256", agent.TokenSHA256(req.AgentToken), "--listen", fmt.Sprintf(":%d", port)}
+	agentMounts := []corev1.VolumeMount{{Name: volumeAgent, MountPath: agent.BinDir}}
+	command := agent.BootstrapCommand(agentArgs...)
+	if cfg.HelperImageVolume {
+		// One container less: the kubelet reports the build container
+		// running only once it has started every container of the pod.
+		volumes = append(volumes, corev1.Volume{Name: volumeHelper, VolumeSource: corev1.VolumeSource{
+			Image: &corev1.ImageVolumeSource{Reference: agentImage, PullPolicy: corev1.PullIfNotPresent}}})
+		agentMounts = append(agentMounts, corev1.VolumeMount{Name: volumeHelper, MountPath: agent.HelperImageDir, ReadOnly: true})
+		command = agent.ImageVolumeCommand(agentArgs...)
+	}
 
 	caps := func(c *config.ContainerSecurityContext) *corev1.SecurityContext {
 		return securityContext(c, nil, nil, cfg.CapAdd, cfg.CapDrop)
@@ -217,17 +231,24 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		ImagePullPolicy: policy,
 		// The agent waits for its spec over TLS (BuildSecret's job.json,
 		// sent by the runner); the pod spec holds only the token's hash.
-		Command:         agent.BootstrapCommand("--token-sha256", agent.TokenSHA256(req.AgentToken), "--listen", fmt.Sprintf(":%d", port)),
+		Command:         command,
 		WorkingDir:      buildsDir,
 		Env:             EnvVars(req.Variables),
 		Ports:           []corev1.ContainerPort{{Name: "agent", ContainerPort: int32(port), Protocol: corev1.ProtocolTCP}},
-		VolumeMounts:    append([]corev1.VolumeMount{{Name: volumeAgent, MountPath: agent.BinDir}}, mounts...),
+		VolumeMounts:    append(agentMounts, mounts...),
 		Resources:       b.settings.Build,
 		SecurityContext: securityContext(cfg.BuildContainerSecurityContext, cfg.Privileged, cfg.AllowPrivilegeEscalation, cfg.CapAdd, cfg.CapDrop),
 	}
 	b.checkResources(ContainerBuild, "", build.Resources)
 
 	services, aliases := b.services(mounts)
+	// The helper is second: the kubelet starts containers in order, so
+	// the build container starts as early as in a bare pod, and the agent
+	// before any service.
+	containers := []corev1.Container{build}
+	if !cfg.HelperImageVolume {
+		containers = append(containers, helperC)
+	}
 
 	spec := corev1.PodSpec{
 		RestartPolicy:                 corev1.RestartPolicyNever,
@@ -238,17 +259,14 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 		// Service links would add variables for every Service of the
 		// namespace to the job's environment, overriding job variables.
 		EnableServiceLinks: ptrTo(false),
-		// The helper is second: the kubelet starts containers in order,
-		// so the build container starts as early as in a bare pod, and
-		// the agent before any service.
-		Containers:        append([]corev1.Container{build, helperC}, services...),
-		Volumes:           volumes,
-		Tolerations:       b.settings.NodeTolerations,
-		Affinity:          affinity(cfg.Affinity),
-		SecurityContext:   podSecurityContext(cfg.PodSecurityContext),
-		PriorityClassName: cfg.PriorityClassName,
-		SchedulerName:     cfg.SchedulerName,
-		DNSConfig:         dnsConfig(cfg.DNSConfig),
+		Containers:         append(containers, services...),
+		Volumes:            volumes,
+		Tolerations:        b.settings.NodeTolerations,
+		Affinity:           affinity(cfg.Affinity),
+		SecurityContext:    podSecurityContext(cfg.PodSecurityContext),
+		PriorityClassName:  cfg.PriorityClassName,
+		SchedulerName:      cfg.SchedulerName,
+		DNSConfig:          dnsConfig(cfg.DNSConfig),
 	}
 	if len(b.settings.NodeSelector) > 0 {
 		spec.NodeSelector = b.settings.NodeSelector
@@ -330,7 +348,7 @@ func (b *podBuilder) volumes(buildsDir string) ([]corev1.Volume, []corev1.Volume
 		{Name: volumeAgent, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
 	var mounts []corev1.VolumeMount
-	names := map[string]bool{volumeAgent: true, volumeBuilds: true}
+	names := map[string]bool{volumeAgent: true, volumeBuilds: true, volumeHelper: true}
 	buildsMounted := false
 	add := func(m config.VolumeMount, kind string, src corev1.VolumeSource) {
 		if m.Name == "" || m.MountPath == "" {
@@ -338,7 +356,7 @@ func (b *podBuilder) volumes(buildsDir string) ([]corev1.Volume, []corev1.Volume
 			return
 		}
 		if names[m.Name] {
-			b.fail(&ConfigError{Key: "volumes." + kind, Msg: fmt.Sprintf("volume name %q in %s is used twice or is reserved (podrunner, builds): rename it", m.Name, configSection)})
+			b.fail(&ConfigError{Key: "volumes." + kind, Msg: fmt.Sprintf("volume name %q in %s is used twice or is reserved (podrunner, podrunner-helper, builds): rename it", m.Name, configSection)})
 			return
 		}
 		if msgs := validation.IsDNS1123Label(m.Name); len(msgs) > 0 {

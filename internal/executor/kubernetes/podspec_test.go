@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -500,5 +501,64 @@ func TestNamespaceOverwrite(t *testing.T) {
 	}
 	if pod.Namespace != "ci-x" || secret.Namespace != "ci-x" {
 		t.Fatalf("namespace %q / %q", pod.Namespace, secret.Namespace)
+	}
+}
+
+// helper_image_volume: one container for the agent and the job, the
+// agent run from the helper image mounted read-only; the state stays on
+// the emptyDir.
+func TestBuildPodHelperImageVolume(t *testing.T) {
+	req := podTestRequest(t)
+	req.Config.HelperImageVolume = true
+	pod, _, err := BuildPod(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	podYAML, err := yaml.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "pod-image-volume.yaml", podYAML)
+
+	var names []string
+	for _, c := range pod.Spec.Containers {
+		names = append(names, c.Name)
+	}
+	if got := strings.Join(names, " "); got != "build svc-0 svc-1" {
+		t.Errorf("containers %q, want build and the services only", got)
+	}
+	build := pod.Spec.Containers[0]
+	wantCmd := []string{agent.HelperImageDir + agent.InstalledBinary, "agent", "run", "--token-sha256", agent.TokenSHA256(req.AgentToken), "--listen", ":8765"}
+	if !slices.Equal(build.Command, wantCmd) {
+		t.Errorf("build command %q, want %q", build.Command, wantCmd)
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range build.VolumeMounts {
+		mounts[m.Name] = m
+	}
+	if m := mounts[volumeHelper]; m.MountPath != agent.HelperImageDir || !m.ReadOnly {
+		t.Errorf("helper image mount %+v", m)
+	}
+	if m := mounts[volumeAgent]; m.MountPath != agent.BinDir {
+		t.Errorf("agent state mount %+v", m)
+	}
+	var src *corev1.ImageVolumeSource
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volumeHelper {
+			src = v.Image
+		}
+	}
+	if src == nil || src.Reference != req.AgentImage || src.PullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("helper image volume %+v, want %s if-not-present", src, req.AgentImage)
+	}
+
+	// The name stays reserved whichever way the agent comes.
+	for _, on := range []bool{false, true} {
+		req := podTestRequest(t)
+		req.Config.HelperImageVolume = on
+		req.Config.Volumes.EmptyDirs = append(req.Config.Volumes.EmptyDirs, config.EmptyDirVolume{VolumeMount: config.VolumeMount{Name: volumeHelper, MountPath: "/x"}})
+		if _, _, err := BuildPod(req); err == nil || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("helper_image_volume=%v: volume named %s: err %v, want reserved", on, volumeHelper, err)
+		}
 	}
 }
