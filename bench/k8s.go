@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/podrunner/podrunner/internal/adjtimex"
 	"github.com/podrunner/podrunner/internal/coordinator"
 )
 
@@ -335,9 +336,9 @@ func (pw *podWatch) waitEnded(ctx context.Context, name string, timeout time.Dur
 }
 
 const kubeScript = `  script:
-    - adjtimex | grep time.tv
+    - ` + adjtimex.Script + `
     - echo hi
-    - adjtimex | grep time.tv
+    - ` + adjtimex.Script + `
 `
 
 // bareSample is one bare pod's moments.
@@ -356,7 +357,7 @@ func (b *bench) barePod(ctx context.Context, i int) (bareSample, error) {
 		RestartPolicy: corev1.RestartPolicyNever, AutomountServiceAccountToken: &no, EnableServiceLinks: &no,
 		TerminationGracePeriodSeconds: &grace,
 		Containers: []corev1.Container{{Name: "echo", Image: busyboxImage, ImagePullPolicy: corev1.PullNever,
-			Command: []string{"sh", "-c", "adjtimex | grep time.tv; echo hi; adjtimex | grep time.tv"}}},
+			Command: []string{"sh", "-c", adjtimex.Script + "; echo hi; " + adjtimex.Script}}},
 	}}
 	create := time.Now()
 	if _, err := k.cs.CoreV1().Pods(k.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -370,7 +371,7 @@ func (b *bench) barePod(ctx context.Context, i int) (bareSample, error) {
 	if err != nil {
 		return bareSample{}, fmt.Errorf("logs of bare pod %s: %w", name, err)
 	}
-	st := adjtimexStamps(logs)
+	st := adjtimex.Stamps(logs)
 	if len(st) != 2 {
 		return bareSample{}, fmt.Errorf("bare pod %s: %d adjtimex stamps in its log, want 2:\n%s", name, len(st), logs)
 	}
@@ -385,7 +386,7 @@ type jobSample struct {
 }
 
 func (b *bench) jobSample(w *world, j coordinator.JobView) (jobSample, error) {
-	st := adjtimexStamps(w.coord.Trace(j.ID))
+	st := adjtimex.Stamps(w.coord.Trace(j.ID))
 	if len(st) != 2 {
 		return jobSample{}, fmt.Errorf("job %d: %d adjtimex stamps in its log, want 2:\n%s", j.ID, len(st), tail(w.coord.Trace(j.ID), 2000))
 	}

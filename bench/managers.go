@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/adjtimex"
 	"github.com/podrunner/podrunner/internal/config"
 	"github.com/podrunner/podrunner/internal/coordinator"
 )
@@ -205,7 +206,7 @@ func (b *bench) runManagers(ctx context.Context, w *world, spec runnerSpec, kill
 			res.lost++
 		}
 		tr := w.coord.Trace(j.ID)
-		if j.Checksum == "" || j.Checksum != j.TraceChecksum || bytes.Count(tr, []byte("\nhi\n")) != 1 || len(adjtimexStamps(tr)) != 2 {
+		if j.Checksum == "" || j.Checksum != j.TraceChecksum || bytes.Count(tr, []byte("\nhi\n")) != 1 || len(adjtimex.Stamps(tr)) != 2 {
 			res.truncated++
 		}
 		if finalUpdates(w.coord, j.ID) != 1 {

@@ -149,17 +149,3 @@ func shellStamps(log []byte) (t0, t1 time.Time, err error) {
 	}
 	return got[0], got[1], nil
 }
-
-// Kubernetes job stamps: busybox has no date +%N, `adjtimex` prints the
-// wall clock in microseconds.
-var adjtimexRE = regexp.MustCompile(`time\.tv_sec:\s+(\d+)\s+time\.tv_usec:\s+(\d+)`)
-
-func adjtimexStamps(log []byte) []time.Time {
-	var out []time.Time
-	for _, m := range adjtimexRE.FindAllSubmatch(log, -1) {
-		s, _ := strconv.ParseInt(string(m[1]), 10, 64)
-		us, _ := strconv.ParseInt(string(m[2]), 10, 64)
-		out = append(out, time.Unix(s, us*1000))
-	}
-	return out
-}

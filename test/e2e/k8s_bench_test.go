@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/podrunner/podrunner/internal/adjtimex"
 	"github.com/podrunner/podrunner/internal/coordinator"
 	"github.com/podrunner/podrunner/internal/executor/kubernetes"
 	"github.com/podrunner/podrunner/internal/gitlab"
@@ -51,24 +51,10 @@ import (
 const benchCI = `
 echo:
   script:
-    - adjtimex | grep time.tv
+    - ` + adjtimex.Script + `
     - echo hi
-    - adjtimex | grep time.tv
+    - ` + adjtimex.Script + `
 `
-
-// benchMarkRE matches one adjtimex stamp in a log.
-var benchMarkRE = regexp.MustCompile(`time\.tv_sec:\s+(\d+)\s+time\.tv_usec:\s+(\d+)`)
-
-// benchStamps returns the adjtimex stamps of a log, in order.
-func benchStamps(log string) []time.Time {
-	var out []time.Time
-	for _, m := range benchMarkRE.FindAllStringSubmatch(log, -1) {
-		s, _ := strconv.ParseInt(m[1], 10, 64)
-		us, _ := strconv.ParseInt(m[2], 10, 64)
-		out = append(out, time.Unix(s, us*1000))
-	}
-	return out
-}
 
 // podTimes is what the test's own pod watch saw, on arrival of each event.
 type podTimes struct {
@@ -223,7 +209,7 @@ func benchRunner(t *testing.T, e *k8sEnv, concurrent int) *benchLog {
 	log := slog.New(slog.NewJSONHandler(bl, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ex, err := kubernetes.New(kubernetes.Options{
 		Config: e.kube, RunnerToken: e.token, RunnerName: "e2e-k8s", Logger: log, RESTConfig: e.rest,
-		PreGetSourcesScript: "adjtimex | grep time.tv",
+		PreGetSourcesScript: adjtimex.Script,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +262,7 @@ func (e *k8sEnv) benchSample(t *testing.T, bw *benchWatch, bl *benchLog, j coord
 	if j.Status != coordinator.StatusSuccess {
 		t.Fatalf("job %d %s:\n%s", j.ID, j.Status, tr)
 	}
-	st := benchStamps(tr)
+	st := adjtimex.Stamps([]byte(tr))
 	if len(st) != 3 {
 		t.Fatalf("job %d: %d adjtimex stamps in the trace, want 3 (pre_get_sources_script, script start, script end):\n%s", j.ID, len(st), tr)
 	}
@@ -324,7 +310,7 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 		TerminationGracePeriodSeconds: &grace,
 		Containers: []corev1.Container{{
 			Name: "echo", Image: testcluster.BusyboxImage, ImagePullPolicy: corev1.PullIfNotPresent,
-			Command: []string{"sh", "-c", "adjtimex | grep time.tv; echo hi; adjtimex | grep time.tv"},
+			Command: []string{"sh", "-c", adjtimex.Script + "; echo hi; " + adjtimex.Script},
 		}},
 	}
 	if kind != floorBare {
@@ -359,7 +345,7 @@ func barePod(t *testing.T, c *testcluster.Cluster, ns string, bw *benchWatch, i 
 		t.Fatalf("create bare pod: %v", err)
 	}
 	pt := bw.waitEnded(t, name, time.Minute)
-	st := benchStamps(c.PodLogs(t, ns, name, "echo"))
+	st := adjtimex.Stamps([]byte(c.PodLogs(t, ns, name, "echo")))
 	if len(st) != 2 {
 		t.Fatalf("bare pod %s: %d adjtimex stamps, want 2", name, len(st))
 	}
