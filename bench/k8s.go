@@ -349,16 +349,27 @@ type bareSample struct {
 // barePod runs the job's script in a plain busybox pod (restartPolicy
 // Never, image pull policy Never, no token, no service links) and returns
 // its moments once it is seen Succeeded: the floor a runner builds on.
-func (b *bench) barePod(ctx context.Context, i int) (bareSample, error) {
+// With emptyDir the pod mounts one: the floor of any pod with a volume,
+// since the kubelet starts its containers only once a poll of the volume
+// manager (every 300 ms, podAttachAndMountRetryInterval) finds the
+// volumes mounted, and a bare pod has none.
+func (b *bench) barePod(ctx context.Context, i int, emptyDir bool) (bareSample, error) {
 	k := b.kube
 	no, grace := false, int64(0)
 	name := fmt.Sprintf("bare-%03d", i)
+	c := corev1.Container{Name: "echo", Image: busyboxImage, ImagePullPolicy: corev1.PullNever,
+		Command: []string{"sh", "-c", adjtimex.Script + "; echo hi; " + adjtimex.Script}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
 		RestartPolicy: corev1.RestartPolicyNever, AutomountServiceAccountToken: &no, EnableServiceLinks: &no,
 		TerminationGracePeriodSeconds: &grace,
-		Containers: []corev1.Container{{Name: "echo", Image: busyboxImage, ImagePullPolicy: corev1.PullNever,
-			Command: []string{"sh", "-c", adjtimex.Script + "; echo hi; " + adjtimex.Script}}},
 	}}
+	if emptyDir {
+		pod.Name = fmt.Sprintf("bare-dir-%03d", i)
+		pod.Spec.Volumes = []corev1.Volume{{Name: "dir", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		c.VolumeMounts = []corev1.VolumeMount{{Name: "dir", MountPath: "/dir"}}
+	}
+	name = pod.Name
+	pod.Spec.Containers = []corev1.Container{c}
 	create := time.Now()
 	if _, err := k.cs.CoreV1().Pods(k.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return bareSample{}, fmt.Errorf("create bare pod: %w", err)
@@ -379,6 +390,8 @@ func (b *bench) barePod(ctx context.Context, i int) (bareSample, error) {
 	_ = k.cs.CoreV1().Pods(k.ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace, PropagationPolicy: &policy})
 	return bareSample{create: create, added: pt.added, running: pt.running, start: st[0], end: st[1], ended: pt.ended}, nil
 }
+
+func (s bareSample) createdToRunning() time.Duration { return s.running.Sub(s.added) }
 
 // jobSample is one Kubernetes job's moments.
 type jobSample struct {
@@ -416,7 +429,7 @@ var jobSteps = []step[jobSample]{
 
 var bareSteps = []step[bareSample]{
 	{"bare pod: create call -> watch ADDED", func(s bareSample) time.Duration { return s.added.Sub(s.create) }},
-	{"bare pod: created -> container running", func(s bareSample) time.Duration { return s.running.Sub(s.added) }},
+	{"bare pod: created -> container running", bareSample.createdToRunning},
 	{"bare pod: container running -> script started", func(s bareSample) time.Duration { return s.start.Sub(s.running) }},
 	{"bare pod: script started -> exited", func(s bareSample) time.Duration { return s.end.Sub(s.start) }},
 	{"bare pod: script exited -> Succeeded seen", func(s bareSample) time.Duration { return s.ended.Sub(s.end) }},
@@ -435,24 +448,35 @@ func column[T any](xs []T, f func(T) time.Duration) []time.Duration {
 // of the API server's metrics. It is the same for every runner, so it
 // fills the cells of all of them.
 func (b *bench) bare(ctx context.Context) ([]bareSample, error) {
-	if _, err := b.barePod(ctx, 0); err != nil { // warm
+	if _, err := b.barePod(ctx, 0, false); err != nil { // warm
 		return nil, err
 	}
 	before, berr := scrapeRequests(ctx, b.kube.cs)
 	var bs []bareSample
 	for i := 1; i <= b.n(20); i++ {
-		s, err := b.barePod(ctx, i)
+		s, err := b.barePod(ctx, i, false)
 		if err != nil {
 			return nil, err
 		}
 		bs = append(bs, s)
 	}
 	after, aerr := scrapeRequests(ctx, b.kube.cs)
+	var dirs []bareSample
+	for i := 1; i <= b.n(20); i++ {
+		s, err := b.barePod(ctx, i, true)
+		if err != nil {
+			return nil, err
+		}
+		dirs = append(dirs, s)
+	}
 	sc := fmt.Sprintf("%s, floor (%d bare pods in sequence)", scKube, len(bs))
 	for _, st := range bareSteps {
 		for _, r := range b.runners {
 			b.rep.Add(r.Label, sc, st.name, msDist, nil, DistMS(column(bs, st.f)))
 		}
+	}
+	for _, r := range b.runners {
+		b.rep.Add(r.Label, sc, "bare pod + 1 emptyDir (the kubelet's volume wait): created -> container running", msDist, nil, DistMS(column(dirs, bareSample.createdToRunning)))
 	}
 	if berr == nil && aerr == nil {
 		for _, r := range b.runners {
