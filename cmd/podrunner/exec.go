@@ -46,6 +46,7 @@ type execOptions struct {
 	namespace     string
 	image         string
 	helperImage   string
+	helperVolume  bool
 	pullPolicy    string
 	listenAddress string
 	defaultBranch string
@@ -97,6 +98,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 	fs.StringVar(&o.namespace, "namespace", "", "namespace of the job pods (kubernetes; default: the kubeconfig context's, else \"default\")")
 	fs.StringVar(&o.image, "image", "alpine:latest", "image of jobs that name no image: keyword (kubernetes)")
 	fs.StringVar(&o.helperImage, "helper-image", "", "image holding the podrunner helper (kubernetes; default: the executor's)")
+	fs.BoolVar(&o.helperVolume, "helper-image-volume", false, "mount the helper image as an image volume instead of a helper container (kubernetes 1.35+ with containerd 2.1+; helper_image_volume)")
 	fs.StringVar(&o.pullPolicy, "pull-policy", "if-not-present", "image pull policy: always, if-not-present or never (kubernetes)")
 	fs.StringVar(&o.listenAddress, "listen-address", "", "address the coordinator listens on, which pods must reach (kubernetes; default: "+
 		"this machine's address on the route to the API server)")
@@ -107,7 +109,7 @@ prefixed with its job. Job logs are saved under --logs-dir, caches kept under
 func (o *execOptions) validate(cmd *cobra.Command) error {
 	switch o.executor {
 	case config.ExecutorShell:
-		for _, name := range []string{"kubeconfig", "namespace", "image", "helper-image", "pull-policy", "listen-address"} {
+		for _, name := range []string{"kubeconfig", "namespace", "image", "helper-image", "helper-image-volume", "pull-policy", "listen-address"} {
 			if cmd.Flags().Changed(name) {
 				return fmt.Errorf("--%s is for --executor kubernetes (the shell executor runs jobs on this machine)", name)
 			}
@@ -306,7 +308,7 @@ func runExec(cmd *cobra.Command, o *execOptions) error {
 		// single-node local cluster the node is this machine.
 		rc.CacheDir = podCacheDir
 		rc.Kubernetes = &config.Kubernetes{
-			Namespace: kt.namespace, Image: o.image, HelperImage: o.helperImage,
+			Namespace: kt.namespace, Image: o.image, HelperImage: o.helperImage, HelperImageVolume: o.helperVolume,
 			PullPolicy: config.StringOrList{o.pullPolicy},
 			Volumes: &config.Volumes{HostPaths: []config.HostPathVolume{{
 				VolumeMount: config.VolumeMount{Name: "podrunner-exec-cache", MountPath: podCacheDir},

@@ -49,6 +49,7 @@ func TestExecFlagErrors(t *testing.T) {
 		{[]string{"--image", "alpine"}, "--image is for --executor kubernetes"},
 		{[]string{"--kubeconfig", "/x"}, "--kubeconfig is for --executor kubernetes"},
 		{[]string{"--listen-address", "10.0.0.1"}, "--listen-address is for --executor kubernetes"},
+		{[]string{"--helper-image-volume"}, "--helper-image-volume is for --executor kubernetes"},
 		{[]string{"--executor", "kubernetes", "--builds-dir", "/tmp/b"}, "--builds-dir is for --executor shell"},
 		{[]string{"--executor", "kubernetes", "--pull-policy", "sometimes"}, `--pull-policy "sometimes": use always, if-not-present or never`},
 		{[]string{"--executor", "kubernetes", "--listen-address", ":8080"}, "not only a port"},
