@@ -446,8 +446,6 @@ func lastEvent(events []corev1.Event, reason, container string) *corev1.Event {
 	return lastEventWhere(events, reason, container, func(*corev1.Event) bool { return true })
 }
 
-// lastPullFailed is the container's last kubelet event saying why a pull
-// failed ("Failed to pull image …").
 // helperVolumeImage is the helper image when the pod mounts it as an
 // image volume (helper_image_volume), else "".
 func helperVolumeImage(pod *corev1.Pod) string {
@@ -470,6 +468,8 @@ func helperVolumeHint(pod *corev1.Pod, container string) string {
 	return "; the agent runs from the helper image volume (helper_image_volume): if the node's container runtime cannot mount image volumes or mounts them noexec, set helper_image_volume = false"
 }
 
+// lastPullFailed is the container's last kubelet event saying why a pull
+// failed ("Failed to pull image …").
 func lastPullFailed(events []corev1.Event, container string) *corev1.Event {
 	return lastEventWhere(events, "Failed", container, func(e *corev1.Event) bool {
 		return strings.HasPrefix(e.Message, "Failed to pull image")
