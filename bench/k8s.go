@@ -444,6 +444,19 @@ func column[T any](xs []T, f func(T) time.Duration) []time.Duration {
 	return out
 }
 
+// barePods runs n bare pods one after another.
+func (b *bench) barePods(ctx context.Context, emptyDir bool) ([]bareSample, error) {
+	var out []bareSample
+	for i := 1; i <= b.n(20); i++ {
+		s, err := b.barePod(ctx, i, emptyDir)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 // bare runs the floor: n bare pods one after another, between two scrapes
 // of the API server's metrics. It is the same for every runner, so it
 // fills the cells of all of them.
@@ -452,22 +465,14 @@ func (b *bench) bare(ctx context.Context) ([]bareSample, error) {
 		return nil, err
 	}
 	before, berr := scrapeRequests(ctx, b.kube.cs)
-	var bs []bareSample
-	for i := 1; i <= b.n(20); i++ {
-		s, err := b.barePod(ctx, i, false)
-		if err != nil {
-			return nil, err
-		}
-		bs = append(bs, s)
+	bs, err := b.barePods(ctx, false)
+	if err != nil {
+		return nil, err
 	}
 	after, aerr := scrapeRequests(ctx, b.kube.cs)
-	var dirs []bareSample
-	for i := 1; i <= b.n(20); i++ {
-		s, err := b.barePod(ctx, i, true)
-		if err != nil {
-			return nil, err
-		}
-		dirs = append(dirs, s)
+	dirs, err := b.barePods(ctx, true)
+	if err != nil {
+		return nil, err
 	}
 	sc := fmt.Sprintf("%s, floor (%d bare pods in sequence)", scKube, len(bs))
 	for _, st := range bareSteps {

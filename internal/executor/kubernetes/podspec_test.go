@@ -162,8 +162,10 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-func TestBuildPodGolden(t *testing.T) {
-	pod, secret, err := BuildPod(podTestRequest(t))
+// goldenPod builds the request's pod and compares it with a golden file.
+func goldenPod(t *testing.T, req PodRequest, name string) (*corev1.Pod, *corev1.Secret) {
+	t.Helper()
+	pod, secret, err := BuildPod(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +173,12 @@ func TestBuildPodGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "pod.yaml", podYAML)
+	golden(t, name, podYAML)
+	return pod, secret
+}
+
+func TestBuildPodGolden(t *testing.T) {
+	_, secret := goldenPod(t, podTestRequest(t), "pod.yaml")
 
 	// The spec is shown decoded so reviews can read it.
 	spec := secret.Data[agent.SpecKey]
@@ -510,15 +517,7 @@ func TestNamespaceOverwrite(t *testing.T) {
 func TestBuildPodHelperImageVolume(t *testing.T) {
 	req := podTestRequest(t)
 	req.Config.HelperImageVolume = true
-	pod, _, err := BuildPod(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	podYAML, err := yaml.Marshal(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "pod-image-volume.yaml", podYAML)
+	pod, _ := goldenPod(t, req, "pod-image-volume.yaml")
 
 	var names []string
 	for _, c := range pod.Spec.Containers {
