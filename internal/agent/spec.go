@@ -25,6 +25,8 @@ const (
 	// HelperImageDir is where the helper image is mounted as an image
 	// volume (helper_image_volume); the agent runs from there.
 	HelperImageDir = "/podrunner-helper-image"
+	// ImageVolumeBinary is podrunner-helper in the helper image volume.
+	ImageVolumeBinary = HelperImageDir + InstalledBinary
 	DefaultPort    = 8765
 )
 
@@ -57,7 +59,7 @@ exec ` + Binary + ` agent run "$@"`
 // image is mounted at HelperImageDir: the agent runs from the image, so
 // nothing waits for an install and the job image needs no shell for it.
 func ImageVolumeCommand(args ...string) []string {
-	return append([]string{HelperImageDir + InstalledBinary, "agent", "run"}, args...)
+	return append([]string{ImageVolumeBinary, "agent", "run"}, args...)
 }
 
 // Spec is everything the agent needs, written by the runner into the

@@ -488,7 +488,7 @@ func (e *Executor) podRequest(ctx context.Context, j *executor.Job) (PodRequest,
 		PreBuildScript:       e.opts.PreBuildScript,
 		PostBuildScript:      e.opts.PostBuildScript,
 		CloneURL:             e.opts.CloneURL,
-		HelperPath:           agent.Binary,
+		HelperPath:           agentBinary(e.cfg),
 		CacheDir:             e.opts.CacheDir,
 		CacheStore:           e.opts.CacheStore,
 	})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -602,6 +603,33 @@ func TestRunQuotaExceededIsRetried(t *testing.T) {
 	}
 	if !strings.Contains(tr.String(), "quota") {
 		t.Errorf("trace does not mention the quota wait:\n%s", tr.String())
+	}
+}
+
+// The stage scripts call podrunner-helper (artifacts, caches) where the
+// pod has it: the shared emptyDir, or the helper image volume.
+func TestStageScriptsCallTheAgentWhereThePodHasIt(t *testing.T) {
+	for _, c := range []struct {
+		volume    bool
+		want, not string
+	}{
+		{false, agent.Binary + " ", agent.ImageVolumeBinary},
+		{true, agent.ImageVolumeBinary + " ", agent.Binary + " "},
+	} {
+		h := newHarnessWith(t, func(k *config.Kubernetes) { k.HelperImageVolume = c.volume })
+		p := testPayload()
+		p.Artifacts = []job.Artifact{{Name: "out", Paths: []string{"out/"}, When: "on_success", Type: "archive", Format: "zip"}}
+		req, err := h.ex.podRequest(t.Context(), &executor.Job{Payload: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := json.Marshal(req.Plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(plan), c.want) || strings.Contains(string(plan), c.not) {
+			t.Errorf("helper_image_volume=%v: the plan does not call %q only:\n%s", c.volume, c.want, plan)
+		}
 	}
 }
 

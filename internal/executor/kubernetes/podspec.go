@@ -306,6 +306,15 @@ func (b *podBuilder) pod(name, namespace, agentImage string, port int) (*corev1.
 	}, nil
 }
 
+// agentBinary is where the build container finds podrunner-helper, which
+// the stage scripts call for artifacts and caches.
+func agentBinary(cfg *config.Kubernetes) string {
+	if cfg != nil && cfg.HelperImageVolume {
+		return agent.ImageVolumeBinary
+	}
+	return agent.Binary
+}
+
 // userMap is pod_labels or pod_annotations: values expanded with the
 // job's public variables (a secret never lands in pod metadata), keys
 // checked, the runner's own domains left out (its keys win anyway).
