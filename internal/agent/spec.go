@@ -27,7 +27,7 @@ const (
 	HelperImageDir = "/podrunner-helper-image"
 	// ImageVolumeBinary is podrunner-helper in the helper image volume.
 	ImageVolumeBinary = HelperImageDir + InstalledBinary
-	DefaultPort    = 8765
+	DefaultPort       = 8765
 )
 
 // FingerprintPrefix starts the agent's stdout line naming the SHA-256 of
