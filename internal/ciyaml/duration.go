@@ -115,5 +115,8 @@ func parseClock(s string) (time.Duration, error) {
 		}
 		total = total*60 + n
 	}
+	if total > math.MaxInt64/int64(time.Second) {
+		return 0, fmt.Errorf("%q is too long", s)
+	}
 	return time.Duration(total) * time.Second, nil
 }
