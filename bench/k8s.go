@@ -29,8 +29,9 @@ import (
 )
 
 const (
-	scKube = "3 kubernetes overhead"
-	scAPI  = "6 api-server requests"
+	scKube    = "3 kubernetes overhead"
+	scKubeRSS = "3 kubernetes runner memory"
+	scAPI     = "6 api-server requests"
 
 	busyboxImage = "podrunner.local/busybox:1"
 	// The label GitLab Runner (and podrunner, for compatibility) puts on
@@ -505,6 +506,9 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 	}
 	n, m := b.n(20), b.n(30)
 	var total int
+	// The runner's RSS in KiB once it holds its first poll, and after the
+	// warm-up job (informers and connections up), in its first run.
+	var idleRSS, jobRSS int64
 	var delta reqCounts
 	// extra is appended to [runners.kubernetes]; a run with extra settings
 	// is left out of the API request figures.
@@ -524,6 +528,13 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 		if err := b.waitHeld(ctx, w, p); err != nil {
 			return nil, err
 		}
+		measureRSS := idleRSS == 0
+		if measureRSS {
+			time.Sleep(time.Second) // past start-up's garbage
+			if idleRSS, _, err = memKiB(p.Pid()); err != nil {
+				return nil, err
+			}
+		}
 		// Warm-up: informers, connections, first pod on the node.
 		pl, err := w.pipeline("warm:\n" + kubeScript)
 		if err == nil {
@@ -531,6 +542,11 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 		}
 		if err != nil {
 			return nil, fmt.Errorf("warm-up job: %w; end of the runner's log:\n%s", err, p.logTail(2000))
+		}
+		if measureRSS {
+			if jobRSS, _, err = memKiB(p.Pid()); err != nil {
+				return nil, err
+			}
 		}
 		before, berr := scrapeRequests(ctx, k.cs)
 		js, err := body(w)
@@ -608,6 +624,8 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 		b.rep.Add(spec.Label, r.sc, "runner overhead: whole job - bare pod whole (p50-p50 / p95-p95)", msDist, target, diffCell(whole, floor))
 	}
 	b.rep.Add(spec.Label, fmt.Sprintf("%s, concurrent=5 (%d jobs in one pipeline)", scKube, len(conc)), "throughput: first queued -> last final state", "jobs/min", nil, Val(rate))
+	b.rep.Add(spec.Label, scKubeRSS, "RSS idle (Kubernetes runner configured, holding its first poll)", "MiB", &Target{Below: 30}, Val(float64(idleRSS)/1024))
+	b.rep.Add(spec.Label, scKubeRSS, "RSS after the first job (informers and connections up)", "MiB", nil, Val(float64(jobRSS)/1024))
 	if spec.Label == labelPodrunner {
 		if err := b.kubeWarm(ctx, n, runWith); err != nil {
 			return err

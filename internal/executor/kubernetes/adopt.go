@@ -114,7 +114,7 @@ func (e *Executor) adoptable(ctx context.Context, pod *corev1.Pod) (executor.Ado
 	var sec *corev1.Secret
 	err := retryTransient(ctx, "get secret "+pod.Name, func(ctx context.Context) error {
 		var err error
-		sec, err = e.cs.CoreV1().Secrets(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		sec, err = e.cs.Secrets(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
 		return err
 	})
 	if err != nil {
@@ -194,7 +194,7 @@ func (e *Executor) ResumeJob(ctx context.Context, a executor.Adoptable, j *execu
 	defer r.cleanup()
 	if pod, _ := sub.snapshot(); pod == nil {
 		// Not in the cache: gone since Adopt (or never ours).
-		if _, err := e.cs.CoreV1().Pods(e.ns).Get(ctx, a.Where, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := e.cs.Pods(e.ns).Get(ctx, a.Where, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			return r.failed(DeletedFailure(a.Where)), nil
 		}
 	}
@@ -241,7 +241,7 @@ func (e *Executor) Cleanup(ctx context.Context, keep func(jobID int64) bool) ([]
 	var secrets *corev1.SecretList
 	err = retryTransient(ctx, "list secrets", func(ctx context.Context) error {
 		var err error
-		secrets, err = e.cs.CoreV1().Secrets(e.ns).List(ctx, metav1.ListOptions{LabelSelector: runnerSelector(e.short)})
+		secrets, err = e.cs.Secrets(e.ns).List(ctx, metav1.ListOptions{LabelSelector: runnerSelector(e.short)})
 		return err
 	})
 	if err != nil {

@@ -116,7 +116,7 @@ func (p *pinnedAgent) Ack(ctx context.Context) error {
 // fingerprint line (it is the first line the agent prints; the stream is
 // closed as soon as it is read).
 func (e *Executor) readFingerprint(ctx context.Context, pod string) ([]byte, error) {
-	rc, err := e.cs.CoreV1().Pods(e.ns).GetLogs(pod, &corev1.PodLogOptions{Container: ContainerBuild, Follow: true}).Stream(ctx)
+	rc, err := e.cs.PodLogs(ctx, e.ns, pod, &corev1.PodLogOptions{Container: ContainerBuild, Follow: true})
 	if err != nil {
 		return nil, fmt.Errorf("read the agent's fingerprint from the log of pod %s: %w", pod, err)
 	}

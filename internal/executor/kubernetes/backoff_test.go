@@ -74,7 +74,7 @@ func TestConflictRetriesAreBounded(t *testing.T) {
 	t.Run("lease", func(t *testing.T) {
 		k := newLeaseKeeper(nil, testNS, job.ShortToken(testToken), "s_aaaaaaaaaaaa", testLogger())
 		cs := fake.NewClientset(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: k.name, Namespace: testNS}})
-		k.cs = cs
+		k.cs = fakeAPI{cs}
 		updates := alwaysConflict(cs, "leases")
 		err := k.renew(ctx)
 		if err == nil || !strings.Contains(err.Error(), "keeps changing under this manager") || *updates != 3 {

@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	utilwait "k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -70,8 +69,8 @@ func restConfig(c *config.Kubernetes, kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// newClientset applies the rate limits and builds the clientset.
-func newClientset(cfg *rest.Config) (kubernetes.Interface, error) {
+// newClient applies the rate limits and builds the client.
+func newClient(cfg *rest.Config) (kubeAPI, error) {
 	cfg = rest.CopyConfig(cfg)
 	if cfg.QPS == 0 {
 		cfg.QPS = defaultQPS
@@ -87,11 +86,11 @@ func newClientset(cfg *rest.Config) (kubernetes.Interface, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "podrunner"
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	api, err := newAPI(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Host, err)
 	}
-	return cs, nil
+	return api, nil
 }
 
 // isTransient reports API errors worth retrying: the request may succeed

@@ -24,7 +24,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/podrunner/podrunner/internal/agent"
@@ -60,8 +59,8 @@ type Options struct {
 	// Kubeconfig is a kubeconfig file to use instead of $KUBECONFIG or
 	// ~/.kube/config when no host is configured (exec --kubeconfig).
 	Kubeconfig string
-	// Clientset overrides RESTConfig (unit tests with a fake clientset).
-	Clientset kubernetes.Interface
+	// api overrides RESTConfig (unit tests: client-go's fake clientset).
+	api kubeAPI
 	// AgentImage is the image the agent is copied from; Config.HelperImage,
 	// else DefaultAgentImage.
 	AgentImage string
@@ -101,7 +100,7 @@ type Options struct {
 type Executor struct {
 	opts      Options
 	cfg       *config.Kubernetes
-	cs        kubernetes.Interface
+	cs        kubeAPI
 	ns        string
 	short     string
 	log       *slog.Logger
@@ -145,7 +144,7 @@ func New(opts Options) (*Executor, error) {
 	if short == "" {
 		return nil, errors.New("kubernetes executor: the runner token is empty; register the runner first")
 	}
-	cs := opts.Clientset
+	cs := opts.api
 	if cs == nil {
 		rc := opts.RESTConfig
 		if rc == nil {
@@ -155,7 +154,7 @@ func New(opts Options) (*Executor, error) {
 			}
 		}
 		var err error
-		if cs, err = newClientset(rc); err != nil {
+		if cs, err = newClient(rc); err != nil {
 			return nil, err
 		}
 	}
@@ -408,7 +407,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	if registry != nil {
 		r.registryName = registry.Name
 		if err := e.createWithQuotaRetry(ctx, out, deadline, "secret "+registry.Name, func(ctx context.Context) error {
-			_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, registry, metav1.CreateOptions{})
+			_, err := e.cs.Secrets(e.ns).Create(ctx, registry, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
 				return nil
 			}
@@ -427,9 +426,9 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 			pod.Annotations = map[string]string{}
 		}
 		pod.Annotations[AnnotationTracePrefix] = base64.StdEncoding.EncodeToString(maskBytes(prefix.Bytes(), req.Mask))
-		c, err := e.cs.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
+		c, err := e.cs.Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			c, err = e.cs.CoreV1().Pods(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
+			c, err = e.cs.Pods(e.ns).Get(ctx, pod.Name, metav1.GetOptions{})
 		}
 		created = c
 		return err
@@ -443,7 +442,7 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	// the runner spends one request on it, not three.
 	secret.OwnerReferences = []metav1.OwnerReference{OwnerReference(created)}
 	if err := e.createWithQuotaRetry(ctx, out, deadline, "secret "+secret.Name, func(ctx context.Context) error {
-		_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
+		_, err := e.cs.Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return nil // an earlier attempt got through
 		}
@@ -588,7 +587,7 @@ func (e *Executor) deletePod(name string) {
 	policy := metav1.DeletePropagationBackground
 	opts := metav1.DeleteOptions{PropagationPolicy: &policy, GracePeriodSeconds: e.cfg.CleanupGracePeriodSeconds}
 	err := retryTransient(ctx, "delete pod "+name, func(ctx context.Context) error {
-		err := e.cs.CoreV1().Pods(e.ns).Delete(ctx, name, opts)
+		err := e.cs.Pods(e.ns).Delete(ctx, name, opts)
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -603,7 +602,7 @@ func (e *Executor) deleteSecret(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := retryTransient(ctx, "delete secret "+name, func(ctx context.Context) error {
-		err := e.cs.CoreV1().Secrets(e.ns).Delete(ctx, name, metav1.DeleteOptions{})
+		err := e.cs.Secrets(e.ns).Delete(ctx, name, metav1.DeleteOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -915,7 +914,7 @@ func (r *jobRun) agentGone(ctx context.Context) *Failure {
 		return DeletedFailure(r.pod)
 	}
 	if pod == nil {
-		p, err := r.e.cs.CoreV1().Pods(r.e.ns).Get(ctx, r.pod, metav1.GetOptions{})
+		p, err := r.e.cs.Pods(r.e.ns).Get(ctx, r.pod, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return DeletedFailure(r.pod)
 		}

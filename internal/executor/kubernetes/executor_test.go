@@ -181,7 +181,7 @@ func newHarnessWith(t *testing.T, edit func(*config.Kubernetes)) *harness {
 	ex, err := New(Options{
 		Config:         cfg,
 		RunnerToken:    testToken,
-		Clientset:      h.cs,
+		api:            fakeAPI{h.cs},
 		TransientGrace: 200 * time.Millisecond,
 	})
 	if err != nil {
@@ -656,7 +656,7 @@ func TestAdoptResumeAndCleanup(t *testing.T) {
 	h.agent.write("first part\n")
 
 	// The restarted manager: the same system id.
-	ex2, err := New(Options{Config: h.ex.cfg, RunnerToken: testToken, SystemID: h.ex.systemID, Clientset: h.cs})
+	ex2, err := New(Options{Config: h.ex.cfg, RunnerToken: testToken, SystemID: h.ex.systemID, api: fakeAPI{h.cs}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -701,7 +701,7 @@ func TestAdoptResumeAndCleanup(t *testing.T) {
 
 func TestCleanupDeletesUnwantedPods(t *testing.T) {
 	cs := fake.NewClientset()
-	ex, err := New(Options{Config: &config.Kubernetes{Namespace: testNS}, RunnerToken: testToken, SystemID: "s_aaaaaaaaaaaa", Clientset: cs})
+	ex, err := New(Options{Config: &config.Kubernetes{Namespace: testNS}, RunnerToken: testToken, SystemID: "s_aaaaaaaaaaaa", api: fakeAPI{cs}})
 	if err != nil {
 		t.Fatal(err)
 	}

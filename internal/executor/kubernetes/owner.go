@@ -18,7 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilwait "k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/podrunner/podrunner/internal/executor"
@@ -65,7 +64,7 @@ func LeaseName(shortToken, systemID string) string {
 // leaseKeeper creates and renews this manager's Lease from one goroutine
 // (started by start, stopped and waited for by close).
 type leaseKeeper struct {
-	cs        kubernetes.Interface
+	cs        kubeAPI
 	ns, name  string
 	holder    string
 	labels    map[string]string
@@ -77,7 +76,7 @@ type leaseKeeper struct {
 	renewEach time.Duration
 }
 
-func newLeaseKeeper(cs kubernetes.Interface, ns, short, systemID string, log *slog.Logger) *leaseKeeper {
+func newLeaseKeeper(cs kubeAPI, ns, short, systemID string, log *slog.Logger) *leaseKeeper {
 	return &leaseKeeper{
 		cs: cs, ns: ns, name: LeaseName(short, systemID), holder: systemID,
 		labels:    map[string]string{LabelManaged: "true", LabelRunner: short, LabelSystemID: LabelValue(systemID)},
@@ -129,7 +128,7 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 	secs := int32(LeaseDuration / time.Second)
 	err := retry.OnError(leaseRetries, func(err error) bool { return errors.Is(err, errLeaseChanged) }, func() error {
 		if k.lease == nil {
-			l, err := k.cs.CoordinationV1().Leases(k.ns).Get(ctx, k.name, metav1.GetOptions{})
+			l, err := k.cs.Leases(k.ns).Get(ctx, k.name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				l = &coordinationv1.Lease{
 					ObjectMeta: metav1.ObjectMeta{Name: k.name, Namespace: k.ns, Labels: k.labels},
@@ -137,7 +136,7 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 						HolderIdentity: &k.holder, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now,
 					},
 				}
-				created, err := k.cs.CoordinationV1().Leases(k.ns).Create(ctx, l, metav1.CreateOptions{})
+				created, err := k.cs.Leases(k.ns).Create(ctx, l, metav1.CreateOptions{})
 				if apierrors.IsAlreadyExists(err) {
 					return errLeaseChanged
 				}
@@ -154,7 +153,7 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 		}
 		l := k.lease.DeepCopy()
 		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &k.holder, &secs, &now
-		updated, err := k.cs.CoordinationV1().Leases(k.ns).Update(ctx, l, metav1.UpdateOptions{})
+		updated, err := k.cs.Leases(k.ns).Update(ctx, l, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			k.lease = nil
 			return errLeaseChanged
@@ -197,7 +196,7 @@ func (k *leaseKeeper) close(remove bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := k.cs.CoordinationV1().Leases(k.ns).Delete(ctx, k.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := k.cs.Leases(k.ns).Delete(ctx, k.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		k.log.Warn("lease left behind; it expires by itself", "err", err)
 	}
 }
@@ -207,7 +206,7 @@ func (k *leaseKeeper) close(remove bool) {
 // on this manager's clock from when this manager first saw that version,
 // so clocks of different hosts are never compared.
 type leaseObserver struct {
-	cs       kubernetes.Interface
+	cs       kubeAPI
 	ns       string
 	short    string
 	duration time.Duration
@@ -222,7 +221,7 @@ type leaseSeen struct {
 	since   time.Time
 }
 
-func newLeaseObserver(cs kubernetes.Interface, ns, short string) *leaseObserver {
+func newLeaseObserver(cs kubeAPI, ns, short string) *leaseObserver {
 	return &leaseObserver{cs: cs, ns: ns, short: short, duration: LeaseDuration, now: time.Now, seen: map[string]leaseSeen{}}
 }
 
@@ -234,7 +233,7 @@ func (o *leaseObserver) expired(ctx context.Context, systemID string) (bool, err
 	version := ""
 	dur := o.duration
 	if systemID != "" {
-		l, err := o.cs.CoordinationV1().Leases(o.ns).Get(ctx, LeaseName(o.short, systemID), metav1.GetOptions{})
+		l, err := o.cs.Leases(o.ns).Get(ctx, LeaseName(o.short, systemID), metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -269,7 +268,7 @@ func (o *leaseObserver) expired(ctx context.Context, systemID string) (bool, err
 // else (the kubelet wrote the status) is retried. It returns the new
 // claim count.
 func (e *Executor) claim(ctx context.Context, name, owner string, count int64) (int64, error) {
-	pods := e.cs.CoreV1().Pods(e.ns)
+	pods := e.cs.Pods(e.ns)
 	err := retry.RetryOnConflict(claimRetries, func() error {
 		var pod *corev1.Pod
 		err := retryTransient(ctx, "get pod "+name, func(ctx context.Context) error {
@@ -322,7 +321,7 @@ func (e *Executor) claim(ctx context.Context, name, owner string, count int64) (
 // claimed the pod meanwhile. Other API errors are returned as they are:
 // with the API unreachable nobody can claim the pod either.
 func (e *Executor) fence(ctx context.Context, name string, count int64) error {
-	pods := e.cs.CoreV1().Pods(e.ns)
+	pods := e.cs.Pods(e.ns)
 	err := retry.RetryOnConflict(claimRetries, func() error {
 		pod, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

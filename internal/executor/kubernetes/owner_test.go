@@ -68,7 +68,7 @@ func ownedPod(name, owner string, claims int64) *corev1.Pod {
 
 func managerOn(t *testing.T, cs *fake.Clientset, systemID string) *Executor {
 	t.Helper()
-	ex, err := New(Options{Config: &config.Kubernetes{Namespace: testNS}, RunnerToken: testToken, SystemID: systemID, Clientset: cs})
+	ex, err := New(Options{Config: &config.Kubernetes{Namespace: testNS}, RunnerToken: testToken, SystemID: systemID, api: fakeAPI{cs}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestLeaseObserverExpiry(t *testing.T) {
 		Spec:       coordinationv1.LeaseSpec{LeaseDurationSeconds: &secs},
 	}
 	cs := fake.NewClientset(lease)
-	o := newLeaseObserver(cs, testNS, short)
+	o := newLeaseObserver(fakeAPI{cs}, testNS, short)
 	now := time.Unix(1000, 0)
 	o.now = func() time.Time { return now }
 	ctx := context.Background()
@@ -253,7 +253,7 @@ func TestLeaseObserverExpiry(t *testing.T) {
 
 func TestLeaseKeeperRenewsAndDeletes(t *testing.T) {
 	cs := fake.NewClientset()
-	k := newLeaseKeeper(cs, testNS, job.ShortToken(testToken), "s_aaaaaaaaaaaa", testLogger())
+	k := newLeaseKeeper(fakeAPI{cs}, testNS, job.ShortToken(testToken), "s_aaaaaaaaaaaa", testLogger())
 	k.renewEach = 10 * time.Millisecond
 	ctx := context.Background()
 	k.start(ctx)
@@ -302,7 +302,7 @@ func TestAdoptAndCleanupRespectOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := managerOn(t, h.cs, "s_otherother1")
-	other.keeper = newLeaseKeeper(h.cs, testNS, other.short, other.systemID, testLogger())
+	other.keeper = newLeaseKeeper(fakeAPI{h.cs}, testNS, other.short, other.systemID, testLogger())
 	if err := other.keeper.renew(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func (e *Executor) capacity(ctx context.Context, pod *corev1.Pod) string {
 	out := "The pod requests " + orDefault(strings.Join(parts, ", "), "no resources")
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	nodes, err := e.cs.CoreV1().Nodes().List(lctx, metav1.ListOptions{})
+	nodes, err := e.cs.Nodes().List(lctx, metav1.ListOptions{})
 	switch {
 	case apierrors.IsForbidden(err):
 		return out + "; allocatable unknown: no permission to list nodes (bind the ClusterRole of deploy/rbac/clusterrole-nodes.yaml to see it here)"

@@ -277,7 +277,7 @@ func (p *warmPool) create() error {
 	p.mu.Lock()
 	p.pods[pod.Name] = wp
 	p.mu.Unlock()
-	if _, err := p.e.cs.CoreV1().Pods(p.e.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := p.e.cs.Pods(p.e.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		p.mu.Lock()
 		delete(p.pods, pod.Name)
 		p.mu.Unlock()
@@ -491,7 +491,7 @@ func podShapeKey(pod *corev1.Pod) string {
 // still an idle warm pod. An error means the pod is not the job's: the job
 // takes the cold path.
 func (e *Executor) handOver(ctx context.Context, cur, jobPod *corev1.Pod) error {
-	pods := e.cs.CoreV1().Pods(e.ns)
+	pods := e.cs.Pods(e.ns)
 	pod := cur
 	err := retry.RetryOnConflict(claimRetries, func() error {
 		if pod == nil {
@@ -622,7 +622,7 @@ func (e *Executor) writeHandOver(ctx context.Context, cur, jobPod *corev1.Pod, s
 	defer stop()
 	go func() {
 		done <- e.createWithQuotaRetry(sctx, &buf, started.Add(e.pollLimit), "secret "+secret.Name, func(ctx context.Context) error {
-			_, err := e.cs.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
+			_, err := e.cs.Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
 				return nil
 			}

@@ -11,9 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -112,12 +112,29 @@ func runnerSelector(shortToken string) string {
 	return labels.Set{LabelManaged: "true", LabelRunner: shortToken}.String()
 }
 
-func newPodWatch(cs kubernetes.Interface, namespace, shortToken string) (*podWatch, error) {
+// newInformer is client-go's informer of one resource, as its informers
+// package builds it, over kubeAPI; tweak narrows the list and the watch.
+// cs says whether it can stream lists (client-go's fake cannot).
+func newInformer[T, L runtime.Object](cs kubeAPI, r resourceAPI[T, L], obj T, tweak func(*metav1.ListOptions)) cache.SharedIndexInformer {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			return r.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			return r.Watch(ctx, o)
+		},
+	}
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cs), obj, 0, cache.Indexers{})
+}
+
+func newPodWatch(cs kubeAPI, namespace, shortToken string) (*podWatch, error) {
 	w := &podWatch{ns: namespace, subs: map[string]*podSub{}}
 	sel := runnerSelector(shortToken)
-	w.pods = coreinformers.NewFilteredPodInformer(cs, namespace, 0, cache.Indexers{},
+	w.pods = newInformer(cs, cs.Pods(namespace), &corev1.Pod{},
 		func(o *metav1.ListOptions) { o.LabelSelector = sel })
-	w.events = coreinformers.NewFilteredEventInformer(cs, namespace, 0, cache.Indexers{},
+	w.events = newInformer(cs, cs.Events(namespace), &corev1.Event{},
 		func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()
 		})
