@@ -7,13 +7,17 @@ package main
 import (
 	"os"
 
+	// Untracked files without a git binary (most job images).
+	_ "github.com/podrunner/podrunner/internal/archive/gitstatus"
 	"github.com/podrunner/podrunner/internal/cli"
 	"github.com/podrunner/podrunner/internal/helper"
+	"github.com/podrunner/podrunner/internal/helper/agentcmd"
 	"github.com/podrunner/podrunner/internal/version"
 )
 
 func main() {
 	root := cli.NewRoot("podrunner-helper", "podrunner's helper for job pods (not for direct use)", version.Get().Version)
 	root.AddCommand(helper.Commands()...)
+	root.AddCommand(agentcmd.Command())
 	os.Exit(cli.Execute(root, os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -20,6 +20,30 @@ import (
 	"time"
 )
 
+// API limits and defaults.
+const (
+	// MaxLogChunk is the most bytes one GET /v1/log answers.
+	MaxLogChunk = 1 << 20
+	// DefaultLogWait is how long GET /v1/log waits for new bytes.
+	DefaultLogWait = 10 * time.Second
+	// MaxLogWait caps the wait parameter.
+	MaxLogWait = 60 * time.Second
+)
+
+// Response headers of GET /v1/log.
+const (
+	HeaderLogSize  = "X-Log-Size"
+	HeaderJobState = "X-Job-State"
+)
+
+// HoldParam, set on POST /v1/spec, puts the job on hold: the agent may
+// fetch the sources but runs no script until POST /v1/start (or the spec
+// again without it). The runner of a warm pod sends the spec while it
+// still writes the pod's labels and adoption record, so the fetch
+// overlaps those writes, and no code of the job runs before the job can
+// be adopted.
+const HoldParam = "hold"
+
 // ErrUnauthorized is returned when the agent refused the token (401).
 var ErrUnauthorized = errors.New("agent API: token refused (401)")
 
@@ -198,7 +222,7 @@ func (c *Client) PutSpec(ctx context.Context, spec []byte) error {
 // HoldSpec hands the spec over on hold: the agent may fetch the job's
 // sources, but runs no script until Start (or PutSpec).
 func (c *Client) HoldSpec(ctx context.Context, spec []byte) error {
-	return c.putSpec(ctx, spec, "/v1/spec?"+holdParam+"=1")
+	return c.putSpec(ctx, spec, "/v1/spec?"+HoldParam+"=1")
 }
 
 // Start lets a job handed over with HoldSpec run its scripts.

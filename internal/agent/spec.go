@@ -1,7 +1,8 @@
-// Package agent is the podrunner agent that runs a job inside its pod: it
-// runs the job's stages with the image's shell, keeps the (masked) log on
-// the pod's disk and serves it, with the result, to the runner over HTTP.
-// See docs/kubernetes-executor.md.
+// Package agent is the protocol between the runner and the podrunner agent
+// that runs a job inside its pod (package agent/server): the job spec, the
+// client of the agent's HTTP API and its limits, and where the pod keeps
+// the agent. The manager links it; it links no go-git. See
+// docs/kubernetes-executor.md.
 package agent
 
 import (
@@ -100,7 +101,7 @@ type Sources struct {
 	// the agent always cleans like "git clean -ffdx".
 	NoClean bool `json:"no_clean,omitempty"`
 	// FetchFlags is GIT_FETCH_EXTRA_FLAGS (job.Prepare applied its default,
-	// --prune --quiet; empty for none); see fetchFlags for what go-git
+	// --prune --quiet; empty for none); see agent/server's fetchFlags for what go-git
 	// can honour.
 	FetchFlags []string `json:"fetch_flags,omitempty"`
 	// CABundle is extra trusted CA certificates (PEM) for an HTTPS

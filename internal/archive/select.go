@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/bmatcuk/doublestar/v4"
-	"github.com/go-git/go-git/v5"
 )
 
 // selectFiles returns the slash-separated paths (relative to root, sorted)
@@ -176,9 +175,18 @@ func (s *selection) addTree(rel string) error {
 	})
 }
 
+// untrackedWithoutGit lists untracked files where no git binary is
+// installed (job images often have none): go-git's status, registered by
+// package archive/gitstatus, which podrunner-helper links. The manager does
+// not: its shell executor clones with git, so git is there.
+var untrackedWithoutGit func(root string) ([]string, error)
+
+// RegisterUntrackedWithoutGit sets how untracked files are listed where no
+// git binary is installed (package archive/gitstatus calls it).
+func RegisterUntrackedWithoutGit(f func(root string) ([]string, error)) { untrackedWithoutGit = f }
+
 // untrackedFiles lists the files under root that git neither tracks nor
-// ignores, relative to root, as `git ls-files -o --exclude-standard` does
-// (go-git when no git binary is installed).
+// ignores, relative to root, as `git ls-files -o --exclude-standard` does.
 func untrackedFiles(ctx context.Context, root string) ([]string, error) {
 	if gitBin, err := exec.LookPath("git"); err == nil {
 		cmd := exec.CommandContext(ctx, gitBin, "-c", "core.quotepath=off", "ls-files", "-o", "--exclude-standard", "-z")
@@ -197,33 +205,8 @@ func untrackedFiles(ctx context.Context, root string) ([]string, error) {
 		}
 		return files, nil
 	}
-	return untrackedGoGit(root)
-}
-
-func untrackedGoGit(root string) ([]string, error) {
-	repo, err := git.PlainOpenWithOptions(root, &git.PlainOpenOptions{DetectDotGit: true})
-	if err != nil {
-		return nil, fmt.Errorf("untracked files: open git repository at %s: %w", root, err)
+	if untrackedWithoutGit == nil {
+		return nil, errors.New("untracked files: no git binary on PATH; install git")
 	}
-	wt, err := repo.Worktree()
-	if err != nil {
-		return nil, fmt.Errorf("untracked files: %w", err)
-	}
-	st, err := wt.Status()
-	if err != nil {
-		return nil, fmt.Errorf("untracked files: git status: %w", err)
-	}
-	top := wt.Filesystem.Root()
-	var files []string
-	for p, fs := range st {
-		if fs.Worktree != git.Untracked {
-			continue
-		}
-		rel, err := filepath.Rel(root, filepath.Join(top, filepath.FromSlash(p)))
-		if err != nil || !filepath.IsLocal(rel) {
-			continue
-		}
-		files = append(files, filepath.ToSlash(rel))
-	}
-	return files, nil
+	return untrackedWithoutGit(root)
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package agent
+package server
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 
+	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 )
@@ -198,7 +199,7 @@ func TestExitCodeAndAfterScript(t *testing.T) {
 	spec := testJob{strategy: job.GitNone, steps: []job.Step{script(`echo before`, `exit 3`, `echo not-reached`), afterScript(`echo "after: $CI_JOB_STATUS"`)}}.spec(t)
 	a := startAgent(t, spec, Options{})
 	log, st := a.waitDone(t)
-	want := Result{FailureReason: gitlab.ScriptFailure, ExitCode: 3}
+	want := agent.Result{FailureReason: gitlab.ScriptFailure, ExitCode: 3}
 	if *st.Result != want {
 		t.Errorf("result %+v, want %+v", *st.Result, want)
 	}
@@ -264,7 +265,7 @@ func TestLogPulledByteExactWithConcurrentLongPolls(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			c := NewClient(a.url, testAPIToken, nil)
+			c := agent.NewClient(a.url, testAPIToken, nil)
 			c.Wait = time.Duration(i+1) * 100 * time.Millisecond
 			var b bytes.Buffer
 			var off int64
@@ -274,12 +275,12 @@ func TestLogPulledByteExactWithConcurrentLongPolls(t *testing.T) {
 					t.Errorf("reader %d: %v", i, err)
 					return
 				}
-				if len(data) > MaxLogChunk {
+				if len(data) > agent.MaxLogChunk {
 					t.Errorf("reader %d: %d bytes in one answer", i, len(data))
 				}
 				b.Write(data)
 				off += int64(len(data))
-				if state == StateDone && off == size {
+				if state == agent.StateDone && off == size {
 					logs[i] = b.String()
 					return
 				}
@@ -312,12 +313,12 @@ func TestLogAPIErrors(t *testing.T) {
 	ctx := context.Background()
 
 	_, _, _, err := a.client.Log(ctx, int64(len(log))+1)
-	var re *RangeError
+	var re *agent.RangeError
 	if !errors.As(err, &re) || re.Size != int64(len(log)) {
 		t.Errorf("offset past the end: %v", err)
 	}
 	data, size, state, err := a.client.Log(ctx, int64(len(log)))
-	if err != nil || len(data) != 0 || size != int64(len(log)) || state != StateDone {
+	if err != nil || len(data) != 0 || size != int64(len(log)) || state != agent.StateDone {
 		t.Errorf("offset at the end: %q %d %s %v", data, size, state, err)
 	}
 
@@ -338,11 +339,11 @@ func TestLogAPIErrors(t *testing.T) {
 			}
 		}
 	}
-	bad := NewClient(a.url, "nope", nil)
-	if _, err := bad.Status(ctx); !errors.Is(err, ErrUnauthorized) {
+	bad := agent.NewClient(a.url, "nope", nil)
+	if _, err := bad.Status(ctx); !errors.Is(err, agent.ErrUnauthorized) {
 		t.Errorf("client with a wrong token: %v", err)
 	}
-	if err := bad.Ack(ctx); !errors.Is(err, ErrUnauthorized) {
+	if err := bad.Ack(ctx); !errors.Is(err, agent.ErrUnauthorized) {
 		t.Errorf("ack with a wrong token: %v", err)
 	}
 	for _, q := range []string{"offset=-1", "offset=x", "offset=0&wait=forever", "offset=0&wait=NaN"} {

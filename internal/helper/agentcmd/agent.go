@@ -1,4 +1,8 @@
-package helper
+// Package agentcmd is podrunner-helper's agent command, the in-pod side of
+// the Kubernetes executor (docs/kubernetes-executor.md). It is a package of
+// its own so that the manager, which carries the other helper commands for
+// the shell executor, links neither the agent nor go-git.
+package agentcmd
 
 import (
 	"fmt"
@@ -12,13 +16,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podrunner/podrunner/internal/agent"
+	"github.com/podrunner/podrunner/internal/agent/server"
 	"github.com/podrunner/podrunner/internal/cli"
 )
 
-// newAgentCmd is the in-pod side of the Kubernetes executor (see
-// docs/kubernetes-executor.md): "agent install" in the init container,
-// "agent run" in the build container.
-func newAgentCmd() *cobra.Command {
+// Command is "agent": "agent install" in the helper container, "agent
+// run" in the build container.
+func Command() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "In-pod agent of the Kubernetes executor (not for direct use)",
@@ -112,20 +116,20 @@ failed (spec unreadable, no shell in the image).`,
 			// SIGTERM (pod deletion) and SIGINT abort the job.
 			ctx, stop := signal.NotifyContext(cli.Context(cmd), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			opts := agent.Options{
+			opts := server.Options{
 				StateDir: o.stateDir,
 				Linger:   o.linger,
 				Reap:     os.Getpid() == 1,
 				Logger:   cli.Logger(cmd),
 			}
 			if o.tokenSHA256 != "" {
-				return agent.Await(ctx, agent.AwaitOptions{Listen: o.listen, TokenSHA256: o.tokenSHA256, Out: cmd.OutOrStdout()}, opts)
+				return server.Await(ctx, server.AwaitOptions{Listen: o.listen, TokenSHA256: o.tokenSHA256, Out: cmd.OutOrStdout()}, opts)
 			}
 			spec, err := agent.LoadSpec(o.spec)
 			if err != nil {
 				return err
 			}
-			return agent.Run(ctx, spec, opts)
+			return server.Run(ctx, spec, opts)
 		},
 	}
 	fs := cmd.Flags()
@@ -133,6 +137,6 @@ failed (spec unreadable, no shell in the image).`,
 	fs.StringVar(&o.tokenSHA256, "token-sha256", "", "wait for the spec over HTTPS from the holder of the token with this hex SHA-256")
 	fs.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", agent.DefaultPort), "address of the agent API while awaiting the spec")
 	fs.StringVar(&o.stateDir, "state-dir", agent.BinDir, "directory of the job log and the stage scripts")
-	fs.DurationVar(&o.linger, "linger", agent.DefaultLinger, "how long to keep serving after the job ended when the runner does not acknowledge")
+	fs.DurationVar(&o.linger, "linger", server.DefaultLinger, "how long to keep serving after the job ended when the runner does not acknowledge")
 	return cmd
 }

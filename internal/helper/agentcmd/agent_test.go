@@ -1,4 +1,4 @@
-package helper
+package agentcmd
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 
 func runAgentCmd(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	t.Helper()
-	cmd := newAgentCmd()
+	cmd := Command()
 	var out bytes.Buffer
 	cmd.SetArgs(args)
 	cmd.SetOut(&out)

@@ -1,4 +1,4 @@
-package agent
+package server
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
+	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/trace"
 )
@@ -43,7 +44,7 @@ const gitFailure = 128
 //     GIT_SUBMODULE_PATHS; relative URLs and absolute ones on the
 //     repository's host get its credentials, other hosts none;
 //   - SSH URLs work only if the image provides keys to go-git.
-func getSources(ctx context.Context, src *Sources, dir string, w io.Writer) int {
+func getSources(ctx context.Context, src *agent.Sources, dir string, w io.Writer) int {
 	g := &getter{src: src, dir: dir, w: w}
 	if err := g.run(ctx); err != nil {
 		trace.Errorf(w, "%s", g.scrub(err.Error()))
@@ -53,7 +54,7 @@ func getSources(ctx context.Context, src *Sources, dir string, w io.Writer) int 
 }
 
 type getter struct {
-	src *Sources
+	src *agent.Sources
 	dir string
 	w   io.Writer
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package agent
+package server
 
 import (
 	"context"
@@ -24,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/podrunner/podrunner/internal/agent"
 )
 
 // The agent of a job pod does not read its spec from a mounted Secret: it
@@ -43,17 +45,9 @@ import (
 // MaxSpecSize caps POST /v1/spec's body.
 const MaxSpecSize = 256 << 20
 
-// holdParam, set on POST /v1/spec, puts the job on hold: the agent may
-// fetch the sources but runs no script until POST /v1/start (or the spec
-// again without it). The runner of a warm pod sends the spec while it
-// still writes the pod's labels and adoption record, so the fetch
-// overlaps those writes, and no code of the job runs before the job can
-// be adopted.
-const holdParam = "hold"
-
 // received is a spec that arrived, and whether it came on hold.
 type received struct {
-	spec *Spec
+	spec *agent.Spec
 	hold bool
 }
 
@@ -88,7 +82,7 @@ func Await(ctx context.Context, ao AwaitOptions, opts Options) error {
 	if ln == nil {
 		addr := ao.Listen
 		if addr == "" {
-			addr = fmt.Sprintf(":%d", DefaultPort)
+			addr = fmt.Sprintf(":%d", agent.DefaultPort)
 		}
 		if ln, err = net.Listen("tcp", addr); err != nil {
 			return fmt.Errorf("%w: listen on %s for the agent API: %w", ErrAgent, addr, err)
@@ -122,7 +116,7 @@ func Await(ctx context.Context, ao AwaitOptions, opts Options) error {
 	if out == nil {
 		out = io.Discard
 	}
-	fmt.Fprintf(out, "%s%x\n", FingerprintPrefix, fp)
+	fmt.Fprintf(out, "%s%x\n", agent.FingerprintPrefix, fp)
 	log.Info("agent API listening, waiting for the job spec", "addr", ln.Addr().String())
 
 	var got received
@@ -188,7 +182,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("read spec: %v", err), http.StatusRequestEntityTooLarge)
 		return
 	}
-	spec, err := ParseSpec(data)
+	spec, err := agent.ParseSpec(data)
 	if err == nil && spec.Token != tok {
 		err = errors.New("the spec's token is not the one the request was authenticated with")
 	}
@@ -197,7 +191,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	g.once.Do(func() { g.specs <- received{spec: spec, hold: r.URL.Query().Get(holdParam) != ""} })
+	g.once.Do(func() { g.specs <- received{spec: spec, hold: r.URL.Query().Get(agent.HoldParam) != ""} })
 	// Answer once the job's API serves: the runner's next request (the
 	// log) must not meet the gate's 503.
 	select {

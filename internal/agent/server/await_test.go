@@ -1,6 +1,6 @@
 //go:build unix
 
-package agent
+package server
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -27,10 +28,10 @@ func startAwaiting(t *testing.T, ctx context.Context, termGrace, stopLinger time
 	pr, pw := io.Pipe()
 	res := make(chan error, 1)
 	go func() {
-		res <- Await(ctx, AwaitOptions{TokenSHA256: TokenSHA256(testAPIToken), Out: pw, Listener: ln},
+		res <- Await(ctx, AwaitOptions{TokenSHA256: agent.TokenSHA256(testAPIToken), Out: pw, Listener: ln},
 			Options{StateDir: t.TempDir(), Linger: time.Minute, TermGrace: termGrace, StopLinger: stopLinger})
 	}()
-	fp, err = ReadFingerprint(pr)
+	fp, err = agent.ReadFingerprint(pr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,12 +41,12 @@ func startAwaiting(t *testing.T, ctx context.Context, termGrace, stopLinger time
 
 // pinnedTestClient is the runner's client of the agent at url, its
 // certificate pinned.
-func pinnedTestClient(url string, fp []byte) *Client {
-	return NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}})
+func pinnedTestClient(url string, fp []byte) *agent.Client {
+	return agent.NewClient(url, testAPIToken, &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: agent.PinnedTLS(fp)}})
 }
 
 // holdAwaiting starts an awaiting agent and hands it spec on hold.
-func holdAwaiting(ctx context.Context, t *testing.T, spec *Spec) (c *Client, body []byte, done <-chan error) {
+func holdAwaiting(ctx context.Context, t *testing.T, spec *agent.Spec) (c *agent.Client, body []byte, done <-chan error) {
 	t.Helper()
 	url, fp, done := startAwaiting(t, ctx, time.Second, time.Millisecond)
 	body, err := json.Marshal(spec)
@@ -60,7 +61,7 @@ func holdAwaiting(ctx context.Context, t *testing.T, spec *Spec) (c *Client, bod
 }
 
 // readToEnd reads the job log on from len(log) until the job is done.
-func readToEnd(ctx context.Context, t *testing.T, c *Client, log []byte) []byte {
+func readToEnd(ctx context.Context, t *testing.T, c *agent.Client, log []byte) []byte {
 	t.Helper()
 	for {
 		data, size, state, err := c.Log(ctx, int64(len(log)))
@@ -68,7 +69,7 @@ func readToEnd(ctx context.Context, t *testing.T, c *Client, log []byte) []byte 
 			t.Fatal(err)
 		}
 		log = append(log, data...)
-		if state == StateDone && int64(len(log)) >= size {
+		if state == agent.StateDone && int64(len(log)) >= size {
 			return log
 		}
 	}
@@ -86,29 +87,29 @@ func TestAwaitReceivesSpecOverPinnedTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pinned := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(fp)}}
+	pinned := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: agent.PinnedTLS(fp)}}
 
 	// Another certificate (a stand-in for the agent) is refused by the client.
 	other := make([]byte, len(fp))
 	copy(other, fp)
 	other[0] ^= 0xff
-	wrongPin := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: PinnedTLS(other)}}
-	if err := NewClient(url, testAPIToken, wrongPin).PutSpec(ctx, body); err == nil || !strings.Contains(err.Error(), "is not the one the agent printed") {
+	wrongPin := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: agent.PinnedTLS(other)}}
+	if err := agent.NewClient(url, testAPIToken, wrongPin).PutSpec(ctx, body); err == nil || !strings.Contains(err.Error(), "is not the one the agent printed") {
 		t.Fatalf("PutSpec to an unpinned certificate: %v", err)
 	}
 	// Before the spec, the API answers nothing but POST /v1/spec.
-	if _, err := NewClient(url, testAPIToken, pinned).Status(ctx); err == nil {
+	if _, err := agent.NewClient(url, testAPIToken, pinned).Status(ctx); err == nil {
 		t.Fatal("status before the spec: no error")
 	}
-	if err := NewClient(url, "wrong-token", pinned).PutSpec(ctx, body); !errors.Is(err, ErrUnauthorized) {
+	if err := agent.NewClient(url, "wrong-token", pinned).PutSpec(ctx, body); !errors.Is(err, agent.ErrUnauthorized) {
 		t.Fatalf("PutSpec with a wrong token: %v, want ErrUnauthorized", err)
 	}
-	var refused *SpecRefusedError
-	if err := NewClient(url, testAPIToken, pinned).PutSpec(ctx, []byte(`{"token":"`+testAPIToken+`"}`)); !errors.As(err, &refused) || !strings.Contains(refused.Msg, "plan") {
+	var refused *agent.SpecRefusedError
+	if err := agent.NewClient(url, testAPIToken, pinned).PutSpec(ctx, []byte(`{"token":"`+testAPIToken+`"}`)); !errors.As(err, &refused) || !strings.Contains(refused.Msg, "plan") {
 		t.Fatalf("PutSpec of an invalid spec: %v, want a refusal naming the plan", err)
 	}
 
-	c := NewClient(url, testAPIToken, pinned)
+	c := agent.NewClient(url, testAPIToken, pinned)
 	if err := c.PutSpec(ctx, body); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestAwaitReceivesSpecOverPinnedTLS(t *testing.T) {
 			t.Fatalf("log: %v", err)
 		}
 		log = append(log, data...)
-		if state == StateDone && int64(len(log)) == size {
+		if state == agent.StateDone && int64(len(log)) == size {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -157,13 +158,13 @@ func TestReadFingerprint(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, err string
 	}{
-		{"first line", FingerprintPrefix + strings.Repeat("ab", 32) + "\nmore\n", ""},
-		{"after log lines, with a timestamp", "time=x msg=starting\n2026-12-04T00:00:00Z " + FingerprintPrefix + strings.Repeat("0f", 32) + "\n", ""},
-		{"short", FingerprintPrefix + "abcd\n", "malformed"},
+		{"first line", agent.FingerprintPrefix + strings.Repeat("ab", 32) + "\nmore\n", ""},
+		{"after log lines, with a timestamp", "time=x msg=starting\n2026-12-04T00:00:00Z " + agent.FingerprintPrefix + strings.Repeat("0f", 32) + "\n", ""},
+		{"short", agent.FingerprintPrefix + "abcd\n", "malformed"},
 		{"missing", "time=x level=ERROR msg=boom\n", "without its TLS fingerprint"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fp, err := ReadFingerprint(strings.NewReader(tc.in))
+			fp, err := agent.ReadFingerprint(strings.NewReader(tc.in))
 			if tc.err == "" {
 				if err != nil || len(fp) != 32 {
 					t.Fatalf("got %x, %v", fp, err)
@@ -209,7 +210,7 @@ func TestAwaitAnswersThePollInFlightWhenStopped(t *testing.T) {
 		for {
 			data, size, state, err := c.Log(context.Background(), off)
 			off += int64(len(data))
-			if err != nil || (state == StateDone && off >= size) {
+			if err != nil || (state == agent.StateDone && off >= size) {
 				got <- answer{state, err}
 				return
 			}
@@ -219,7 +220,7 @@ func TestAwaitAnswersThePollInFlightWhenStopped(t *testing.T) {
 	cancel()
 	select {
 	case a := <-got:
-		if a.err != nil || a.state != StateDone {
+		if a.err != nil || a.state != agent.StateDone {
 			t.Fatalf("poll in flight: state %q, err %v; want the log's end", a.state, a.err)
 		}
 		// The result says the agent was stopped, not what the job did.
@@ -254,7 +255,7 @@ func TestAwaitHoldsScriptsUntilStart(t *testing.T) {
 			}
 			time.Sleep(300 * time.Millisecond)
 			st, err := c.Status(ctx)
-			if err != nil || st.State != StateRunning || strings.Contains(string(log), "script-ran") {
+			if err != nil || st.State != agent.StateRunning || strings.Contains(string(log), "script-ran") {
 				t.Fatalf("held job: status %+v %v, log:\n%s", st, err, log)
 			}
 			if r.hits.Load() == 0 {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package agent
+package server
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/gitlab"
 	"github.com/podrunner/podrunner/internal/job"
 	"github.com/podrunner/podrunner/internal/proc"
@@ -73,16 +74,16 @@ var ErrAgent = errors.New("agent failed")
 // an error when the agent could not do its work (no shell, files not
 // writable, API not served); the API still serves the failure as a
 // runner_system_failure when it could be started.
-func Run(ctx context.Context, spec *Spec, opts Options) error {
+func Run(ctx context.Context, spec *agent.Spec, opts Options) error {
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrAgent, err)
 	}
-	a := &agent{spec: spec, opts: opts, log: opts.Logger}
+	a := &jobRun{spec: spec, opts: opts, log: opts.Logger}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	if a.opts.StateDir == "" {
-		a.opts.StateDir = BinDir
+		a.opts.StateDir = agent.BinDir
 	}
 	if a.opts.Linger <= 0 {
 		a.opts.Linger = DefaultLinger
@@ -93,8 +94,8 @@ func Run(ctx context.Context, spec *Spec, opts Options) error {
 	return a.run(ctx)
 }
 
-type agent struct {
-	spec   *Spec
+type jobRun struct {
+	spec   *agent.Spec
 	opts   Options
 	log    *slog.Logger
 	jl     *jobLog
@@ -118,7 +119,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func (a *agent) run(ctx context.Context) (err error) {
+func (a *jobRun) run(ctx context.Context) (err error) {
 	start := childrenUsage()
 	if err := os.MkdirAll(a.opts.StateDir, 0o700); err != nil {
 		return fmt.Errorf("%w: create state directory: %w", ErrAgent, err)
@@ -144,7 +145,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 		if ln == nil {
 			addr := a.spec.Listen
 			if addr == "" {
-				addr = fmt.Sprintf(":%d", DefaultPort)
+				addr = fmt.Sprintf(":%d", agent.DefaultPort)
 			}
 			ln, err = net.Listen("tcp", addr)
 			if err != nil {
@@ -186,7 +187,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	res.Stopped = ctx.Err() != nil && !res.Success
 	if runErr != nil {
 		trace.Errorf(out, "Job failed (system failure): %v", runErr)
-		res = Result{FailureReason: gitlab.RunnerSystemFailure}
+		res = agent.Result{FailureReason: gitlab.RunnerSystemFailure}
 		runErr = fmt.Errorf("%w: %w", ErrAgent, runErr)
 	}
 	fmt.Fprint(out, trace.Plain(resourcesLine(start)))
@@ -223,22 +224,22 @@ func (a *agent) run(ctx context.Context) (err error) {
 
 // execute prepares the job and runs its plan. A non-nil error is an agent
 // failure; the result then does not count.
-func (a *agent) execute(ctx context.Context, out io.Writer) (Result, error) {
+func (a *jobRun) execute(ctx context.Context, out io.Writer) (agent.Result, error) {
 	var err error
 	a.shell, err = findShell()
 	if err != nil {
-		return Result{}, err
+		return agent.Result{}, err
 	}
 	if err := writeFiles(a.spec.Files); err != nil {
-		return Result{}, err
+		return agent.Result{}, err
 	}
 	a.script, err = os.MkdirTemp(a.opts.StateDir, "scripts-")
 	if err != nil {
-		return Result{}, fmt.Errorf("create script directory: %w", err)
+		return agent.Result{}, fmt.Errorf("create script directory: %w", err)
 	}
 	defer os.RemoveAll(a.script)
 	if err := mkdir(a.spec.Plan.ProjectDir); err != nil {
-		return Result{}, err
+		return agent.Result{}, err
 	}
 
 	jobCtx, abort := context.WithCancel(ctx)
@@ -263,11 +264,11 @@ func (a *agent) execute(ctx context.Context, out io.Writer) (Result, error) {
 	if r.Err != nil {
 		a.log.Warn("job error", "err", r.Err)
 	}
-	return Result{Success: r.Success, FailureReason: r.FailureReason, ExitCode: r.ExitCode}, nil
+	return agent.Result{Success: r.Success, FailureReason: r.FailureReason, ExitCode: r.ExitCode}, nil
 }
 
 // stage runs one stage; get_sources is done in Go when the spec says how.
-func (a *agent) stage(ctx context.Context, abort <-chan struct{}, st job.Stage, w io.Writer) (int, error) {
+func (a *jobRun) stage(ctx context.Context, abort <-chan struct{}, st job.Stage, w io.Writer) (int, error) {
 	dir := a.spec.Plan.ProjectDir
 	if err := mkdir(dir); err != nil {
 		return -1, err
@@ -298,7 +299,7 @@ func (a *agent) stage(ctx context.Context, abort <-chan struct{}, st job.Stage, 
 }
 
 // sh runs a script with the image's shell in the project directory.
-func (a *agent) sh(ctx context.Context, abort <-chan struct{}, name, script string, w io.Writer) (int, error) {
+func (a *jobRun) sh(ctx context.Context, abort <-chan struct{}, name, script string, w io.Writer) (int, error) {
 	file := filepath.Join(a.script, name)
 	if err := os.WriteFile(file, []byte(script), 0o600); err != nil {
 		return -1, fmt.Errorf("write %s script: %w", name, err)

@@ -1,4 +1,10 @@
-package agent
+// Package server is the podrunner agent that runs a job inside its pod:
+// it fetches the sources with go-git, runs the job's stages with the
+// image's shell, keeps the (masked) log on the pod's disk and serves it,
+// with the result, to the runner over HTTP (the protocol is package
+// agent). podrunner-helper links it, the manager does not. See
+// docs/kubernetes-executor.md.
+package server
 
 import (
 	"crypto/subtle"
@@ -11,22 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-// API limits and defaults.
-const (
-	// MaxLogChunk is the most bytes one GET /v1/log answers.
-	MaxLogChunk = 1 << 20
-	// DefaultLogWait is how long GET /v1/log waits for new bytes.
-	DefaultLogWait = 10 * time.Second
-	// MaxLogWait caps the wait parameter.
-	MaxLogWait = 60 * time.Second
-)
-
-// Response headers of GET /v1/log.
-const (
-	HeaderLogSize  = "X-Log-Size"
-	HeaderJobState = "X-Job-State"
+	"github.com/podrunner/podrunner/internal/agent"
 )
 
 // controls are the actions the API triggers; each is idempotent.
@@ -69,7 +61,7 @@ func (s *server) handler() http.Handler {
 	// without hold, it also starts a job held so far: an adopting runner
 	// need not know whether the first one got to say start.
 	mux.HandleFunc("POST /v1/spec", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get(holdParam) == "" {
+		if r.URL.Query().Get(agent.HoldParam) == "" {
 			s.ctl.start()
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -100,14 +92,14 @@ func (s *server) action(name string, do func()) http.HandlerFunc {
 
 func state(done bool) string {
 	if done {
-		return StateDone
+		return agent.StateDone
 	}
-	return StateRunning
+	return agent.StateRunning
 }
 
 func (s *server) getStatus(w http.ResponseWriter, r *http.Request) {
 	size, done, res, _ := s.log.snapshot()
-	st := Status{State: state(done), Result: res, LogSize: size}
+	st := agent.Status{State: state(done), Result: res, LogSize: size}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(st)
 }
@@ -122,7 +114,7 @@ func (s *server) getLog(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("offset %q is not a non-negative number", q.Get("offset")), http.StatusBadRequest)
 		return
 	}
-	wait := DefaultLogWait
+	wait := agent.DefaultLogWait
 	if v := q.Get("wait"); v != "" {
 		wait, err = parseWait(v)
 		if err != nil {
@@ -135,14 +127,14 @@ func (s *server) getLog(w http.ResponseWriter, r *http.Request) {
 	for {
 		size, done, _, changed := s.log.snapshot()
 		h := w.Header()
-		h.Set(HeaderLogSize, strconv.FormatInt(size, 10))
-		h.Set(HeaderJobState, state(done))
+		h.Set(agent.HeaderLogSize, strconv.FormatInt(size, 10))
+		h.Set(agent.HeaderJobState, state(done))
 		if off > size {
 			http.Error(w, fmt.Sprintf("offset %d is past the end of the log (%d bytes)", off, size), http.StatusRequestedRangeNotSatisfiable)
 			return
 		}
 		if off < size || done {
-			data, err := s.log.readAt(off, size, MaxLogChunk)
+			data, err := s.log.readAt(off, size, agent.MaxLogChunk)
 			if err != nil {
 				s.slog.Error("agent API: read log", "err", err)
 				http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -174,10 +166,10 @@ func parseWait(v string) (time.Duration, error) {
 		if err2 != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
 			return 0, fmt.Errorf("wait %q is not a duration (e.g. 10s)", v)
 		}
-		d = time.Duration(min(secs, MaxLogWait.Seconds()) * float64(time.Second))
+		d = time.Duration(min(secs, agent.MaxLogWait.Seconds()) * float64(time.Second))
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("wait %q is negative", v)
 	}
-	return min(d, MaxLogWait), nil
+	return min(d, agent.MaxLogWait), nil
 }

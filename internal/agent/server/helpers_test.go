@@ -1,6 +1,6 @@
 //go:build unix
 
-package agent
+package server
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 
+	"github.com/podrunner/podrunner/internal/agent"
 	"github.com/podrunner/podrunner/internal/job"
 )
 
@@ -126,7 +127,7 @@ type testJob struct {
 	buildsDir string
 }
 
-func (tj testJob) spec(t *testing.T) *Spec {
+func (tj testJob) spec(t *testing.T) *agent.Spec {
 	t.Helper()
 	if tj.buildsDir == "" {
 		tj.buildsDir = t.TempDir()
@@ -157,12 +158,12 @@ func (tj testJob) spec(t *testing.T) *Spec {
 		t.Fatal(err)
 	}
 	m := job.MaskFor(p, vars)
-	s := &Spec{Token: testAPIToken, Plan: plan, Mask: Mask{Values: m.Values, Prefixes: m.Prefixes}}
+	s := &agent.Spec{Token: testAPIToken, Plan: plan, Mask: agent.Mask{Values: m.Values, Prefixes: m.Prefixes}}
 	git, err := job.ResolveGitSettings(p, vars, job.ScriptOptions{Shell: "bash"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Sources = SourcesFrom(git, projectDir)
+	s.Sources = agent.SourcesFrom(git, projectDir)
 	if s.Sources.Dir != projectDir || s.Sources.Strategy != strategy || !s.Sources.Checkout || s.Sources.NoClean {
 		t.Fatalf("SourcesFor: %+v", s.Sources)
 	}
@@ -171,7 +172,7 @@ func (tj testJob) spec(t *testing.T) *Spec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2, err := ParseSpec(b)
+	s2, err := agent.ParseSpec(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func (tj testJob) spec(t *testing.T) *Spec {
 
 // runningAgent is an agent started in-process.
 type runningAgent struct {
-	client   *Client
+	client   *agent.Client
 	exited   chan struct{} // closed when Run returned, with err
 	err      error
 	stateDir string
@@ -188,7 +189,7 @@ type runningAgent struct {
 	url      string
 }
 
-func startAgent(t *testing.T, spec *Spec, opts Options) *runningAgent {
+func startAgent(t *testing.T, spec *agent.Spec, opts Options) *runningAgent {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -209,7 +210,7 @@ func startAgent(t *testing.T, spec *Spec, opts Options) *runningAgent {
 	opts.Listener = ln
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &runningAgent{exited: make(chan struct{}), stateDir: opts.StateDir, cancel: cancel, url: "http://" + ln.Addr().String()}
-	a.client = NewClient(a.url, testAPIToken, &http.Client{Timeout: time.Minute})
+	a.client = agent.NewClient(a.url, testAPIToken, &http.Client{Timeout: time.Minute})
 	go func() { defer close(a.exited); a.err = Run(ctx, spec, opts) }()
 	t.Cleanup(func() {
 		cancel()
@@ -223,14 +224,14 @@ func startAgent(t *testing.T, spec *Spec, opts Options) *runningAgent {
 }
 
 // waitDone pulls the whole log and waits for the end of the job.
-func (a *runningAgent) waitDone(t *testing.T) (string, *Status) {
+func (a *runningAgent) waitDone(t *testing.T) (string, *agent.Status) {
 	t.Helper()
 	log := a.pull(t, 0)
 	st, err := a.client.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != StateDone || st.Result == nil {
+	if st.State != agent.StateDone || st.Result == nil {
 		t.Fatalf("status after the log ended: %+v", st)
 	}
 	return log, st
@@ -249,7 +250,7 @@ func (a *runningAgent) pull(t *testing.T, off int64) string {
 		}
 		b.Write(data)
 		off += int64(len(data))
-		if state == StateDone && off == size {
+		if state == agent.StateDone && off == size {
 			return b.String()
 		}
 	}
@@ -269,7 +270,7 @@ func (a *runningAgent) waitLog(t *testing.T, s string) {
 		}
 		b.Write(data)
 		off += int64(len(data))
-		if state == StateDone && len(data) == 0 {
+		if state == agent.StateDone && len(data) == 0 {
 			t.Fatalf("job ended without %q in the log:\n%s", s, b.String())
 		}
 	}

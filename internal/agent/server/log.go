@@ -1,10 +1,12 @@
-package agent
+package server
 
 import (
 	"fmt"
 	"io"
 	"os"
 	"sync"
+
+	"github.com/podrunner/podrunner/internal/agent"
 )
 
 // jobLog is the job's log on disk, appended by the job and read by the API
@@ -16,7 +18,7 @@ type jobLog struct {
 	r       *os.File
 	size    int64
 	done    bool
-	result  *Result
+	result  *agent.Result
 	changed chan struct{}
 	err     error // first write error; later writes fail with it
 }
@@ -63,7 +65,7 @@ func (l *jobLog) notify() {
 }
 
 // finish marks the job done with its result: no more bytes will come.
-func (l *jobLog) finish(r Result) {
+func (l *jobLog) finish(r agent.Result) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done {
@@ -77,7 +79,7 @@ func (l *jobLog) finish(r Result) {
 
 // snapshot returns the size, whether the job is done, its result and a
 // channel closed on the next change.
-func (l *jobLog) snapshot() (size int64, done bool, res *Result, changed <-chan struct{}) {
+func (l *jobLog) snapshot() (size int64, done bool, res *agent.Result, changed <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.size, l.done, l.result, l.changed
