@@ -67,3 +67,16 @@ func TestManagerLinksNoInPodCode(t *testing.T) {
 		t.Fatalf("the manager links in-pod code: %v", bad[:min(len(bad), 5)])
 	}
 }
+
+// TestManagerLinksNoBlobClient: the manager signs Azure URLs itself and
+// gets user delegation keys through azcore; azblob's clients (and the
+// Arrow and JSON libraries they bring) cost 9 MB of binary and 2.4 MiB of
+// idle memory (bench/README.md, session 10).
+func TestManagerLinksNoBlobClient(t *testing.T) {
+	bad := linkedBad(t, "", func(p string) bool {
+		return strings.HasPrefix(p, "github.com/Azure/azure-sdk-for-go/sdk/storage/") || strings.HasPrefix(p, "github.com/apache/arrow")
+	})
+	if len(bad) > 0 {
+		t.Fatalf("the manager links Azure's blob clients: %v", bad[:min(len(bad), 5)])
+	}
+}
