@@ -70,8 +70,8 @@ func TestManagerLinksNoInPodCode(t *testing.T) {
 
 // TestManagerLinksNoBlobClient: the manager signs Azure URLs itself and
 // gets user delegation keys through azcore; azblob's clients (and the
-// Arrow and JSON libraries they bring) cost 9 MB of binary and 2.4 MiB of
-// idle memory (bench/README.md, session 10).
+// Arrow and JSON libraries they bring) cost 6 MB of stripped binary and
+// about 1.5 MiB of idle memory (bench/README.md, session 10).
 func TestManagerLinksNoBlobClient(t *testing.T) {
 	bad := linkedBad(t, "", func(p string) bool {
 		return strings.HasPrefix(p, "github.com/Azure/azure-sdk-for-go/sdk/storage/") || strings.HasPrefix(p, "github.com/apache/arrow")

@@ -31,8 +31,8 @@ const DefaultAzureStorageDomain = "blob.core.windows.net"
 // the Get User Delegation Key request, with the string-to-sign formats of
 // that version. It is the version azblob v1.8.3 signs with: the URLs are
 // the ones that SDK made (TestAzureSignsAsTheSDK), without linking its
-// blob clients into the manager (about 9 MB of binary and 2.4 MiB of
-// idle memory, bench/README.md).
+// blob clients into the manager (6 MB of stripped binary and about
+// 1.5 MiB of idle memory, bench/README.md).
 const azureVersion = "2026-12-06"
 
 // azureTimeFormat is how SAS and key times are written.
