@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -281,6 +282,23 @@ func TestClassify(t *testing.T) {
 			p := classifyPod()
 			c.edit(p)
 			f := Classify(p, c.events)
+			// The informer keeps events trimmed: they must classify alike.
+			trimmed := make([]corev1.Event, len(c.events))
+			for i, e := range c.events {
+				e.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
+				e.Source = corev1.EventSource{Component: "kubelet", Host: "node-1"}
+				o, err := trimEvent(&e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				trimmed[i] = *o.(*corev1.Event)
+				if trimmed[i].ManagedFields != nil || trimmed[i].Source.Component != "" {
+					t.Errorf("trimmed event keeps managed fields or source: %+v", trimmed[i])
+				}
+			}
+			if g := Classify(p, trimmed); !reflect.DeepEqual(g, f) {
+				t.Errorf("trimmed events classify as %+v, full ones as %+v", g, f)
+			}
 			if c.reason == "" {
 				if f != nil {
 					t.Fatalf("unexpected failure %+v", f)

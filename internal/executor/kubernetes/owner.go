@@ -322,13 +322,25 @@ func (e *Executor) claim(ctx context.Context, name, owner string, count int64) (
 // with the API unreachable nobody can claim the pod either.
 func (e *Executor) fence(ctx context.Context, name string, count int64) error {
 	pods := e.cs.Pods(e.ns)
+	// The first try updates the pod as the informer last saw it, saving a
+	// read: the update carries that resourceVersion, so a claim written
+	// since (or any other change) is a conflict, and the next try reads.
+	cached := e.cachedPod(name)
 	err := retry.RetryOnConflict(claimRetries, func() error {
-		pod, err := pods.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil // deleted by hand: nobody can take it over
+		pod := cached
+		cached = nil
+		if pod != nil && (claimCount(pod) != count || podOwner(pod) != e.systemID) {
+			pod = nil // the cache may lag behind this manager's own claim: read
 		}
-		if err != nil {
-			return fmt.Errorf("get pod %s: %w", name, err)
+		if pod == nil {
+			var err error
+			pod, err = pods.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil // deleted by hand: nobody can take it over
+			}
+			if err != nil {
+				return fmt.Errorf("get pod %s: %w", name, err)
+			}
 		}
 		if claimCount(pod) != count || podOwner(pod) != e.systemID {
 			return fmt.Errorf("pod %s is now owned by manager %q: %w", name, podOwner(pod), executor.ErrHandedOver)
@@ -341,7 +353,7 @@ func (e *Executor) fence(ctx context.Context, name string, count int64) error {
 			pod.Annotations = map[string]string{}
 		}
 		pod.Annotations[AnnotationFinal] = e.systemID
-		_, err = pods.Update(ctx, pod, metav1.UpdateOptions{})
+		_, err := pods.Update(ctx, pod, metav1.UpdateOptions{})
 		if err != nil && !apierrors.IsConflict(err) {
 			return fmt.Errorf("mark pod %s final: %w", name, err)
 		}
@@ -351,6 +363,18 @@ func (e *Executor) fence(ctx context.Context, name string, count int64) error {
 		return fmt.Errorf("mark pod %s final: it kept changing", name)
 	}
 	return err
+}
+
+// cachedPod is the pod as the informer last saw it (nil before the
+// watch started or when it has not seen the pod).
+func (e *Executor) cachedPod(name string) *corev1.Pod {
+	e.mu.Lock()
+	w := e.watch
+	e.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	return w.pod(name)
 }
 
 // Claim makes this manager the owner of an Adoptable's pod (see claim).

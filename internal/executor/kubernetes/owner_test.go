@@ -204,6 +204,89 @@ func TestFenceAfterTakeOver(t *testing.T) {
 	}
 }
 
+// The mark is written from the informer's copy of the pod when that copy
+// shows this manager's claim: no read. A stale copy costs a conflict and a
+// read, never a wrong answer.
+func TestFenceFromCache(t *testing.T) {
+	ctx := t.Context()
+	podGets := func(cs *fake.Clientset) int {
+		n := 0
+		for _, a := range cs.Actions() {
+			if a.GetVerb() == "get" && a.GetResource().Resource == "pods" {
+				n++
+			}
+		}
+		return n
+	}
+	cached := func(t *testing.T, ex *Executor, claims int64) *podWatch {
+		t.Helper()
+		w, err := ex.podWatch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for p := w.pod("p"); p == nil || claimCount(p) != claims; p = w.pod("p") {
+			if time.Now().After(deadline) {
+				t.Fatalf("the informer never saw claim %d", claims)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return w
+	}
+
+	t.Run("up to date", func(t *testing.T) {
+		cs := fake.NewClientset(ownedPod("p", "s_aaaaaaaaaaaa", 1))
+		optimisticPods(cs)
+		a := managerOn(t, cs, "s_aaaaaaaaaaaa")
+		cached(t, a, 1)
+		before := podGets(cs)
+		if err := a.fence(ctx, "p", 1); err != nil {
+			t.Fatal(err)
+		}
+		if n := podGets(cs) - before; n != 0 {
+			t.Errorf("%d pod reads, want 0", n)
+		}
+		if pod, _ := cs.CoreV1().Pods(testNS).Get(ctx, "p", metav1.GetOptions{}); pod.Annotations[AnnotationFinal] != "s_aaaaaaaaaaaa" {
+			t.Errorf("final mark %q", pod.Annotations[AnnotationFinal])
+		}
+	})
+	t.Run("stale: taken over since", func(t *testing.T) {
+		cs := fake.NewClientset(ownedPod("p", "s_aaaaaaaaaaaa", 1))
+		optimisticPods(cs)
+		a, b := managerOn(t, cs, "s_aaaaaaaaaaaa"), managerOn(t, cs, "s_bbbbbbbbbbbb")
+		w := cached(t, a, 1)
+		stale := w.pod("p").DeepCopy()
+		if _, err := b.claim(ctx, "p", "s_aaaaaaaaaaaa", 1); err != nil {
+			t.Fatal(err)
+		}
+		cached(t, a, 2)
+		if err := w.pods.GetIndexer().Update(stale); err != nil { // as if the watch lagged
+			t.Fatal(err)
+		}
+		if err := a.fence(ctx, "p", 1); !errors.Is(err, executor.ErrHandedOver) {
+			t.Fatalf("fence from a stale copy: %v, want ErrHandedOver", err)
+		}
+	})
+	t.Run("stale: before this manager's own claim", func(t *testing.T) {
+		cs := fake.NewClientset(ownedPod("p", "s_deaddeaddead", 0))
+		optimisticPods(cs)
+		a := managerOn(t, cs, "s_aaaaaaaaaaaa")
+		w := cached(t, a, 0)
+		stale := w.pod("p").DeepCopy()
+		n, err := a.claim(ctx, "p", "s_deaddeaddead", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached(t, a, n)
+		if err := w.pods.GetIndexer().Update(stale); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.fence(ctx, "p", n); err != nil {
+			t.Fatalf("fence after the own claim, cache behind: %v", err)
+		}
+	})
+}
+
 // Another manager is dead once its Lease stayed unchanged (or missing)
 // for longer than its duration on the observer's own clock.
 func TestLeaseObserverExpiry(t *testing.T) {

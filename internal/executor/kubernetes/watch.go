@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -138,6 +137,9 @@ func newPodWatch(cs kubeAPI, namespace, shortToken string) (*podWatch, error) {
 		func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("involvedObject.kind", "Pod").String()
 		})
+	if err := w.events.SetTransform(trimEvent); err != nil {
+		return nil, fmt.Errorf("event transform: %w", err)
+	}
 	if err := w.events.AddIndexers(cache.Indexers{eventsByPod: func(obj any) ([]string, error) {
 		if ev, ok := obj.(*corev1.Event); ok {
 			return []string{ev.InvolvedObject.Name}, nil
@@ -165,6 +167,30 @@ func newPodWatch(cs kubeAPI, namespace, shortToken string) (*podWatch, error) {
 		return nil, fmt.Errorf("event handler: %w", err)
 	}
 	return w, nil
+}
+
+// trimEvent keeps what Classify reads of an event. The informer holds
+// every Pod event of the namespace, other pods' too, for the cluster's
+// event TTL (an hour by default); their managed fields and sources would
+// be most of that memory.
+func trimEvent(obj any) (any, error) {
+	ev, ok := obj.(*corev1.Event)
+	if !ok {
+		return obj, nil
+	}
+	o := ev.InvolvedObject
+	return &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: ev.Name, Namespace: ev.Namespace, UID: ev.UID,
+			ResourceVersion: ev.ResourceVersion, CreationTimestamp: ev.CreationTimestamp},
+		InvolvedObject: corev1.ObjectReference{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, UID: o.UID, FieldPath: o.FieldPath},
+		Reason:         ev.Reason,
+		Message:        ev.Message,
+		Type:           ev.Type,
+		Count:          ev.Count,
+		FirstTimestamp: ev.FirstTimestamp,
+		LastTimestamp:  ev.LastTimestamp,
+		EventTime:      ev.EventTime,
+	}, nil
 }
 
 // start runs the informers until stop is closed and waits for their
@@ -273,19 +299,8 @@ func (w *podWatch) podEvents(name string, uid types.UID) []corev1.Event {
 		}
 		out = append(out, *ev)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return eventTime(out[i]).Before(eventTime(out[j])) })
+	sort.SliceStable(out, func(i, j int) bool { return eventAt(out[i]).Before(eventAt(out[j])) })
 	return out
-}
-
-func eventTime(ev corev1.Event) time.Time {
-	switch {
-	case !ev.LastTimestamp.IsZero():
-		return ev.LastTimestamp.Time
-	case !ev.EventTime.IsZero():
-		return ev.EventTime.Time
-	default:
-		return ev.CreationTimestamp.Time
-	}
 }
 
 // listPods lists the runner's pods from the informer's cache.
