@@ -7,7 +7,10 @@
 // job environment it creates: it prepares it, runs the job's stages in the
 // order and under the conditions of the job's plan, writes everything the
 // job prints to Job.Trace, and removes the environment before it returns,
-// also when it fails or is aborted. Run is not retried by the runner; an
+// also when it fails or is aborted; or, once nothing of the job runs any
+// more, hands that removal to a goroutine of its own that its Close (an
+// io.Closer's, which the runner calls after the last Run) waits for. Run
+// is not retried by the runner; an
 // implementation that retries internally (e.g. a pod creation refused by a
 // quota) must keep it idempotent.
 //

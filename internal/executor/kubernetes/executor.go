@@ -119,6 +119,12 @@ type Executor struct {
 	// pool keeps warm pods (warm_pods > 0), started with the pod watch.
 	pool *warmPool
 
+	// ending runs the deletes that wait for a finished job's pod to end
+	// by itself (deleteWhenEnded); closing makes them delete at once.
+	ending    sync.WaitGroup
+	closing   chan struct{}
+	closeOnce sync.Once
+
 	mu     sync.Mutex
 	watch  *podWatch
 	stop   chan struct{}
@@ -203,7 +209,7 @@ func New(opts Options) (*Executor, error) {
 	e := &Executor{
 		opts: opts, cfg: cfg, cs: cs, ns: ns, short: short, log: log.With("executor", "kubernetes", "namespace", ns),
 		image: image, port: port, grace: grace, pollLimit: poll, active: map[string]bool{},
-		systemID: systemID, leases: newLeaseObserver(cs, ns, short),
+		systemID: systemID, leases: newLeaseObserver(cs, ns, short), closing: make(chan struct{}),
 	}
 	e.newAgent = func(baseURL, token string, fingerprint []byte) agentAPI {
 		return newAgentClient(baseURL, token, pinnedClient(hc, fingerprint))
@@ -213,13 +219,16 @@ func New(opts Options) (*Executor, error) {
 	return e, nil
 }
 
-// Close stops renewing the lease (deleting it when no pod of this
-// manager is left) and stops the informers and waits for them. Jobs still
-// running lose their pod updates: call it after the last Run returned.
+// Close deletes at once the pods of finished jobs still waiting to end,
+// stops renewing the lease (deleting it when no pod of this manager is
+// left) and stops the informers and waits for them. Jobs still running
+// lose their pod updates: call it after the last Run returned.
 func (e *Executor) Close() error {
 	e.mu.Lock()
 	started := e.watch != nil
 	e.mu.Unlock()
+	e.closeOnce.Do(func() { close(e.closing) })
+	e.ending.Wait()
 	if started && e.pool != nil {
 		e.pool.close() // its idle pods are deleted
 	}
@@ -320,6 +329,9 @@ type jobRun struct {
 	claims int64
 	// registryName is the job's image pull Secret, if it has one.
 	registryName string
+	// agentExits is set once the agent acknowledged the result: it exits,
+	// and a pod with nothing else running ends by itself.
+	agentExits bool
 }
 
 // Run runs one job in a pod; see executor.Executor.
@@ -575,10 +587,72 @@ func (r *jobRun) cleanup() {
 		r.log.Info("another manager took the job over; its pod stays")
 		return
 	}
+	if r.agentExits && r.e.deleteWhenEnded(r.watch, r.pod, r.registryName) {
+		return
+	}
 	r.e.deletePod(r.pod)
 	if r.registryName != "" {
 		r.e.deleteSecret(r.registryName)
 	}
+}
+
+// endWait bounds how long a finished job's pod may take to end by itself
+// before it is deleted anyway: the kubelet notices an exited container at
+// its next relist (1 s) and then writes the pod's phase.
+const endWait = 10 * time.Second
+
+// deleteWhenEnded deletes the pod of a finished job, and its registry
+// Secret, once the pod has ended by itself (Succeeded or Failed), in the
+// background: the API server removes an ended pod at once, while one
+// deleted as it runs costs the cluster the kubelet's kill (Killing events,
+// status updates, its own final delete; bench/README.md, session 10). It
+// waits up to endWait, or until Close. It reports false, deleting
+// nothing, when the pod cannot end by itself: another container (a
+// service) still runs, or it is not in the cache.
+func (e *Executor) deleteWhenEnded(w *podWatch, name, registry string) bool {
+	sub, unsubscribe := w.subscribe(name)
+	if pod, deleted := sub.snapshot(); pod == nil || deleted || !onlyBuildLeft(pod) {
+		unsubscribe()
+		return false
+	}
+	e.ending.Go(func() {
+		defer unsubscribe()
+		t := time.NewTimer(endWait)
+		defer t.Stop()
+	wait:
+		for {
+			if pod, deleted := sub.snapshot(); deleted || pod == nil || pod.DeletionTimestamp != nil ||
+				pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				break
+			}
+			select {
+			case <-sub.notify:
+			case <-t.C:
+				break wait
+			case <-e.closing:
+				break wait
+			}
+		}
+		e.deletePod(name)
+		if registry != "" {
+			e.deleteSecret(registry)
+		}
+	})
+	return true
+}
+
+// onlyBuildLeft reports whether every container of the pod but the build
+// container (the agent's) has ended.
+func onlyBuildLeft(pod *corev1.Pod) bool {
+	if len(pod.Status.ContainerStatuses) != len(pod.Spec.Containers) {
+		return false
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name != ContainerBuild && cs.State.Terminated == nil {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *Executor) deletePod(name string) {
@@ -1024,6 +1098,8 @@ func (r *jobRun) finish(ctx context.Context, api agentAPI) (executor.Result, err
 	}
 	if err := callAgent(ctx, "ack", api.Ack); err != nil {
 		r.log.Warn("agent ack failed; the agent exits after its grace period", "err", err)
+	} else {
+		r.agentExits = true
 	}
 	// A script killed by SIGKILL may have met the OOM killer: the
 	// container's termination state (set when the agent exits after the
