@@ -221,6 +221,7 @@ func importHelper(bin string) error {
 type podTimes struct {
 	job                   string // the job id of its label or annotation
 	added, running, ended time.Time
+	gone                  bool // deleted
 }
 
 // podWatch records pod moments of one namespace.
@@ -250,19 +251,20 @@ func newPodWatch(cs *kubernetes.Clientset, ns string) (*podWatch, error) {
 			if !ok || ev.Type == watch.Error {
 				continue
 			}
-			pw.observe(now, pod)
+			pw.observe(now, pod, ev.Type == watch.Deleted)
 		}
 	}()
 	return pw, nil
 }
 
-func (pw *podWatch) observe(now time.Time, pod *corev1.Pod) {
+func (pw *podWatch) observe(now time.Time, pod *corev1.Pod, deleted bool) {
 	pw.mu.Lock()
 	pt := pw.pods[pod.Name]
 	if pt == nil {
 		pt = &podTimes{added: now}
 		pw.pods[pod.Name] = pt
 	}
+	pt.gone = pt.gone || deleted
 	main := buildContainer
 	// podrunner labels its pods with the job id; GitLab Runner puts it in
 	// an annotation of the same key. Runners measured one after another
@@ -333,6 +335,42 @@ func (pw *podWatch) waitEnded(ctx context.Context, name string, timeout time.Dur
 		case <-deadline:
 			return podTimes{}, fmt.Errorf("pod %s did not end within %v", name, timeout)
 		}
+	}
+}
+
+// waitJobPodsGone waits until every job pod seen is deleted, then settle
+// more for what the cluster does after (the garbage collector's delete of
+// the pod's Secret): request counts scraped then hold whole jobs, however
+// late a runner deletes its pods.
+func (pw *podWatch) waitJobPodsGone(ctx context.Context, timeout, settle time.Duration) error {
+	deadline := time.After(timeout)
+	for {
+		pw.mu.Lock()
+		left := ""
+		for name, pt := range pw.pods {
+			if pt.job != "" && !pt.gone {
+				left = name
+				break
+			}
+		}
+		pw.mu.Unlock()
+		if left == "" {
+			break
+		}
+		select {
+		case <-pw.wake:
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("job pod %s was not deleted within %v", left, timeout)
+		}
+	}
+	select {
+	case <-time.After(settle):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -548,10 +586,16 @@ func (b *bench) kubeJobs(ctx context.Context, spec runnerSpec, bare []bareSample
 				return nil, err
 			}
 		}
+		if err := k.watch.waitJobPodsGone(ctx, time.Minute, time.Second); err != nil {
+			return nil, err
+		}
 		before, berr := scrapeRequests(ctx, k.cs)
 		js, err := body(w)
 		if err != nil {
 			return nil, fmt.Errorf("%w; end of the runner's log:\n%s", err, p.logTail(2000))
+		}
+		if err := k.watch.waitJobPodsGone(ctx, time.Minute, time.Second); err != nil {
+			return nil, err
 		}
 		after, aerr := scrapeRequests(ctx, k.cs)
 		if berr == nil && aerr == nil && extra == "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -22,8 +23,8 @@ func TestPodWatchMatchesJobs(t *testing.T) {
 		}
 		return p
 	}
-	pw.observe(t0, pod("podrunner-7", map[string]string{labelJobID: "7"}, nil, buildContainer, false))
-	pw.observe(t0.Add(time.Second), pod("podrunner-7", map[string]string{labelJobID: "7"}, nil, buildContainer, true))
+	pw.observe(t0, pod("podrunner-7", map[string]string{labelJobID: "7"}, nil, buildContainer, false), false)
+	pw.observe(t0.Add(time.Second), pod("podrunner-7", map[string]string{labelJobID: "7"}, nil, buildContainer, true), false)
 	if got := pw.podOfJob(7); got != "podrunner-7" {
 		t.Fatalf("job 7 → %q", got)
 	}
@@ -35,8 +36,25 @@ func TestPodWatchMatchesJobs(t *testing.T) {
 		t.Fatalf("after forget, job 7 → %q", got)
 	}
 	// GitLab Runner: the id is an annotation, the main container is "build".
-	pw.observe(t0.Add(time.Minute), pod("other-7", nil, map[string]string{labelJobID: "7"}, buildContainer, true))
+	pw.observe(t0.Add(time.Minute), pod("other-7", nil, map[string]string{labelJobID: "7"}, buildContainer, true), false)
 	if got := pw.podOfJob(7); got != "other-7" {
 		t.Fatalf("job 7 of the second runner → %q, want other-7", got)
+	}
+}
+
+// Request counts are scraped once every job pod is deleted, bare pods
+// (no job id) aside.
+func TestWaitJobPodsGone(t *testing.T) {
+	pw := &podWatch{pods: map[string]*podTimes{}, jobOf: map[string]string{}, wake: make(chan struct{}, 1)}
+	job := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "runner-1", Labels: map[string]string{labelJobID: "1"}}}
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare-1"}}
+	pw.observe(time.Now(), job, false)
+	pw.observe(time.Now(), bare, false)
+	if err := pw.waitJobPodsGone(t.Context(), 50*time.Millisecond, 0); err == nil || !strings.Contains(err.Error(), "runner-1") {
+		t.Fatalf("a job pod left: %v", err)
+	}
+	pw.observe(time.Now(), job, true)
+	if err := pw.waitJobPodsGone(t.Context(), time.Second, 0); err != nil {
+		t.Fatalf("all job pods deleted: %v", err)
 	}
 }
