@@ -169,6 +169,9 @@ func (e *Executor) ResumeJob(ctx context.Context, a executor.Adoptable, j *execu
 	if err != nil {
 		return executor.Result{}, err
 	}
+	if err := w.watchEvents(ctx); err != nil {
+		return executor.Result{}, err
+	}
 	tr := j.Trace
 	if tr == nil {
 		tr = io.Discard

@@ -347,6 +347,9 @@ func (e *Executor) Run(ctx context.Context, j *executor.Job) (executor.Result, e
 	if err != nil {
 		return executor.Result{}, err
 	}
+	if err := w.watchEvents(ctx); err != nil {
+		return executor.Result{}, err
+	}
 
 	// Everything the runner writes before the agent's log is also kept in
 	// prefix: it goes into the pod's trace-prefix annotation for adoption.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,7 +28,8 @@ const (
 const eventsByPod = "involvedObject.name"
 
 // podWatch is the executor's one view of its pods: one informer on the
-// runner's pods (label-selected) and one on the namespace's pod events.
+// runner's pods (label-selected) and, from the first job on, one on the
+// namespace's pod events.
 // Jobs subscribe by pod name and are woken on every change; they read the
 // latest state from the subscription, so nothing is polled.
 type podWatch struct {
@@ -37,6 +39,9 @@ type podWatch struct {
 	// without client-go's informer factory: that links informers and
 	// listers of every API group, 119 packages the manager never uses.)
 	running sync.WaitGroup
+	// stop is start's; eventsOnce starts the events informer (watchEvents).
+	stop       <-chan struct{}
+	eventsOnce sync.Once
 
 	mu   sync.Mutex
 	subs map[string]*podSub
@@ -193,11 +198,11 @@ func trimEvent(obj any) (any, error) {
 	}, nil
 }
 
-// start runs the informers until stop is closed and waits for their
-// first list.
+// start runs the pod informer until stop is closed and waits for its
+// first list. The events informer waits for the first job (watchEvents).
 func (w *podWatch) start(ctx context.Context, stop <-chan struct{}) error {
+	w.stop = stop
 	w.running.Go(func() { w.pods.Run(stop) })
-	w.running.Go(func() { w.events.Run(stop) })
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -207,8 +212,25 @@ func (w *podWatch) start(ctx context.Context, stop <-chan struct{}) error {
 		case <-ctx.Done():
 		}
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced, w.events.HasSynced) {
-		return fmt.Errorf("pod and event informers did not sync (check the Role: pods and events need list and watch): %w", context.Cause(ctx))
+	if !cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced) {
+		return fmt.Errorf("the pod informer did not sync (check the Role: pods need list and watch): %w", context.Cause(ctx))
+	}
+	return nil
+}
+
+// watchEvents starts the events informer on the first job and waits for
+// its first list (60 s at most). Events only explain pods that do not
+// start, so a manager that has run no job keeps none: in a namespace
+// with many pods they are most of an idle manager's heap.
+func (w *podWatch) watchEvents(ctx context.Context) error {
+	w.eventsOnce.Do(func() { w.running.Go(func() { w.events.Run(w.stop) }) })
+	if w.events.HasSynced() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if !cache.WaitForCacheSync(ctx.Done(), w.events.HasSynced) {
+		return fmt.Errorf("the event informer did not sync (check the Role: events need list and watch): %w", context.Cause(ctx))
 	}
 	return nil
 }
