@@ -120,11 +120,7 @@ func TestAzureSignsAsTheSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	delegated, err := NewAzure(AzureConfig{CacheAzure: config.CacheAzure{AccountName: account, ContainerName: "cache"},
-		Credential: fixedToken{}, Transport: toServer{srv}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	delegated := delegatedAzure(t, srv)
 	// A key for the same times as the SDK's, so that both sign alike;
 	// signing reuses it (its expiry is after every URL's).
 	if delegated.udk, err = delegated.fetchDelegationKey(ctx, now); err != nil {
@@ -169,14 +165,21 @@ func check(t *testing.T, a *Azure, object string, now time.Time, ttl time.Durati
 	}
 }
 
-// TestAzureDelegationKeyReused: one key serves every URL it outlives.
-func TestAzureDelegationKeyReused(t *testing.T) {
-	srv, calls := delegationServer(t, http.StatusOK)
+// delegatedAzure signs with user delegation keys from srv.
+func delegatedAzure(t *testing.T, srv *httptest.Server) *Azure {
+	t.Helper()
 	a, err := NewAzure(AzureConfig{CacheAzure: config.CacheAzure{AccountName: "acct", ContainerName: "cache"},
 		Credential: fixedToken{}, Transport: toServer{srv}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+// TestAzureDelegationKeyReused: one key serves every URL it outlives.
+func TestAzureDelegationKeyReused(t *testing.T) {
+	srv, calls := delegationServer(t, http.StatusOK)
+	a := delegatedAzure(t, srv)
 	for range 3 {
 		u, err := a.GetURL(t.Context(), "k", time.Hour)
 		if err != nil || !strings.Contains(u, "skoid=0b1c2d3e-oid") || !strings.Contains(u, "sig=") {
@@ -200,12 +203,7 @@ func TestAzureDelegationKeyReused(t *testing.T) {
 // plain http, is an error that says what to set up; no token leaks.
 func TestAzureDelegationErrors(t *testing.T) {
 	srv, _ := delegationServer(t, http.StatusForbidden)
-	refused, err := NewAzure(AzureConfig{CacheAzure: config.CacheAzure{AccountName: "acct", ContainerName: "cache"},
-		Credential: fixedToken{}, Transport: toServer{srv}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = refused.GetURL(t.Context(), "k", time.Hour)
+	_, err := delegatedAzure(t, srv).GetURL(t.Context(), "k", time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "AuthorizationPermissionMismatch") ||
 		!strings.Contains(err.Error(), "Storage Blob Data Contributor") || strings.Contains(err.Error(), "test-token") {
 		t.Errorf("refused key: %v", err)
